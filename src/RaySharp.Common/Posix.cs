@@ -1,0 +1,93 @@
+using System.Runtime.InteropServices;
+
+namespace RaySharp.Common;
+
+/// <summary>The few libc calls process supervision needs and .NET does not expose.</summary>
+internal static partial class Posix
+{
+    public const int SIGKILL = 9;
+    public const int SIGTERM = 15;
+    private const int ESRCH = 3;
+
+    [LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
+    private static partial int KillNative(int pid, int sig);
+
+    [LibraryImport("libc", EntryPoint = "setsid", SetLastError = true)]
+    private static partial int SetSidNative();
+
+    [LibraryImport("libc", EntryPoint = "dup2", SetLastError = true)]
+    private static partial int Dup2Native(int oldFd, int newFd);
+
+    [LibraryImport("libc", EntryPoint = "getpgid", SetLastError = true)]
+    private static partial int GetPgidNative(int pid);
+
+    /// <summary>Sends a signal; false when the process no longer exists.</summary>
+    public static bool Kill(int pid, int signal)
+    {
+        if (pid <= 0) throw new ArgumentOutOfRangeException(nameof(pid), "refusing to signal a process group or every process");
+        return KillNative(pid, signal) == 0;
+    }
+
+    /// <summary>Signals a whole process group (the group whose leader is <paramref name="pgid"/>).</summary>
+    public static bool KillGroup(int pgid, int signal)
+    {
+        if (pgid <= 1) throw new ArgumentOutOfRangeException(nameof(pgid));
+        return KillNative(-pgid, signal) == 0;
+    }
+
+    public static bool IsAlive(int pid)
+    {
+        if (pid <= 0) return false;
+        if (KillNative(pid, 0) == 0)
+        {
+            // A zombie still answers kill(0); treat it as gone.
+            try
+            {
+                var stat = File.ReadAllText($"/proc/{pid}/stat");
+                var close = stat.LastIndexOf(')');
+                return !(close > 0 && close + 2 < stat.Length && stat[close + 2] == 'Z');
+            }
+            catch (IOException) { return false; }
+        }
+        return Marshal.GetLastPInvokeError() != ESRCH;
+    }
+
+    /// <summary>Makes the calling process the leader of a new session and process group, detached from any terminal.</summary>
+    public static void DetachIntoNewSession() => SetSidNative();
+
+    public static int GetProcessGroup(int pid) => GetPgidNative(pid);
+
+    /// <summary>Points the process's own stdout and stderr at <paramref name="path"/>, so native crash output lands in the log too.</summary>
+    public static void RedirectStdoutAndStderr(string path)
+    {
+        var stream = new FileStream(path, FileMode.Append, FileAccess.Write, FileShare.ReadWrite | FileShare.Delete);
+        var fd = (int)stream.SafeFileHandle.DangerousGetHandle();
+        Dup2Native(fd, 1);
+        Dup2Native(fd, 2);
+        GC.KeepAlive(stream);
+        // Deliberately never disposed: fds 1 and 2 now share its file description for the life of the process.
+        s_logStream = stream;
+    }
+
+    /// <summary>Replaces stdin with /dev/null so a detached process holds no terminal or pipe of its launcher.</summary>
+    public static void DetachStdin()
+    {
+        var devNull = new FileStream("/dev/null", FileMode.Open, FileAccess.Read);
+        Dup2Native((int)devNull.SafeFileHandle.DangerousGetHandle(), 0);
+        s_devNull = devNull;
+    }
+
+    /// <summary>The command line of a process, or null when it is gone; used to check a recorded pid still is ours.</summary>
+    public static string? ReadCommandLine(int pid)
+    {
+        try
+        {
+            return File.ReadAllText($"/proc/{pid}/cmdline").Replace('\0', ' ').Trim();
+        }
+        catch (IOException) { return null; }
+        catch (UnauthorizedAccessException) { return null; }
+    }
+
+    private static FileStream? s_logStream;
+    private static FileStream? s_devNull;
+}

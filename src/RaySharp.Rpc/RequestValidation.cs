@@ -1,0 +1,74 @@
+using RaySharp.Common;
+
+// Well-formedness rules of the requests that carry data from other processes. The RpcGatekeeper applies them to every
+// call, so a service handler can trust ids, ports and quantities it receives.
+namespace RaySharp.Rpc.Protocol;
+
+public sealed partial class RegisterNodeRequest : IValidatedRequest
+{
+    string? IValidatedRequest.Validate()
+    {
+        if (NodeInfo is null) return "node_info is missing";
+        if (!UniqueId.IsValid(NodeInfo.NodeId)) return $"node_id '{NodeInfo.NodeId}' is not a {UniqueId.Length * 2}-character hex id";
+        if (!System.Net.IPAddress.TryParse(NodeInfo.NodeIpAddress, out _)) return $"node_ip_address '{NodeInfo.NodeIpAddress}' is not an IP address";
+        if (NodeInfo.NodeManagerPort is < 1 or > 65535) return $"node_manager_port {NodeInfo.NodeManagerPort} is out of range";
+        return Validation.Resources(NodeInfo.ResourcesTotal, "resources_total");
+    }
+}
+
+public sealed partial class UnregisterNodeRequest : IValidatedRequest
+{
+    string? IValidatedRequest.Validate() => Validation.Id(NodeId, "node_id");
+}
+
+public sealed partial class ReportResourceUsageRequest : IValidatedRequest
+{
+    string? IValidatedRequest.Validate() =>
+        Validation.Id(NodeId, "node_id") ?? Validation.Resources(ResourcesAvailable, "resources_available");
+}
+
+public sealed partial class RequestWorkerLeaseRequest : IValidatedRequest
+{
+    string? IValidatedRequest.Validate()
+    {
+        if (Strategy is { Kind: SchedulingStrategyKind.SchedulingNodeAffinity } s && !UniqueId.IsValid(s.NodeId))
+            return $"node affinity names node '{s.NodeId}', which is not a node id";
+        return Validation.Resources(Resources, "resources");
+    }
+}
+
+public sealed partial class RegisterWorkerRequest : IValidatedRequest
+{
+    string? IValidatedRequest.Validate()
+    {
+        if (!UniqueId.IsValid(WorkerId)) return $"worker_id '{WorkerId}' is not a worker id";
+        if (Pid <= 0) return "pid must be positive";
+        return Port is < 1 or > 65535 ? $"port {Port} is out of range" : null;
+    }
+}
+
+public sealed partial class KvPutRequest : IValidatedRequest
+{
+    string? IValidatedRequest.Validate() => Key.IsEmpty ? "key is empty" : null;
+}
+
+public sealed partial class KvGetRequest : IValidatedRequest
+{
+    string? IValidatedRequest.Validate() => Key.IsEmpty ? "key is empty" : null;
+}
+
+internal static class Validation
+{
+    public static string? Id(string id, string field) =>
+        UniqueId.IsValid(id) ? null : $"{field} '{id}' is not a {UniqueId.Length * 2}-character hex id";
+
+    public static string? Resources(IDictionary<string, double> resources, string field)
+    {
+        foreach (var (name, quantity) in resources)
+        {
+            if (!ResourceSet.IsValidName(name)) return $"{field} has an invalid resource name '{name}'";
+            if (!double.IsFinite(quantity) || quantity < 0) return $"{field}[{name}] = {quantity} is not a non-negative number";
+        }
+        return null;
+    }
+}

@@ -1,0 +1,141 @@
+using System.Net;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+
+namespace RaySharp.Rpc;
+
+/// <summary>Where a server should listen: one fixed port, any free port (0), or the first free port of a range.</summary>
+internal sealed record RpcListenOptions(int Port, int RangeMin = 0, int RangeMax = 0)
+{
+    public static RpcListenOptions Fixed(int port) => new(port);
+    public static RpcListenOptions Range(int min, int max) => new(0, min, max);
+}
+
+/// <summary>
+/// Hosts gRPC services on Kestrel (HTTP/2 without TLS) behind the <see cref="RpcGatekeeper"/>. Every RaySharp server
+/// (GCS, raylet, core worker) is built here, so authentication and validation cannot be forgotten by one of them.
+/// </summary>
+internal sealed class RpcServer : IAsyncDisposable
+{
+    private readonly WebApplication _app;
+
+    private RpcServer(WebApplication app, int port)
+    {
+        _app = app;
+        Port = port;
+    }
+
+    public int Port { get; }
+    public IServiceProvider Services => _app.Services;
+
+    public static async Task<RpcServer> StartAsync(
+        string name,
+        RpcListenOptions listen,
+        ILoggerFactory loggerFactory,
+        Action<IServiceCollection> configureServices,
+        Action<IEndpointRouteBuilder> mapServices,
+        RpcSecurityOptions? security = null,
+        CancellationToken cancellationToken = default)
+    {
+        security ??= RpcSecurityOptions.FromEnvironment();
+        var candidates = listen.RangeMax > 0
+            ? ShuffledRange(listen.RangeMin, listen.RangeMax)
+            : [listen.Port];
+        IOException? lastError = null;
+        foreach (var port in candidates)
+        {
+            var app = Build(listen.RangeMax > 0 ? port : listen.Port, loggerFactory, configureServices, mapServices, security);
+            try
+            {
+                await app.StartAsync(cancellationToken).ConfigureAwait(false);
+            }
+            catch (IOException e)
+            {
+                // Address in use: in a range, try the next port; for a fixed port, the caller reports it.
+                lastError = e;
+                await app.DisposeAsync().ConfigureAwait(false);
+                if (listen.RangeMax > 0) continue;
+                throw;
+            }
+            var bound = BoundPort(app);
+            RpcLog.Listening(loggerFactory.CreateLogger<RpcServer>(), name, bound);
+            return new RpcServer(app, bound);
+        }
+        throw new IOException($"no free port in {listen.RangeMin}-{listen.RangeMax} for {name}; widen --min-worker-port/--max-worker-port", lastError);
+    }
+
+    private static WebApplication Build(int port, ILoggerFactory loggerFactory, Action<IServiceCollection> configureServices,
+        Action<IEndpointRouteBuilder> mapServices, RpcSecurityOptions security)
+    {
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [] });
+        builder.Logging.ClearProviders();
+        builder.Services.AddSingleton(loggerFactory);
+        builder.Services.AddSingleton(typeof(ILogger<>), typeof(Logger<>));
+        builder.Services.AddSingleton(security);
+        var gatekeeper = new RpcGatekeeper(security, loggerFactory.CreateLogger<RpcGatekeeper>());
+        builder.Services.AddSingleton(gatekeeper);
+        builder.Services.AddGrpc(o =>
+        {
+            o.Interceptors.Add<RpcGatekeeper>();
+            o.MaxReceiveMessageSize = 64 * 1024 * 1024;
+            o.EnableDetailedErrors = true;
+        });
+        configureServices(builder.Services);
+        builder.WebHost.ConfigureKestrel(k =>
+        {
+            k.AddServerHeader = false;
+            k.Limits.Http2.MaxStreamsPerConnection = 1000;
+            k.Listen(IPAddress.Any, port, lo =>
+            {
+                lo.Protocols = HttpProtocols.Http2;
+                lo.Use(next => async connection =>
+                {
+                    if (!gatekeeper.AcceptConnection(connection.RemoteEndPoint))
+                    {
+                        connection.Abort();
+                        return;
+                    }
+                    await next(connection).ConfigureAwait(false);
+                });
+            });
+        });
+        var app = builder.Build();
+        mapServices(app);
+        return app;
+    }
+
+    private static int BoundPort(WebApplication app)
+    {
+        var addresses = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses;
+        foreach (var a in addresses)
+        {
+            if (Uri.TryCreate(a.Replace("0.0.0.0", "localhost", StringComparison.Ordinal).Replace("[::]", "localhost", StringComparison.Ordinal), UriKind.Absolute, out var uri)) return uri.Port;
+        }
+        throw new InvalidOperationException("server started without an address");
+    }
+
+    private static IEnumerable<int> ShuffledRange(int min, int max)
+    {
+        // Random start so that many workers starting at once rarely collide on the same port.
+        var count = max - min + 1;
+        var start = Random.Shared.Next(count);
+        for (var i = 0; i < count; i++) yield return min + (start + i) % count;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        try
+        {
+            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(2));
+            await _app.StopAsync(cts.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) { }
+        await _app.DisposeAsync().ConfigureAwait(false);
+    }
+}
