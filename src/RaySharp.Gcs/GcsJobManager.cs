@@ -1,0 +1,41 @@
+using Google.Protobuf;
+using RaySharp.Gcs.Storage;
+using RaySharp.Rpc.Protocol;
+
+namespace RaySharp.Gcs;
+
+/// <summary>The job table: one row per driver that connected to the cluster.</summary>
+internal sealed class GcsJobManager(IGcsStore store, GcsPublisher publisher, TimeProvider time)
+{
+    /// <summary>Job ids are a cluster-wide counter, printed as 8 hex digits as Ray prints its 4-byte job ids.</summary>
+    public async Task<string> NextJobIdAsync()
+    {
+        var n = await store.IncrementAsync(GcsTables.Counters, "job").ConfigureAwait(false);
+        return n.ToString("x8", System.Globalization.CultureInfo.InvariantCulture);
+    }
+
+    public async Task AddAsync(JobInfo job)
+    {
+        var row = job.Clone();
+        row.IsDead = false;
+        row.StartTimeMs = time.GetUtcNow().ToUnixTimeMilliseconds();
+        await store.PutAsync(GcsTables.Jobs, row.JobId, row.ToByteArray()).ConfigureAwait(false);
+        publisher.Publish(Channel.Job, m => m.JobInfo = row);
+    }
+
+    public async Task<bool> MarkFinishedAsync(string jobId)
+    {
+        var bytes = await store.GetAsync(GcsTables.Jobs, jobId).ConfigureAwait(false);
+        if (bytes is null) return false;
+        var row = JobInfo.Parser.ParseFrom(bytes);
+        if (row.IsDead) return true;
+        row.IsDead = true;
+        row.EndTimeMs = time.GetUtcNow().ToUnixTimeMilliseconds();
+        await store.PutAsync(GcsTables.Jobs, row.JobId, row.ToByteArray()).ConfigureAwait(false);
+        publisher.Publish(Channel.Job, m => m.JobInfo = row);
+        return true;
+    }
+
+    public async Task<IReadOnlyList<JobInfo>> GetAllAsync() =>
+        (await store.GetAllAsync(GcsTables.Jobs).ConfigureAwait(false)).Select(kv => JobInfo.Parser.ParseFrom(kv.Value)).ToList();
+}

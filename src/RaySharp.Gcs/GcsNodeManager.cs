@@ -1,0 +1,92 @@
+using System.Collections.Concurrent;
+using Google.Protobuf;
+using Microsoft.Extensions.Logging;
+using RaySharp.Gcs.Storage;
+using RaySharp.Rpc.Protocol;
+
+namespace RaySharp.Gcs;
+
+/// <summary>The node table: who is in the cluster, where, with what resources, alive or dead.</summary>
+internal sealed partial class GcsNodeManager(IGcsStore store, GcsPublisher publisher, TimeProvider time, ILogger<GcsNodeManager> logger)
+{
+    private readonly ConcurrentDictionary<string, NodeInfo> _nodes = new(StringComparer.Ordinal);
+    private readonly Lock _gate = new();
+
+    /// <summary>Raised after a node joined (the health checker starts watching it).</summary>
+    public event Action<NodeInfo>? NodeAdded;
+
+    /// <summary>Raised after a node was marked dead, for whatever reason.</summary>
+    public event Action<NodeInfo>? NodeRemoved;
+
+    public async Task<bool> RegisterAsync(NodeInfo info)
+    {
+        NodeInfo row;
+        lock (_gate)
+        {
+            if (_nodes.TryGetValue(info.NodeId, out var existing) && existing.State == NodeState.Dead)
+                return false; // a node that died comes back with a new id, never the old one
+            row = info.Clone();
+            row.State = NodeState.Alive;
+            row.StartTimeMs = time.GetUtcNow().ToUnixTimeMilliseconds();
+            if (row.ResourcesAvailable.Count == 0) row.ResourcesAvailable.Add(row.ResourcesTotal);
+            _nodes[row.NodeId] = row;
+        }
+        await store.PutAsync(GcsTables.Nodes, row.NodeId, row.ToByteArray()).ConfigureAwait(false);
+        LogNodeRegistered(logger, row.NodeId, row.NodeIpAddress, row.NodeManagerPort, Common.ResourceSet.Describe(row.ResourcesTotal));
+        publisher.Publish(Channel.NodeInfo, m => m.NodeInfo = row.Clone());
+        NodeAdded?.Invoke(row);
+        return true;
+    }
+
+    /// <summary>Marks a node dead; false when it was unknown or dead already.</summary>
+    public async Task<bool> MarkDeadAsync(string nodeId, string reason)
+    {
+        NodeInfo row;
+        lock (_gate)
+        {
+            if (!_nodes.TryGetValue(nodeId, out var existing) || existing.State == NodeState.Dead) return false;
+            row = existing.Clone();
+            row.State = NodeState.Dead;
+            row.EndTimeMs = time.GetUtcNow().ToUnixTimeMilliseconds();
+            row.DeathReason = reason;
+            row.ResourcesAvailable.Clear();
+            row.PendingDemands.Clear();
+            row.InfeasibleDemands.Clear();
+            _nodes[nodeId] = row;
+        }
+        await store.PutAsync(GcsTables.Nodes, row.NodeId, row.ToByteArray()).ConfigureAwait(false);
+        LogNodeDead(logger, nodeId, row.NodeIpAddress, reason);
+        publisher.Publish(Channel.NodeInfo, m => m.NodeInfo = row.Clone());
+        NodeRemoved?.Invoke(row);
+        return true;
+    }
+
+    /// <summary>Records a raylet's latest resource view; false when the node is not alive (it must then stop).</summary>
+    public bool UpdateResourceUsage(ReportResourceUsageRequest report)
+    {
+        lock (_gate)
+        {
+            if (!_nodes.TryGetValue(report.NodeId, out var existing) || existing.State != NodeState.Alive) return false;
+            var row = existing.Clone();
+            row.ResourcesAvailable.Clear();
+            row.ResourcesAvailable.Add(report.ResourcesAvailable);
+            row.PendingDemands.Clear();
+            row.PendingDemands.Add(report.PendingDemands);
+            row.InfeasibleDemands.Clear();
+            row.InfeasibleDemands.Add(report.InfeasibleDemands);
+            _nodes[report.NodeId] = row;
+            return true;
+        }
+    }
+
+    public NodeInfo? Get(string nodeId) => _nodes.TryGetValue(nodeId, out var n) ? n : null;
+
+    public IReadOnlyList<NodeInfo> GetAll(bool aliveOnly) =>
+        _nodes.Values.Where(n => !aliveOnly || n.State == NodeState.Alive).OrderBy(n => n.StartTimeMs).ToList();
+
+    [LoggerMessage(EventId = 200, Level = LogLevel.Information, Message = "Node {NodeId} registered from {Ip}:{Port} with {Resources}")]
+    private static partial void LogNodeRegistered(ILogger logger, string nodeId, string ip, int port, string resources);
+
+    [LoggerMessage(EventId = 201, Level = LogLevel.Warning, Message = "Node {NodeId} ({Ip}) is dead: {Reason}")]
+    private static partial void LogNodeDead(ILogger logger, string nodeId, string ip, string reason);
+}

@@ -1,0 +1,38 @@
+namespace RaySharp.Gcs;
+
+/// <summary>Settings of the GCS server. Each default is the value used when the option is not given.</summary>
+internal sealed class GcsServerOptions
+{
+    /// <summary>TCP port the GCS listens on (all interfaces). Default 6379, Ray's; the CLI falls back to a free port when taken.</summary>
+    public int Port { get; set; } = Common.NodeAddress.DefaultGcsPort;
+
+    /// <summary>The head's session directory, where the GCS writes the port it bound.</summary>
+    public string SessionDir { get; set; } = "";
+
+    /// <summary>How often the GCS checks each raylet. Default 3 s (Ray's <c>health_check_period_ms</c>).</summary>
+    public TimeSpan HealthCheckPeriod { get; set; } = TimeSpan.FromSeconds(3);
+
+    /// <summary>How long one check may take before it counts as missed. Default: one period.</summary>
+    public TimeSpan? HealthCheckTimeout { get; set; }
+
+    /// <summary>Consecutive missed checks after which a node is marked dead. Default 5 (Ray's <c>health_check_failure_threshold</c>).</summary>
+    public int HealthCheckFailureThreshold { get; set; } = 5;
+
+    /// <summary>Delay before the first check of a newly registered node. Default: one period.</summary>
+    public TimeSpan? HealthCheckInitialDelay { get; set; }
+
+    public TimeSpan EffectiveHealthCheckTimeout => HealthCheckTimeout ?? HealthCheckPeriod;
+    public TimeSpan EffectiveInitialDelay => HealthCheckInitialDelay ?? HealthCheckPeriod;
+
+    /// <summary>Environment variables that override the health-check settings for every GCS started on this host.</summary>
+    public const string HealthCheckPeriodEnv = "RAYSHARP_health_check_period_ms";
+    public const string HealthCheckFailureThresholdEnv = "RAYSHARP_health_check_failure_threshold";
+
+    public void ApplyEnvironment()
+    {
+        if (int.TryParse(Environment.GetEnvironmentVariable(HealthCheckPeriodEnv), out var ms) && ms > 0)
+            HealthCheckPeriod = TimeSpan.FromMilliseconds(ms);
+        if (int.TryParse(Environment.GetEnvironmentVariable(HealthCheckFailureThresholdEnv), out var n) && n > 0)
+            HealthCheckFailureThreshold = n;
+    }
+}

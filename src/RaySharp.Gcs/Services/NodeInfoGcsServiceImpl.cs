@@ -1,0 +1,46 @@
+using Grpc.Core;
+using RaySharp.Rpc.Protocol;
+
+namespace RaySharp.Gcs.Services;
+
+internal sealed class NodeInfoGcsServiceImpl(GcsNodeManager nodes, GcsServerOptions options, GcsClusterIdentity identity)
+    : NodeInfoGcsService.NodeInfoGcsServiceBase
+{
+    public override Task<GetClusterInfoReply> GetClusterInfo(GetClusterInfoRequest request, ServerCallContext context) =>
+        Task.FromResult(new GetClusterInfoReply
+        {
+            ClusterId = identity.ClusterId,
+            SessionName = identity.SessionName,
+            Version = identity.Version,
+            StartTimeMs = identity.StartTimeMs,
+        });
+
+    public override async Task<RegisterNodeReply> RegisterNode(RegisterNodeRequest request, ServerCallContext context)
+    {
+        if (!await nodes.RegisterAsync(request.NodeInfo).ConfigureAwait(false))
+            throw new RpcException(new Status(StatusCode.FailedPrecondition,
+                $"node {request.NodeInfo.NodeId} was already declared dead; a restarted raylet must register with a new node id"));
+        return new RegisterNodeReply
+        {
+            ClusterId = identity.ClusterId,
+            HealthCheckPeriodMs = (long)options.HealthCheckPeriod.TotalMilliseconds,
+            HealthCheckFailureThreshold = options.HealthCheckFailureThreshold,
+        };
+    }
+
+    public override async Task<UnregisterNodeReply> UnregisterNode(UnregisterNodeRequest request, ServerCallContext context)
+    {
+        await nodes.MarkDeadAsync(request.NodeId, string.IsNullOrEmpty(request.Reason) ? "unregistered" : request.Reason).ConfigureAwait(false);
+        return new UnregisterNodeReply();
+    }
+
+    public override Task<GetAllNodeInfoReply> GetAllNodeInfo(GetAllNodeInfoRequest request, ServerCallContext context)
+    {
+        var reply = new GetAllNodeInfoReply();
+        reply.Nodes.Add(nodes.GetAll(request.AliveOnly));
+        return Task.FromResult(reply);
+    }
+
+    public override Task<ReportResourceUsageReply> ReportResourceUsage(ReportResourceUsageRequest request, ServerCallContext context) =>
+        Task.FromResult(new ReportResourceUsageReply { NodeAlive = nodes.UpdateResourceUsage(request) });
+}

@@ -1,0 +1,223 @@
+using Grpc.Core;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using RaySharp.Common;
+using RaySharp.Raylet.Scheduling;
+using RaySharp.Raylet.Services;
+using RaySharp.Rpc;
+using RaySharp.Rpc.Protocol;
+
+namespace RaySharp.Raylet;
+
+/// <summary>
+/// One node's raylet: serves the node manager RPCs, registers the node with the GCS, keeps the GCS told of its
+/// resources, follows the node table (for spillback), and owns the worker pool. It stops itself if the GCS declares
+/// its node dead.
+/// </summary>
+internal sealed partial class Raylet : IAsyncDisposable
+{
+    private readonly RayletOptions _options;
+    private readonly SessionDirectory _session;
+    private readonly TimeProvider _time;
+    private readonly ILogger _logger;
+    private readonly RpcChannelPool _channels = new();
+    private readonly CancellationTokenSource _stopping = new();
+    private readonly TaskCompletionSource<string> _fatal = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly Dictionary<string, NodeInfo> _clusterNodes = new(StringComparer.Ordinal);
+    private readonly Lock _viewGate = new();
+    private readonly SemaphoreSlim _reportNow = new(0);
+    private RpcServer? _rpc;
+    private WorkerPool.WorkerPool? _pool;
+    private LeaseManager? _leases;
+    private Task _background = Task.CompletedTask;
+
+    public Raylet(RayletOptions options, SessionDirectory session, TimeProvider time, ILogger<Raylet> logger)
+    {
+        _options = options;
+        _session = session;
+        _time = time;
+        _logger = logger;
+    }
+
+    public int Port => _rpc?.Port ?? 0;
+
+    /// <summary>Completes with a reason when the raylet must stop on its own (its node was declared dead, the GCS is gone).</summary>
+    public Task<string> Fatal => _fatal.Task;
+
+    private NodeInfoGcsService.NodeInfoGcsServiceClient Gcs => new(_channels.Get(_options.GcsAddress));
+
+    public async Task StartAsync(ILoggerFactory loggerFactory, CancellationToken cancellationToken)
+    {
+        // The worker pool needs the raylet's address and the raylet's server needs the pool: bind first, then wire.
+        WorkerPool.WorkerPool? pool = null;
+        LeaseManager? leases = null;
+        _rpc = await RpcServer.StartAsync("raylet", RpcListenOptions.Fixed(_options.NodeManagerPort), loggerFactory,
+            services =>
+            {
+                services.AddSingleton(_options);
+                services.AddSingleton(_ => pool!);
+                services.AddSingleton(_ => leases!);
+            },
+            endpoints => endpoints.MapGrpcService<NodeManagerServiceImpl>(), cancellationToken: cancellationToken).ConfigureAwait(false);
+
+        pool = _pool = new WorkerPool.WorkerPool(_options, _session, NodeAddress.Format(_options.NodeIpAddress, _rpc.Port), _time,
+            loggerFactory.CreateLogger<WorkerPool.WorkerPool>());
+        leases = _leases = new LeaseManager(_options, pool, RemoteNodes, loggerFactory.CreateLogger<LeaseManager>());
+        leases.Changed += () => _reportNow.Release();
+
+        await RegisterWithGcsAsync(cancellationToken).ConfigureAwait(false);
+        pool.Prestart();
+        _background = Task.WhenAll(ReportLoopAsync(_stopping.Token), FollowNodeTableAsync(_stopping.Token));
+    }
+
+    private async Task RegisterWithGcsAsync(CancellationToken cancellationToken)
+    {
+        var info = new NodeInfo
+        {
+            NodeId = _options.NodeId,
+            NodeIpAddress = _options.NodeIpAddress,
+            NodeName = Environment.MachineName,
+            NodeManagerPort = _rpc!.Port,
+            IsHeadNode = _options.IsHead,
+            SessionDir = _session.Path,
+            RayletPid = Environment.ProcessId,
+            MinWorkerPort = _options.MinWorkerPort,
+            MaxWorkerPort = _options.MaxWorkerPort,
+        };
+        info.ResourcesTotal.Add(_options.Resources);
+        var deadline = _time.GetUtcNow() + _options.GcsConnectTimeout;
+        while (true)
+        {
+            try
+            {
+                var reply = await Gcs.RegisterNodeAsync(new RegisterNodeRequest { NodeInfo = info },
+                    deadline: DateTime.UtcNow.AddSeconds(5), cancellationToken: cancellationToken).ConfigureAwait(false);
+                LogRegistered(_logger, _options.NodeId, _options.GcsAddress, reply.ClusterId);
+                return;
+            }
+            catch (RpcException e) when (e.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded && _time.GetUtcNow() < deadline)
+            {
+                await Task.Delay(TimeSpan.FromMilliseconds(250), _time, cancellationToken).ConfigureAwait(false);
+            }
+        }
+    }
+
+    private IReadOnlyList<NodeView> RemoteNodes()
+    {
+        lock (_viewGate)
+        {
+            return _clusterNodes.Values
+                .Where(n => n.State == NodeState.Alive && n.NodeId != _options.NodeId)
+                .Select(n => new NodeView(n.NodeId, n.NodeIpAddress, n.NodeManagerPort, n.ResourcesTotal, n.ResourcesAvailable))
+                .ToList();
+        }
+    }
+
+    private void UpdateView(IEnumerable<NodeInfo> nodes)
+    {
+        lock (_viewGate)
+        {
+            foreach (var n in nodes) _clusterNodes[n.NodeId] = n;
+        }
+        _leases?.Dispatch();
+    }
+
+    /// <summary>Tells the GCS what is free here (on change, at most every 100 ms, and every period regardless) and refreshes the view of other nodes.</summary>
+    private async Task ReportLoopAsync(CancellationToken stop)
+    {
+        var failures = 0;
+        while (!stop.IsCancellationRequested)
+        {
+            try
+            {
+                await _reportNow.WaitAsync(_options.ResourceReportPeriod, stop).ConfigureAwait(false);
+                await Task.Delay(TimeSpan.FromMilliseconds(100), _time, stop).ConfigureAwait(false);
+                while (_reportNow.CurrentCount > 0) await _reportNow.WaitAsync(stop).ConfigureAwait(false);
+
+                var (pending, infeasible) = _leases!.Demands();
+                var report = new ReportResourceUsageRequest { NodeId = _options.NodeId };
+                report.ResourcesAvailable.Add(_leases.AvailableSnapshot());
+                report.PendingDemands.Add(pending);
+                report.InfeasibleDemands.Add(infeasible);
+                var reply = await Gcs.ReportResourceUsageAsync(report, deadline: DateTime.UtcNow.AddSeconds(5), cancellationToken: stop).ConfigureAwait(false);
+                if (!reply.NodeAlive)
+                {
+                    _fatal.TrySetResult("the GCS declared this node dead");
+                    return;
+                }
+                var all = await Gcs.GetAllNodeInfoAsync(new GetAllNodeInfoRequest(), deadline: DateTime.UtcNow.AddSeconds(5), cancellationToken: stop).ConfigureAwait(false);
+                UpdateView(all.Nodes);
+                failures = 0;
+            }
+            catch (OperationCanceledException) when (stop.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (RpcException e)
+            {
+                if (++failures == 1 || failures % 30 == 0) LogGcsUnreachable(_logger, _options.GcsAddress, e.Status.Detail);
+            }
+        }
+    }
+
+    /// <summary>Follows node added/removed events so spillback decisions see a node the moment it joins or dies.</summary>
+    private async Task FollowNodeTableAsync(CancellationToken stop)
+    {
+        while (!stop.IsCancellationRequested)
+        {
+            try
+            {
+                var client = new PubsubGcsService.PubsubGcsServiceClient(_channels.Get(_options.GcsAddress));
+                var request = new SubscribeRequest { SubscriberId = _options.NodeId };
+                request.Channels.Add(Channel.NodeInfo);
+                using var call = client.Subscribe(request, cancellationToken: stop);
+                await foreach (var message in call.ResponseStream.ReadAllAsync(stop).ConfigureAwait(false))
+                {
+                    if (message.NodeInfo is { } node)
+                    {
+                        if (node.NodeId == _options.NodeId && node.State == NodeState.Dead)
+                        {
+                            _fatal.TrySetResult($"the GCS declared this node dead: {node.DeathReason}");
+                            return;
+                        }
+                        UpdateView([node]);
+                    }
+                }
+            }
+            catch (OperationCanceledException) when (stop.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (RpcException) when (!stop.IsCancellationRequested)
+            {
+                // The GCS went away; the report loop logs it. Resubscribe after a pause.
+            }
+            try { await Task.Delay(TimeSpan.FromSeconds(1), _time, stop).ConfigureAwait(false); }
+            catch (OperationCanceledException) { return; }
+        }
+    }
+
+    /// <summary>Stops the raylet: leave the cluster (best effort), stop every worker, close the server.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        await _stopping.CancelAsync().ConfigureAwait(false);
+        try
+        {
+            await Gcs.UnregisterNodeAsync(new UnregisterNodeRequest { NodeId = _options.NodeId, Reason = "raylet stopped" },
+                deadline: DateTime.UtcNow.AddSeconds(2)).ConfigureAwait(false);
+        }
+        catch (RpcException) { /* the GCS may be gone already; its health check will notice */ }
+        if (_pool is not null) await _pool.DisposeAsync().ConfigureAwait(false);
+        try { await _background.ConfigureAwait(false); } catch (OperationCanceledException) { }
+        if (_rpc is not null) await _rpc.DisposeAsync().ConfigureAwait(false);
+        _channels.Dispose();
+        _stopping.Dispose();
+    }
+
+    [LoggerMessage(EventId = 500, Level = LogLevel.Information, Message = "Node {NodeId} registered with the GCS at {GcsAddress} (cluster {ClusterId})")]
+    private static partial void LogRegistered(ILogger logger, string nodeId, string gcsAddress, string clusterId);
+
+    [LoggerMessage(EventId = 501, Level = LogLevel.Warning, Message = "Cannot reach the GCS at {GcsAddress}: {Detail}")]
+    private static partial void LogGcsUnreachable(ILogger logger, string gcsAddress, string detail);
+}

@@ -1,0 +1,50 @@
+namespace RaySharp.Raylet;
+
+/// <summary>Settings of one raylet. Each default is the value used when the option is not given.</summary>
+internal sealed class RayletOptions
+{
+    /// <summary>Id of this node; a new one on every start, so a node that comes back is a new node.</summary>
+    public string NodeId { get; set; } = Common.UniqueId.New();
+
+    /// <summary>The head's GCS address, <c>ip:port</c>. Required.</summary>
+    public string GcsAddress { get; set; } = "";
+
+    /// <summary>This node's IP as the cluster sees it. Default: detected from the route to the GCS.</summary>
+    public string NodeIpAddress { get; set; } = "127.0.0.1";
+
+    /// <summary>Port of the raylet's RPC server. Default 0: any free port, reported to the GCS.</summary>
+    public int NodeManagerPort { get; set; }
+
+    /// <summary>What this node offers: CPU, GPU, memory and custom resources.</summary>
+    public Dictionary<string, double> Resources { get; set; } = new(StringComparer.Ordinal);
+
+    public bool IsHead { get; set; }
+
+    public string SessionDir { get; set; } = "";
+
+    /// <summary>Lowest port a worker may listen on. Default 10002, as Ray.</summary>
+    public int MinWorkerPort { get; set; } = 10002;
+
+    /// <summary>Highest port a worker may listen on. Default 19999, as Ray.</summary>
+    public int MaxWorkerPort { get; set; } = 19999;
+
+    /// <summary>Workers started when the raylet starts. Default: the node's CPU count.</summary>
+    public int? PrestartWorkers { get; set; }
+
+    /// <summary>Most workers starting at once. Default: the node's CPU count, at least 1 (Ray's maximum_startup_concurrency).</summary>
+    public int? MaxStartingWorkers { get; set; }
+
+    /// <summary>A worker that has not registered within this time is killed. Default 60 s.</summary>
+    public TimeSpan WorkerRegisterTimeout { get; set; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>How often the raylet reports its available resources and refreshes its view of other nodes. Default 1 s.</summary>
+    public TimeSpan ResourceReportPeriod { get; set; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>Time given to workers between SIGTERM and SIGKILL when the raylet stops. Default 3 s.</summary>
+    public TimeSpan WorkerKillGracePeriod { get; set; } = TimeSpan.FromSeconds(3);
+
+    /// <summary>How long the raylet keeps trying to register with the GCS before it gives up. Default 10 s.</summary>
+    public TimeSpan GcsConnectTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
+    public int CpuCount => (int)Math.Floor(Resources.GetValueOrDefault(Common.ResourceSet.Cpu));
+}

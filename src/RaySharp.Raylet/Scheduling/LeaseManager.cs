@@ -1,0 +1,216 @@
+using Microsoft.Extensions.Logging;
+using RaySharp.Common;
+using RaySharp.Raylet.WorkerPool;
+using RaySharp.Rpc.Protocol;
+
+namespace RaySharp.Raylet.Scheduling;
+
+/// <summary>
+/// The lease protocol's local half: queues lease requests, grants workers when the node's resources allow, answers
+/// "retry at node X" (spillback) when another node should run the shape, and keeps requests that no node can satisfy
+/// as infeasible (reported to the GCS, never dropped). Resources are held from grant to return.
+/// </summary>
+internal sealed partial class LeaseManager
+{
+    private readonly RayletOptions _options;
+    private readonly WorkerPool.WorkerPool _pool;
+    private readonly Func<IReadOnlyList<NodeView>> _remoteNodes;
+    private readonly ILogger _logger;
+    private readonly Lock _gate = new();
+    private readonly Dictionary<string, double> _total;
+    private readonly Dictionary<string, double> _available;
+    private readonly List<PendingLease> _queue = [];
+    private readonly Dictionary<string, Lease> _leases = new(StringComparer.Ordinal);
+    private long _nextLease;
+
+    private sealed record Lease(string LeaseId, WorkerHandle Worker, IReadOnlyDictionary<string, double> Resources);
+
+    private sealed class PendingLease(RequestWorkerLeaseRequest request)
+    {
+        public RequestWorkerLeaseRequest Request { get; } = request;
+        public Dictionary<string, double> Shape { get; } = new(request.Resources, StringComparer.Ordinal);
+        public TaskCompletionSource<RequestWorkerLeaseReply> Reply { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public bool Infeasible { get; set; }
+    }
+
+    public LeaseManager(RayletOptions options, WorkerPool.WorkerPool pool, Func<IReadOnlyList<NodeView>> remoteNodes, ILogger<LeaseManager> logger)
+    {
+        _options = options;
+        _pool = pool;
+        _remoteNodes = remoteNodes;
+        _logger = logger;
+        _total = new Dictionary<string, double>(options.Resources, StringComparer.Ordinal);
+        _available = new Dictionary<string, double>(options.Resources, StringComparer.Ordinal);
+        pool.WorkerAvailable += Dispatch;
+        pool.WorkerExited += OnWorkerExited;
+    }
+
+    /// <summary>Raised when available resources or the queue changed, so the raylet reports soon.</summary>
+    public event Action? Changed;
+
+    public IReadOnlyDictionary<string, double> Total => _total;
+
+    public Dictionary<string, double> AvailableSnapshot()
+    {
+        lock (_gate) return new Dictionary<string, double>(_available, StringComparer.Ordinal);
+    }
+
+    public (List<ResourceDemand> Pending, List<ResourceDemand> Infeasible) Demands()
+    {
+        lock (_gate)
+        {
+            return (Group(_queue.Where(p => !p.Infeasible)), Group(_queue.Where(p => p.Infeasible)));
+        }
+
+        static List<ResourceDemand> Group(IEnumerable<PendingLease> items) =>
+            items.GroupBy(p => ResourceSet.Describe(p.Shape)).Select(g =>
+            {
+                var d = new ResourceDemand { Count = g.Count() };
+                d.Shape.Add(g.First().Shape);
+                return d;
+            }).ToList();
+    }
+
+    public (int Pending, int Infeasible) QueueCounts()
+    {
+        lock (_gate) return (_queue.Count(p => !p.Infeasible), _queue.Count(p => p.Infeasible));
+    }
+
+    public Task<RequestWorkerLeaseReply> RequestAsync(RequestWorkerLeaseRequest request, CancellationToken cancellationToken)
+    {
+        var pending = new PendingLease(request);
+        lock (_gate) _queue.Add(pending);
+        // A caller that gives up (deadline, disconnect) leaves the queue; a grant racing with it is handed back.
+        cancellationToken.Register(() =>
+        {
+            bool removed;
+            lock (_gate) removed = _queue.Remove(pending);
+            if (removed) pending.Reply.TrySetCanceled(cancellationToken);
+            else if (pending.Reply.Task.IsCompletedSuccessfully && pending.Reply.Task.Result.WorkerAddress is not null)
+                Return(pending.Reply.Task.Result.LeaseId, disconnect: false);
+        });
+        Dispatch();
+        return pending.Reply.Task;
+    }
+
+    public bool Return(string leaseId, bool disconnect)
+    {
+        Lease? lease;
+        lock (_gate)
+        {
+            if (!_leases.Remove(leaseId, out lease)) return false;
+            ResourceSet.Add(_available, lease.Resources, _total);
+        }
+        LogReturned(_logger, leaseId, lease.Worker.WorkerId);
+        _pool.Return(lease.Worker, disconnect);
+        Changed?.Invoke();
+        Dispatch();
+        return true;
+    }
+
+    public IReadOnlyDictionary<string, string> LeaseOfWorker()
+    {
+        lock (_gate) return _leases.Values.ToDictionary(l => l.Worker.WorkerId, l => l.LeaseId, StringComparer.Ordinal);
+    }
+
+    private void OnWorkerExited(WorkerHandle worker, int exitCode)
+    {
+        lock (_gate)
+        {
+            if (worker.LeaseId is { } id && _leases.Remove(id, out var lease))
+            {
+                // The lessee learns of the death when its push to the worker fails; the resources come back now.
+                ResourceSet.Add(_available, lease.Resources, _total);
+            }
+        }
+        Changed?.Invoke();
+        Dispatch();
+    }
+
+    /// <summary>Decides every queued request against the current view. Called on any change that could unblock one.</summary>
+    public void Dispatch()
+    {
+        var completions = new List<(PendingLease, RequestWorkerLeaseReply)>();
+        var waitingForWorkers = 0;
+        var changed = false;
+        var remotes = _remoteNodes();
+        lock (_gate)
+        {
+            var local = new NodeView(_options.NodeId, _options.NodeIpAddress, 0, _total, _available);
+            for (var i = 0; i < _queue.Count; i++)
+            {
+                var p = _queue[i];
+                var placement = ClusterResourceScheduler.Decide(p.Shape, p.Request.Strategy, p.Request.GrantOrReject, local, remotes);
+                switch (placement.Kind)
+                {
+                    case PlacementKind.Local when ResourceSet.Fits(p.Shape, _available):
+                        var leaseId = $"{UniqueId.Short(_options.NodeId)}-{++_nextLease}";
+                        var worker = _pool.TryPopIdle(leaseId);
+                        if (worker is null)
+                        {
+                            // Resources are there but no idle worker: keep the request and have one started.
+                            waitingForWorkers++;
+                            p.Infeasible = false;
+                            continue;
+                        }
+                        ResourceSet.Subtract(_available, p.Shape);
+                        _leases[leaseId] = new Lease(leaseId, worker, p.Shape);
+                        _queue.RemoveAt(i--);
+                        changed = true;
+                        completions.Add((p, new RequestWorkerLeaseReply
+                        {
+                            LeaseId = leaseId,
+                            WorkerAddress = new WorkerAddress
+                            {
+                                NodeId = _options.NodeId,
+                                IpAddress = _options.NodeIpAddress,
+                                Port = worker.Port,
+                                WorkerId = worker.WorkerId,
+                                Pid = worker.Pid,
+                            },
+                        }));
+                        break;
+                    case PlacementKind.Local:
+                        if (p.Infeasible) changed = true;
+                        p.Infeasible = false; // feasible here, waiting for resources to free up
+                        break;
+                    case PlacementKind.Remote:
+                        _queue.RemoveAt(i--);
+                        changed = true;
+                        completions.Add((p, new RequestWorkerLeaseReply
+                        {
+                            RetryAtNodeId = placement.Node!.NodeId,
+                            RetryAtIpAddress = placement.Node.IpAddress,
+                            RetryAtPort = placement.Node.Port,
+                        }));
+                        break;
+                    case PlacementKind.Rejected:
+                        _queue.RemoveAt(i--);
+                        changed = true;
+                        completions.Add((p, new RequestWorkerLeaseReply { Rejected = true, FailureMessage = placement.Reason ?? "rejected" }));
+                        break;
+                    case PlacementKind.Infeasible:
+                        if (!p.Infeasible)
+                        {
+                            p.Infeasible = true;
+                            changed = true;
+                            LogInfeasible(_logger, ResourceSet.Describe(p.Shape));
+                        }
+                        break;
+                }
+            }
+        }
+        if (waitingForWorkers > 0) _pool.EnsureAvailable(waitingForWorkers);
+        foreach (var (p, reply) in completions)
+        {
+            if (!p.Reply.TrySetResult(reply) && reply.WorkerAddress is not null) Return(reply.LeaseId, disconnect: false);
+        }
+        if (changed) Changed?.Invoke();
+    }
+
+    [LoggerMessage(EventId = 400, Level = LogLevel.Debug, Message = "Lease {LeaseId} on worker {WorkerId} returned")]
+    private static partial void LogReturned(ILogger logger, string leaseId, string workerId);
+
+    [LoggerMessage(EventId = 401, Level = LogLevel.Warning, Message = "No node in the cluster can ever satisfy {Shape}; the request waits until one joins")]
+    private static partial void LogInfeasible(ILogger logger, string shape);
+}

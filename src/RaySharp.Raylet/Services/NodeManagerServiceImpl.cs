@@ -1,0 +1,49 @@
+using Grpc.Core;
+using RaySharp.Raylet.Scheduling;
+using RaySharp.Rpc.Protocol;
+
+namespace RaySharp.Raylet.Services;
+
+internal sealed class NodeManagerServiceImpl(RayletOptions options, WorkerPool.WorkerPool pool, LeaseManager leases)
+    : NodeManagerService.NodeManagerServiceBase
+{
+    public override Task<HealthCheckReply> HealthCheck(HealthCheckRequest request, ServerCallContext context) =>
+        Task.FromResult(new HealthCheckReply { NodeId = options.NodeId });
+
+    public override Task<RegisterWorkerReply> RegisterWorker(RegisterWorkerRequest request, ServerCallContext context)
+    {
+        if (!pool.OnRegistered(request.WorkerId, request.Pid, request.Port))
+            throw new RpcException(new Status(StatusCode.PermissionDenied, $"worker {request.WorkerId} (pid {request.Pid}) was not started by this raylet"));
+        return Task.FromResult(new RegisterWorkerReply { NodeId = options.NodeId, GcsAddress = options.GcsAddress });
+    }
+
+    public override Task<RequestWorkerLeaseReply> RequestWorkerLease(RequestWorkerLeaseRequest request, ServerCallContext context) =>
+        leases.RequestAsync(request, context.CancellationToken);
+
+    public override Task<ReturnWorkerReply> ReturnWorker(ReturnWorkerRequest request, ServerCallContext context)
+    {
+        if (!leases.Return(request.LeaseId, request.DisconnectWorker))
+            throw new RpcException(new Status(StatusCode.NotFound, $"no active lease {request.LeaseId} on this node"));
+        return Task.FromResult(new ReturnWorkerReply());
+    }
+
+    public override Task<GetNodeStatsReply> GetNodeStats(GetNodeStatsRequest request, ServerCallContext context)
+    {
+        var reply = new GetNodeStatsReply { NodeId = options.NodeId };
+        reply.ResourcesTotal.Add(new Dictionary<string, double>(leases.Total));
+        reply.ResourcesAvailable.Add(leases.AvailableSnapshot());
+        foreach (var w in pool.Snapshot())
+        {
+            reply.Workers.Add(new WorkerStats
+            {
+                WorkerId = w.WorkerId,
+                Pid = w.Pid,
+                Port = w.Port,
+                State = w.State.ToString().ToLowerInvariant(),
+                LeaseId = w.LeaseId ?? "",
+            });
+        }
+        (reply.PendingLeases, reply.InfeasibleLeases) = leases.QueueCounts();
+        return Task.FromResult(reply);
+    }
+}
