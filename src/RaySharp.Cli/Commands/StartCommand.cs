@@ -1,0 +1,281 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using RaySharp.Common;
+using RaySharp.Rpc;
+using Spectre.Console;
+
+namespace RaySharp.Cli.Commands;
+
+/// <summary>The settings of <c>raysharp start</c>, after parsing and before validation.</summary>
+internal sealed record StartSettings
+{
+    public bool Head { get; init; }
+    public string? Address { get; init; }
+    public int? Port { get; init; }
+    public int? NumCpus { get; init; }
+    public double? NumGpus { get; init; }
+    public string? Resources { get; init; }
+    public string? NodeIpAddress { get; init; }
+    public string? TempDir { get; init; }
+    public bool Block { get; init; }
+    public int NodeManagerPort { get; init; }
+    public int MinWorkerPort { get; init; } = 10002;
+    public int MaxWorkerPort { get; init; } = 19999;
+}
+
+/// <summary>
+/// <c>raysharp start</c>: on the head, the GCS server and a raylet; on any other node, a raylet that joins the head.
+/// Processes run in the background unless --block, and are recorded in the session directory for <c>raysharp stop</c>.
+/// </summary>
+internal static class StartCommand
+{
+    /// <summary>How long a new process may take to report it listens.</summary>
+    private static readonly TimeSpan s_readyTimeout = TimeSpan.FromSeconds(30);
+
+    /// <summary>How long joining waits for the head to answer (the whole command must fail within 10 s).</summary>
+    private static readonly TimeSpan s_joinBudget = TimeSpan.FromSeconds(8);
+
+    public static async Task<int> RunAsync(StartSettings s, CancellationToken cancellationToken)
+    {
+        Validate(s, out var customResources);
+        var root = SessionDirectory.ResolveRoot(s.TempDir);
+        Directory.CreateDirectory(root);
+        using var channels = new RpcChannelPool(connectTimeout: TimeSpan.FromSeconds(3));
+
+        string gcsAddress;
+        string nodeIp;
+        int? gcsPort = null;
+        if (s.Head)
+        {
+            nodeIp = s.NodeIpAddress ?? NodeAddress.DetectNodeIp();
+            gcsPort = ChooseGcsPort(s.Port, root);
+            gcsAddress = NodeAddress.Format(nodeIp, gcsPort.Value);
+        }
+        else
+        {
+            gcsAddress = await ResolveHeadAsync(s.Address!).ConfigureAwait(false);
+            await GcsConnection.CheckReachableAsync(channels, gcsAddress, s_joinBudget, cancellationToken).ConfigureAwait(false);
+            NodeAddress.TryParse(gcsAddress, out var headHost, out _, out _);
+            nodeIp = s.NodeIpAddress ?? NodeAddress.DetectNodeIp(headHost);
+        }
+
+        var session = SessionDirectory.Create(root, TimeProvider.System);
+        var started = new List<(ProcessRecord Record, Process Process)>();
+        try
+        {
+            if (s.Head)
+            {
+                var gcs = await LaunchAsync(session, Components.GcsServer,
+                    ["--session-dir", session.Path, "--port", gcsPort!.Value.ToString(CultureInfo.InvariantCulture)], s.Block).ConfigureAwait(false);
+                started.Add(gcs);
+                await GcsConnection.CheckReachableAsync(channels, gcsAddress, TimeSpan.FromSeconds(10), cancellationToken).ConfigureAwait(false);
+            }
+
+            var rayletArgs = new List<string>
+            {
+                "--session-dir", session.Path,
+                "--gcs-address", gcsAddress,
+                "--node-ip-address", nodeIp,
+                "--num-cpus", (s.NumCpus ?? Environment.ProcessorCount).ToString(CultureInfo.InvariantCulture),
+                "--num-gpus", (s.NumGpus ?? DetectGpus()).ToString(CultureInfo.InvariantCulture),
+                "--node-manager-port", s.NodeManagerPort.ToString(CultureInfo.InvariantCulture),
+                "--min-worker-port", s.MinWorkerPort.ToString(CultureInfo.InvariantCulture),
+                "--max-worker-port", s.MaxWorkerPort.ToString(CultureInfo.InvariantCulture),
+            };
+            if (customResources.Count > 0)
+                rayletArgs.AddRange(["--resources", System.Text.Json.JsonSerializer.Serialize(customResources)]);
+            if (s.Head) rayletArgs.Add("--head");
+            started.Add(await LaunchAsync(session, Components.Raylet, rayletArgs, s.Block).ConfigureAwait(false));
+        }
+        catch
+        {
+            // A half-started node is worse than none: take down what did start, in reverse order.
+            foreach (var (record, process) in Enumerable.Reverse(started))
+            {
+                Posix.Kill(process.Id, Posix.SIGKILL);
+                session.ForgetProcess(record);
+            }
+            throw;
+        }
+
+        SessionDirectory.WriteCurrentClusterAddress(root, gcsAddress);
+        PrintStarted(s, nodeIp, gcsAddress, session, gcsPort);
+
+        if (!s.Block) return 0;
+        return await BlockAsync(session, started, cancellationToken).ConfigureAwait(false);
+    }
+
+    private static void Validate(StartSettings s, out Dictionary<string, double> customResources)
+    {
+        if (s.Head && s.Address is not null)
+            throw new CliException("--head and --address cannot be combined: use --head on the head node, and --address=<head-ip>:<port> on every other node.");
+        if (!s.Head && s.Address is null)
+            throw new CliException("Say which node this is: `raysharp start --head` on the head node, or `raysharp start --address=<head-ip>:<port>` to join a cluster.");
+        if (s.Port is { } p && (p < 1 || p > 65535))
+            throw new CliException($"--port must be between 1 and 65535, got {p}.");
+        if (s.NumCpus is < 0)
+            throw new CliException($"--num-cpus must be zero or more, got {s.NumCpus}.");
+        if (s.NumGpus is { } g && (g < 0 || !double.IsFinite(g)))
+            throw new CliException($"--num-gpus must be zero or more, got {s.NumGpus}.");
+        if (s.NodeManagerPort is < 0 or > 65535)
+            throw new CliException($"--node-manager-port must be between 0 (any free port) and 65535, got {s.NodeManagerPort}.");
+        if (s.MinWorkerPort is < 1 or > 65535 || s.MaxWorkerPort is < 1 or > 65535 || s.MinWorkerPort > s.MaxWorkerPort)
+            throw new CliException($"--min-worker-port ({s.MinWorkerPort}) and --max-worker-port ({s.MaxWorkerPort}) must be ports (1-65535) with min <= max.");
+        if (s.NodeIpAddress is not null && !IPAddress.TryParse(s.NodeIpAddress, out _))
+            throw new CliException($"--node-ip-address '{s.NodeIpAddress}' is not an IP address; give this node's address as other nodes reach it, for example 192.168.0.11.");
+        if (!ResourceSet.TryParseJson(s.Resources, out customResources, out var error))
+            throw new CliException(error + ".");
+        if (s.Address is not null && !NodeAddress.TryParse(s.Address, out _, out _, out var addressError))
+            throw new CliException($"Invalid --address '{s.Address}': {addressError}.");
+    }
+
+    /// <summary>The GCS port: the one asked for (6379 by default), or a free one when it is taken by something else.</summary>
+    private static int ChooseGcsPort(int? requested, string root)
+    {
+        var port = requested ?? NodeAddress.DefaultGcsPort;
+        var running = RunningHead(root);
+        if (running is { Port: var runningPort, Session: var runningSession } && runningPort == port)
+        {
+            throw new CliException(
+                $"A RaySharp head is already running on this machine on port {port} (session {runningSession.Path}).\n" +
+                "Stop it first with `raysharp stop`, or start another head with a different --port.");
+        }
+        if (NodeAddress.IsPortFree(port)) return port;
+        var free = NodeAddress.FindFreePort();
+        AnsiConsole.MarkupLineInterpolated($"[yellow]Port {port} is already in use; the GCS will listen on port {free} instead.[/]");
+        return free;
+    }
+
+    /// <summary>A live GCS recorded under this root, if any.</summary>
+    private static (int Port, SessionDirectory Session)? RunningHead(string root)
+    {
+        foreach (var session in SessionDirectory.EnumerateAll(root))
+        {
+            var ports = session.ReadPorts(Components.GcsServer);
+            if (ports is not null && ProcessTable.IsOurs(ports.Pid, session)) return (ports.Port, session);
+        }
+        return null;
+    }
+
+    private static async Task<string> ResolveHeadAsync(string address)
+    {
+        NodeAddress.TryParse(address, out var host, out var port, out _);
+        if (IPAddress.TryParse(host, out _)) return NodeAddress.Format(host, port);
+        try
+        {
+            var addresses = await Dns.GetHostAddressesAsync(host).ConfigureAwait(false);
+            var ip = addresses.FirstOrDefault(a => a.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork) ?? addresses.FirstOrDefault();
+            if (ip is not null) return NodeAddress.Format(ip.ToString(), port);
+        }
+        catch (System.Net.Sockets.SocketException) { }
+        throw new CliException($"Cannot resolve the head's host name '{host}' in --address. Use the head's IP address, as `raysharp start --head` printed it.");
+    }
+
+    private static async Task<(ProcessRecord, Process)> LaunchAsync(SessionDirectory session, string component, IReadOnlyList<string> args, bool supervised)
+    {
+        var logFile = session.LogFile(component);
+        var process = NodeProcessLauncher.Start(component, args, logFile, supervised);
+        var record = new ProcessRecord(component, process.Id);
+        session.RecordProcess(record);
+        var deadline = DateTime.UtcNow + s_readyTimeout;
+        while (session.ReadPorts(component) is null)
+        {
+            if (process.HasExited)
+            {
+                session.ForgetProcess(record);
+                throw new CliException($"The {component} process exited during startup (exit code {process.ExitCode}).\n" +
+                                       $"Its log, {logFile}, ends with:\n{LogTail(logFile)}");
+            }
+            if (DateTime.UtcNow > deadline)
+                throw new CliException($"The {component} process did not become ready within {s_readyTimeout.TotalSeconds:0} s; see {logFile}.");
+            await Task.Delay(50).ConfigureAwait(false);
+        }
+        return (record, process);
+    }
+
+    private static string LogTail(string logFile)
+    {
+        try
+        {
+            var lines = File.ReadAllLines(logFile);
+            return string.Join('\n', lines.TakeLast(12).Select(l => "  " + l));
+        }
+        catch (IOException) { return "  (no log written)"; }
+    }
+
+    /// <summary>GPUs on this machine: the number nvidia-smi lists, 0 when it is not installed.</summary>
+    private static double DetectGpus()
+    {
+        try
+        {
+            using var p = Process.Start(new ProcessStartInfo("nvidia-smi", "--query-gpu=index --format=csv,noheader")
+            {
+                RedirectStandardOutput = true,
+                RedirectStandardError = true,
+                UseShellExecute = false,
+            });
+            if (p is null) return 0;
+            var output = p.StandardOutput.ReadToEnd();
+            if (!p.WaitForExit(5000) || p.ExitCode != 0) return 0;
+            return output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Length;
+        }
+        catch (System.ComponentModel.Win32Exception)
+        {
+            return 0;
+        }
+    }
+
+    private static void PrintStarted(StartSettings s, string nodeIp, string gcsAddress, SessionDirectory session, int? gcsPort)
+    {
+        var console = AnsiConsole.Console;
+        console.MarkupLineInterpolated($"Local node IP: [bold]{nodeIp}[/]");
+        console.MarkupLineInterpolated($"Session directory: {session.Path}");
+        console.WriteLine();
+        console.WriteLine("--------------------");
+        console.WriteLine("RaySharp runtime started.");
+        console.WriteLine("--------------------");
+        console.WriteLine();
+        console.WriteLine("Next steps");
+        if (s.Head)
+        {
+            console.WriteLine("  To add another node to this RaySharp cluster, run");
+            console.MarkupLineInterpolated($"    [bold]raysharp start --address='{gcsAddress}'[/]");
+            console.WriteLine();
+            console.WriteLine("  To connect to this RaySharp cluster from C#, on any of its nodes:");
+            console.WriteLine("    Ray.Init(\"auto\");");
+            console.WriteLine();
+            console.WriteLine("  Open TCP port " + gcsPort + " (GCS), the raylet's port and the worker ports " +
+                              $"{s.MinWorkerPort}-{s.MaxWorkerPort} between the nodes.");
+        }
+        else
+        {
+            console.MarkupLineInterpolated($"  This node joined the cluster whose head is at [bold]{gcsAddress}[/].");
+        }
+        console.WriteLine();
+        console.WriteLine("  To see the status of the cluster, use");
+        console.WriteLine("    raysharp status");
+        console.WriteLine();
+        console.WriteLine(s.Block
+            ? "  --block is set: the processes stop when this command is interrupted (Ctrl-C) or when one of them dies."
+            : "  To terminate the RaySharp runtime on this machine, run\n    raysharp stop");
+    }
+
+    /// <summary>--block: stay in the foreground; stop everything when interrupted or when a child dies.</summary>
+    private static async Task<int> BlockAsync(SessionDirectory session, List<(ProcessRecord Record, Process Process)> started, CancellationToken cancellationToken)
+    {
+        var exited = started.Select(p => p.Process.WaitForExitAsync(CancellationToken.None)).ToList();
+        var interrupted = Task.Delay(Timeout.Infinite, cancellationToken).ContinueWith(_ => { }, TaskScheduler.Default);
+        var first = await Task.WhenAny(exited.Append(interrupted)).ConfigureAwait(false);
+        var code = 0;
+        if (first != interrupted)
+        {
+            var dead = started[exited.IndexOf(first)];
+            AnsiConsole.MarkupLineInterpolated($"[red]The {dead.Record.Component} process (pid {dead.Process.Id}) exited with code {dead.Process.ExitCode}; stopping this node.[/]");
+            code = 1;
+        }
+        var stopped = await StopCommand.StopSessionsAsync([session], force: false, TimeSpan.FromSeconds(10)).ConfigureAwait(false);
+        AnsiConsole.MarkupLineInterpolated($"Stopped all {stopped} RaySharp processes of this node.");
+        return code;
+    }
+}

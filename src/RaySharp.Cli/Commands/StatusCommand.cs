@@ -1,0 +1,112 @@
+using System.Globalization;
+using System.Text.Json;
+using Grpc.Core;
+using RaySharp.Common;
+using RaySharp.Rpc;
+using RaySharp.Rpc.Protocol;
+using Spectre.Console;
+
+namespace RaySharp.Cli.Commands;
+
+/// <summary><c>raysharp status</c>: the node table and resource usage, as <c>ray status</c> shows them.</summary>
+internal static class StatusCommand
+{
+    public static async Task<int> RunAsync(string? address, string? tempDir, string format, CancellationToken cancellationToken)
+    {
+        var root = SessionDirectory.ResolveRoot(tempDir);
+        var gcsAddress = GcsConnection.ResolveAddress(address, root);
+        using var channels = new RpcChannelPool(connectTimeout: TimeSpan.FromSeconds(3));
+        var client = new NodeInfoGcsService.NodeInfoGcsServiceClient(channels.Get(gcsAddress));
+        GetAllNodeInfoReply reply;
+        try
+        {
+            reply = await client.GetAllNodeInfoAsync(new GetAllNodeInfoRequest(), deadline: DateTime.UtcNow.AddSeconds(5), cancellationToken: cancellationToken).ConfigureAwait(false);
+        }
+        catch (RpcException e)
+        {
+            throw new CliException($"Could not reach the RaySharp GCS at {gcsAddress} ({e.Status.Detail}). Is the cluster running? " +
+                                   "Start it with `raysharp start --head`, or pass the right --address.");
+        }
+
+        if (format == "json")
+        {
+            Console.WriteLine(JsonSerializer.Serialize(new
+            {
+                gcs_address = gcsAddress,
+                nodes = reply.Nodes.Select(n => new
+                {
+                    node_id = n.NodeId,
+                    state = n.State == NodeState.Alive ? "ALIVE" : "DEAD",
+                    node_ip_address = n.NodeIpAddress,
+                    is_head_node = n.IsHeadNode,
+                    node_manager_port = n.NodeManagerPort,
+                    resources_total = n.ResourcesTotal,
+                    resources_available = n.ResourcesAvailable,
+                    death_reason = n.DeathReason,
+                }),
+            }, new JsonSerializerOptions { WriteIndented = true }));
+            return 0;
+        }
+
+        var console = AnsiConsole.Console;
+        console.WriteLine($"======== Cluster status: {DateTime.Now:yyyy-MM-dd HH:mm:ss} ========");
+        console.WriteLine($"GCS address: {gcsAddress}");
+        console.WriteLine();
+        console.WriteLine("Node status");
+        console.WriteLine(new string('-', 60));
+        var alive = reply.Nodes.Where(n => n.State == NodeState.Alive).ToList();
+        var dead = reply.Nodes.Where(n => n.State != NodeState.Alive).ToList();
+        console.WriteLine("Active:");
+        if (alive.Count == 0) console.WriteLine(" (no active nodes)");
+        foreach (var n in alive) console.WriteLine($" 1 node_{n.NodeId} {n.NodeIpAddress}{(n.IsHeadNode ? " (head)" : "")}");
+        console.WriteLine("Dead:");
+        if (dead.Count == 0) console.WriteLine(" (no dead nodes)");
+        foreach (var n in dead) console.WriteLine($" 1 node_{n.NodeId} {n.NodeIpAddress}: {n.DeathReason}");
+        console.WriteLine();
+        console.WriteLine("Resources");
+        console.WriteLine(new string('-', 60));
+        console.WriteLine("Usage:");
+        var names = alive.SelectMany(n => n.ResourcesTotal.Keys).Where(IsShown).Distinct().OrderBy(ResourceOrder).ThenBy(k => k, StringComparer.Ordinal).ToList();
+        if (names.Count == 0) console.WriteLine(" (no resources)");
+        foreach (var name in names)
+        {
+            var total = alive.Sum(n => n.ResourcesTotal.GetValueOrDefault(name));
+            var available = alive.Sum(n => n.ResourcesAvailable.TryGetValue(name, out var a) ? a : n.ResourcesTotal.GetValueOrDefault(name));
+            console.WriteLine($" {Fmt(total - available)}/{Fmt(total)} {name}");
+        }
+        console.WriteLine();
+        console.WriteLine("Demands:");
+        var demands = alive.SelectMany(n => n.PendingDemands.Select(d => (d, infeasible: false)).Concat(n.InfeasibleDemands.Select(d => (d, infeasible: true)))).ToList();
+        if (demands.Count == 0) console.WriteLine(" (no resource demands)");
+        foreach (var (d, infeasible) in demands)
+            console.WriteLine($" {ResourceSet.Describe(d.Shape)}: {d.Count}+ pending{(infeasible ? " (infeasible: no node can ever satisfy this; add a node with these resources)" : "")}");
+        console.WriteLine();
+
+        var table = new Table().Border(TableBorder.Rounded).Title("Nodes");
+        table.AddColumns("Node ID", "State", "IP", "Head", "CPU", "GPU", "Other resources");
+        foreach (var n in reply.Nodes)
+        {
+            var isAlive = n.State == NodeState.Alive;
+            table.AddRow(
+                Markup.Escape(UniqueId.Short(n.NodeId)),
+                isAlive ? "[green]ALIVE[/]" : "[red]DEAD[/]",
+                Markup.Escape(n.NodeIpAddress),
+                n.IsHeadNode ? "yes" : "",
+                Markup.Escape(Usage(n, ResourceSet.Cpu)),
+                Markup.Escape(Usage(n, ResourceSet.Gpu)),
+                Markup.Escape(string.Join(", ", n.ResourcesTotal.Keys.Where(k => IsShown(k) && k is not ResourceSet.Cpu and not ResourceSet.Gpu).Order(StringComparer.Ordinal).Select(k => $"{k} {Usage(n, k)}"))));
+        }
+        console.Write(table);
+        return 0;
+
+        static bool IsShown(string name) => !name.StartsWith("node:", StringComparison.Ordinal);
+        static int ResourceOrder(string name) => name switch { ResourceSet.Cpu => 0, ResourceSet.Gpu => 1, _ => 2 };
+        static string Fmt(double v) => v.ToString("0.0##", CultureInfo.InvariantCulture);
+        static string Usage(NodeInfo n, string name)
+        {
+            if (!n.ResourcesTotal.TryGetValue(name, out var total)) return "0/0";
+            var available = n.State == NodeState.Alive && n.ResourcesAvailable.TryGetValue(name, out var a) ? a : total;
+            return $"{Fmt(total - available)}/{Fmt(total)}";
+        }
+    }
+}

@@ -1,0 +1,101 @@
+using System.CommandLine;
+using RaySharp.Cli;
+using RaySharp.Cli.Commands;
+using Spectre.Console;
+
+// Wide output when piped (logs, tests): Spectre would otherwise wrap tables at 80 columns.
+if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 200;
+
+var tempDir = new Option<string?>("--temp-dir") { Description = "Root of the session directories (default: $RAYSHARP_TEMP_DIR, else /tmp/raysharp)." };
+
+// ---- start ----
+var head = new Option<bool>("--head") { Description = "Start the head node: the GCS server and a raylet." };
+var address = new Option<string?>("--address") { Description = "Join the cluster whose head (GCS) is at <ip>:<port>." };
+var port = WholeNumber("--port", "GCS port on the head (default 6379; a free port is chosen when it is taken).");
+var numCpus = WholeNumber("--num-cpus", "CPUs this node offers (default: the machine's CPU count).");
+var numGpus = new Option<double?>("--num-gpus")
+{
+    Description = "GPUs this node offers (default: as many as nvidia-smi lists, else 0).",
+    CustomParser = r =>
+    {
+        var text = r.Tokens.Count == 1 ? r.Tokens[0].Value : "";
+        if (double.TryParse(text, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var v)) return v;
+        r.AddError($"--num-gpus expects a number, got '{text}'.");
+        return null;
+    },
+};
+var resources = new Option<string?>("--resources") { Description = "Custom resources as a JSON object, for example '{\"accelerator\": 2}'." };
+var nodeIp = new Option<string?>("--node-ip-address") { Description = "This node's IP as other nodes reach it (default: detected)." };
+var block = new Option<bool>("--block") { Description = "Stay in the foreground; stop everything when interrupted or when a process dies." };
+var nodeManagerPort = new Option<int>("--node-manager-port") { Description = "Raylet port (default 0: any free port).", DefaultValueFactory = _ => 0 };
+var minWorkerPort = new Option<int>("--min-worker-port") { Description = "Lowest port a worker may listen on (default 10002).", DefaultValueFactory = _ => 10002 };
+var maxWorkerPort = new Option<int>("--max-worker-port") { Description = "Highest port a worker may listen on (default 19999).", DefaultValueFactory = _ => 19999 };
+var start = new Command("start", "Start RaySharp on this machine: `--head` for the head node, `--address=<head-ip>:<port>` to join a cluster.")
+{
+    head, address, port, numCpus, numGpus, resources, nodeIp, tempDir, block, nodeManagerPort, minWorkerPort, maxWorkerPort,
+};
+start.SetAction((parse, ct) => Run(() => StartCommand.RunAsync(new StartSettings
+{
+    Head = parse.GetValue(head),
+    Address = parse.GetValue(address),
+    Port = parse.GetValue(port),
+    NumCpus = parse.GetValue(numCpus),
+    NumGpus = parse.GetValue(numGpus),
+    Resources = parse.GetValue(resources),
+    NodeIpAddress = parse.GetValue(nodeIp),
+    TempDir = parse.GetValue(tempDir),
+    Block = parse.GetValue(block),
+    NodeManagerPort = parse.GetValue(nodeManagerPort),
+    MinWorkerPort = parse.GetValue(minWorkerPort),
+    MaxWorkerPort = parse.GetValue(maxWorkerPort),
+}, ct)));
+
+// ---- stop ----
+var force = new Option<bool>("--force", "-f") { Description = "Send SIGKILL at once instead of SIGTERM first." };
+var grace = new Option<int>("--grace-period", "-g") { Description = "Seconds to wait after SIGTERM before SIGKILL (default 10).", DefaultValueFactory = _ => 10 };
+var stop = new Command("stop", "Stop every RaySharp process started on this machine (by the pids recorded in its session directories).")
+{
+    force, grace, tempDir,
+};
+stop.SetAction((parse, _) => Run(() =>
+{
+    var g = parse.GetValue(grace);
+    if (g < 0) throw new CliException($"--grace-period must be zero or more seconds, got {g}.");
+    return StopCommand.RunAsync(parse.GetValue(tempDir), parse.GetValue(force), TimeSpan.FromSeconds(g));
+}));
+
+// ---- status ----
+var statusAddress = new Option<string?>("--address") { Description = "The GCS to ask (default: $RAYSHARP_ADDRESS, else the cluster started on this machine)." };
+var format = new Option<string>("--format") { Description = "Output format: text or json.", DefaultValueFactory = _ => "text" };
+format.AcceptOnlyFromAmong("text", "json");
+var status = new Command("status", "Show the cluster's nodes and resource usage.") { statusAddress, format, tempDir };
+status.SetAction((parse, ct) => Run(() => StatusCommand.RunAsync(parse.GetValue(statusAddress), parse.GetValue(tempDir), parse.GetValue(format)!, ct)));
+
+var root = new RootCommand("raysharp: start, stop and inspect RaySharp clusters.") { start, stop, status };
+return await root.Parse(args).InvokeAsync();
+
+// Parse errors that name the flag and what it expects, instead of a .NET type name.
+static Option<int?> WholeNumber(string name, string description) => new(name)
+{
+    Description = description,
+    CustomParser = r =>
+    {
+        var text = r.Tokens.Count == 1 ? r.Tokens[0].Value : "";
+        if (int.TryParse(text, System.Globalization.NumberStyles.AllowLeadingSign, System.Globalization.CultureInfo.InvariantCulture, out var v)) return v;
+        r.AddError($"{name} expects a whole number, got '{text}'.");
+        return null;
+    },
+};
+
+static async Task<int> Run(Func<Task<int>> body)
+{
+    try
+    {
+        return await body();
+    }
+    catch (CliException e)
+    {
+        Console.Error.WriteLine("Error: " + e.Message);
+        return e.ExitCode;
+    }
+}
