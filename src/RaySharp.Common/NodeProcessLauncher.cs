@@ -62,6 +62,7 @@ internal static class NodeProcessLauncher
         }
         // Children must not inherit the test host's or an IDE's diagnostics hooks.
         psi.Environment.Remove("DOTNET_STARTUP_HOOKS");
+        Posix.CloseOnExecAboveStderr();
         return Process.Start(psi) ?? throw new InvalidOperationException($"could not start {component}");
     }
 }

@@ -18,6 +18,13 @@ internal static partial class Posix
     [LibraryImport("libc", EntryPoint = "dup2", SetLastError = true)]
     private static partial int Dup2Native(int oldFd, int newFd);
 
+    [LibraryImport("libc", EntryPoint = "fcntl", SetLastError = true)]
+    private static partial int FcntlNative(int fd, int cmd, int arg);
+
+    private const int F_GETFD = 1;
+    private const int F_SETFD = 2;
+    private const int FD_CLOEXEC = 1;
+
     [LibraryImport("libc", EntryPoint = "getpgid", SetLastError = true)]
     private static partial int GetPgidNative(int pid);
 
@@ -57,14 +64,19 @@ internal static partial class Posix
 
     public static int GetProcessGroup(int pid) => GetPgidNative(pid);
 
-    /// <summary>Points the process's own stdout and stderr at <paramref name="path"/>, so native crash output lands in the log too.</summary>
+    /// <summary>
+    /// Points the process's own stdout and stderr at <paramref name="path"/>, so native crash output lands in the log
+    /// too. The runtime keeps private duplicates of the original stdio made before Main; those are pointed at the log as
+    /// well, so a detached process holds nothing of its launcher's terminal or pipes.
+    /// </summary>
     public static void RedirectStdoutAndStderr(string path)
     {
         var stream = new FileStream(path, FileMode.Append, FileAccess.Write, FileShare.ReadWrite | FileShare.Delete);
         var fd = (int)stream.SafeFileHandle.DangerousGetHandle();
+        var originals = new[] { FdTarget(1), FdTarget(2) };
         Dup2Native(fd, 1);
         Dup2Native(fd, 2);
-        GC.KeepAlive(stream);
+        ReplaceDuplicatesOf(originals, fd);
         // Deliberately never disposed: fds 1 and 2 now share its file description for the life of the process.
         s_logStream = stream;
     }
@@ -73,8 +85,46 @@ internal static partial class Posix
     public static void DetachStdin()
     {
         var devNull = new FileStream("/dev/null", FileMode.Open, FileAccess.Read);
-        Dup2Native((int)devNull.SafeFileHandle.DangerousGetHandle(), 0);
+        var fd = (int)devNull.SafeFileHandle.DangerousGetHandle();
+        var original = FdTarget(0);
+        Dup2Native(fd, 0);
+        ReplaceDuplicatesOf([original], fd);
         s_devNull = devNull;
+    }
+
+    private static string? FdTarget(int fd)
+    {
+        try { return new FileInfo($"/proc/self/fd/{fd}").LinkTarget; }
+        catch (IOException) { return null; }
+    }
+
+    private static void ReplaceDuplicatesOf(string?[] targets, int replacement)
+    {
+        var wanted = targets.Where(t => t is not null && (t.StartsWith("pipe:", StringComparison.Ordinal) || t.StartsWith("/dev/pts", StringComparison.Ordinal) || t.StartsWith("/dev/tty", StringComparison.Ordinal))).ToHashSet();
+        if (wanted.Count == 0) return;
+        foreach (var entry in Directory.GetFileSystemEntries("/proc/self/fd"))
+        {
+            if (!int.TryParse(Path.GetFileName(entry), out var fd) || fd <= 2 || fd == replacement) continue;
+            if (FdTarget(fd) is { } t && wanted.Contains(t)) Dup2Native(replacement, fd);
+        }
+    }
+
+    /// <summary>
+    /// Marks every open descriptor above stderr close-on-exec. .NET only passes 0-2 on purpose, but descriptors this
+    /// process inherited or that a library opened without O_CLOEXEC would leak into children: a long-lived daemon
+    /// holding its launcher's stdout pipe keeps whoever reads that pipe waiting forever.
+    /// </summary>
+    public static void CloseOnExecAboveStderr()
+    {
+        string[] entries;
+        try { entries = Directory.GetFileSystemEntries("/proc/self/fd"); }
+        catch (IOException) { return; }
+        foreach (var entry in entries)
+        {
+            if (!int.TryParse(Path.GetFileName(entry), out var fd) || fd <= 2) continue;
+            var flags = FcntlNative(fd, F_GETFD, 0);
+            if (flags >= 0 && (flags & FD_CLOEXEC) == 0) FcntlNative(fd, F_SETFD, flags | FD_CLOEXEC);
+        }
     }
 
     /// <summary>The command line of a process, or null when it is gone; used to check a recorded pid still is ours.</summary>

@@ -1,0 +1,3 @@
+// The process tests start clusters of real processes on a 2-core machine; running them one at a time keeps their
+// timings honest and their failures readable.
+[assembly: CollectionBehavior(DisableTestParallelization = true)]

@@ -1,0 +1,80 @@
+using System.Diagnostics;
+using System.Text;
+
+namespace RaySharp.Tests.Infrastructure;
+
+internal sealed record CliResult(int ExitCode, string Stdout, string Stderr, TimeSpan Elapsed)
+{
+    public string Output => Stdout + Stderr;
+    public override string ToString() => $"exit {ExitCode} after {Elapsed.TotalSeconds:0.0} s\n--- stdout ---\n{Stdout}\n--- stderr ---\n{Stderr}";
+}
+
+/// <summary>Runs the real <c>raysharp</c> CLI from the build, optionally inside a test host's network namespace.</summary>
+internal static class Cli
+{
+    public static string RepoRoot { get; } = FindRepoRoot();
+
+    /// <summary>The build configuration the tests were built in (debug or release), so the CLI of the same build runs.</summary>
+    private static string Configuration => new DirectoryInfo(AppContext.BaseDirectory.TrimEnd('/')).Name;
+
+    public static string CliDll => Path.Combine(RepoRoot, "artifacts", "bin", "RaySharp.Cli", Configuration, "raysharp.dll");
+
+    public static async Task<CliResult> RunAsync(TestHost host, params string[] args) =>
+        await RunAsync(host.Namespace, host.TempDir, host.Environment, TimeSpan.FromSeconds(60), args);
+
+    public static async Task<CliResult> RunAsync(string? netns, string tempDir, IReadOnlyDictionary<string, string>? env, TimeSpan timeout, params string[] args)
+    {
+        var psi = new ProcessStartInfo { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true };
+        if (netns is not null)
+        {
+            psi.FileName = "ip";
+            foreach (var a in new[] { "netns", "exec", netns, "dotnet", CliDll }) psi.ArgumentList.Add(a);
+        }
+        else
+        {
+            psi.FileName = "dotnet";
+            psi.ArgumentList.Add(CliDll);
+        }
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        psi.Environment["RAYSHARP_TEMP_DIR"] = tempDir;
+        psi.Environment.Remove("RAYSHARP_ADDRESS");
+        if (env is not null) foreach (var (k, v) in env) psi.Environment[k] = v;
+
+        var sw = Stopwatch.StartNew();
+        using var p = Process.Start(psi)!;
+        p.StandardInput.Close();
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        using var cts = new CancellationTokenSource(timeout);
+        try
+        {
+            await p.WaitForExitAsync(cts.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            p.Kill(entireProcessTree: true);
+            throw new TimeoutException($"raysharp {string.Join(' ', args)} did not finish within {timeout.TotalSeconds} s");
+        }
+        return new CliResult(p.ExitCode, await stdout, await stderr, sw.Elapsed);
+    }
+
+    /// <summary>Starts the CLI without waiting for it (for --block).</summary>
+    public static Process StartBackground(TestHost host, params string[] args)
+    {
+        var psi = new ProcessStartInfo("ip") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true };
+        foreach (var a in new[] { "netns", "exec", host.Namespace, "dotnet", CliDll }) psi.ArgumentList.Add(a);
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        psi.Environment["RAYSHARP_TEMP_DIR"] = host.TempDir;
+        foreach (var (k, v) in host.Environment) psi.Environment[k] = v;
+        return Process.Start(psi)!;
+    }
+
+    private static string FindRepoRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            if (File.Exists(Path.Combine(dir.FullName, "RaySharp.slnx"))) return dir.FullName;
+        }
+        throw new InvalidOperationException("cannot find the repository root (RaySharp.slnx) above " + AppContext.BaseDirectory);
+    }
+}
