@@ -1,0 +1,58 @@
+using RaySharp.Common;
+using RaySharp.Tests.Infrastructure;
+
+namespace RaySharp.Tests;
+
+/// <summary><c>raysharp start --block</c>: the node lives exactly as long as the command.</summary>
+public sealed class BlockModeTests : IDisposable
+{
+    private readonly TestNetwork _net = TestNetwork.Create(1);
+
+    public void Dispose() => _net.Dispose();
+
+    [Fact]
+    public async Task InterruptingABlockingStartStopsEverything()
+    {
+        var head = _net[0];
+        using var cli = Cli.StartBackground(head, "start", "--head", "--num-cpus=1", "--block");
+        await ClusterAssertions.EventuallyAsync(async () => File.Exists(SessionDirectory.CurrentClusterFile(head.TempDir))
+            && (await ClusterAssertions.StatusAsync(head)).Count == 1, TimeSpan.FromSeconds(30), "the blocking head coming up");
+        Assert.False(cli.HasExited);
+
+        Posix.Kill(CliPid(cli), 2 /* SIGINT, as Ctrl-C */);
+        Assert.True(cli.WaitForExit(TimeSpan.FromSeconds(30)), "the CLI did not exit after SIGINT");
+        ClusterAssertions.Eventually(() => head.Pids().Count == 0, TimeSpan.FromSeconds(10), "every process of the node exiting");
+    }
+
+    [Fact]
+    public async Task KillingABlockingStartWithSigkillTakesItsProcessesDown()
+    {
+        var head = _net[0];
+        using var cli = Cli.StartBackground(head, "start", "--head", "--num-cpus=1", "--block");
+        await ClusterAssertions.EventuallyAsync(async () => File.Exists(SessionDirectory.CurrentClusterFile(head.TempDir))
+            && (await ClusterAssertions.StatusAsync(head)).Count == 1, TimeSpan.FromSeconds(30), "the blocking head coming up");
+
+        // No chance to clean up: the children notice their supervisor is gone through their stdin pipe.
+        Posix.Kill(CliPid(cli), Posix.SIGKILL);
+        ClusterAssertions.Eventually(() => head.Pids().Count == 0, TimeSpan.FromSeconds(20), "every process of the node exiting");
+    }
+
+    [Fact]
+    public async Task ABlockingStartExitsWhenOneOfItsProcessesDies()
+    {
+        var head = _net[0];
+        using var cli = Cli.StartBackground(head, "start", "--head", "--num-cpus=1", "--block");
+        await ClusterAssertions.EventuallyAsync(async () => File.Exists(SessionDirectory.CurrentClusterFile(head.TempDir))
+            && (await ClusterAssertions.StatusAsync(head)).Count == 1, TimeSpan.FromSeconds(30), "the blocking head coming up");
+        var gcs = ClusterAssertions.Sessions(head).Single().RecordedProcesses().Single(r => r.Component == Components.GcsServer);
+
+        Posix.Kill(gcs.Pid, Posix.SIGKILL);
+        Assert.True(cli.WaitForExit(TimeSpan.FromSeconds(30)), "the CLI did not exit after its GCS died");
+        Assert.Equal(1, cli.ExitCode);
+        Assert.Contains("gcs_server", await cli.StandardOutput.ReadToEndAsync());
+        ClusterAssertions.Eventually(() => head.Pids().Count == 0, TimeSpan.FromSeconds(10), "every process of the node exiting");
+    }
+
+    /// <summary>`ip netns exec` execs the CLI in place, so the started process is the CLI itself.</summary>
+    private static int CliPid(System.Diagnostics.Process p) => p.Id;
+}
