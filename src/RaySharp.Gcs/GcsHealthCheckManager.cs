@@ -36,7 +36,8 @@ internal sealed partial class GcsHealthCheckManager : IAsyncDisposable
         var stop = new CancellationTokenSource();
         if (_watched.TryAdd(node.NodeId, (stop, Task.CompletedTask)))
         {
-            _watched[node.NodeId] = (stop, Task.Run(() => WatchAsync(node, stop.Token)));
+            // Started inline so the first wait is armed before AddNode returns (deterministic under a fake clock).
+            _watched[node.NodeId] = (stop, WatchAsync(node, stop.Token));
         }
         else
         {
