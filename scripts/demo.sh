@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The main demo: builds RaySharp, starts a local head node, shows the cluster, and stops it, leaving nothing behind.
+# Uses its own session root so it never touches a cluster you already run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
+
+echo "== Building RaySharp (Release)"
+dotnet build src/RaySharp.Cli -c Release -v quiet -nologo
+raysharp() { dotnet artifacts/bin/RaySharp.Cli/release/raysharp.dll "$@"; }
+
+export RAYSHARP_TEMP_DIR="${RAYSHARP_TEMP_DIR:-$(mktemp -d /tmp/raysharp-demo.XXXXXX)}"
+trap 'raysharp stop >/dev/null 2>&1 || true' EXIT
+
+echo
+echo "== raysharp start --head --num-cpus=2 --resources '{\"demo\": 1}'"
+raysharp start --head --num-cpus=2 --resources '{"demo": 1}'
+echo
+echo "== raysharp status"
+raysharp status
+echo
+echo "== raysharp stop"
+raysharp stop
+trap - EXIT
+left=$(ls /dev/shm | grep -c '^raysharp_' || true)
+echo
+echo "Demo finished: every process stopped, ${left} shared-memory files left. Logs are under ${RAYSHARP_TEMP_DIR}."

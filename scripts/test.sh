@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs the whole RaySharp test suite on this machine.
+# Installs what the tests need when it is missing (iproute2 for the network-namespace test hosts; root is required to
+# create them), builds everything in Release and prints a closing "Tests: N passed, N failed" line.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v dotnet >/dev/null 2>&1; then
+  echo "error: the .NET 10 SDK is required (dotnet not found on PATH)" >&2
+  exit 1
+fi
+if [ "$(id -u)" != "0" ]; then
+  echo "error: the multi-node tests create network namespaces and bridges; run as root (for example: sudo $0)" >&2
+  exit 1
+fi
+if ! command -v ip >/dev/null 2>&1; then
+  echo "Installing iproute2 (ip netns) for the multi-node tests..."
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null
+fi
+
+export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
+mkdir -p artifacts
+log=artifacts/test-output.log
+set +e
+dotnet test RaySharp.slnx -c Release --logger "console;verbosity=normal" 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+set -e
+
+passed=$(grep -E '^\s+Passed:\s+[0-9]+' "$log" | awk '{s += $2} END {print s + 0}')
+failed=$(grep -E '^\s+Failed:\s+[0-9]+' "$log" | awk '{s += $2} END {print s + 0}')
+echo
+echo "Tests: ${passed} passed, ${failed} failed"
+if [ "$rc" -eq 0 ] && [ "$passed" -eq 0 ]; then
+  echo "error: no test ran" >&2
+  exit 1
+fi
+exit "$rc"
