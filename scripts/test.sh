@@ -26,8 +26,9 @@ dotnet test RaySharp.slnx -c Release --logger "console;verbosity=normal" 2>&1 | 
 rc=${PIPESTATUS[0]}
 set -e
 
-passed=$(grep -E '^\s+Passed:\s+[0-9]+' "$log" | awk '{s += $2} END {print s + 0}')
-failed=$(grep -E '^\s+Failed:\s+[0-9]+' "$log" | awk '{s += $2} END {print s + 0}')
+# dotnet test prints a "Failed:" line only when something failed: count with awk alone so a missing line is 0.
+passed=$(awk '$1 == "Passed:" && $2 ~ /^[0-9]+$/ {s += $2} END {print s + 0}' "$log")
+failed=$(awk '$1 == "Failed:" && $2 ~ /^[0-9]+$/ {s += $2} END {print s + 0}' "$log")
 echo
 echo "Tests: ${passed} passed, ${failed} failed"
 if [ "$rc" -eq 0 ] && [ "$passed" -eq 0 ]; then

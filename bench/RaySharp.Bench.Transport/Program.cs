@@ -1,0 +1,246 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.Diagnostics;
+using System.IO.Pipelines;
+using System.Net;
+using System.Net.Sockets;
+using Google.Protobuf;
+using Grpc.Core;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.Logging.Abstractions;
+using RaySharp.Bench.Transport;
+using RaySharp.Rpc;
+
+// Usage: dotnet run -c Release --project bench/RaySharp.Bench.Transport -- [--quick]
+// Starts an echo server in a second process, then measures small request/response round trips over each transport:
+// one call at a time, and pipelined with 1000 in flight.
+if (args.Length > 0 && args[0] == "server") return await Server.RunAsync();
+
+var quick = args.Contains("--quick");
+var duration = TimeSpan.FromSeconds(quick ? 1 : 3);
+var warmup = TimeSpan.FromSeconds(quick ? 0.3 : 1);
+const int InFlight = 1000;
+var payload = ByteString.CopyFrom(new byte[16]);
+
+using var server = StartServer(out var grpcPort, out var tcpPort);
+try
+{
+    using var channels = new RpcChannelPool();
+    var client = new EchoService.EchoServiceClient(channels.Get("127.0.0.1", grpcPort));
+    Console.WriteLine($"Transport round trips between two processes on loopback ({Environment.ProcessorCount} cores), {duration.TotalSeconds:0} s each after {warmup.TotalSeconds:0.#} s warm-up, 16-byte payload");
+    Console.WriteLine($"{"transport",-44} {"calls/s",12}");
+    Report("gRPC unary, one at a time", await Measure(async () => { await client.EchoAsync(new EchoMessage { Payload = payload }); return 1; }));
+    Report("gRPC unary, 1000 in flight", await MeasurePipelinedUnary(client, payload));
+    Report("gRPC bidi stream, one at a time", await MeasureStream(client, payload, 1));
+    Report($"gRPC bidi stream, {InFlight} in flight", await MeasureStream(client, payload, InFlight));
+    Report("TCP length-prefixed (Pipelines), one at a time", await MeasureTcp(tcpPort, 1));
+    Report($"TCP length-prefixed (Pipelines), {InFlight} in flight", await MeasureTcp(tcpPort, InFlight));
+}
+finally
+{
+    server.Kill();
+}
+return 0;
+
+void Report(string name, double rate) => Console.WriteLine($"{name,-44} {rate,12:N0}");
+
+async Task<double> Measure(Func<Task<int>> op)
+{
+    var end = DateTime.UtcNow + warmup;
+    while (DateTime.UtcNow < end) await op();
+    long n = 0;
+    var sw = Stopwatch.StartNew();
+    while (sw.Elapsed < duration) n += await op();
+    return n / sw.Elapsed.TotalSeconds;
+}
+
+async Task<double> MeasurePipelinedUnary(EchoService.EchoServiceClient c, ByteString p)
+{
+    async Task<long> Run(TimeSpan span)
+    {
+        long n = 0;
+        var sw = Stopwatch.StartNew();
+        var workers = Enumerable.Range(0, InFlight).Select(async _ =>
+        {
+            while (sw.Elapsed < span)
+            {
+                await c.EchoAsync(new EchoMessage { Payload = p });
+                Interlocked.Increment(ref n);
+            }
+        });
+        await Task.WhenAll(workers);
+        return n;
+    }
+    await Run(warmup);
+    var timer = Stopwatch.StartNew();
+    var count = await Run(duration);
+    return count / timer.Elapsed.TotalSeconds;
+}
+
+async Task<double> MeasureStream(EchoService.EchoServiceClient c, ByteString p, int inFlight)
+{
+    using var call = c.EchoStream();
+    using var window = new SemaphoreSlim(inFlight);
+    long received = 0;
+    var reader = Task.Run(async () =>
+    {
+        while (await call.ResponseStream.MoveNext(CancellationToken.None))
+        {
+            Interlocked.Increment(ref received);
+            window.Release();
+        }
+    });
+    var sw = Stopwatch.StartNew();
+    long startCount = 0;
+    var measuring = false;
+    while (true)
+    {
+        if (!measuring && sw.Elapsed >= warmup)
+        {
+            measuring = true;
+            startCount = Interlocked.Read(ref received);
+            sw.Restart();
+        }
+        if (measuring && sw.Elapsed >= duration) break;
+        await window.WaitAsync();
+        await call.RequestStream.WriteAsync(new EchoMessage { Payload = p });
+    }
+    var rate = (Interlocked.Read(ref received) - startCount) / sw.Elapsed.TotalSeconds;
+    await call.RequestStream.CompleteAsync();
+    await reader;
+    return rate;
+}
+
+async Task<double> MeasureTcp(int port, int inFlight)
+{
+    using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+    await socket.ConnectAsync(IPAddress.Loopback, port);
+    await using var stream = new NetworkStream(socket, ownsSocket: false);
+    var writer = PipeWriter.Create(stream);
+    var pipeReader = PipeReader.Create(stream);
+    using var window = new SemaphoreSlim(inFlight);
+    long received = 0;
+    var done = false;
+    var reader = Task.Run(async () =>
+    {
+        while (true)
+        {
+            var result = await pipeReader.ReadAsync();
+            var buffer = result.Buffer;
+            while (Framing.TryReadFrame(ref buffer, out _))
+            {
+                Interlocked.Increment(ref received);
+                window.Release();
+            }
+            pipeReader.AdvanceTo(buffer.Start, buffer.End);
+            if (result.IsCompleted || Volatile.Read(ref done)) break;
+        }
+    });
+    var frame = new byte[4 + 16];
+    BinaryPrimitives.WriteInt32LittleEndian(frame, 16);
+    var sw = Stopwatch.StartNew();
+    long startCount = 0;
+    var measuring = false;
+    while (true)
+    {
+        if (!measuring && sw.Elapsed >= warmup)
+        {
+            measuring = true;
+            startCount = Interlocked.Read(ref received);
+            sw.Restart();
+        }
+        if (measuring && sw.Elapsed >= duration) break;
+        await window.WaitAsync();
+        writer.Write(frame);
+        // Coalesce: flush only when no further send is immediately possible.
+        if (window.CurrentCount == 0 || inFlight == 1) await writer.FlushAsync();
+    }
+    await writer.FlushAsync();
+    var rate = (Interlocked.Read(ref received) - startCount) / sw.Elapsed.TotalSeconds;
+    Volatile.Write(ref done, true);
+    socket.Shutdown(SocketShutdown.Both);
+    try { await reader; } catch (IOException) { }
+    return rate;
+}
+
+static Process StartServer(out int grpcPort, out int tcpPort)
+{
+    var self = typeof(Server).Assembly.Location;
+    var psi = new ProcessStartInfo(Environment.ProcessPath!, [self, "server"]) { RedirectStandardOutput = true, UseShellExecute = false };
+    var p = Process.Start(psi)!;
+    var line = p.StandardOutput.ReadLine() ?? throw new InvalidOperationException("echo server did not start");
+    var parts = line.Split(' ');
+    grpcPort = int.Parse(parts[1]);
+    tcpPort = int.Parse(parts[2]);
+    return p;
+}
+
+internal static class Framing
+{
+    /// <summary>A frame is a little-endian int32 length followed by that many bytes.</summary>
+    public static bool TryReadFrame(ref ReadOnlySequence<byte> buffer, out ReadOnlySequence<byte> frame)
+    {
+        frame = default;
+        if (buffer.Length < 4) return false;
+        Span<byte> header = stackalloc byte[4];
+        buffer.Slice(0, 4).CopyTo(header);
+        var length = BinaryPrimitives.ReadInt32LittleEndian(header);
+        if (buffer.Length < 4 + length) return false;
+        frame = buffer.Slice(0, 4 + length);
+        buffer = buffer.Slice(4 + length);
+        return true;
+    }
+}
+
+internal sealed class EchoServiceImpl : EchoService.EchoServiceBase
+{
+    public override Task<EchoMessage> Echo(EchoMessage request, ServerCallContext context) => Task.FromResult(request);
+
+    public override async Task EchoStream(IAsyncStreamReader<EchoMessage> requestStream, IServerStreamWriter<EchoMessage> responseStream, ServerCallContext context)
+    {
+        await foreach (var m in requestStream.ReadAllAsync()) await responseStream.WriteAsync(m);
+    }
+}
+
+internal static class Server
+{
+    public static async Task<int> RunAsync()
+    {
+        await using var rpc = await RpcServer.StartAsync("bench", RpcListenOptions.Fixed(0), NullLoggerFactory.Instance,
+            _ => { }, endpoints => endpoints.MapGrpcService<EchoServiceImpl>());
+        var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        listener.Listen(16);
+        Console.WriteLine($"PORTS {rpc.Port} {((IPEndPoint)listener.LocalEndPoint!).Port}");
+        while (true)
+        {
+            var socket = await listener.AcceptAsync();
+            socket.NoDelay = true;
+            _ = Task.Run(() => EchoTcpAsync(socket));
+        }
+    }
+
+    private static async Task EchoTcpAsync(Socket socket)
+    {
+        await using var stream = new NetworkStream(socket, ownsSocket: true);
+        var reader = PipeReader.Create(stream);
+        var writer = PipeWriter.Create(stream);
+        try
+        {
+            while (true)
+            {
+                var result = await reader.ReadAsync();
+                var buffer = result.Buffer;
+                while (Framing.TryReadFrame(ref buffer, out var frame))
+                {
+                    foreach (var segment in frame) writer.Write(segment.Span);
+                }
+                reader.AdvanceTo(buffer.Start, buffer.End);
+                // One flush per batch read: replies to pipelined requests share a write.
+                await writer.FlushAsync();
+                if (result.IsCompleted) break;
+            }
+        }
+        catch (IOException) { }
+    }
+}
