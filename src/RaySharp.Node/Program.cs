@@ -116,6 +116,7 @@ async Task<int> RunRayletAsync()
         IsHead = arguments.Flag("--head"),
         SessionDir = session.Path,
     };
+    options.ApplyEnvironment();
     foreach (var (k, v) in resources) options.Resources[k] = v;
     if (arguments.Optional("--num-cpus") is { } cpus) options.Resources[ResourceSet.Cpu] = double.Parse(cpus, System.Globalization.CultureInfo.InvariantCulture);
     if (arguments.Optional("--num-gpus") is { } gpus && double.Parse(gpus, System.Globalization.CultureInfo.InvariantCulture) is > 0 and var g) options.Resources[ResourceSet.Gpu] = g;

@@ -127,6 +127,7 @@ internal sealed partial class Raylet : IAsyncDisposable
     private async Task ReportLoopAsync(CancellationToken stop)
     {
         var failures = 0;
+        DateTimeOffset? unreachableSince = null;
         while (!stop.IsCancellationRequested)
         {
             try
@@ -149,6 +150,7 @@ internal sealed partial class Raylet : IAsyncDisposable
                 var all = await Gcs.GetAllNodeInfoAsync(new GetAllNodeInfoRequest(), deadline: DateTime.UtcNow.AddSeconds(5), cancellationToken: stop).ConfigureAwait(false);
                 UpdateView(all.Nodes);
                 failures = 0;
+                unreachableSince = null;
             }
             catch (OperationCanceledException) when (stop.IsCancellationRequested)
             {
@@ -157,6 +159,15 @@ internal sealed partial class Raylet : IAsyncDisposable
             catch (RpcException e)
             {
                 if (++failures == 1 || failures % 30 == 0) LogGcsUnreachable(_logger, _options.GcsAddress, e.Status.Detail);
+                unreachableSince ??= _time.GetUtcNow();
+                if (_time.GetUtcNow() - unreachableSince > _options.GcsReconnectTimeout)
+                {
+                    _fatal.TrySetResult($"the GCS at {_options.GcsAddress} has been unreachable for more than {_options.GcsReconnectTimeout.TotalSeconds:0} s");
+                    return;
+                }
+                // Do not spin while the GCS is down: wait a period before the next attempt.
+                try { await Task.Delay(_options.ResourceReportPeriod, _time, stop).ConfigureAwait(false); }
+                catch (OperationCanceledException) { return; }
             }
         }
     }

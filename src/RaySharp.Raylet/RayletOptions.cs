@@ -46,5 +46,21 @@ internal sealed class RayletOptions
     /// <summary>How long the raylet keeps trying to register with the GCS before it gives up. Default 10 s.</summary>
     public TimeSpan GcsConnectTimeout { get; set; } = TimeSpan.FromSeconds(10);
 
+    /// <summary>
+    /// How long the raylet keeps running without reaching the GCS before it stops itself (and its workers), so that a
+    /// dead head leaves no orphan nodes behind. Default 60 s (Ray's <c>gcs_rpc_server_reconnect_timeout_s</c>).
+    /// </summary>
+    public TimeSpan GcsReconnectTimeout { get; set; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>Environment variable that overrides <see cref="GcsReconnectTimeout"/> (seconds) for every raylet of a host.</summary>
+    public const string GcsReconnectTimeoutEnv = "RAYSHARP_gcs_rpc_server_reconnect_timeout_s";
+
+    public void ApplyEnvironment()
+    {
+        if (double.TryParse(Environment.GetEnvironmentVariable(GcsReconnectTimeoutEnv), System.Globalization.NumberStyles.Float,
+                System.Globalization.CultureInfo.InvariantCulture, out var s) && s > 0)
+            GcsReconnectTimeout = TimeSpan.FromSeconds(s);
+    }
+
     public int CpuCount => (int)Math.Floor(Resources.GetValueOrDefault(Common.ResourceSet.Cpu));
 }

@@ -27,12 +27,18 @@ public sealed class LeaseProtocolTests : IDisposable
         var head = _net[0];
         var worker = _net[1];
         Assert.Equal(0, (await Cli.RunAsync(head, "start", "--head", "--num-cpus=2", "--resources", "{\"acc\": 1}")).ExitCode);
-        Assert.Equal(0, (await Cli.RunAsync(worker, "start", $"--address={head.Ip}:6379", "--num-cpus=2", "--resources", "{\"special\": 1}")).ExitCode);
+        Assert.Equal(0, (await Cli.RunAsync(worker, "start", $"--address={head.Ip}:6379", "--num-cpus=2", "--resources", "{\"special\": 1}",
+            "--node-manager-port=23456", "--min-worker-port=30000", "--max-worker-port=30005")).ExitCode);
         var nodes = await ClusterAssertions.StatusAsync(head);
         var headNode = nodes.Single(n => n.Ip == head.Ip);
         var workerNode = nodes.Single(n => n.Ip == worker.Ip);
         var headRaylet = Raylet(headNode);
         var workerRaylet = Raylet(workerNode);
+        // The port flags are honoured: the raylet on its fixed port, workers inside their range.
+        Assert.Equal(23456, workerNode.Port);
+        await ClusterAssertions.EventuallyAsync(async () => (await workerRaylet.GetNodeStatsAsync(new GetNodeStatsRequest())).Workers.Count(w => w.State == "idle") == 2,
+            TimeSpan.FromSeconds(20), "two idle workers on the worker node");
+        Assert.All((await workerRaylet.GetNodeStatsAsync(new GetNodeStatsRequest())).Workers, w => Assert.InRange(w.Port, 30000, 30005));
         // Spillback decisions use the view each raylet refreshes every second.
         await Task.Delay(TimeSpan.FromSeconds(1.5));
 

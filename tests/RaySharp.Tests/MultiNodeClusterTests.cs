@@ -111,6 +111,27 @@ public sealed class MultiNodeClusterTests : IDisposable
         await ClusterAssertions.StopAndAssertCleanAsync(head);
     }
 
+    [Fact]
+    public async Task WorkerNodesStopThemselvesWhenTheHeadIsGoneForTooLong()
+    {
+        var head = _net[0];
+        var worker = _net[1];
+        worker.Environment["RAYSHARP_gcs_rpc_server_reconnect_timeout_s"] = "2";
+        Assert.Equal(0, (await Cli.RunAsync(head, "start", "--head", "--num-cpus=0")).ExitCode);
+        Assert.Equal(0, (await Cli.RunAsync(worker, "start", $"--address={head.Ip}:6379", "--num-cpus=1")).ExitCode);
+        ClusterAssertions.Eventually(() => WorkerPids(worker).Count == 1, TimeSpan.FromSeconds(20), "a worker on the worker node");
+
+        var gcs = ClusterAssertions.Sessions(head).Single().RecordedProcesses().Single(r => r.Component == Components.GcsServer).Pid;
+        Assert.True(Posix.Kill(gcs, Posix.SIGKILL));
+
+        // No orphans: the raylet gives up on the GCS after its reconnect timeout and takes its workers with it.
+        ClusterAssertions.Eventually(() => worker.Pids().Count == 0, TimeSpan.FromSeconds(20), "the headless worker node stopping itself");
+        Assert.Contains("unreachable for more than 2 s",
+            File.ReadAllText(ClusterAssertions.Sessions(worker).Single().LogFile(Components.Raylet)));
+        await ClusterAssertions.StopAndAssertCleanAsync(worker);
+        await ClusterAssertions.StopAndAssertCleanAsync(head);
+    }
+
     private static List<int> WorkerPids(TestHost host) =>
         ClusterAssertions.Sessions(host).SelectMany(s => s.RecordedProcesses()).Where(r => r.Component == Components.Worker)
             .Select(r => r.Pid).Where(Posix.IsAlive).ToList();
