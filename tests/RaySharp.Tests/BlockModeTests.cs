@@ -15,8 +15,7 @@ public sealed class BlockModeTests : IDisposable
     {
         var head = _net[0];
         using var cli = Cli.StartBackground(head, "start", "--head", "--num-cpus=1", "--block");
-        await ClusterAssertions.EventuallyAsync(async () => File.Exists(SessionDirectory.CurrentClusterFile(head.TempDir))
-            && (await ClusterAssertions.StatusAsync(head)).Count == 1, TimeSpan.FromSeconds(30), "the blocking head coming up");
+        await WaitUntilUpAsync(head);
         Assert.False(cli.HasExited);
 
         Posix.Kill(CliPid(cli), 2 /* SIGINT, as Ctrl-C */);
@@ -29,8 +28,7 @@ public sealed class BlockModeTests : IDisposable
     {
         var head = _net[0];
         using var cli = Cli.StartBackground(head, "start", "--head", "--num-cpus=1", "--block");
-        await ClusterAssertions.EventuallyAsync(async () => File.Exists(SessionDirectory.CurrentClusterFile(head.TempDir))
-            && (await ClusterAssertions.StatusAsync(head)).Count == 1, TimeSpan.FromSeconds(30), "the blocking head coming up");
+        await WaitUntilUpAsync(head);
 
         // No chance to clean up: the children notice their supervisor is gone through their stdin pipe.
         Posix.Kill(CliPid(cli), Posix.SIGKILL);
@@ -42,8 +40,7 @@ public sealed class BlockModeTests : IDisposable
     {
         var head = _net[0];
         using var cli = Cli.StartBackground(head, "start", "--head", "--num-cpus=1", "--block");
-        await ClusterAssertions.EventuallyAsync(async () => File.Exists(SessionDirectory.CurrentClusterFile(head.TempDir))
-            && (await ClusterAssertions.StatusAsync(head)).Count == 1, TimeSpan.FromSeconds(30), "the blocking head coming up");
+        await WaitUntilUpAsync(head);
         var gcs = ClusterAssertions.Sessions(head).Single().RecordedProcesses().Single(r => r.Component == Components.GcsServer);
 
         Posix.Kill(gcs.Pid, Posix.SIGKILL);
@@ -51,6 +48,23 @@ public sealed class BlockModeTests : IDisposable
         Assert.Equal(1, cli.ExitCode);
         Assert.Contains("gcs_server", await cli.StandardOutput.ReadToEndAsync());
         ClusterAssertions.Eventually(() => head.Pids().Count == 0, TimeSpan.FromSeconds(10), "every process of the node exiting");
+    }
+
+    private static Task WaitUntilUpAsync(TestHost head) =>
+        ClusterAssertions.EventuallyAsync(async () => File.Exists(SessionDirectory.CurrentClusterFile(head.TempDir))
+            && (await ClusterAssertions.StatusAsync(head)).Count == 1, TimeSpan.FromSeconds(30), "the blocking head coming up");
+
+    [Fact]
+    public async Task StopForceKillsEverythingAtOnce()
+    {
+        var head = _net[0];
+        Assert.Equal(0, (await Cli.RunAsync(head, "start", "--head", "--num-cpus=2")).ExitCode);
+        ClusterAssertions.Eventually(() => head.Pids().Count == 4, TimeSpan.FromSeconds(20), "GCS, raylet and two workers running");
+        var stop = await Cli.RunAsync(head, "stop", "--force");
+        Assert.Equal(0, stop.ExitCode);
+        Assert.Contains("Stopped all 4 RaySharp processes", stop.Stdout);
+        Assert.Empty(head.Pids());
+        Assert.Empty(ClusterAssertions.Sessions(head).SelectMany(s => s.RecordedProcesses()));
     }
 
     /// <summary>`ip netns exec` execs the CLI in place, so the started process is the CLI itself.</summary>
