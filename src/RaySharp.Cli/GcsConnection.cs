@@ -1,6 +1,6 @@
-using Grpc.Core;
 using RaySharp.Common;
 using RaySharp.Rpc;
+using RaySharp.Rpc.Clients;
 using RaySharp.Rpc.Protocol;
 
 namespace RaySharp.Cli;
@@ -30,36 +30,19 @@ internal static class GcsConnection
     /// <summary>Asks the GCS who it is, retrying refused connections until <paramref name="budget"/> runs out.</summary>
     public static async Task<GetClusterInfoReply> CheckReachableAsync(RpcChannelPool channels, string address, TimeSpan budget, CancellationToken cancellationToken)
     {
-        var client = new NodeInfoGcsService.NodeInfoGcsServiceClient(channels.Get(address));
-        var deadline = DateTime.UtcNow + budget;
-        string lastProblem = "no answer";
-        while (true)
+        try
         {
-            try
-            {
-                var remaining = deadline - DateTime.UtcNow;
-                return await client.GetClusterInfoAsync(new GetClusterInfoRequest(),
-                    deadline: DateTime.UtcNow + TimeSpan.FromTicks(Math.Max(remaining.Ticks, TimeSpan.FromMilliseconds(200).Ticks)),
-                    cancellationToken: cancellationToken).ConfigureAwait(false);
-            }
-            catch (RpcException e) when (e.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded or StatusCode.Internal or StatusCode.Unimplemented)
-            {
-                lastProblem = e.StatusCode switch
-                {
-                    StatusCode.DeadlineExceeded => "no answer",
-                    StatusCode.Unimplemented or StatusCode.Internal => "something answers on that port, but it is not a RaySharp GCS",
-                    _ => (e.Status.DebugException?.InnerException ?? e.Status.DebugException)?.Message ?? e.Status.Detail,
-                };
-                if (e.StatusCode is StatusCode.Unimplemented or StatusCode.Internal || DateTime.UtcNow + TimeSpan.FromMilliseconds(300) >= deadline) break;
-                await Task.Delay(300, cancellationToken).ConfigureAwait(false);
-            }
+            return await new GcsClient(channels, address).WaitReachableAsync(budget, cancellationToken).ConfigureAwait(false);
         }
-        NodeAddress.TryParse(address, out _, out var port, out _);
-        throw new CliException(
-            $"Could not reach the RaySharp head (GCS) at {address} within {budget.TotalSeconds:0} s: {lastProblem}.\n" +
-            $"Check that:\n" +
-            $"  - the head node is running (`raysharp start --head` on it; `raysharp status` there shows it),\n" +
-            $"  - {address} is the address that `raysharp start --head` printed (IP and port),\n" +
-            $"  - no firewall blocks TCP port {port} between this machine and the head.");
+        catch (GcsUnreachableException e)
+        {
+            NodeAddress.TryParse(address, out _, out var port, out _);
+            throw new CliException(
+                $"Could not reach the RaySharp head (GCS) at {address} within {budget.TotalSeconds:0} s: {e.Message}.\n" +
+                $"Check that:\n" +
+                $"  - the head node is running (`raysharp start --head` on it; `raysharp status` there shows it),\n" +
+                $"  - {address} is the address that `raysharp start --head` printed (IP and port),\n" +
+                $"  - no firewall blocks TCP port {port} between this machine and the head.");
+        }
     }
 }

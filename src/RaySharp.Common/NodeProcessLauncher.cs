@@ -39,6 +39,47 @@ internal static class NodeProcessLauncher
         return "dotnet";
     }
 
+    /// <summary>
+    /// Starts a node process, records its pid in the session directory and waits until it reports the port it bound.
+    /// Throws <see cref="NodeStartupException"/> with the tail of its log when it dies or hangs during startup.
+    /// </summary>
+    public static async Task<(ProcessRecord Record, Process Process)> StartAndWaitReadyAsync(
+        SessionDirectory session, string component, IReadOnlyList<string> arguments, bool supervised, TimeSpan timeout,
+        CancellationToken cancellationToken = default)
+    {
+        var logFile = session.LogFile(component);
+        var process = Start(component, arguments, logFile, supervised);
+        var record = new ProcessRecord(component, process.Id);
+        session.RecordProcess(record);
+        var deadline = DateTime.UtcNow + timeout;
+        while (session.ReadPorts(component) is null)
+        {
+            if (process.HasExited)
+            {
+                session.ForgetProcess(record);
+                throw new NodeStartupException($"The {component} process exited during startup (exit code {process.ExitCode}).\n" +
+                                               $"Its log, {logFile}, ends with:\n{LogTail(logFile)}");
+            }
+            if (DateTime.UtcNow > deadline)
+            {
+                Posix.Kill(process.Id, Posix.SIGKILL);
+                session.ForgetProcess(record);
+                throw new NodeStartupException($"The {component} process did not become ready within {timeout.TotalSeconds:0} s; see {logFile}.");
+            }
+            await Task.Delay(50, cancellationToken).ConfigureAwait(false);
+        }
+        return (record, process);
+    }
+
+    private static string LogTail(string logFile)
+    {
+        try
+        {
+            return string.Join('\n', File.ReadAllLines(logFile).TakeLast(12).Select(l => "  " + l));
+        }
+        catch (IOException) { return "  (no log written)"; }
+    }
+
     public static Process Start(string component, IEnumerable<string> arguments, string logFile, bool supervised,
         IReadOnlyDictionary<string, string>? environment = null)
     {
@@ -66,3 +107,6 @@ internal static class NodeProcessLauncher
         return Process.Start(psi) ?? throw new InvalidOperationException($"could not start {component}");
     }
 }
+
+/// <summary>A RaySharp process failed to start; the message says why and where its log is.</summary>
+internal sealed class NodeStartupException(string message) : Exception(message);

@@ -174,34 +174,14 @@ internal static class StartCommand
 
     private static async Task<(ProcessRecord, Process)> LaunchAsync(SessionDirectory session, string component, IReadOnlyList<string> args, bool supervised)
     {
-        var logFile = session.LogFile(component);
-        var process = NodeProcessLauncher.Start(component, args, logFile, supervised);
-        var record = new ProcessRecord(component, process.Id);
-        session.RecordProcess(record);
-        var deadline = DateTime.UtcNow + s_readyTimeout;
-        while (session.ReadPorts(component) is null)
-        {
-            if (process.HasExited)
-            {
-                session.ForgetProcess(record);
-                throw new CliException($"The {component} process exited during startup (exit code {process.ExitCode}).\n" +
-                                       $"Its log, {logFile}, ends with:\n{LogTail(logFile)}");
-            }
-            if (DateTime.UtcNow > deadline)
-                throw new CliException($"The {component} process did not become ready within {s_readyTimeout.TotalSeconds:0} s; see {logFile}.");
-            await Task.Delay(50).ConfigureAwait(false);
-        }
-        return (record, process);
-    }
-
-    private static string LogTail(string logFile)
-    {
         try
         {
-            var lines = File.ReadAllLines(logFile);
-            return string.Join('\n', lines.TakeLast(12).Select(l => "  " + l));
+            return await NodeProcessLauncher.StartAndWaitReadyAsync(session, component, args, supervised, s_readyTimeout).ConfigureAwait(false);
         }
-        catch (IOException) { return "  (no log written)"; }
+        catch (NodeStartupException e)
+        {
+            throw new CliException(e.Message);
+        }
     }
 
     /// <summary>GPUs on this machine: the number nvidia-smi lists, 0 when it is not installed.</summary>

@@ -19,21 +19,27 @@ internal static class Cli
 
     public static string CliDll => Path.Combine(RepoRoot, "artifacts", "bin", "RaySharp.Cli", Configuration, "raysharp.dll");
 
-    public static async Task<CliResult> RunAsync(TestHost host, params string[] args) =>
-        await RunAsync(host.Namespace, host.TempDir, host.Environment, TimeSpan.FromSeconds(60), args);
+    /// <summary>A program of the build (examples), by project name.</summary>
+    public static string ProgramDll(string project) => Path.Combine(RepoRoot, "artifacts", "bin", project, Configuration, project + ".dll");
 
-    public static async Task<CliResult> RunAsync(string? netns, string tempDir, IReadOnlyDictionary<string, string>? env, TimeSpan timeout, params string[] args)
+    public static async Task<CliResult> RunAsync(TestHost host, params string[] args) =>
+        await RunDllAsync(CliDll, host.Namespace, host.TempDir, host.Environment, TimeSpan.FromSeconds(60), args);
+
+    public static async Task<CliResult> RunProgramAsync(TestHost host, string project, params string[] args) =>
+        await RunDllAsync(ProgramDll(project), host.Namespace, host.TempDir, host.Environment, TimeSpan.FromSeconds(60), args);
+
+    public static async Task<CliResult> RunDllAsync(string dll, string? netns, string tempDir, IReadOnlyDictionary<string, string>? env, TimeSpan timeout, params string[] args)
     {
         var psi = new ProcessStartInfo { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true };
         if (netns is not null)
         {
             psi.FileName = "ip";
-            foreach (var a in new[] { "netns", "exec", netns, "dotnet", CliDll }) psi.ArgumentList.Add(a);
+            foreach (var a in new[] { "netns", "exec", netns, "dotnet", dll }) psi.ArgumentList.Add(a);
         }
         else
         {
             psi.FileName = "dotnet";
-            psi.ArgumentList.Add(CliDll);
+            psi.ArgumentList.Add(dll);
         }
         foreach (var a in args) psi.ArgumentList.Add(a);
         psi.Environment["RAYSHARP_TEMP_DIR"] = tempDir;
@@ -53,16 +59,18 @@ internal static class Cli
         catch (OperationCanceledException)
         {
             p.Kill(entireProcessTree: true);
-            throw new TimeoutException($"raysharp {string.Join(' ', args)} did not finish within {timeout.TotalSeconds} s");
+            throw new TimeoutException($"{Path.GetFileName(dll)} {string.Join(' ', args)} did not finish within {timeout.TotalSeconds} s");
         }
         return new CliResult(p.ExitCode, await stdout, await stderr, sw.Elapsed);
     }
 
     /// <summary>Starts the CLI without waiting for it (for --block).</summary>
-    public static Process StartBackground(TestHost host, params string[] args)
+    public static Process StartBackground(TestHost host, params string[] args) => StartDllBackground(CliDll, host, args);
+
+    public static Process StartDllBackground(string dll, TestHost host, params string[] args)
     {
         var psi = new ProcessStartInfo("ip") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true };
-        foreach (var a in new[] { "netns", "exec", host.Namespace, "dotnet", CliDll }) psi.ArgumentList.Add(a);
+        foreach (var a in new[] { "netns", "exec", host.Namespace, "dotnet", dll }) psi.ArgumentList.Add(a);
         foreach (var a in args) psi.ArgumentList.Add(a);
         psi.Environment["RAYSHARP_TEMP_DIR"] = host.TempDir;
         foreach (var (k, v) in host.Environment) psi.Environment[k] = v;

@@ -1,0 +1,218 @@
+using Grpc.Core;
+using RaySharp.Common;
+using RaySharp.Rpc;
+using RaySharp.Rpc.Clients;
+using RaySharp.Rpc.Protocol;
+
+namespace RaySharp;
+
+/// <summary>
+/// The entry point of a RaySharp program (a driver). <c>using var ray = Ray.Init();</c> connects to the cluster started
+/// on this machine, or starts an embedded one; <c>Ray.Init("auto")</c> requires the local cluster;
+/// <c>Ray.Init("10.0.0.1:6379")</c> joins the head at that address. <c>RAYSHARP_ADDRESS</c> stands in for a missing
+/// or "auto" address.
+/// </summary>
+public static class Ray
+{
+    public const string AddressEnvironmentVariable = "RAYSHARP_ADDRESS";
+
+    private static readonly Lock s_gate = new();
+    private static DriverSession? s_session;
+
+    /// <summary>True between <see cref="Init(string?, RayInitOptions?)"/> and <see cref="Shutdown"/>.</summary>
+    public static bool IsInitialized => Volatile.Read(ref s_session) is not null;
+
+    /// <summary>Connects this program to a RaySharp cluster; dispose the result (or call <see cref="Shutdown"/>) to disconnect.</summary>
+    public static IDisposable Init(string? address = null, RayInitOptions? options = null) =>
+        InitAsync(address, options).GetAwaiter().GetResult();
+
+    public static async Task<IDisposable> InitAsync(string? address = null, RayInitOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        options ??= new RayInitOptions();
+        lock (s_gate)
+        {
+            if (s_session is not null)
+                throw new RayException("Ray.Init was already called in this process; call Ray.Shutdown() (or dispose the result of Ray.Init) first.");
+        }
+        var session = await DriverSession.ConnectAsync(address, options, cancellationToken).ConfigureAwait(false);
+        lock (s_gate)
+        {
+            if (s_session is not null)
+            {
+                session.DisposeAsync().AsTask().GetAwaiter().GetResult();
+                throw new RayException("Ray.Init was called twice at once in this process.");
+            }
+            s_session = session;
+        }
+        AppDomain.CurrentDomain.ProcessExit += OnProcessExit;
+        return new Connection();
+    }
+
+    /// <summary>Disconnects: the job is marked finished, and an embedded cluster is stopped. Safe to call twice.</summary>
+    public static void Shutdown()
+    {
+        DriverSession? session;
+        lock (s_gate)
+        {
+            session = s_session;
+            s_session = null;
+        }
+        if (session is null) return;
+        AppDomain.CurrentDomain.ProcessExit -= OnProcessExit;
+        session.DisposeAsync().AsTask().GetAwaiter().GetResult();
+    }
+
+    /// <summary>The address of the cluster's GCS (<c>ip:port</c>).</summary>
+    public static string GcsAddress => Session.GcsAddress;
+
+    /// <summary>This job's id, assigned by the GCS.</summary>
+    public static string JobId => Session.JobId;
+
+    /// <summary>The IP address of the node this code runs on, as the cluster sees it.</summary>
+    public static string NodeIpAddress => Session.NodeIpAddress;
+
+    /// <summary>Every node the cluster has known, alive or dead.</summary>
+    public static IReadOnlyList<NodeDescription> Nodes() =>
+        Session.Gcs.GetAllNodesAsync(aliveOnly: false).GetAwaiter().GetResult().Select(n => new NodeDescription(
+            n.NodeId, n.NodeIpAddress, n.State == NodeState.Alive, n.IsHeadNode,
+            new Dictionary<string, double>(n.ResourcesTotal), new Dictionary<string, double>(n.ResourcesAvailable),
+            n.State == NodeState.Alive ? null : n.DeathReason)).ToList();
+
+    /// <summary>Resources of all alive nodes, summed.</summary>
+    public static IReadOnlyDictionary<string, double> ClusterResources() => Sum(n => n.Resources);
+
+    /// <summary>Resources of all alive nodes not held by a lease now, summed.</summary>
+    public static IReadOnlyDictionary<string, double> AvailableResources() => Sum(n => n.AvailableResources);
+
+    private static Dictionary<string, double> Sum(Func<NodeDescription, IReadOnlyDictionary<string, double>> pick)
+    {
+        var total = new Dictionary<string, double>(StringComparer.Ordinal);
+        foreach (var node in Nodes().Where(n => n.Alive))
+        {
+            foreach (var (k, v) in pick(node)) total[k] = total.GetValueOrDefault(k) + v;
+        }
+        return total;
+    }
+
+    private static DriverSession Session =>
+        Volatile.Read(ref s_session) ?? throw new RayException("RaySharp is not initialized: call Ray.Init() first.");
+
+    private static void OnProcessExit(object? sender, EventArgs e) => Shutdown();
+
+    private sealed class Connection : IDisposable
+    {
+        public void Dispose() => Shutdown();
+    }
+}
+
+/// <summary>What a connected driver holds: its GCS client, its job, and the embedded cluster it started, if any.</summary>
+internal sealed class DriverSession : IAsyncDisposable
+{
+    private readonly RpcChannelPool _channels;
+    private readonly EmbeddedCluster? _embedded;
+
+    private DriverSession(RpcChannelPool channels, GcsClient gcs, string jobId, string nodeIp, EmbeddedCluster? embedded)
+    {
+        _channels = channels;
+        Gcs = gcs;
+        JobId = jobId;
+        NodeIpAddress = nodeIp;
+        _embedded = embedded;
+    }
+
+    public GcsClient Gcs { get; }
+    public string GcsAddress => Gcs.Address;
+    public string JobId { get; }
+    public string NodeIpAddress { get; }
+
+    public static async Task<DriverSession> ConnectAsync(string? address, RayInitOptions options, CancellationToken cancellationToken)
+    {
+        var root = SessionDirectory.ResolveRoot(options.TempDir);
+        if (string.IsNullOrWhiteSpace(address) || address == "auto")
+        {
+            if (Environment.GetEnvironmentVariable(Ray.AddressEnvironmentVariable) is { Length: > 0 } env && env != "auto") address = env;
+        }
+        var channels = new RpcChannelPool(connectTimeout: TimeSpan.FromSeconds(3));
+        EmbeddedCluster? embedded = null;
+        try
+        {
+            string gcsAddress;
+            if (address == "auto")
+            {
+                gcsAddress = SessionDirectory.ReadCurrentClusterAddress(root)
+                    ?? throw new RayException($"Ray.Init(\"auto\") found no RaySharp cluster on this machine ({SessionDirectory.CurrentClusterFile(root)} does not exist). " +
+                                              "Start one with `raysharp start --head`, or call Ray.Init() to start an embedded cluster.");
+            }
+            else if (!string.IsNullOrWhiteSpace(address))
+            {
+                if (!NodeAddress.TryParse(address, out var host, out var port, out var error))
+                    throw new RayException($"Ray.Init(\"{address}\"): {error}. Give the head's address as \"<ip>:<port>\", or \"auto\".");
+                gcsAddress = NodeAddress.Format(host, port);
+            }
+            else if (SessionDirectory.ReadCurrentClusterAddress(root) is { } local && await AnswersAsync(channels, local, cancellationToken).ConfigureAwait(false))
+            {
+                gcsAddress = local;
+            }
+            else
+            {
+                embedded = await EmbeddedCluster.StartAsync(options, cancellationToken).ConfigureAwait(false);
+                gcsAddress = embedded.GcsAddress;
+            }
+
+            var gcs = new GcsClient(channels, gcsAddress);
+            try
+            {
+                await gcs.WaitReachableAsync(options.ConnectTimeout, cancellationToken).ConfigureAwait(false);
+            }
+            catch (GcsUnreachableException e)
+            {
+                throw new RayException($"Could not reach the RaySharp head (GCS) at {gcsAddress} within {options.ConnectTimeout.TotalSeconds:0} s: {e.Message}. " +
+                                       "Check that the cluster is running (`raysharp status` on the head), that the address is the one `raysharp start --head` printed, and that no firewall blocks the port.");
+            }
+            NodeAddress.TryParse(gcsAddress, out var gcsHost, out _, out _);
+            var nodeIp = embedded?.NodeIpAddress ?? NodeAddress.DetectNodeIp(gcsHost);
+            var jobId = (await gcs.Jobs.GetNextJobIdAsync(new GetNextJobIdRequest(), cancellationToken: cancellationToken).ConfigureAwait(false)).JobId;
+            await gcs.Jobs.AddJobAsync(new AddJobRequest
+            {
+                JobInfo = new JobInfo
+                {
+                    JobId = jobId,
+                    DriverIpAddress = nodeIp,
+                    DriverPid = Environment.ProcessId,
+                    Entrypoint = Environment.CommandLine,
+                },
+            }, cancellationToken: cancellationToken).ConfigureAwait(false);
+            return new DriverSession(channels, gcs, jobId, nodeIp, embedded);
+        }
+        catch
+        {
+            if (embedded is not null) await embedded.DisposeAsync().ConfigureAwait(false);
+            channels.Dispose();
+            throw;
+        }
+    }
+
+    private static async Task<bool> AnswersAsync(RpcChannelPool channels, string address, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await new GcsClient(channels, address).WaitReachableAsync(TimeSpan.FromSeconds(2), cancellationToken).ConfigureAwait(false);
+            return true;
+        }
+        catch (GcsUnreachableException)
+        {
+            return false; // a stale pointer left by a cluster that is gone: start an embedded one instead
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        try
+        {
+            await Gcs.Jobs.MarkJobFinishedAsync(new MarkJobFinishedRequest { JobId = JobId }, deadline: DateTime.UtcNow.AddSeconds(2)).ConfigureAwait(false);
+        }
+        catch (RpcException) { /* the cluster may be gone already */ }
+        if (_embedded is not null) await _embedded.DisposeAsync().ConfigureAwait(false);
+        _channels.Dispose();
+    }
+}

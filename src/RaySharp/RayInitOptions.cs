@@ -1,0 +1,37 @@
+namespace RaySharp;
+
+/// <summary>Options of <see cref="Ray.Init(string?, RayInitOptions?)"/>. Every default is the value used when unset.</summary>
+public sealed record RayInitOptions
+{
+    /// <summary>CPUs of an embedded cluster's node. Default: the machine's CPU count. Ignored when joining a cluster.</summary>
+    public int? NumCpus { get; init; }
+
+    /// <summary>GPUs of an embedded cluster's node. Default 0. Ignored when joining a cluster.</summary>
+    public double? NumGpus { get; init; }
+
+    /// <summary>Custom resources of an embedded cluster's node. Default none. Ignored when joining a cluster.</summary>
+    public IReadOnlyDictionary<string, double>? Resources { get; init; }
+
+    /// <summary>Session root. Default: <c>RAYSHARP_TEMP_DIR</c>, else <c>/tmp/raysharp</c>.</summary>
+    public string? TempDir { get; init; }
+
+    /// <summary>How long joining waits for the head to answer. Default 10 s.</summary>
+    public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(10);
+}
+
+/// <summary>One node of the cluster, as <see cref="Ray.Nodes"/> reports it.</summary>
+public sealed record NodeDescription(
+    string NodeId,
+    string NodeIpAddress,
+    bool Alive,
+    bool IsHeadNode,
+    IReadOnlyDictionary<string, double> Resources,
+    IReadOnlyDictionary<string, double> AvailableResources,
+    string? DeathReason);
+
+/// <summary>A RaySharp failure with a message that names the problem and the fix.</summary>
+public class RayException : Exception
+{
+    public RayException(string message) : base(message) { }
+    public RayException(string message, Exception inner) : base(message, inner) { }
+}
