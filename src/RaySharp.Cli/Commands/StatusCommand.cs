@@ -3,6 +3,7 @@ using System.Text.Json;
 using Grpc.Core;
 using RaySharp.Common;
 using RaySharp.Rpc;
+using RaySharp.Rpc.Clients;
 using RaySharp.Rpc.Protocol;
 using Spectre.Console;
 
@@ -16,11 +17,10 @@ internal static class StatusCommand
         var root = SessionDirectory.ResolveRoot(tempDir);
         var gcsAddress = GcsConnection.ResolveAddress(address, root);
         using var channels = new RpcChannelPool(connectTimeout: TimeSpan.FromSeconds(3));
-        var client = new NodeInfoGcsService.NodeInfoGcsServiceClient(channels.Get(gcsAddress));
-        GetAllNodeInfoReply reply;
+        IReadOnlyList<NodeInfo> nodes;
         try
         {
-            reply = await client.GetAllNodeInfoAsync(new GetAllNodeInfoRequest(), deadline: DateTime.UtcNow.AddSeconds(5), cancellationToken: cancellationToken).ConfigureAwait(false);
+            nodes = await new GcsClient(channels, gcsAddress).GetAllNodesAsync(aliveOnly: false, cancellationToken).ConfigureAwait(false);
         }
         catch (RpcException e)
         {
@@ -33,7 +33,7 @@ internal static class StatusCommand
             Console.WriteLine(JsonSerializer.Serialize(new
             {
                 gcs_address = gcsAddress,
-                nodes = reply.Nodes.Select(n => new
+                nodes = nodes.Select(n => new
                 {
                     node_id = n.NodeId,
                     state = n.State == NodeState.Alive ? "ALIVE" : "DEAD",
@@ -54,8 +54,8 @@ internal static class StatusCommand
         console.WriteLine();
         console.WriteLine("Node status");
         console.WriteLine(new string('-', 60));
-        var alive = reply.Nodes.Where(n => n.State == NodeState.Alive).ToList();
-        var dead = reply.Nodes.Where(n => n.State != NodeState.Alive).ToList();
+        var alive = nodes.Where(n => n.State == NodeState.Alive).ToList();
+        var dead = nodes.Where(n => n.State != NodeState.Alive).ToList();
         console.WriteLine("Active:");
         if (alive.Count == 0) console.WriteLine(" (no active nodes)");
         foreach (var n in alive) console.WriteLine($" 1 node_{n.NodeId} {n.NodeIpAddress}{(n.IsHeadNode ? " (head)" : "")}");
@@ -84,7 +84,7 @@ internal static class StatusCommand
 
         var table = new Table().Border(TableBorder.Rounded).Title("Nodes");
         table.AddColumns("Node ID", "State", "IP", "Head", "CPU", "GPU", "Other resources");
-        foreach (var n in reply.Nodes)
+        foreach (var n in nodes)
         {
             var isAlive = n.State == NodeState.Alive;
             table.AddRow(

@@ -46,7 +46,7 @@ internal sealed class GcsClient(RpcChannelPool channels, string address)
 
     public async Task<IReadOnlyList<NodeInfo>> GetAllNodesAsync(bool aliveOnly, CancellationToken cancellationToken = default) =>
         (await Nodes.GetAllNodeInfoAsync(new GetAllNodeInfoRequest { AliveOnly = aliveOnly },
-            deadline: DateTime.UtcNow.AddSeconds(10), cancellationToken: cancellationToken).ConfigureAwait(false)).Nodes;
+            deadline: DateTime.UtcNow.AddSeconds(5), cancellationToken: cancellationToken).ConfigureAwait(false)).Nodes;
 }
 
 /// <summary>The GCS could not be reached within the time allowed; <see cref="Exception.Message"/> is the cause.</summary>
