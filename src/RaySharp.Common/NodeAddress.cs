@@ -54,32 +54,50 @@ internal static class NodeAddress
 
     /// <summary>
     /// This node's IP as the rest of the cluster should see it: the source address the kernel would use to reach
-    /// <paramref name="towards"/> (the head, for a worker node), else the first address of an interface that is up,
-    /// else loopback. No packet is sent.
+    /// <paramref name="towards"/> (the head, for a worker node; found by a UDP connect, which sends nothing), else the
+    /// address of the interface that holds the default route, else the first address of an interface that is up,
+    /// else loopback.
     /// </summary>
     public static string DetectNodeIp(string? towards = null)
     {
-        foreach (var target in new[] { towards, "8.8.8.8" })
+        if (towards is not null && IPAddress.TryParse(towards, out var targetIp))
         {
-            if (target is null || !IPAddress.TryParse(target, out var targetIp) || IPAddress.IsLoopback(targetIp)) continue;
+            if (IPAddress.IsLoopback(targetIp)) return targetIp.ToString();
             try
             {
                 using var socket = new Socket(targetIp.AddressFamily, SocketType.Dgram, ProtocolType.Udp);
                 socket.Connect(targetIp, 9);
                 if (socket.LocalEndPoint is IPEndPoint { Address: var local } && !local.Equals(IPAddress.Any)) return local.ToString();
             }
-            catch (SocketException) { /* no route that way; try the next */ }
+            catch (SocketException) { /* no route that way; fall back to the interfaces */ }
         }
-        if (towards is not null && IPAddress.TryParse(towards, out var t) && IPAddress.IsLoopback(t)) return t.ToString();
-        foreach (var nic in NetworkInterface.GetAllNetworkInterfaces())
+        var interfaces = NetworkInterface.GetAllNetworkInterfaces()
+            .Where(n => n.OperationalStatus is OperationalStatus.Up or OperationalStatus.Unknown && n.NetworkInterfaceType != NetworkInterfaceType.Loopback)
+            .ToList();
+        var defaultRoute = DefaultRouteInterface();
+        foreach (var nic in interfaces.OrderBy(n => n.Name == defaultRoute ? 0 : 1))
         {
-            if (nic.OperationalStatus is not (OperationalStatus.Up or OperationalStatus.Unknown) || nic.NetworkInterfaceType == NetworkInterfaceType.Loopback) continue;
             foreach (var addr in nic.GetIPProperties().UnicastAddresses)
             {
                 if (addr.Address.AddressFamily == AddressFamily.InterNetwork && !IPAddress.IsLoopback(addr.Address)) return addr.Address.ToString();
             }
         }
         return "127.0.0.1";
+    }
+
+    /// <summary>The interface of the IPv4 default route, from the kernel's routing table; null when there is none.</summary>
+    private static string? DefaultRouteInterface()
+    {
+        try
+        {
+            foreach (var line in File.ReadLines("/proc/net/route").Skip(1))
+            {
+                var fields = line.Split('\t', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+                if (fields.Length > 2 && fields[1] == "00000000") return fields[0];
+            }
+        }
+        catch (IOException) { }
+        return null;
     }
 
     /// <summary>True when a TCP listener could bind <paramref name="port"/> on all interfaces right now.</summary>
