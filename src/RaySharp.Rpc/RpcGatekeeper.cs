@@ -56,16 +56,32 @@ internal sealed class RpcGatekeeper(RpcSecurityOptions security, ILogger<RpcGate
         }
     }
 
+    public const string UnauthenticatedMessage =
+        "this RaySharp cluster requires its cluster token; connect with the token printed by `raysharp start --head`";
+
+    /// <summary>True when no token is required, or <paramref name="presentedToken"/> is the cluster's token.</summary>
+    public bool IsTokenValid(string? presentedToken) =>
+        security.ClusterToken is not { Length: > 0 } token
+        || (presentedToken is not null && System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(
+            System.Text.Encoding.UTF8.GetBytes(presentedToken), System.Text.Encoding.UTF8.GetBytes(token)));
+
+    /// <summary>Admits a hot-path connection by the token of its Hello frame.</summary>
+    public bool AdmitFramedConnection(string? presentedToken, string peer)
+    {
+        if (IsTokenValid(presentedToken)) return true;
+        RpcLog.Unauthenticated(logger, "framed connection", peer);
+        return false;
+    }
+
     private void Authenticate(ServerCallContext context)
     {
-        if (security.ClusterToken is not { Length: > 0 } token) return;
-        var presented = context.RequestHeaders.GetValue(AuthorizationHeader);
-        if (presented is null || !System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(
-                System.Text.Encoding.UTF8.GetBytes(presented), System.Text.Encoding.UTF8.GetBytes("Bearer " + token)))
+        if (security.ClusterToken is not { Length: > 0 }) return;
+        var header = context.RequestHeaders.GetValue(AuthorizationHeader);
+        var presented = header is not null && header.StartsWith("Bearer ", StringComparison.Ordinal) ? header["Bearer ".Length..] : null;
+        if (!IsTokenValid(presented))
         {
             RpcLog.Unauthenticated(logger, context.Method, context.Peer);
-            throw new RpcException(new Status(StatusCode.Unauthenticated,
-                "this RaySharp cluster requires its cluster token; connect with the token printed by `raysharp start --head`"));
+            throw new RpcException(new Status(StatusCode.Unauthenticated, UnauthenticatedMessage));
         }
     }
 }

@@ -41,7 +41,8 @@ internal sealed class RpcServer : IAsyncDisposable
         Action<IServiceCollection> configureServices,
         Action<IEndpointRouteBuilder> mapServices,
         RpcSecurityOptions? security = null,
-        CancellationToken cancellationToken = default)
+        CancellationToken cancellationToken = default,
+        Transport.IFramedHandler? framedHandler = null)
     {
         security ??= RpcSecurityOptions.FromEnvironment();
         var candidates = listen.RangeMax > 0
@@ -50,7 +51,7 @@ internal sealed class RpcServer : IAsyncDisposable
         IOException? lastError = null;
         foreach (var port in candidates)
         {
-            var app = Build(listen.RangeMax > 0 ? port : listen.Port, loggerFactory, configureServices, mapServices, security);
+            var app = Build(listen.RangeMax > 0 ? port : listen.Port, loggerFactory, configureServices, mapServices, security, framedHandler);
             try
             {
                 await app.StartAsync(cancellationToken).ConfigureAwait(false);
@@ -71,7 +72,7 @@ internal sealed class RpcServer : IAsyncDisposable
     }
 
     private static WebApplication Build(int port, ILoggerFactory loggerFactory, Action<IServiceCollection> configureServices,
-        Action<IEndpointRouteBuilder> mapServices, RpcSecurityOptions security)
+        Action<IEndpointRouteBuilder> mapServices, RpcSecurityOptions security, Transport.IFramedHandler? framedHandler)
     {
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [] });
         builder.Logging.ClearProviders();
@@ -99,6 +100,13 @@ internal sealed class RpcServer : IAsyncDisposable
                     if (!gatekeeper.AcceptConnection(connection.RemoteEndPoint))
                     {
                         connection.Abort();
+                        return;
+                    }
+                    // One port, two planes: a connection that opens with the framing preface is the hot path,
+                    // anything else is HTTP/2 (gRPC).
+                    if (framedHandler is not null && await Transport.FramedServer.IsFramedAsync(connection.Transport.Input, connection.ConnectionClosed).ConfigureAwait(false))
+                    {
+                        await Transport.FramedServer.ServeAsync(connection, gatekeeper, framedHandler).ConfigureAwait(false);
                         return;
                     }
                     await next(connection).ConfigureAwait(false);

@@ -1,0 +1,78 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.IO.Pipelines;
+
+namespace RaySharp.Rpc.Transport;
+
+internal enum FrameType : byte
+{
+    /// <summary>First frame of a client: the payload is the cluster token (UTF-8), empty when none.</summary>
+    Hello = 1,
+    HelloAck = 2,
+    Request = 3,
+    Response = 4,
+    /// <summary>A request failed on the server; the payload is the message (UTF-8).</summary>
+    Error = 5,
+}
+
+internal readonly record struct Frame(FrameType Type, long Id, int Method, byte[] Payload);
+
+/// <summary>
+/// The hot-path framing: after a 4-byte preface (<c>RSF1</c>, which can never begin an HTTP/2 connection, so the same
+/// port serves gRPC too), every frame is <c>int32 length | byte type | int64 id | int32 method | payload</c>,
+/// little-endian, where length counts the bytes after itself.
+/// </summary>
+internal static class FrameFormat
+{
+    public static ReadOnlySpan<byte> Preface => "RSF1"u8;
+    public const int HeaderSize = 4 + 1 + 8 + 4;
+    private const int BodyHeaderSize = HeaderSize - 4;
+
+    /// <summary>Largest frame accepted; a peer announcing more is cut off (it is broken or hostile).</summary>
+    public const int MaxFrameSize = 64 * 1024 * 1024;
+
+    public static void Write(IBufferWriter<byte> writer, FrameType type, long id, int method, ReadOnlySpan<byte> payload)
+    {
+        var span = writer.GetSpan(HeaderSize + payload.Length);
+        BinaryPrimitives.WriteInt32LittleEndian(span, BodyHeaderSize + payload.Length);
+        span[4] = (byte)type;
+        BinaryPrimitives.WriteInt64LittleEndian(span[5..], id);
+        BinaryPrimitives.WriteInt32LittleEndian(span[13..], method);
+        payload.CopyTo(span[HeaderSize..]);
+        writer.Advance(HeaderSize + payload.Length);
+    }
+
+    /// <summary>Takes one whole frame off the front of <paramref name="buffer"/>, if one is there.</summary>
+    public static bool TryRead(ref ReadOnlySequence<byte> buffer, out Frame frame)
+    {
+        frame = default;
+        if (buffer.Length < HeaderSize) return false;
+        Span<byte> header = stackalloc byte[HeaderSize];
+        buffer.Slice(0, HeaderSize).CopyTo(header);
+        var length = BinaryPrimitives.ReadInt32LittleEndian(header);
+        if (length < BodyHeaderSize || length > MaxFrameSize)
+            throw new InvalidDataException($"frame length {length} is outside 13..{MaxFrameSize}: not a RaySharp peer, or a broken one");
+        if (buffer.Length < 4 + length) return false;
+        var payload = buffer.Slice(HeaderSize, length - BodyHeaderSize).ToArray();
+        frame = new Frame((FrameType)header[4], BinaryPrimitives.ReadInt64LittleEndian(header[5..]), BinaryPrimitives.ReadInt32LittleEndian(header[13..]), payload);
+        buffer = buffer.Slice(4 + length);
+        return true;
+    }
+
+    /// <summary>Reads exactly one frame (handshakes).</summary>
+    public static async Task<Frame> ReadOneAsync(PipeReader reader, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            var result = await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
+            var buffer = result.Buffer;
+            if (TryRead(ref buffer, out var frame))
+            {
+                reader.AdvanceTo(buffer.Start);
+                return frame;
+            }
+            reader.AdvanceTo(buffer.Start, buffer.End);
+            if (result.IsCompleted) throw new IOException("the connection closed during the handshake");
+        }
+    }
+}

@@ -1,0 +1,166 @@
+using System.Collections.Concurrent;
+using System.IO.Pipelines;
+using System.Text;
+using System.Threading.Channels;
+
+namespace RaySharp.Rpc.Transport;
+
+/// <summary>Serves requests arriving on a framed connection.</summary>
+internal interface IFramedHandler
+{
+    /// <summary>
+    /// Handles one request. Called in arrival order on the connection's read loop: the work done before the first await
+    /// runs in order (how per-caller ordering of actor calls is kept); what follows may overlap.
+    /// </summary>
+    ValueTask<ReadOnlyMemory<byte>> HandleAsync(int method, byte[] payload, CancellationToken cancellationToken);
+}
+
+/// <summary>The call failed on the remote side; the message is the remote error.</summary>
+internal sealed class RemoteCallException(string message) : Exception(message);
+
+/// <summary>
+/// One long-lived, multiplexed connection: many calls in flight each way, matched by id. Outgoing frames go through a
+/// queue drained by a single writer that flushes only when the queue is empty, so frames written while a flush is in
+/// progress share the next one (write coalescing).
+/// </summary>
+internal sealed class FramedConnection : IAsyncDisposable
+{
+    private readonly IDuplexPipe _pipe;
+    private readonly IFramedHandler? _handler;
+    private readonly Channel<(FrameType Type, long Id, int Method, ReadOnlyMemory<byte> Payload)> _outgoing =
+        Channel.CreateUnbounded<(FrameType, long, int, ReadOnlyMemory<byte>)>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly ConcurrentDictionary<long, TaskCompletionSource<byte[]>> _pending = new();
+    private readonly CancellationTokenSource _closed = new();
+    private long _nextId;
+    private Task _run = Task.CompletedTask;
+
+    public FramedConnection(IDuplexPipe pipe, IFramedHandler? handler)
+    {
+        _pipe = pipe;
+        _handler = handler;
+    }
+
+    /// <summary>Completes when the connection has closed, for whatever reason.</summary>
+    public Task Completion => _run;
+
+    public void Start() => _run = RunAsync();
+
+    public Task RunAsync()
+    {
+        var reading = ReadLoopAsync();
+        var writing = WriteLoopAsync();
+        return Task.WhenAll(reading, writing).ContinueWith(_ => Close(), TaskScheduler.Default);
+    }
+
+    public Task<byte[]> CallAsync(int method, ReadOnlyMemory<byte> payload, CancellationToken cancellationToken = default)
+    {
+        var id = Interlocked.Increment(ref _nextId);
+        var reply = new TaskCompletionSource<byte[]>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _pending[id] = reply;
+        if (_closed.IsCancellationRequested || !_outgoing.Writer.TryWrite((FrameType.Request, id, method, payload)))
+        {
+            _pending.TryRemove(id, out _);
+            return Task.FromException<byte[]>(new IOException("the connection is closed"));
+        }
+        if (cancellationToken.CanBeCanceled)
+        {
+            cancellationToken.Register(() =>
+            {
+                if (_pending.TryRemove(id, out var r)) r.TrySetCanceled(cancellationToken);
+            });
+        }
+        return reply.Task;
+    }
+
+    private async Task WriteLoopAsync()
+    {
+        var output = _pipe.Output;
+        try
+        {
+            while (await _outgoing.Reader.WaitToReadAsync(_closed.Token).ConfigureAwait(false))
+            {
+                while (_outgoing.Reader.TryRead(out var f)) FrameFormat.Write(output, f.Type, f.Id, f.Method, f.Payload.Span);
+                var flush = await output.FlushAsync(_closed.Token).ConfigureAwait(false);
+                if (flush.IsCompleted) break;
+            }
+        }
+        catch (OperationCanceledException) { }
+        catch (IOException) { }
+        catch (InvalidOperationException) { }
+        finally
+        {
+            _closed.Cancel();
+            await output.CompleteAsync().ConfigureAwait(false);
+        }
+    }
+
+    private async Task ReadLoopAsync()
+    {
+        var input = _pipe.Input;
+        try
+        {
+            while (true)
+            {
+                var result = await input.ReadAsync(_closed.Token).ConfigureAwait(false);
+                var buffer = result.Buffer;
+                while (FrameFormat.TryRead(ref buffer, out var frame)) Dispatch(frame);
+                input.AdvanceTo(buffer.Start, buffer.End);
+                if (result.IsCompleted) break;
+            }
+        }
+        catch (OperationCanceledException) { }
+        catch (IOException) { }
+        catch (InvalidDataException) { }
+        finally
+        {
+            _closed.Cancel();
+            await input.CompleteAsync().ConfigureAwait(false);
+        }
+    }
+
+    private void Dispatch(Frame frame)
+    {
+        switch (frame.Type)
+        {
+            case FrameType.Response when _pending.TryRemove(frame.Id, out var ok):
+                ok.TrySetResult(frame.Payload);
+                break;
+            case FrameType.Error when _pending.TryRemove(frame.Id, out var failed):
+                failed.TrySetException(new RemoteCallException(Encoding.UTF8.GetString(frame.Payload)));
+                break;
+            case FrameType.Request when _handler is not null:
+                _ = HandleAsync(frame);
+                break;
+        }
+    }
+
+    private async Task HandleAsync(Frame frame)
+    {
+        try
+        {
+            var reply = await _handler!.HandleAsync(frame.Method, frame.Payload, _closed.Token).ConfigureAwait(false);
+            _outgoing.Writer.TryWrite((FrameType.Response, frame.Id, frame.Method, reply));
+        }
+        catch (Exception e)
+        {
+            _outgoing.Writer.TryWrite((FrameType.Error, frame.Id, frame.Method, Encoding.UTF8.GetBytes($"{e.GetType().Name}: {e.Message}")));
+        }
+    }
+
+    private void Close()
+    {
+        _closed.Cancel();
+        _outgoing.Writer.TryComplete();
+        foreach (var id in _pending.Keys)
+        {
+            if (_pending.TryRemove(id, out var r)) r.TrySetException(new IOException("the connection closed before the reply arrived"));
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        _closed.Cancel();
+        _outgoing.Writer.TryComplete();
+        try { await _run.ConfigureAwait(false); } catch (Exception) { /* closing anyway */ }
+    }
+}

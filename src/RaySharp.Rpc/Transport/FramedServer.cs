@@ -1,0 +1,65 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using System.Text;
+using Microsoft.AspNetCore.Connections;
+
+namespace RaySharp.Rpc.Transport;
+
+/// <summary>The server side of the hot-path framing, run inside the Kestrel connection of an <see cref="RpcServer"/>.</summary>
+internal static class FramedServer
+{
+    /// <summary>Peeks at the first bytes without consuming them: true when they are the framing preface.</summary>
+    public static async Task<bool> IsFramedAsync(PipeReader input, CancellationToken cancellationToken)
+    {
+        try
+        {
+            var result = await input.ReadAtLeastAsync(FrameFormat.Preface.Length, cancellationToken).ConfigureAwait(false);
+            var buffer = result.Buffer;
+            var framed = buffer.Length >= FrameFormat.Preface.Length && StartsWithPreface(buffer);
+            // Leave everything unread for whichever protocol takes the connection.
+            input.AdvanceTo(buffer.Start, buffer.Start);
+            return framed;
+        }
+        catch (OperationCanceledException)
+        {
+            return false;
+        }
+    }
+
+    private static bool StartsWithPreface(System.Buffers.ReadOnlySequence<byte> buffer)
+    {
+        Span<byte> first = stackalloc byte[4];
+        buffer.Slice(0, 4).CopyTo(first);
+        return first.SequenceEqual(FrameFormat.Preface);
+    }
+
+    public static async Task ServeAsync(ConnectionContext connection, RpcGatekeeper gatekeeper, IFramedHandler handler)
+    {
+        var input = connection.Transport.Input;
+        var output = connection.Transport.Output;
+        try
+        {
+            var preface = await input.ReadAtLeastAsync(FrameFormat.Preface.Length, connection.ConnectionClosed).ConfigureAwait(false);
+            input.AdvanceTo(preface.Buffer.GetPosition(FrameFormat.Preface.Length));
+            using var handshakeTimeout = CancellationTokenSource.CreateLinkedTokenSource(connection.ConnectionClosed);
+            handshakeTimeout.CancelAfter(TimeSpan.FromSeconds(10));
+            var hello = await FrameFormat.ReadOneAsync(input, handshakeTimeout.Token).ConfigureAwait(false);
+            var token = hello.Payload.Length == 0 ? null : Encoding.UTF8.GetString(hello.Payload);
+            if (hello.Type != FrameType.Hello || !gatekeeper.AdmitFramedConnection(token, connection.RemoteEndPoint?.ToString() ?? "?"))
+            {
+                FrameFormat.Write(output, FrameType.Error, hello.Id, 0, Encoding.UTF8.GetBytes(RpcGatekeeper.UnauthenticatedMessage));
+                await output.FlushAsync().ConfigureAwait(false);
+                return;
+            }
+            FrameFormat.Write(output, FrameType.HelloAck, hello.Id, 0, default);
+            await output.FlushAsync().ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is IOException or InvalidDataException or OperationCanceledException)
+        {
+            return;
+        }
+        var framed = new FramedConnection(connection.Transport, handler);
+        using var registration = connection.ConnectionClosed.Register(() => _ = framed.DisposeAsync());
+        await framed.RunAsync().ConfigureAwait(false);
+    }
+}
