@@ -10,6 +10,7 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.Logging.Abstractions;
 using RaySharp.Bench.Transport;
 using RaySharp.Rpc;
+using RaySharp.Rpc.Transport;
 
 // Usage: dotnet run -c Release --project bench/RaySharp.Bench.Transport -- [--quick]
 // Starts an echo server in a second process, then measures small request/response round trips over each transport:
@@ -33,6 +34,12 @@ try
     Report("gRPC unary, 1000 in flight", await MeasurePipelinedUnary(client, payload));
     Report("gRPC bidi stream, one at a time", await MeasureStream(client, payload, 1));
     Report($"gRPC bidi stream, {InFlight} in flight", await MeasureStream(client, payload, InFlight));
+    await using (var framed = await FramedClient.ConnectAsync("127.0.0.1", grpcPort, new RpcSecurityOptions()))
+    {
+        var bytes = payload.ToByteArray();
+        Report("RaySharp framed (RpcServer port), one at a time", await Measure(async () => { await framed.CallAsync(1, bytes); return 1; }));
+        Report($"RaySharp framed (RpcServer port), {InFlight} in flight", await MeasurePipelinedFramed(framed, bytes));
+    }
     Report("TCP length-prefixed (Pipelines), one at a time", await MeasureTcp(tcpPort, 1));
     Report($"TCP length-prefixed (Pipelines), {InFlight} in flight", await MeasureTcp(tcpPort, InFlight));
 }
@@ -69,6 +76,28 @@ async Task<double> MeasurePipelinedUnary(EchoService.EchoServiceClient c, ByteSt
             }
         });
         await Task.WhenAll(workers);
+        return n;
+    }
+    await Run(warmup);
+    var timer = Stopwatch.StartNew();
+    var count = await Run(duration);
+    return count / timer.Elapsed.TotalSeconds;
+}
+
+async Task<double> MeasurePipelinedFramed(FramedConnection connection, byte[] p)
+{
+    async Task<long> Run(TimeSpan span)
+    {
+        long n = 0;
+        var sw = Stopwatch.StartNew();
+        await Task.WhenAll(Enumerable.Range(0, InFlight).Select(async _ =>
+        {
+            while (sw.Elapsed < span)
+            {
+                await connection.CallAsync(1, p);
+                Interlocked.Increment(ref n);
+            }
+        }));
         return n;
     }
     await Run(warmup);
@@ -202,12 +231,17 @@ internal sealed class EchoServiceImpl : EchoService.EchoServiceBase
     }
 }
 
+internal sealed class EchoFramedHandler : IFramedHandler
+{
+    public ValueTask<ReadOnlyMemory<byte>> HandleAsync(int method, byte[] payload, CancellationToken cancellationToken) => new(payload);
+}
+
 internal static class Server
 {
     public static async Task<int> RunAsync()
     {
         await using var rpc = await RpcServer.StartAsync("bench", RpcListenOptions.Fixed(0), NullLoggerFactory.Instance,
-            _ => { }, endpoints => endpoints.MapGrpcService<EchoServiceImpl>());
+            _ => { }, endpoints => endpoints.MapGrpcService<EchoServiceImpl>(), new RpcSecurityOptions(), framedHandler: new EchoFramedHandler());
         var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
         listener.Listen(16);
