@@ -1,5 +1,6 @@
 using Grpc.Core;
 using RaySharp.Common;
+using RaySharp.CoreWorker.CodeShipping;
 using RaySharp.Rpc;
 using RaySharp.Rpc.Clients;
 using RaySharp.Rpc.Protocol;
@@ -182,6 +183,8 @@ internal sealed class DriverSession : IAsyncDisposable
                     Entrypoint = Environment.CommandLine,
                 },
             }, cancellationToken: cancellationToken).ConfigureAwait(false);
+            // Ship the application's code once per job, so workers anywhere can run its functions.
+            await CodePackage.UploadAsync(gcs, jobId, AppContext.BaseDirectory, System.Reflection.Assembly.GetEntryAssembly()?.GetName().Name, cancellationToken).ConfigureAwait(false);
             return new DriverSession(channels, gcs, jobId, nodeIp, embedded);
         }
         catch

@@ -1,0 +1,19 @@
+using System.Reflection;
+using System.Runtime.Loader;
+
+namespace RaySharp.CoreWorker.CodeShipping;
+
+/// <summary>
+/// A job's application assemblies, isolated from other jobs' in the same worker. Anything not in the package (the
+/// framework, RaySharp itself) resolves from the default context, so RaySharp's types are shared with the runtime.
+/// </summary>
+internal sealed class JobAssemblyLoadContext(string jobId, IReadOnlyDictionary<string, string> paths, string? entryAssembly)
+    : AssemblyLoadContext("job-" + jobId, isCollectible: true)
+{
+    public string JobId { get; } = jobId;
+
+    public Assembly? EntryAssembly => entryAssembly is null ? null : LoadFromAssemblyName(new AssemblyName(entryAssembly));
+
+    protected override Assembly? Load(AssemblyName assemblyName) =>
+        assemblyName.Name is { } name && paths.TryGetValue(name, out var path) ? LoadFromAssemblyPath(path) : null;
+}
