@@ -12,6 +12,9 @@ internal sealed class CoreWorkerOptions
     public required string GcsAddress { get; init; }
     public required string NodeIpAddress { get; init; }
 
+    /// <summary>The node's session directory; job code is cached under <c>code/</c> there.</summary>
+    public required string SessionDir { get; init; }
+
     /// <summary>The worker listens on the first free port of this range (Ray's 10002-19999 by default).</summary>
     public int MinWorkerPort { get; init; } = 10002;
     public int MaxWorkerPort { get; init; } = 19999;

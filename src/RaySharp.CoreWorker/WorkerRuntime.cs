@@ -32,13 +32,15 @@ internal sealed partial class WorkerRuntime : IAsyncDisposable
 
     public async Task StartAsync(ILoggerFactory loggerFactory, CancellationToken cancellationToken)
     {
+        Execution.WorkerContext.Current = new Execution.WorkerContext(_options.NodeId, _options.NodeIpAddress, _options.WorkerId, _options.GcsAddress);
+        var executor = new Execution.TaskExecutor(_options, new Rpc.Clients.GcsClient(_channels, _options.GcsAddress), loggerFactory.CreateLogger<Execution.TaskExecutor>());
         _rpc = await RpcServer.StartAsync("core worker", RpcListenOptions.Range(_options.MinWorkerPort, _options.MaxWorkerPort), loggerFactory,
             services =>
             {
                 services.AddSingleton(_options);
                 services.AddSingleton(this);
             },
-            endpoints => endpoints.MapGrpcService<CoreWorkerServiceImpl>(), cancellationToken: cancellationToken).ConfigureAwait(false);
+            endpoints => endpoints.MapGrpcService<CoreWorkerServiceImpl>(), cancellationToken: cancellationToken, framedHandler: executor).ConfigureAwait(false);
 
         var raylet = new NodeManagerService.NodeManagerServiceClient(_channels.Get(_options.RayletAddress));
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);

@@ -145,6 +145,7 @@ async Task<int> RunWorkerAsync()
         RayletAddress = arguments.Required("--raylet-address"),
         GcsAddress = arguments.Required("--gcs-address"),
         NodeIpAddress = arguments.Required("--node-ip-address"),
+        SessionDir = arguments.Required("--session-dir"),
         MinWorkerPort = arguments.Int("--min-worker-port", 10002),
         MaxWorkerPort = arguments.Int("--max-worker-port", 19999),
     };

@@ -149,6 +149,7 @@ internal sealed partial class Raylet : IAsyncDisposable
                 }
                 var all = await Gcs.GetAllNodeInfoAsync(new GetAllNodeInfoRequest(), deadline: DateTime.UtcNow.AddSeconds(5), cancellationToken: stop).ConfigureAwait(false);
                 UpdateView(all.Nodes);
+                _leases.OnViewRefreshed();
                 failures = 0;
                 unreachableSince = null;
             }

@@ -69,8 +69,77 @@ public static class Ray
     /// <summary>This job's id, assigned by the GCS.</summary>
     public static string JobId => Session.JobId;
 
-    /// <summary>The IP address of the node this code runs on, as the cluster sees it.</summary>
-    public static string NodeIpAddress => Session.NodeIpAddress;
+    /// <summary>The IP address of the node this code runs on, as the cluster sees it (in a driver or inside a task).</summary>
+    public static string NodeIpAddress =>
+        Volatile.Read(ref s_session)?.NodeIpAddress
+        ?? CoreWorker.Execution.WorkerContext.Current?.NodeIpAddress
+        ?? throw new RayException("RaySharp is not initialized: call Ray.Init() first.");
+
+    // ---- Tasks ----
+
+    /// <summary>A remote task of a static method, static local function or lambda that captures nothing.</summary>
+    public static RemoteFunction<TResult> Task<TResult>(Func<TResult> function, TaskOptions? options = null) => new(function, options ?? new TaskOptions());
+
+    public static RemoteFunction<T1, TResult> Task<T1, TResult>(Func<T1, TResult> function, TaskOptions? options = null) => new(function, options ?? new TaskOptions());
+
+    public static RemoteFunction<T1, T2, TResult> Task<T1, T2, TResult>(Func<T1, T2, TResult> function, TaskOptions? options = null) => new(function, options ?? new TaskOptions());
+
+    public static RemoteFunction<T1, T2, T3, TResult> Task<T1, T2, T3, TResult>(Func<T1, T2, T3, TResult> function, TaskOptions? options = null) => new(function, options ?? new TaskOptions());
+
+    /// <summary>A remote task of an async function: the reference is to the awaited result.</summary>
+    public static RemoteFunction<TResult> Task<TResult>(Func<Task<TResult>> function, TaskOptions? options = null) => new(function, options ?? new TaskOptions());
+
+    public static RemoteFunction<T1, TResult> Task<T1, TResult>(Func<T1, Task<TResult>> function, TaskOptions? options = null) => new(function, options ?? new TaskOptions());
+
+    public static RemoteFunction<T1, T2, TResult> Task<T1, T2, TResult>(Func<T1, T2, Task<TResult>> function, TaskOptions? options = null) => new(function, options ?? new TaskOptions());
+
+    public static RemoteFunction<T1, T2, T3, TResult> Task<T1, T2, T3, TResult>(Func<T1, T2, T3, Task<TResult>> function, TaskOptions? options = null) => new(function, options ?? new TaskOptions());
+
+    // ---- Objects ----
+
+    /// <summary>The value of <paramref name="reference"/>, waiting for it at most <paramref name="timeout"/> (default: forever).</summary>
+    public static T Get<T>(ObjectRef<T> reference, TimeSpan? timeout = null)
+    {
+        ArgumentNullException.ThrowIfNull(reference);
+        var value = reference.Value;
+        try
+        {
+            if (!value.Wait(timeout ?? Timeout.InfiniteTimeSpan))
+                throw new GetTimeoutException($"{reference} was not ready within {timeout!.Value.TotalSeconds:0.###} s");
+        }
+        catch (AggregateException e) when (e.InnerExceptions.Count == 1)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e.InnerException!).Throw();
+        }
+        return value.Result;
+    }
+
+    /// <summary>The values of <paramref name="references"/>, in order, waiting at most <paramref name="timeout"/> for all of them.</summary>
+    public static T[] Get<T>(IEnumerable<ObjectRef<T>> references, TimeSpan? timeout = null)
+    {
+        var list = references.ToList();
+        var all = System.Threading.Tasks.Task.WhenAll(list.Select(r => r.Value));
+        try
+        {
+            if (!all.Wait(timeout ?? Timeout.InfiniteTimeSpan))
+                throw new GetTimeoutException($"{list.Count(r => !r.IsReady)} of {list.Count} objects were not ready within {timeout!.Value.TotalSeconds:0.###} s");
+        }
+        catch (AggregateException)
+        {
+            // Rethrow the first failure in list order, as a sequential Get would.
+            foreach (var r in list) Get(r);
+        }
+        return all.Result;
+    }
+
+    /// <summary>Awaits the values of <paramref name="references"/>, in order.</summary>
+    public static Task<T[]> GetAsync<T>(IEnumerable<ObjectRef<T>> references) => System.Threading.Tasks.Task.WhenAll(references.Select(r => r.Value));
+
+    internal static DriverSession DriverSessionForSubmit() =>
+        Volatile.Read(ref s_session)
+        ?? (CoreWorker.Execution.WorkerContext.Current is not null
+            ? throw new RayException("Submitting tasks from inside a task is not supported yet; return the inputs to the driver and submit from there.")
+            : throw new RayException("RaySharp is not initialized: call Ray.Init() first."));
 
     /// <summary>Every node the cluster has known, alive or dead.</summary>
     public static IReadOnlyList<NodeDescription> Nodes() =>
@@ -119,6 +188,24 @@ internal sealed class DriverSession : IAsyncDisposable
         JobId = jobId;
         NodeIpAddress = nodeIp;
         _embedded = embedded;
+        Submitter = new CoreWorker.Submission.TaskSubmitter(channels, LocalRayletAsync,
+            Microsoft.Extensions.Logging.Abstractions.NullLogger<CoreWorker.Submission.TaskSubmitter>.Instance);
+    }
+
+    public CoreWorker.Submission.TaskSubmitter Submitter { get; }
+
+    private string? _localRaylet;
+
+    /// <summary>Tasks are submitted through the raylet of the node the driver runs on, as in Ray.</summary>
+    private async Task<string> LocalRayletAsync()
+    {
+        if (_localRaylet is { } known) return known;
+        var nodes = await Gcs.GetAllNodesAsync(aliveOnly: true).ConfigureAwait(false);
+        var local = nodes.FirstOrDefault(n => n.NodeIpAddress == NodeIpAddress && (_embedded is null || n.SessionDir == _embedded.SessionDir))
+            ?? throw new InvalidOperationException(
+                $"no RaySharp node runs on this machine ({NodeIpAddress}); a driver submits tasks through its local raylet. " +
+                "Run the driver on a node of the cluster, or join this machine with `raysharp start --address=<head-ip>:<port>`.");
+        return _localRaylet = NodeAddress.Format(local.NodeIpAddress, local.NodeManagerPort);
     }
 
     public GcsClient Gcs { get; }
@@ -210,6 +297,7 @@ internal sealed class DriverSession : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        await Submitter.DisposeAsync().ConfigureAwait(false);
         try
         {
             await Gcs.Jobs.MarkJobFinishedAsync(new MarkJobFinishedRequest { JobId = JobId }, deadline: DateTime.UtcNow.AddSeconds(2)).ConfigureAwait(false);

@@ -60,7 +60,6 @@ public sealed class CodeShippingTests : IDisposable
         var api = context.LoadFromAssemblyName(entry.GetReferencedAssemblies().Single(a => a.Name == "RaySharp"));
         Assert.StartsWith(cache, api.Location);
         Assert.Same(typeof(RaySharp.Common.UniqueId).Assembly, context.LoadFromAssemblyName(new System.Reflection.AssemblyName("RaySharp.Common")));
-        context.Unload();
 
         var missing = await Assert.ThrowsAsync<InvalidOperationException>(() => CodePackage.LoadAsync(gcs, "000000ff", cache));
         Assert.Contains("no code package", missing.Message);

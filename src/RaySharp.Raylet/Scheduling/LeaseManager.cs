@@ -21,6 +21,9 @@ internal sealed partial class LeaseManager
     private readonly Dictionary<string, double> _available;
     private readonly List<PendingLease> _queue = [];
     private readonly Dictionary<string, Lease> _leases = new(StringComparer.Ordinal);
+    // Shapes spilled to each node since the view of that node was last refreshed: counted as used there, so a burst
+    // of requests spreads over the cluster instead of all following one stale view to the same node.
+    private readonly Dictionary<string, Dictionary<string, double>> _spilledSinceRefresh = new(StringComparer.Ordinal);
     private long _nextLease;
 
     private sealed record Lease(string LeaseId, WorkerHandle Worker, IReadOnlyDictionary<string, double> Resources);
@@ -127,15 +130,32 @@ internal sealed partial class LeaseManager
         Dispatch();
     }
 
+    /// <summary>The raylet refreshed its view of other nodes: their reported availability now includes earlier spills.</summary>
+    public void OnViewRefreshed()
+    {
+        lock (_gate) _spilledSinceRefresh.Clear();
+        Dispatch();
+    }
+
+    private List<NodeView> AdjustedRemotes(IReadOnlyList<NodeView> remotes) =>
+        remotes.Select(n =>
+        {
+            if (!_spilledSinceRefresh.TryGetValue(n.NodeId, out var spilled)) return n;
+            var available = new Dictionary<string, double>(n.Available, StringComparer.Ordinal);
+            ResourceSet.Subtract(available, spilled);
+            return n with { Available = available };
+        }).ToList();
+
     /// <summary>Decides every queued request against the current view. Called on any change that could unblock one.</summary>
     public void Dispatch()
     {
         var completions = new List<(PendingLease, RequestWorkerLeaseReply)>();
         var waitingForWorkers = 0;
         var changed = false;
-        var remotes = _remoteNodes();
+        var reported = _remoteNodes();
         lock (_gate)
         {
+            var remotes = AdjustedRemotes(reported);
             var local = new NodeView(_options.NodeId, _options.NodeIpAddress, 0, _total, _available);
             for (var i = 0; i < _queue.Count; i++)
             {
@@ -177,6 +197,10 @@ internal sealed partial class LeaseManager
                     case PlacementKind.Remote:
                         _queue.RemoveAt(i--);
                         changed = true;
+                        if (!_spilledSinceRefresh.TryGetValue(placement.Node!.NodeId, out var spilled))
+                            _spilledSinceRefresh[placement.Node.NodeId] = spilled = new Dictionary<string, double>(StringComparer.Ordinal);
+                        ResourceSet.Add(spilled, p.Shape, new Dictionary<string, double>());
+                        remotes = AdjustedRemotes(reported);
                         completions.Add((p, new RequestWorkerLeaseReply
                         {
                             RetryAtNodeId = placement.Node!.NodeId,

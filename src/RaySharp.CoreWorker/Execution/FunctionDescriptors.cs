@@ -1,0 +1,73 @@
+using System.Collections.Concurrent;
+using System.Reflection;
+using System.Runtime.CompilerServices;
+using RaySharp.Rpc.Protocol;
+
+namespace RaySharp.CoreWorker.Execution;
+
+/// <summary>
+/// Names a remote function by assembly, type, method and parameter types, so overloads are never ambiguous. Built once
+/// per method and cached: no reflection per call.
+/// </summary>
+internal static class FunctionDescriptors
+{
+    private static readonly ConditionalWeakTable<MethodInfo, FunctionDescriptor> s_cache = new();
+
+    public static FunctionDescriptor For(Delegate function)
+    {
+        ArgumentNullException.ThrowIfNull(function);
+        var method = function.Method;
+        if (!method.IsStatic)
+        {
+            var target = function.Target;
+            // A lambda that captures nothing lives on a compiler-generated singleton (the "<>9" field of "<>c");
+            // anything else carries state the worker cannot have.
+            var singleton = target?.GetType().GetField("<>9", BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.Static);
+            if (target is null || singleton is null || !ReferenceEquals(singleton.GetValue(null), target))
+            {
+                throw new ArgumentException(
+                    $"{method.DeclaringType?.Name}.{method.Name} cannot be a remote task: it is an instance method or a lambda that captures variables. " +
+                    "Use a static method, a static local function or a lambda that captures nothing, and pass what it needs as arguments.", nameof(function));
+            }
+        }
+        if (method.ContainsGenericParameters)
+            throw new ArgumentException($"{method.Name} is an open generic method; give it concrete type arguments.", nameof(function));
+        return s_cache.GetValue(method, Describe);
+    }
+
+    private static FunctionDescriptor Describe(MethodInfo method)
+    {
+        var d = new FunctionDescriptor
+        {
+            Assembly = method.DeclaringType!.Assembly.GetName().Name!,
+            DeclaringType = method.DeclaringType.FullName!,
+            Method = method.Name,
+            IsStatic = method.IsStatic,
+        };
+        d.ParameterTypes.Add(method.GetParameters().Select(p => p.ParameterType.FullName ?? p.ParameterType.Name));
+        return d;
+    }
+
+    /// <summary>Worker side: finds the method a descriptor names in a job's code, with the object to call it on.</summary>
+    public static (MethodInfo Method, MethodInvoker Invoker, object? Target) Resolve(string jobId, FunctionDescriptor descriptor, Func<string, Assembly> loadAssembly)
+    {
+        var key = jobId + "|" + descriptor.Assembly + "|" + descriptor.DeclaringType + "|" + descriptor.Method + "|" + string.Join(",", descriptor.ParameterTypes);
+        return s_resolved.GetOrAdd(key, _ =>
+        {
+            var assembly = loadAssembly(descriptor.Assembly);
+            var type = assembly.GetType(descriptor.DeclaringType, throwOnError: false)
+                ?? throw new MissingMethodException($"type {descriptor.DeclaringType} is not in {descriptor.Assembly}");
+            var method = type.GetMethods(BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.Static | BindingFlags.Instance)
+                .FirstOrDefault(m => m.Name == descriptor.Method
+                    && m.GetParameters().Select(p => p.ParameterType.FullName ?? p.ParameterType.Name).SequenceEqual(descriptor.ParameterTypes))
+                ?? throw new MissingMethodException($"{descriptor.DeclaringType}.{descriptor.Method}({string.Join(", ", descriptor.ParameterTypes)}) is not in {descriptor.Assembly}");
+            object? target = null;
+            if (!method.IsStatic)
+                target = type.GetField("<>9", BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.Static)?.GetValue(null)
+                    ?? throw new MissingMethodException($"{descriptor.Method} is an instance method without a closure singleton");
+            return (method, MethodInvoker.Create(method), target);
+        });
+    }
+
+    private static readonly ConcurrentDictionary<string, (MethodInfo, MethodInvoker, object?)> s_resolved = new(StringComparer.Ordinal);
+}

@@ -1,0 +1,106 @@
+using System.Collections.Concurrent;
+using System.Reflection;
+using Google.Protobuf;
+using Microsoft.Extensions.Logging;
+using RaySharp.CoreWorker.CodeShipping;
+using RaySharp.CoreWorker.Serialization;
+using RaySharp.Rpc.Clients;
+using RaySharp.Rpc.Protocol;
+using RaySharp.Rpc.Transport;
+
+namespace RaySharp.CoreWorker.Execution;
+
+/// <summary>
+/// Runs the tasks pushed to this worker: loads the job's code on its first task, resolves the function once, reads
+/// the arguments with the parameters' types, runs it off the connection's read loop, and answers with the result or
+/// the exception (type, message, remote stack trace, where it ran).
+/// </summary>
+internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient gcs, ILogger<TaskExecutor> logger) : IFramedHandler
+{
+    private readonly ConcurrentDictionary<string, Lazy<Task<JobAssemblyLoadContext>>> _jobs = new(StringComparer.Ordinal);
+
+    public async ValueTask<ReadOnlyMemory<byte>> HandleAsync(int method, byte[] payload, CancellationToken cancellationToken)
+    {
+        if (method != FramedMethods.PushTask) throw new NotSupportedException($"method {method} is not served by a worker");
+        var request = PushTaskRequest.Parser.ParseFrom(payload);
+        var reply = await Task.Run(() => ExecuteAsync(request), cancellationToken).ConfigureAwait(false);
+        return reply.ToByteArray();
+    }
+
+    private async Task<PushTaskReply> ExecuteAsync(PushTaskRequest request)
+    {
+        try
+        {
+            var code = await _jobs.GetOrAdd(request.JobId, jobId => new Lazy<Task<JobAssemblyLoadContext>>(
+                () => CodePackage.LoadAsync(gcs, jobId, Path.Combine(options.SessionDir, "code")))).Value.ConfigureAwait(false);
+            var (method, invoker, target) = FunctionDescriptors.Resolve(request.JobId, request.Function,
+                name => code.LoadFromAssemblyName(new AssemblyName(name)));
+            var parameters = method.GetParameters();
+            if (parameters.Length != request.Args.Count)
+                throw new ArgumentException($"{method.Name} takes {parameters.Length} arguments, the task carried {request.Args.Count}");
+            var args = new object?[parameters.Length];
+            for (var i = 0; i < args.Length; i++) args[i] = ValueSerializer.Deserialize(parameters[i].ParameterType, request.Args[i].Memory);
+
+            WorkerContext.CurrentJobId = request.JobId;
+            WorkerContext.CurrentTaskId = request.TaskId;
+            var result = invoker.Invoke(target, args.AsSpan());
+            var resultType = method.ReturnType;
+            switch (result)
+            {
+                case Task task:
+                    await task.ConfigureAwait(false);
+                    if (resultType.IsGenericType)
+                    {
+                        result = task.GetType().GetProperty("Result")!.GetValue(task);
+                        resultType = resultType.GetGenericArguments()[0];
+                    }
+                    else
+                    {
+                        result = null;
+                        resultType = typeof(void);
+                    }
+                    break;
+                case ValueTask valueTask:
+                    await valueTask.ConfigureAwait(false);
+                    resultType = typeof(void);
+                    result = null;
+                    break;
+                default:
+                    if (resultType.IsGenericType && resultType.GetGenericTypeDefinition() == typeof(ValueTask<>))
+                    {
+                        var asTask = (Task)resultType.GetMethod("AsTask")!.Invoke(result, null)!;
+                        await asTask.ConfigureAwait(false);
+                        resultType = resultType.GetGenericArguments()[0];
+                        result = asTask.GetType().GetProperty("Result")!.GetValue(asTask);
+                    }
+                    break;
+            }
+            var bytes = resultType == typeof(void) ? ValueSerializer.Serialize<object?>(null) : ValueSerializer.Serialize(resultType, result);
+            return new PushTaskReply { Result = ByteString.CopyFrom(bytes) };
+        }
+        catch (Exception e)
+        {
+            var error = e is TargetInvocationException { InnerException: { } inner } ? inner : e;
+            LogTaskFailed(logger, request.TaskId, error.GetType().Name, error.Message);
+            return new PushTaskReply
+            {
+                Error = new TaskError
+                {
+                    ExceptionType = error.GetType().FullName ?? error.GetType().Name,
+                    Message = error.Message,
+                    StackTrace = error.StackTrace ?? "",
+                    NodeIpAddress = options.NodeIpAddress,
+                    WorkerId = options.WorkerId,
+                    Pid = Environment.ProcessId,
+                },
+            };
+        }
+        finally
+        {
+            WorkerContext.CurrentTaskId = null;
+        }
+    }
+
+    [LoggerMessage(EventId = 610, Level = LogLevel.Information, Message = "Task {TaskId} failed: {Type}: {Message}")]
+    private static partial void LogTaskFailed(ILogger logger, string taskId, string type, string message);
+}

@@ -1,0 +1,8 @@
+namespace RaySharp.Rpc.Transport;
+
+/// <summary>Method ids of the framed (hot-path) protocol; payloads are the messages of core_worker.proto.</summary>
+internal static class FramedMethods
+{
+    /// <summary>PushTaskRequest → PushTaskReply: run one task on a leased worker.</summary>
+    public const int PushTask = 1;
+}

@@ -1,0 +1,89 @@
+// Usage: RaySharp.TestDriver <scenario> [address]
+using RaySharp;
+
+var scenario = args[0];
+using var ray = Ray.Init(args.Length > 1 ? args[1] : null);
+switch (scenario)
+{
+    case "types":
+        Console.WriteLine("int " + Ray.Get(Ray.Task<int, int, int>(Add).Remote(20, 22)));
+        Console.WriteLine("string " + Ray.Get(Ray.Task<string, int, string>(Repeat).Remote("ab", 3)));
+        Console.WriteLine("array " + string.Join(",", Ray.Get(Ray.Task<int[], int[]>(Reverse).Remote([1, 2, 3]))));
+        var moved = Ray.Get(Ray.Task<Point, int, Point>(Move).Remote(new Point(1, 2, "p"), 10));
+        Console.WriteLine($"record {moved}");
+        var nested = Ray.Get(Ray.Task<Dictionary<string, List<Point>>, Dictionary<string, int>>(Count).Remote(
+            new Dictionary<string, List<Point>> { ["a"] = [new(1, 1, "x"), new(2, 2, "y")], ["b"] = [] }));
+        Console.WriteLine("nested " + string.Join(",", nested.OrderBy(kv => kv.Key).Select(kv => $"{kv.Key}={kv.Value}")));
+        Console.WriteLine("lambda " + Ray.Get(Ray.Task(static (double x) => x * 1.5).Remote(4)));
+        Console.WriteLine("async " + Ray.Get(Ray.Task<int, int>(SquareLaterAsync).Remote(9)));
+        Console.WriteLine("await " + await Ray.Task<int, int, int>(Add).Remote(1, 2));
+        Console.WriteLine("zero-arg " + Ray.Get(Ray.Task(NodeIp).Remote()));
+        break;
+    case "errors":
+        try
+        {
+            Ray.Get(Ray.Task<int, int>(Fail).Remote(7));
+        }
+        catch (RayTaskException e)
+        {
+            Console.WriteLine($"task-exception {e.RemoteExceptionType} | {e.RemoteMessage} | {e.NodeIpAddress} | stack has Fail: {e.RemoteStackTrace.Contains("Fail")}");
+        }
+        try
+        {
+            var unserializable = new Func<int>(() => 1);
+            _ = Ray.Task<Func<int>, int>(Call).Remote(unserializable);
+        }
+        catch (ArgumentException e)
+        {
+            Console.WriteLine("bad-argument " + e.Message);
+        }
+        try
+        {
+            var captured = 5;
+            _ = Ray.Task(() => captured).Remote();
+        }
+        catch (ArgumentException e)
+        {
+            Console.WriteLine("capturing-lambda " + e.Message);
+        }
+        try
+        {
+            Ray.Get(Ray.Task<int, int, int>(Add).Remote(1, 1), TimeSpan.FromMilliseconds(1));
+            Console.WriteLine("timeout none");
+        }
+        catch (GetTimeoutException e)
+        {
+            Console.WriteLine("timeout " + e.Message);
+        }
+        // The worker that threw is still usable.
+        Console.WriteLine("after-error " + Ray.Get(Ray.Task<int, int, int>(Add).Remote(2, 3)));
+        break;
+    case "placement":
+        var special = new TaskOptions { Resources = new Dictionary<string, double> { ["special"] = 1 } };
+        var onSpecial = Ray.Get(Enumerable.Range(0, 20).Select(_ => Ray.Task(NodeIp, special).Remote())).ToHashSet();
+        Console.WriteLine("special " + string.Join(",", onSpecial));
+        var gpu = new TaskOptions { NumGpus = 1 };
+        var onGpu = Ray.Get(Enumerable.Range(0, 10).Select(_ => Ray.Task(NodeIp, gpu).Remote())).ToHashSet();
+        Console.WriteLine("gpu " + string.Join(",", onGpu));
+        break;
+    default:
+        Console.Error.WriteLine("unknown scenario " + scenario);
+        return 2;
+}
+return 0;
+
+static int Add(int a, int b) => a + b;
+static string Repeat(string s, int n) => string.Concat(Enumerable.Repeat(s, n));
+static int[] Reverse(int[] xs) => xs.Reverse().ToArray();
+static Point Move(Point p, int by) => p with { X = p.X + by, Y = p.Y + by };
+static Dictionary<string, int> Count(Dictionary<string, List<Point>> groups) => groups.ToDictionary(g => g.Key, g => g.Value.Sum(p => p.X));
+static async Task<int> SquareLaterAsync(int x)
+{
+    await Task.Delay(10);
+    return x * x;
+}
+static string NodeIp() => Ray.NodeIpAddress;
+static int Fail(int x) => throw new InvalidOperationException($"task failed on purpose with {x}");
+static int Call(Func<int> f) => f();
+
+public sealed record Point(int X, int Y, string Label);

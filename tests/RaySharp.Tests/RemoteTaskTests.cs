@@ -1,0 +1,80 @@
+using RaySharp.Tests.Infrastructure;
+
+namespace RaySharp.Tests;
+
+/// <summary>Remote tasks run by user programs (examples/NodeIps, RaySharp.TestDriver) on real clusters.</summary>
+public sealed class RemoteTaskTests : IDisposable
+{
+    private const string Driver = "RaySharp.TestDriver";
+    private readonly TestNetwork _net = TestNetwork.Create(3);
+
+    public void Dispose() => _net.Dispose();
+
+    [Fact]
+    public async Task TheOverviewProgramSeesEveryNodeOfAThreeNodeCluster()
+    {
+        var head = _net[0];
+        Assert.Equal(0, (await Cli.RunAsync(head, "start", "--head", "--num-cpus=2")).ExitCode);
+        Assert.Equal(0, (await Cli.RunAsync(_net[1], "start", $"--address={head.Ip}:6379", "--num-cpus=2")).ExitCode);
+        Assert.Equal(0, (await Cli.RunAsync(_net[2], "start", $"--address={head.Ip}:6379", "--num-cpus=2")).ExitCode);
+        // Spillback decisions use each raylet's view of the others, refreshed every second.
+        await Task.Delay(TimeSpan.FromSeconds(1.5));
+
+        var run = await Cli.RunProgramAsync(head, "NodeIps", "auto");
+        Assert.True(run.ExitCode == 0, run.ToString());
+        var ips = string.Join(", ", _net.Hosts.Select(h => h.Ip).Order(StringComparer.Ordinal));
+        Assert.Contains($"1000 tasks in", run.Stdout);
+        Assert.Contains($"on 3 node(s): {ips}", run.Stdout);
+
+        foreach (var host in _net.Hosts.Reverse()) await ClusterAssertions.StopAndAssertCleanAsync(host);
+    }
+
+    [Fact]
+    public async Task TypedArgumentsAndResultsRoundTripOnAnEmbeddedCluster()
+    {
+        var run = await Cli.RunProgramAsync(_net[0], Driver, "types");
+        Assert.True(run.ExitCode == 0, run.ToString());
+        var lines = run.Stdout.Split('\n', StringSplitOptions.TrimEntries);
+        Assert.Contains("int 42", lines);
+        Assert.Contains("string ababab", lines);
+        Assert.Contains("array 3,2,1", lines);
+        Assert.Contains("record Point { X = 11, Y = 12, Label = p }", lines);
+        Assert.Contains("nested a=3,b=0", lines);
+        Assert.Contains("lambda 6", lines);
+        Assert.Contains("async 81", lines);
+        Assert.Contains("await 3", lines);
+        Assert.Contains($"zero-arg {_net[0].Ip}", lines);
+        Assert.Empty(_net[0].Pids());
+    }
+
+    [Fact]
+    public async Task ErrorsNameTheProblemAndTheWorkerSurvivesATaskException()
+    {
+        var run = await Cli.RunProgramAsync(_net[0], Driver, "errors");
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Contains($"task-exception System.InvalidOperationException | task failed on purpose with 7 | {_net[0].Ip} | stack has Fail: True", run.Stdout);
+        Assert.Contains("bad-argument argument 'f' of type System.Func`1[System.Int32] cannot be serialized for a remote task", run.Stdout);
+        Assert.Contains("capturing-lambda", run.Stdout);
+        Assert.Contains("captures variables", run.Stdout);
+        Assert.Contains("was not ready within 0.001 s", run.Stdout);
+        Assert.Contains("after-error 5", run.Stdout);
+        Assert.Empty(_net[0].Pids());
+    }
+
+    [Fact]
+    public async Task TasksRunWhereTheirCustomResourcesAndGpusAre()
+    {
+        var head = _net[0];
+        Assert.Equal(0, (await Cli.RunAsync(head, "start", "--head", "--num-cpus=1")).ExitCode);
+        Assert.Equal(0, (await Cli.RunAsync(_net[1], "start", $"--address={head.Ip}:6379", "--num-cpus=1", "--resources", "{\"special\": 1}")).ExitCode);
+        Assert.Equal(0, (await Cli.RunAsync(_net[2], "start", $"--address={head.Ip}:6379", "--num-cpus=1", "--num-gpus=1")).ExitCode);
+        await Task.Delay(TimeSpan.FromSeconds(1.5));
+
+        var run = await Cli.RunProgramAsync(head, Driver, "placement", "auto");
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Contains($"special {_net[1].Ip}\n", run.Stdout);
+        Assert.Contains($"gpu {_net[2].Ip}\n", run.Stdout);
+
+        foreach (var host in _net.Hosts.Reverse()) await ClusterAssertions.StopAndAssertCleanAsync(host);
+    }
+}
