@@ -8,13 +8,17 @@ export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPE
 echo "== Building RaySharp (Release)"
 dotnet build src/RaySharp.Cli -c Release -v quiet -nologo
 dotnet build examples/ClusterInfo -c Release -v quiet -nologo
+dotnet build examples/NodeIps -c Release -v quiet -nologo
 raysharp() { dotnet artifacts/bin/RaySharp.Cli/release/raysharp.dll "$@"; }
 
 export RAYSHARP_TEMP_DIR="${RAYSHARP_TEMP_DIR:-$(mktemp -d /tmp/raysharp-demo.XXXXXX)}"
 trap 'raysharp stop >/dev/null 2>&1 || true' EXIT
 
 echo
-echo "== examples/ClusterInfo: Ray.Init() with no cluster running starts an embedded one, and stops it on exit"
+echo "== examples/NodeIps: 1000 remote tasks on an embedded cluster (Ray.Init() starts one when none runs)"
+dotnet artifacts/bin/NodeIps/release/NodeIps.dll
+echo
+echo "== examples/ClusterInfo: the embedded cluster's nodes and resources"
 dotnet artifacts/bin/ClusterInfo/release/ClusterInfo.dll
 echo
 echo "== raysharp start --head --num-cpus=2 --resources '{\"demo\": 1}'"
