@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using Google.Protobuf;
 using RaySharp.CoreWorker.Serialization;
 using RaySharp.CoreWorker.Submission;
 using RaySharp.Rpc.Protocol;
@@ -6,30 +7,40 @@ using RaySharp.Rpc.Protocol;
 namespace RaySharp;
 
 /// <summary>
-/// A typed reference to a value that a task will produce (or has produced). Await it, or read it with
-/// <see cref="Ray.Get{T}(ObjectRef{T}, TimeSpan?)"/>. The driver that submitted the task owns the value.
+/// A typed reference to a value that a task will produce (or has produced), or that <see cref="Ray.Put{T}(T)"/>
+/// stored. Await it, read it with <see cref="Ray.Get{T}(ObjectRef{T}, TimeSpan?)"/>, or pass it to a task where a
+/// <typeparamref name="T"/> is expected: the task runs once the value is ready, with the value. The driver that
+/// created it owns the value.
 /// </summary>
 public sealed class ObjectRef<T>
 {
     private readonly Lazy<Task<T>> _value;
 
-    internal ObjectRef(string id, Task<PushTaskReply> reply)
+    internal ObjectRef(string id, Task<ByteString> bytes)
     {
         Id = id;
-        _value = new Lazy<Task<T>>(() => ResolveAsync(reply));
+        Bytes = bytes;
+        _value = new Lazy<Task<T>>(() => DeserializeAsync(bytes));
     }
 
-    /// <summary>The id of the object (the task that produces it).</summary>
+    /// <summary>The id of the object (for a task's result, the task's id).</summary>
     public string Id { get; }
 
     /// <summary>True once the value (or the task's failure) is known.</summary>
-    public bool IsReady => _value.Value.IsCompleted;
+    public bool IsReady => Bytes.IsCompleted;
+
+    /// <summary>The serialized value, as it travels to tasks that take it as an argument.</summary>
+    internal Task<ByteString> Bytes { get; }
 
     internal Task<T> Value => _value.Value;
 
     public TaskAwaiter<T> GetAwaiter() => Value.GetAwaiter();
 
-    private static async Task<T> ResolveAsync(Task<PushTaskReply> pending)
+    private static async Task<T> DeserializeAsync(Task<ByteString> bytes) =>
+        ValueSerializer.Deserialize<T>((await bytes.ConfigureAwait(false)).Memory);
+
+    /// <summary>The result bytes of a task's reply; a failed task becomes the exception its readers see.</summary>
+    internal static async Task<ByteString> FromReply(Task<PushTaskReply> pending)
     {
         PushTaskReply reply;
         try
@@ -45,10 +56,29 @@ public sealed class ObjectRef<T>
             throw new RayException("The task could not be scheduled: " + e.Message, e);
         }
         if (reply.Error is { } error) throw new RayTaskException(error);
-        return ValueSerializer.Deserialize<T>(reply.Result.Memory);
+        return reply.Result;
     }
 
     public override string ToString() => $"ObjectRef<{typeof(T).Name}>({Id})";
+}
+
+/// <summary>
+/// A task argument: a value, or a reference to one (<see cref="ObjectRef{T}"/>) that is resolved before the task runs.
+/// Converted implicitly from either, so <c>f.Remote(1, someRef)</c> reads naturally.
+/// </summary>
+public readonly struct Arg<T>
+{
+    internal Arg(T value, ObjectRef<T>? reference)
+    {
+        Value = value;
+        Reference = reference;
+    }
+
+    internal T Value { get; }
+    internal ObjectRef<T>? Reference { get; }
+
+    public static implicit operator Arg<T>(T value) => new(value, null);
+    public static implicit operator Arg<T>(ObjectRef<T> reference) => new(default!, reference ?? throw new ArgumentNullException(nameof(reference)));
 }
 
 /// <summary>An exception thrown inside a task, rethrown where its result is read.</summary>

@@ -66,8 +66,15 @@ public static class Ray
     /// <summary>The address of the cluster's GCS (<c>ip:port</c>).</summary>
     public static string GcsAddress => Session.GcsAddress;
 
-    /// <summary>This job's id, assigned by the GCS.</summary>
-    public static string JobId => Session.JobId;
+    /// <summary>This job's id, assigned by the GCS (in a driver or inside one of its tasks).</summary>
+    public static string JobId =>
+        Volatile.Read(ref s_session)?.JobId ?? CoreWorker.Execution.WorkerContext.CurrentJobId
+        ?? throw new RayException("RaySharp is not initialized: call Ray.Init() first.");
+
+    /// <summary>Inside a task: the id of the node and of the worker running it. Null in a driver.</summary>
+    public static string? NodeId => CoreWorker.Execution.WorkerContext.Current?.NodeId;
+
+    public static string? WorkerId => CoreWorker.Execution.WorkerContext.Current?.WorkerId;
 
     /// <summary>The IP address of the node this code runs on, as the cluster sees it (in a driver or inside a task).</summary>
     public static string NodeIpAddress =>
@@ -130,6 +137,43 @@ public static class Ray
             foreach (var r in list) Get(r);
         }
         return all.Result;
+    }
+
+    /// <summary>Stores <paramref name="value"/> in the cluster and returns a reference to it, owned by this driver.</summary>
+    public static ObjectRef<T> Put<T>(T value)
+    {
+        DriverSessionForSubmit();
+        byte[] bytes;
+        try
+        {
+            bytes = CoreWorker.Serialization.ValueSerializer.Serialize(value);
+        }
+        catch (Exception e) when (e is MessagePack.MessagePackSerializationException or NotSupportedException or InvalidOperationException)
+        {
+            throw new ArgumentException($"a value of type {typeof(T)} cannot be serialized for Ray.Put: {e.GetBaseException().Message}", nameof(value), e);
+        }
+        return new ObjectRef<T>(Common.UniqueId.New(), System.Threading.Tasks.Task.FromResult(Google.Protobuf.ByteString.CopyFrom(bytes)));
+    }
+
+    /// <summary>
+    /// Waits until <paramref name="numReturns"/> of <paramref name="references"/> are ready (succeeded or failed) or
+    /// <paramref name="timeout"/> passes; returns the ready ones and the others, each in their original order.
+    /// </summary>
+    public static (List<ObjectRef<T>> Ready, List<ObjectRef<T>> NotReady) Wait<T>(IReadOnlyList<ObjectRef<T>> references, int numReturns = 1, TimeSpan? timeout = null)
+    {
+        ArgumentNullException.ThrowIfNull(references);
+        if (numReturns < 0 || numReturns > references.Count)
+            throw new ArgumentOutOfRangeException(nameof(numReturns), $"numReturns must be between 0 and the number of references ({references.Count}), got {numReturns}");
+        var deadline = timeout is { } t ? DateTime.UtcNow + t : DateTime.MaxValue;
+        while (references.Count(r => r.IsReady) < numReturns)
+        {
+            var pending = references.Where(r => !r.IsReady).Select(r => (System.Threading.Tasks.Task)r.Bytes).ToArray();
+            var left = deadline - DateTime.UtcNow;
+            if (left <= TimeSpan.Zero) break;
+            System.Threading.Tasks.Task.WaitAny(pending, deadline == DateTime.MaxValue ? Timeout.InfiniteTimeSpan : left);
+        }
+        var ready = references.Where(r => r.IsReady).Take(numReturns).ToList();
+        return (ready, references.Where(r => !ready.Contains(r)).ToList());
     }
 
     /// <summary>Awaits the values of <paramref name="references"/>, in order.</summary>

@@ -59,11 +59,13 @@ public abstract class RemoteFunctionBase
     internal string[] ParameterNames { get; }
     public TaskOptions Options { get; }
 
-    private protected static ByteString Arg<TArg>(TArg value, string name)
+    /// <summary>A serialized argument now, or the bytes of a referenced object once it is ready.</summary>
+    private protected static Task<ByteString> Serialize<TArg>(Arg<TArg> arg, string name)
     {
+        if (arg.Reference is { } reference) return reference.Bytes;
         try
         {
-            return ByteString.CopyFrom(ValueSerializer.Serialize(value));
+            return Task.FromResult(ByteString.CopyFrom(ValueSerializer.Serialize(arg.Value)));
         }
         catch (Exception e) when (e is MessagePack.MessagePackSerializationException or NotSupportedException or InvalidOperationException)
         {
@@ -71,7 +73,7 @@ public abstract class RemoteFunctionBase
         }
     }
 
-    private protected ObjectRef<TResult> Submit<TResult>(params ByteString[] args)
+    private protected ObjectRef<TResult> Submit<TResult>(params Task<ByteString>[] args)
     {
         var session = Ray.DriverSessionForSubmit();
         var request = new PushTaskRequest
@@ -81,8 +83,24 @@ public abstract class RemoteFunctionBase
             Function = Descriptor,
             Name = Options.Name ?? Descriptor.Method,
         };
-        request.Args.Add(args);
-        return new ObjectRef<TResult>(request.TaskId, session.Submitter.SubmitAsync(request, Options.Shape()));
+        var shape = Options.Shape();
+        var reply = args.All(a => a.IsCompletedSuccessfully)
+            ? SubmitNow(session, request, shape, args)
+            : SubmitWhenReadyAsync(session, request, shape, args);
+        return new ObjectRef<TResult>(request.TaskId, ObjectRef<TResult>.FromReply(reply));
+    }
+
+    private static Task<PushTaskReply> SubmitNow(DriverSession session, PushTaskRequest request, Dictionary<string, double> shape, Task<ByteString>[] args)
+    {
+        foreach (var a in args) request.Args.Add(a.Result);
+        return session.Submitter.SubmitAsync(request, shape);
+    }
+
+    /// <summary>A task with references among its arguments is scheduled once they are all ready; a failed one fails it too.</summary>
+    private static async Task<PushTaskReply> SubmitWhenReadyAsync(DriverSession session, PushTaskRequest request, Dictionary<string, double> shape, Task<ByteString>[] args)
+    {
+        foreach (var a in args) request.Args.Add(await a.ConfigureAwait(false));
+        return await session.Submitter.SubmitAsync(request, shape).ConfigureAwait(false);
     }
 }
 
@@ -99,7 +117,7 @@ public sealed class RemoteFunction<T1, TResult> : RemoteFunctionBase
     internal RemoteFunction(Delegate f, TaskOptions o) : base(f, o) { }
     private RemoteFunction(RemoteFunction<T1, TResult> other, TaskOptions o) : base(other, o) { }
     public RemoteFunction<T1, TResult> WithOptions(TaskOptions options) => new(this, options);
-    public ObjectRef<TResult> Remote(T1 a1) => Submit<TResult>(Arg(a1, ParameterNames[0]));
+    public ObjectRef<TResult> Remote(Arg<T1> a1) => Submit<TResult>(Serialize(a1, ParameterNames[0]));
 }
 
 public sealed class RemoteFunction<T1, T2, TResult> : RemoteFunctionBase
@@ -107,7 +125,7 @@ public sealed class RemoteFunction<T1, T2, TResult> : RemoteFunctionBase
     internal RemoteFunction(Delegate f, TaskOptions o) : base(f, o) { }
     private RemoteFunction(RemoteFunction<T1, T2, TResult> other, TaskOptions o) : base(other, o) { }
     public RemoteFunction<T1, T2, TResult> WithOptions(TaskOptions options) => new(this, options);
-    public ObjectRef<TResult> Remote(T1 a1, T2 a2) => Submit<TResult>(Arg(a1, ParameterNames[0]), Arg(a2, ParameterNames[1]));
+    public ObjectRef<TResult> Remote(Arg<T1> a1, Arg<T2> a2) => Submit<TResult>(Serialize(a1, ParameterNames[0]), Serialize(a2, ParameterNames[1]));
 }
 
 public sealed class RemoteFunction<T1, T2, T3, TResult> : RemoteFunctionBase
@@ -115,6 +133,6 @@ public sealed class RemoteFunction<T1, T2, T3, TResult> : RemoteFunctionBase
     internal RemoteFunction(Delegate f, TaskOptions o) : base(f, o) { }
     private RemoteFunction(RemoteFunction<T1, T2, T3, TResult> other, TaskOptions o) : base(other, o) { }
     public RemoteFunction<T1, T2, T3, TResult> WithOptions(TaskOptions options) => new(this, options);
-    public ObjectRef<TResult> Remote(T1 a1, T2 a2, T3 a3) =>
-        Submit<TResult>(Arg(a1, ParameterNames[0]), Arg(a2, ParameterNames[1]), Arg(a3, ParameterNames[2]));
+    public ObjectRef<TResult> Remote(Arg<T1> a1, Arg<T2> a2, Arg<T3> a3) =>
+        Submit<TResult>(Serialize(a1, ParameterNames[0]), Serialize(a2, ParameterNames[1]), Serialize(a3, ParameterNames[2]));
 }

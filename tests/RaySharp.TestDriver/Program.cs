@@ -8,7 +8,7 @@ switch (scenario)
     case "types":
         Console.WriteLine("int " + Ray.Get(Ray.Task<int, int, int>(Add).Remote(20, 22)));
         Console.WriteLine("string " + Ray.Get(Ray.Task<string, int, string>(Repeat).Remote("ab", 3)));
-        Console.WriteLine("array " + string.Join(",", Ray.Get(Ray.Task<int[], int[]>(Reverse).Remote([1, 2, 3]))));
+        Console.WriteLine("array " + string.Join(",", Ray.Get(Ray.Task<int[], int[]>(Reverse).Remote(new[] { 1, 2, 3 }))));
         var moved = Ray.Get(Ray.Task<Point, int, Point>(Move).Remote(new Point(1, 2, "p"), 10));
         Console.WriteLine($"record {moved}");
         var nested = Ray.Get(Ray.Task<Dictionary<string, List<Point>>, Dictionary<string, int>>(Count).Remote(
@@ -66,6 +66,33 @@ switch (scenario)
         var onGpu = Ray.Get(Enumerable.Range(0, 10).Select(_ => Ray.Task(NodeIp, gpu).Remote())).ToHashSet();
         Console.WriteLine("gpu " + string.Join(",", onGpu));
         break;
+    case "objects":
+        var put = Ray.Put(41);
+        Console.WriteLine("put-get " + Ray.Get(put));
+        Console.WriteLine("put-arg " + Ray.Get(Ray.Task<int, int, int>(Add).Remote(put, 1)));
+        var inner = Ray.Task<int, int, int>(Add).Remote(1, 2);
+        Console.WriteLine("chained " + Ray.Get(Ray.Task<int, int, int>(Add).Remote(inner, Ray.Put(10))));
+        var point = Ray.Put(new Point(3, 4, "put"));
+        Console.WriteLine("put-record " + Ray.Get(Ray.Task<Point, int, Point>(Move).Remote(point, 1)));
+        var slow = Ray.Task<int, int>(SleepThenReturn).Remote(3000);
+        var fast = Ray.Task<int, int>(SleepThenReturn).Remote(10);
+        var (ready, notReady) = Ray.Wait([slow, fast], numReturns: 1, timeout: TimeSpan.FromSeconds(10));
+        Console.WriteLine($"wait-1 ready={string.Join(",", ready.Select(r => Ray.Get(r)))} not-ready={notReady.Count}");
+        var (ready2, notReady2) = Ray.Wait([slow, fast], numReturns: 2, timeout: TimeSpan.FromMilliseconds(200));
+        Console.WriteLine($"wait-timeout ready={ready2.Count} not-ready={notReady2.Count}");
+        var (ready3, _) = Ray.Wait([slow, fast], numReturns: 2);
+        Console.WriteLine($"wait-all ready={string.Join(",", ready3.Select(r => Ray.Get(r)))}");
+        var failed = Ray.Task<int, int>(Fail).Remote(1);
+        try
+        {
+            Ray.Get(Ray.Task<int, int, int>(Add).Remote(failed, 1));
+        }
+        catch (RayTaskException e)
+        {
+            Console.WriteLine("dependency-failed " + e.RemoteMessage);
+        }
+        Console.WriteLine("context " + (Ray.Get(Ray.Task(Context).Remote()) == $"{Ray.JobId} True True"));
+        break;
     default:
         Console.Error.WriteLine("unknown scenario " + scenario);
         return 2;
@@ -85,5 +112,11 @@ static async Task<int> SquareLaterAsync(int x)
 static string NodeIp() => Ray.NodeIpAddress;
 static int Fail(int x) => throw new InvalidOperationException($"task failed on purpose with {x}");
 static int Call(Func<int> f) => f();
+static int SleepThenReturn(int ms)
+{
+    Thread.Sleep(ms);
+    return ms;
+}
+static string Context() => $"{Ray.JobId} {Ray.NodeId is not null} {Ray.WorkerId is not null}";
 
 public sealed record Point(int X, int Y, string Label);

@@ -48,6 +48,24 @@ public sealed class RemoteTaskTests : IDisposable
     }
 
     [Fact]
+    public async Task PutRefArgumentsAndWaitBehaveAsInRay()
+    {
+        var run = await Cli.RunProgramAsync(_net[0], Driver, "objects");
+        Assert.True(run.ExitCode == 0, run.ToString());
+        var lines = run.Stdout.Split('\n', StringSplitOptions.TrimEntries);
+        Assert.Contains("put-get 41", lines);
+        Assert.Contains("put-arg 42", lines);
+        Assert.Contains("chained 13", lines);
+        Assert.Contains("put-record Point { X = 4, Y = 5, Label = put }", lines);
+        Assert.Contains("wait-1 ready=10 not-ready=1", lines);
+        Assert.Contains("wait-timeout ready=1 not-ready=1", lines);
+        Assert.Contains("wait-all ready=3000,10", lines);
+        Assert.Contains("dependency-failed task failed on purpose with 1", lines);
+        Assert.Contains("context True", lines);
+        Assert.Empty(_net[0].Pids());
+    }
+
+    [Fact]
     public async Task ErrorsNameTheProblemAndTheWorkerSurvivesATaskException()
     {
         var run = await Cli.RunProgramAsync(_net[0], Driver, "errors");
