@@ -19,12 +19,59 @@ internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient 
 {
     private readonly ConcurrentDictionary<string, Lazy<Task<JobAssemblyLoadContext>>> _jobs = new(StringComparer.Ordinal);
 
+    // Tasks pushed ahead (pipelined by the lessee) wait here and run one at a time, in arrival order: a worker is
+    // leased for one task's resources. A task that finds the worker free runs at once, with no queue hop.
+    private readonly Lock _gate = new();
+    private readonly Queue<(PushTaskRequest Request, TaskCompletionSource<PushTaskReply> Reply)> _waiting = new();
+    private bool _busy;
+
     public async ValueTask<ReadOnlyMemory<byte>> HandleAsync(int method, byte[] payload, CancellationToken cancellationToken)
     {
         if (method != FramedMethods.PushTask) throw new NotSupportedException($"method {method} is not served by a worker");
         var request = PushTaskRequest.Parser.ParseFrom(payload);
-        var reply = await Task.Run(() => ExecuteAsync(request), cancellationToken).ConfigureAwait(false);
+        TaskCompletionSource<PushTaskReply>? queued = null;
+        lock (_gate)
+        {
+            if (_busy)
+            {
+                queued = new TaskCompletionSource<PushTaskReply>(TaskCreationOptions.RunContinuationsAsynchronously);
+                _waiting.Enqueue((request, queued));
+            }
+            else
+            {
+                _busy = true;
+            }
+        }
+        PushTaskReply reply;
+        if (queued is null)
+        {
+            // Off the connection's read loop: user code may block.
+            reply = await Task.Run(() => ExecuteAsync(request), CancellationToken.None).ConfigureAwait(false);
+            RunNext();
+        }
+        else
+        {
+            reply = await queued.Task.ConfigureAwait(false);
+        }
         return reply.ToByteArray();
+    }
+
+    private void RunNext()
+    {
+        (PushTaskRequest Request, TaskCompletionSource<PushTaskReply> Reply) next;
+        lock (_gate)
+        {
+            if (!_waiting.TryDequeue(out next))
+            {
+                _busy = false;
+                return;
+            }
+        }
+        _ = Task.Run(async () =>
+        {
+            next.Reply.TrySetResult(await ExecuteAsync(next.Request).ConfigureAwait(false));
+            RunNext();
+        });
     }
 
     private async Task<PushTaskReply> ExecuteAsync(PushTaskRequest request)

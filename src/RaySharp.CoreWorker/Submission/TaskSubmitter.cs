@@ -21,6 +21,12 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
     /// <summary>Most lease requests outstanding per shape, so a burst of tasks does not flood the raylet.</summary>
     public const int MaxLeaseRequestsInFlight = 10;
 
+    /// <summary>
+    /// Most tasks pushed ahead to one leased worker (it runs them one at a time): keeps workers busy between round trips
+    /// without letting one worker hoard a queue that other leases could share.
+    /// </summary>
+    public const int MaxTasksInFlightPerWorker = 16;
+
     /// <summary>How long an idle leased worker is kept for the next task before it is returned. Default 500 ms.</summary>
     public static readonly TimeSpan IdleLeaseTimeout = TimeSpan.FromMilliseconds(500);
 
@@ -43,7 +49,8 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
         public Dictionary<string, double> Resources { get; } = resources;
         public SchedulingStrategy Strategy { get; } = strategy;
         public Queue<(PushTaskRequest Request, TaskCompletionSource<PushTaskReply> Reply)> Pending { get; } = new();
-        public List<LeasedWorker> Idle { get; } = [];
+        /// <summary>Every worker leased for this shape, busy or idle.</summary>
+        public List<LeasedWorker> Workers { get; } = [];
         public int Leasing { get; set; }
     }
 
@@ -53,6 +60,7 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
         public string RayletAddress { get; } = rayletAddress;
         public WorkerAddress Address { get; } = address;
         public FramedConnection Connection { get; } = connection;
+        public int InFlight { get; set; }
         public long IdleSince { get; set; }
     }
 
@@ -78,10 +86,13 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
         var leases = 0;
         lock (_gate)
         {
-            while (shape.Pending.Count > 0 && shape.Idle.Count > 0)
+            while (shape.Pending.Count > 0 && shape.Workers.Count > 0)
             {
-                var worker = shape.Idle[^1];
-                shape.Idle.RemoveAt(shape.Idle.Count - 1);
+                // The least loaded worker; a new task goes ahead only while it has room in its pipeline.
+                var worker = shape.Workers[0];
+                foreach (var w in shape.Workers) if (w.InFlight < worker.InFlight) worker = w;
+                if (worker.InFlight >= MaxTasksInFlightPerWorker) break;
+                worker.InFlight++;
                 var (request, reply) = shape.Pending.Dequeue();
                 runs.Add((worker, request, reply));
             }
@@ -104,17 +115,20 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
         {
             reply.TrySetException(new WorkerCrashedException(
                 $"the worker running task {request.TaskId} (pid {worker.Address.Pid} on {worker.Address.IpAddress}) died or was disconnected: {e.Message}", e));
-            await ReturnAsync(worker, disconnect: true).ConfigureAwait(false);
+            bool first;
+            lock (_gate) first = shape.Workers.Remove(worker);
+            if (first) await ReturnAsync(worker, disconnect: true).ConfigureAwait(false);
             Pump(shape);
             return;
         }
+        bool idle;
         lock (_gate)
         {
-            worker.IdleSince = Environment.TickCount64;
-            shape.Idle.Add(worker);
+            idle = --worker.InFlight == 0;
+            if (idle) worker.IdleSince = Environment.TickCount64;
         }
         Pump(shape);
-        _ = ReturnIfStillIdleAsync(shape, worker);
+        if (idle) _ = ReturnIfStillIdleAsync(shape, worker);
     }
 
     private async Task ReturnIfStillIdleAsync(ShapeQueue shape, LeasedWorker worker)
@@ -124,7 +138,7 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
         catch (OperationCanceledException) { return; }
         lock (_gate)
         {
-            if (worker.IdleSince != since || !shape.Idle.Remove(worker)) return;
+            if (worker.InFlight > 0 || worker.IdleSince != since || !shape.Workers.Remove(worker)) return;
         }
         await ReturnAsync(worker, disconnect: false).ConfigureAwait(false);
     }
@@ -157,7 +171,7 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
                     lock (_gate)
                     {
                         shape.Leasing--;
-                        shape.Idle.Add(new LeasedWorker(reply.LeaseId, raylet, address, connection));
+                        shape.Workers.Add(new LeasedWorker(reply.LeaseId, raylet, address, connection));
                     }
                     Pump(shape);
                     return;
@@ -175,7 +189,7 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
             lock (_gate)
             {
                 shape.Leasing--;
-                if (shape.Leasing == 0 && shape.Idle.Count == 0)
+                if (shape.Leasing == 0 && shape.Workers.Count == 0)
                 {
                     while (shape.Pending.TryDequeue(out var p)) failed.Add(p.Reply);
                 }
@@ -203,8 +217,8 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
         List<LeasedWorker> idle;
         lock (_gate)
         {
-            idle = _shapes.Values.SelectMany(s => s.Idle).ToList();
-            foreach (var s in _shapes.Values) s.Idle.Clear();
+            idle = _shapes.Values.SelectMany(s => s.Workers).ToList();
+            foreach (var s in _shapes.Values) s.Workers.Clear();
         }
         await _disposed.CancelAsync().ConfigureAwait(false);
         await Task.WhenAll(idle.Select(w => ReturnAsync(w, disconnect: false))).ConfigureAwait(false);

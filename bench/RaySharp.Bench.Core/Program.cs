@@ -1,0 +1,66 @@
+// Usage: dotnet run -c Release --project bench/RaySharp.Bench.Core -- [filter] [--quick]
+// Ray's microbenchmarks (release/microbenchmark, ray_perf.py): each row is the mean of 4 trials of at least 2 s after a
+// 1 s warm-up (--quick: 1 trial of 1 s after 0.3 s), with the standard deviation, beside Ray's published figure
+// (64-vCPU m5.16xlarge). Rows RaySharp cannot run yet are printed as missing, never as zero.
+using System.Diagnostics;
+using RaySharp;
+
+var quick = args.Contains("--quick");
+var filter = args.FirstOrDefault(a => !a.StartsWith("--", StringComparison.Ordinal));
+var trials = quick ? 1 : 4;
+var trialTime = TimeSpan.FromSeconds(quick ? 1 : 2);
+var warmup = TimeSpan.FromSeconds(quick ? 0.3 : 1);
+
+using var ray = Ray.Init();
+Console.WriteLine($"RaySharp core microbenchmarks, embedded cluster of {Environment.ProcessorCount} CPUs; {trials} trial(s) of {trialTime.TotalSeconds:0.#} s");
+Console.WriteLine($"{"benchmark",-52} {"RaySharp/s",14} {"± sd",10} {"Ray/s",10} {"ratio",8}");
+
+var noop = Ray.Task(NoOp);
+var put0 = Ray.Put(0);
+Run("single_client_get_calls_Plasma_Store", 10_394, () => { Ray.Get(put0); return 1; });
+Run("single_client_put_calls_Plasma_Store", 5_238, () => { Ray.Put(0); return 1; });
+Missing("multi_client_put_calls_Plasma_Store", 12_280);
+Missing("single_client_put_gigabytes", 20.9);
+Missing("multi_client_put_gigabytes", 41.0);
+Run("single_client_tasks_and_get_batch", 7.99, () => { Ray.Get(Enumerable.Range(0, 1000).Select(_ => noop.Remote()).ToList()); return 1; });
+Missing("single_client_get_object_containing_10k_refs", 13.2);
+Run("single_client_wait_1k_refs", 5.18, () =>
+{
+    var refs = Enumerable.Range(0, 1000).Select(_ => noop.Remote()).ToList();
+    Ray.Wait(refs, numReturns: refs.Count);
+    return 1;
+});
+Run("single_client_tasks_sync", 952, () => { Ray.Get(noop.Remote()); return 1; });
+Run("single_client_tasks_async", 7_691, () => { Ray.Get(Enumerable.Range(0, 1000).Select(_ => noop.Remote()).ToList()); return 1000; });
+Missing("multi_client_tasks_async", 22_009);
+foreach (var (name, published) in new[] { ("1_1_actor_calls_sync", 1_950.0), ("1_1_actor_calls_async", 7_956), ("1_1_actor_calls_concurrent", 5_304),
+             ("1_n_actor_calls_async", 8_575), ("n_n_actor_calls_async", 27_277), ("n_n_actor_calls_with_arg_async", 2_632),
+             ("1_1_async_actor_calls_sync", 1_438), ("1_1_async_actor_calls_async", 4_785), ("placement_group_create/removal", 791) })
+    Missing(name, published);
+return 0;
+
+void Run(string name, double rayFigure, Func<int> op)
+{
+    if (filter is not null && !name.Contains(filter, StringComparison.Ordinal)) return;
+    var end = Stopwatch.StartNew();
+    while (end.Elapsed < warmup) op();
+    var rates = new List<double>();
+    for (var t = 0; t < trials; t++)
+    {
+        long n = 0;
+        var sw = Stopwatch.StartNew();
+        while (sw.Elapsed < trialTime) n += op();
+        rates.Add(n / sw.Elapsed.TotalSeconds);
+    }
+    var mean = rates.Average();
+    var sd = Math.Sqrt(rates.Sum(r => (r - mean) * (r - mean)) / rates.Count);
+    Console.WriteLine($"{name,-52} {mean,14:N2} {sd,10:N2} {rayFigure,10:N2} {mean / rayFigure,8:N2}");
+}
+
+void Missing(string name, double rayFigure)
+{
+    if (filter is not null && !name.Contains(filter, StringComparison.Ordinal)) return;
+    Console.WriteLine($"{name,-52} {"missing",14} {"",10} {rayFigure,10:N2} {"",8}");
+}
+
+static int NoOp() => 0;
