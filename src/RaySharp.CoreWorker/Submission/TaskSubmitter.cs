@@ -79,16 +79,29 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
         return reply.Task;
     }
 
-    /// <summary>Pairs queued tasks with idle workers, and asks for more leases while tasks wait.</summary>
+    /// <summary>
+    /// Pairs queued tasks with idle workers and asks for more leases while tasks wait. Only when as many lease requests
+    /// are out as allowed do tasks queue behind busy workers (pipelining): a short task never waits behind a long one
+    /// while another worker could still be had.
+    /// </summary>
     private void Pump(ShapeQueue shape)
     {
         var runs = new List<(LeasedWorker, PushTaskRequest, TaskCompletionSource<PushTaskReply>)>();
-        var leases = 0;
+        int leases;
         lock (_gate)
         {
-            while (shape.Pending.Count > 0 && shape.Workers.Count > 0)
+            foreach (var worker in shape.Workers)
             {
-                // The least loaded worker; a new task goes ahead only while it has room in its pipeline.
+                if (shape.Pending.Count == 0) break;
+                if (worker.InFlight > 0) continue;
+                worker.InFlight++;
+                var (request, reply) = shape.Pending.Dequeue();
+                runs.Add((worker, request, reply));
+            }
+            leases = Math.Max(0, Math.Min(shape.Pending.Count - shape.Leasing, MaxLeaseRequestsInFlight - shape.Leasing));
+            shape.Leasing += leases;
+            while (shape.Pending.Count > shape.Leasing && shape.Leasing >= MaxLeaseRequestsInFlight && shape.Workers.Count > 0)
+            {
                 var worker = shape.Workers[0];
                 foreach (var w in shape.Workers) if (w.InFlight < worker.InFlight) worker = w;
                 if (worker.InFlight >= MaxTasksInFlightPerWorker) break;
@@ -96,9 +109,6 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
                 var (request, reply) = shape.Pending.Dequeue();
                 runs.Add((worker, request, reply));
             }
-            var wanted = Math.Min(shape.Pending.Count - shape.Leasing, MaxLeaseRequestsInFlight - shape.Leasing);
-            for (var i = 0; i < wanted; i++) shape.Leasing++;
-            leases = Math.Max(0, wanted);
         }
         foreach (var (worker, request, reply) in runs) _ = RunAsync(shape, worker, request, reply);
         for (var i = 0; i < leases; i++) _ = AcquireLeaseAsync(shape);
