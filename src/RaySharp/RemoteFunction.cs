@@ -21,6 +21,9 @@ public sealed record TaskOptions
     /// <summary>A name for logs. Default: the method's name.</summary>
     public string? Name { get; init; }
 
+    /// <summary>Where tasks go. Default <see cref="SchedulingStrategy.Default"/> (pack the local node while lightly used, then spread).</summary>
+    public SchedulingStrategy Strategy { get; init; } = SchedulingStrategy.Default;
+
     internal Dictionary<string, double> Shape()
     {
         var shape = new Dictionary<string, double>(StringComparer.Ordinal);
@@ -84,23 +87,24 @@ public abstract class RemoteFunctionBase
             Name = Options.Name ?? Descriptor.Method,
         };
         var shape = Options.Shape();
+        var strategy = Options.Strategy.ToProto();
         var reply = args.All(a => a.IsCompletedSuccessfully)
-            ? SubmitNow(session, request, shape, args)
-            : SubmitWhenReadyAsync(session, request, shape, args);
+            ? SubmitNow(session, request, shape, strategy, args)
+            : SubmitWhenReadyAsync(session, request, shape, strategy, args);
         return new ObjectRef<TResult>(request.TaskId, ObjectRef<TResult>.FromReply(reply));
     }
 
-    private static Task<PushTaskReply> SubmitNow(DriverSession session, PushTaskRequest request, Dictionary<string, double> shape, Task<ByteString>[] args)
+    private static Task<PushTaskReply> SubmitNow(DriverSession session, PushTaskRequest request, Dictionary<string, double> shape, Rpc.Protocol.SchedulingStrategy strategy, Task<ByteString>[] args)
     {
         foreach (var a in args) request.Args.Add(a.Result);
-        return session.Submitter.SubmitAsync(request, shape);
+        return session.Submitter.SubmitAsync(request, shape, strategy);
     }
 
     /// <summary>A task with references among its arguments is scheduled once they are all ready; a failed one fails it too.</summary>
-    private static async Task<PushTaskReply> SubmitWhenReadyAsync(DriverSession session, PushTaskRequest request, Dictionary<string, double> shape, Task<ByteString>[] args)
+    private static async Task<PushTaskReply> SubmitWhenReadyAsync(DriverSession session, PushTaskRequest request, Dictionary<string, double> shape, Rpc.Protocol.SchedulingStrategy strategy, Task<ByteString>[] args)
     {
         foreach (var a in args) request.Args.Add(await a.ConfigureAwait(false));
-        return await session.Submitter.SubmitAsync(request, shape).ConfigureAwait(false);
+        return await session.Submitter.SubmitAsync(request, shape, strategy).ConfigureAwait(false);
     }
 }
 

@@ -93,6 +93,18 @@ switch (scenario)
         }
         Console.WriteLine("context " + (Ray.Get(Ray.Task(Context).Remote()) == $"{Ray.JobId} True True"));
         break;
+    case "spread":
+        var spread = new TaskOptions { Strategy = SchedulingStrategy.Spread };
+        var spreadIps = Ray.Get(Enumerable.Range(0, 100).Select(_ => Ray.Task(SlowNodeIp, spread).Remote())).ToHashSet();
+        Console.WriteLine("spread " + string.Join(",", spreadIps.Order()));
+        var target = Ray.Nodes().Where(n => n.Alive).OrderBy(n => n.NodeIpAddress).Last();
+        var pinned = new TaskOptions { Strategy = SchedulingStrategy.NodeAffinity(target.NodeId) };
+        Console.WriteLine("affinity " + string.Join(",", Ray.Get(Enumerable.Range(0, 10).Select(_ => Ray.Task(NodeIp, pinned).Remote())).ToHashSet()));
+        break;
+    case "many":
+        var many = Enumerable.Range(0, 10_000).Select(i => Ray.Task(static (int x) => x).Remote(i)).ToList();
+        Console.WriteLine($"many {Ray.Get(many).Length} sum {Ray.Get(many).Sum(x => (long)x)}");
+        break;
     default:
         Console.Error.WriteLine("unknown scenario " + scenario);
         return 2;
@@ -110,6 +122,11 @@ static async Task<int> SquareLaterAsync(int x)
     return x * x;
 }
 static string NodeIp() => Ray.NodeIpAddress;
+static string SlowNodeIp()
+{
+    Thread.Sleep(20);
+    return Ray.NodeIpAddress;
+}
 static int Fail(int x) => throw new InvalidOperationException($"task failed on purpose with {x}");
 static int Call(Func<int> f) => f();
 static int SleepThenReturn(int ms)

@@ -3,6 +3,8 @@ using RaySharp.Rpc.Protocol;
 
 namespace RaySharp.Tests;
 
+using SchedulingStrategy = RaySharp.Rpc.Protocol.SchedulingStrategy;
+
 /// <summary>The placement policies, on hand-made cluster views.</summary>
 public sealed class ClusterResourceSchedulerTests
 {

@@ -30,6 +30,33 @@ public sealed class RemoteTaskTests : IDisposable
     }
 
     [Fact]
+    public async Task SpreadUsesEveryNodeAndNodeAffinityPinsTasksToOne()
+    {
+        var head = _net[0];
+        Assert.Equal(0, (await Cli.RunAsync(head, "start", "--head", "--num-cpus=2")).ExitCode);
+        Assert.Equal(0, (await Cli.RunAsync(_net[1], "start", $"--address={head.Ip}:6379", "--num-cpus=2")).ExitCode);
+        Assert.Equal(0, (await Cli.RunAsync(_net[2], "start", $"--address={head.Ip}:6379", "--num-cpus=2")).ExitCode);
+        await Task.Delay(TimeSpan.FromSeconds(1.5));
+
+        var run = await Cli.RunProgramAsync(head, Driver, "spread", "auto");
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Contains("spread " + string.Join(",", _net.Hosts.Select(h => h.Ip).Order(StringComparer.Ordinal)) + "\n", run.Stdout);
+        var last = _net.Hosts.Select(h => h.Ip).Order(StringComparer.Ordinal).Last();
+        Assert.Contains($"affinity {last}\n", run.Stdout);
+
+        foreach (var host in _net.Hosts.Reverse()) await ClusterAssertions.StopAndAssertCleanAsync(host);
+    }
+
+    [Fact]
+    public async Task TenThousandTasksQueuedOnOneNodeAllComplete()
+    {
+        var run = await Cli.RunProgramAsync(_net[0], Driver, "many");
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Contains($"many 10000 sum {Enumerable.Range(0, 10_000).Sum(x => (long)x)}", run.Stdout);
+        Assert.Empty(_net[0].Pids());
+    }
+
+    [Fact]
     public async Task TypedArgumentsAndResultsRoundTripOnAnEmbeddedCluster()
     {
         var run = await Cli.RunProgramAsync(_net[0], Driver, "types");

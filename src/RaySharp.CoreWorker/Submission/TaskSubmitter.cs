@@ -178,12 +178,21 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
                         await ReturnAsync(new LeasedWorker(reply.LeaseId, raylet, address, null!), disconnect: true, closeConnection: false).ConfigureAwait(false);
                         continue;
                     }
+                    var leased = new LeasedWorker(reply.LeaseId, raylet, address, connection);
                     lock (_gate)
                     {
                         shape.Leasing--;
-                        shape.Workers.Add(new LeasedWorker(reply.LeaseId, raylet, address, connection));
+                        shape.Workers.Add(leased);
                     }
                     Pump(shape);
+                    bool unused;
+                    lock (_gate)
+                    {
+                        unused = leased.InFlight == 0;
+                        if (unused) leased.IdleSince = Environment.TickCount64;
+                    }
+                    // Granted after the work ran out: hand it back unless a task comes soon.
+                    if (unused) _ = ReturnIfStillIdleAsync(shape, leased);
                     return;
                 }
                 if (reply.Rejected) throw new InvalidOperationException(reply.FailureMessage);
