@@ -233,7 +233,8 @@ internal sealed class DriverSession : IAsyncDisposable
         NodeIpAddress = nodeIp;
         _embedded = embedded;
         Submitter = new CoreWorker.Submission.TaskSubmitter(channels, LocalRayletAsync,
-            Microsoft.Extensions.Logging.Abstractions.NullLogger<CoreWorker.Submission.TaskSubmitter>.Instance);
+            Microsoft.Extensions.Logging.Abstractions.NullLogger<CoreWorker.Submission.TaskSubmitter>.Instance,
+            () => gcs.GetAllNodesAsync(aliveOnly: true), message => Console.Error.WriteLine(message));
     }
 
     public CoreWorker.Submission.TaskSubmitter Submitter { get; }

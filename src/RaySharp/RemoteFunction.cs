@@ -21,12 +21,16 @@ public sealed record TaskOptions
     /// <summary>A name for logs. Default: the method's name.</summary>
     public string? Name { get; init; }
 
+    /// <summary>Times a task is re-run when its worker or node dies under it (not when it throws); -1: no limit. Default 3.</summary>
+    public int MaxRetries { get; init; } = 3;
+
     /// <summary>Where tasks go. Default <see cref="SchedulingStrategy.Default"/> (pack the local node while lightly used, then spread).</summary>
     public SchedulingStrategy Strategy { get; init; } = SchedulingStrategy.Default;
 
     internal Dictionary<string, double> Shape()
     {
         var shape = new Dictionary<string, double>(StringComparer.Ordinal);
+        if (MaxRetries < -1) throw new ArgumentException($"TaskOptions.MaxRetries must be -1 (no limit) or more, got {MaxRetries}");
         if (NumCpus > 0) shape[ResourceSet.Cpu] = NumCpus;
         if (NumGpus > 0) shape[ResourceSet.Gpu] = NumGpus;
         if (Resources is not null)
@@ -59,6 +63,14 @@ public abstract class RemoteFunctionBase
     }
 
     internal FunctionDescriptor Descriptor { get; }
+
+    /// <summary>A readable name for compiler-generated methods: local function <c>&lt;Main&gt;g__Add|0_1</c> is <c>Add</c>.</summary>
+    private static string DisplayName(string method)
+    {
+        var local = System.Text.RegularExpressions.Regex.Match(method, @"g__(?<name>[^|]+)\|");
+        if (local.Success) return local.Groups["name"].Value;
+        return method.Contains("b__", StringComparison.Ordinal) ? "lambda" : method;
+    }
     internal string[] ParameterNames { get; }
     public TaskOptions Options { get; }
 
@@ -84,27 +96,27 @@ public abstract class RemoteFunctionBase
             JobId = session.JobId,
             TaskId = UniqueId.New(),
             Function = Descriptor,
-            Name = Options.Name ?? Descriptor.Method,
+            Name = Options.Name ?? DisplayName(Descriptor.Method),
         };
         var shape = Options.Shape();
         var strategy = Options.Strategy.ToProto();
         var reply = args.All(a => a.IsCompletedSuccessfully)
-            ? SubmitNow(session, request, shape, strategy, args)
-            : SubmitWhenReadyAsync(session, request, shape, strategy, args);
+            ? SubmitNow(session, request, shape, strategy, Options.MaxRetries, args)
+            : SubmitWhenReadyAsync(session, request, shape, strategy, Options.MaxRetries, args);
         return new ObjectRef<TResult>(request.TaskId, ObjectRef<TResult>.FromReply(reply));
     }
 
-    private static Task<PushTaskReply> SubmitNow(DriverSession session, PushTaskRequest request, Dictionary<string, double> shape, Rpc.Protocol.SchedulingStrategy strategy, Task<ByteString>[] args)
+    private static Task<PushTaskReply> SubmitNow(DriverSession session, PushTaskRequest request, Dictionary<string, double> shape, Rpc.Protocol.SchedulingStrategy strategy, int maxRetries, Task<ByteString>[] args)
     {
         foreach (var a in args) request.Args.Add(a.Result);
-        return session.Submitter.SubmitAsync(request, shape, strategy);
+        return session.Submitter.SubmitAsync(request, shape, strategy, maxRetries);
     }
 
     /// <summary>A task with references among its arguments is scheduled once they are all ready; a failed one fails it too.</summary>
-    private static async Task<PushTaskReply> SubmitWhenReadyAsync(DriverSession session, PushTaskRequest request, Dictionary<string, double> shape, Rpc.Protocol.SchedulingStrategy strategy, Task<ByteString>[] args)
+    private static async Task<PushTaskReply> SubmitWhenReadyAsync(DriverSession session, PushTaskRequest request, Dictionary<string, double> shape, Rpc.Protocol.SchedulingStrategy strategy, int maxRetries, Task<ByteString>[] args)
     {
         foreach (var a in args) request.Args.Add(await a.ConfigureAwait(false));
-        return await session.Submitter.SubmitAsync(request, shape, strategy).ConfigureAwait(false);
+        return await session.Submitter.SubmitAsync(request, shape, strategy, maxRetries).ConfigureAwait(false);
     }
 }
 

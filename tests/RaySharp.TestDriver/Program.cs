@@ -105,6 +105,23 @@ switch (scenario)
         var many = Enumerable.Range(0, 10_000).Select(i => Ray.Task(static (int x) => x).Remote(i)).ToList();
         Console.WriteLine($"many {Ray.Get(many).Length} sum {Ray.Get(many).Sum(x => (long)x)}");
         break;
+    case "failures":
+        var marker = Path.Combine(Path.GetTempPath(), "raysharp-crash-once-" + Guid.NewGuid().ToString("N"));
+        Console.WriteLine("retried " + Ray.Get(Ray.Task<string, string>(CrashOnce).Remote(marker)));
+        try
+        {
+            Ray.Get(Ray.Task(CrashAlways, new TaskOptions { MaxRetries = 1 }).Remote());
+        }
+        catch (RayException e)
+        {
+            Console.WriteLine("gave-up " + e.Message.Replace('\n', ' '));
+        }
+        var impossible = Ray.Task(NodeIp, new TaskOptions { Resources = new Dictionary<string, double> { ["unobtainium"] = 1 } }).Remote();
+        var (done, waiting) = Ray.Wait([impossible], numReturns: 1, timeout: TimeSpan.FromSeconds(6));
+        Console.WriteLine($"infeasible ready={done.Count} waiting={waiting.Count}");
+        Console.Out.Flush();
+        Environment.Exit(0); // the infeasible task never finishes; leave without waiting for it
+        break;
     default:
         Console.Error.WriteLine("unknown scenario " + scenario);
         return 2;
@@ -122,6 +139,21 @@ static async Task<int> SquareLaterAsync(int x)
     return x * x;
 }
 static string NodeIp() => Ray.NodeIpAddress;
+static string CrashOnce(string marker)
+{
+    if (!File.Exists(marker))
+    {
+        File.WriteAllText(marker, "crashed once");
+        Environment.Exit(3);
+    }
+    File.Delete(marker);
+    return "after a crash";
+}
+static int CrashAlways()
+{
+    Environment.Exit(4);
+    return 0;
+}
 static string SlowNodeIp()
 {
     Thread.Sleep(20);

@@ -48,6 +48,19 @@ public sealed class RemoteTaskTests : IDisposable
     }
 
     [Fact]
+    public async Task WorkerDeathsAreRetriedAndInfeasibleTasksAreReportedAndWait()
+    {
+        var run = await Cli.RunProgramAsync(_net[0], Driver, "failures");
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Contains("retried after a crash", run.Stdout);
+        Assert.Contains("gave-up The task's worker died before it answered", run.Stdout);
+        Assert.Contains("2 attempt(s) ran and no retries are left", run.Stdout);
+        Assert.Contains("infeasible ready=0 waiting=1", run.Stdout);
+        Assert.Contains("Warning: tasks need {CPU: 1, unobtainium: 1}, which no node of the cluster has", run.Stderr);
+        ClusterAssertions.Eventually(() => _net[0].Pids().Count == 0, TimeSpan.FromSeconds(15), "the embedded cluster stopping after its driver exited");
+    }
+
+    [Fact]
     public async Task TenThousandTasksQueuedOnOneNodeAllComplete()
     {
         var run = await Cli.RunProgramAsync(_net[0], Driver, "many");

@@ -37,21 +37,61 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
     private readonly Dictionary<string, ShapeQueue> _shapes = new(StringComparer.Ordinal);
     private readonly CancellationTokenSource _disposed = new();
 
-    public TaskSubmitter(RpcChannelPool channels, Func<Task<string>> localRaylet, ILogger<TaskSubmitter> logger)
+    private readonly Func<Task<IReadOnlyList<NodeInfo>>>? _nodes;
+    private readonly Action<string>? _warn;
+
+    /// <summary>How long a lease request may wait before the submitter checks whether any node could ever grant it. Default 3 s.</summary>
+    public static readonly TimeSpan InfeasibleCheckDelay = TimeSpan.FromSeconds(3);
+
+    public TaskSubmitter(RpcChannelPool channels, Func<Task<string>> localRaylet, ILogger<TaskSubmitter> logger,
+        Func<Task<IReadOnlyList<NodeInfo>>>? nodes = null, Action<string>? warn = null)
     {
         _channels = channels;
         _localRaylet = localRaylet;
         _logger = logger;
+        _nodes = nodes;
+        _warn = warn;
+    }
+
+    /// <summary>Tells the user, once per shape, that tasks wait for resources no node of the cluster has (Ray's infeasible warning).</summary>
+    private async Task WarnIfInfeasibleAsync(ShapeQueue shape, Task pendingLease)
+    {
+        if (_nodes is null || _warn is null) return;
+        try
+        {
+            if (await Task.WhenAny(pendingLease, Task.Delay(InfeasibleCheckDelay, _disposed.Token)).ConfigureAwait(false) == pendingLease) return;
+            var nodes = await _nodes().ConfigureAwait(false);
+            if (nodes.Any(n => ResourceSet.Fits(shape.Resources, n.ResourcesTotal))) return;
+            lock (_gate)
+            {
+                if (shape.WarnedInfeasible) return;
+                shape.WarnedInfeasible = true;
+            }
+            _warn($"Warning: tasks need {ResourceSet.Describe(shape.Resources)}, which no node of the cluster has " +
+                  $"({nodes.Count} alive node(s)). They wait until a node with these resources joins (`raysharp status` lists them as infeasible); " +
+                  "start one with `raysharp start --address=<head> --resources=...`, or ask for less.");
+        }
+        catch (Exception e) when (e is OperationCanceledException or RpcException) { }
     }
 
     private sealed class ShapeQueue(Dictionary<string, double> resources, SchedulingStrategy strategy)
     {
         public Dictionary<string, double> Resources { get; } = resources;
         public SchedulingStrategy Strategy { get; } = strategy;
-        public Queue<(PushTaskRequest Request, TaskCompletionSource<PushTaskReply> Reply)> Pending { get; } = new();
+        public Queue<PendingTask> Pending { get; } = new();
+        public bool WarnedInfeasible { get; set; }
         /// <summary>Every worker leased for this shape, busy or idle.</summary>
         public List<LeasedWorker> Workers { get; } = [];
         public int Leasing { get; set; }
+    }
+
+    /// <summary>A task waiting for (or running on) a worker; <see cref="RetriesLeft"/> counts re-runs after worker deaths.</summary>
+    private sealed class PendingTask(PushTaskRequest request, TaskCompletionSource<PushTaskReply> reply, int retriesLeft)
+    {
+        public PushTaskRequest Request { get; } = request;
+        public TaskCompletionSource<PushTaskReply> Reply { get; } = reply;
+        public int RetriesLeft { get; set; } = retriesLeft;
+        public int Attempts { get; set; }
     }
 
     private sealed class LeasedWorker(string leaseId, string rayletAddress, WorkerAddress address, FramedConnection connection)
@@ -64,7 +104,8 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
         public long IdleSince { get; set; }
     }
 
-    public Task<PushTaskReply> SubmitAsync(PushTaskRequest request, Dictionary<string, double> resources, SchedulingStrategy? strategy = null)
+    /// <param name="maxRetries">Re-runs allowed when the task's worker dies (not when the task throws); -1: unlimited.</param>
+    public Task<PushTaskReply> SubmitAsync(PushTaskRequest request, Dictionary<string, double> resources, SchedulingStrategy? strategy = null, int maxRetries = 3)
     {
         strategy ??= new SchedulingStrategy();
         var key = ResourceSet.Describe(resources) + "|" + strategy;
@@ -73,7 +114,7 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
         lock (_gate)
         {
             if (!_shapes.TryGetValue(key, out shape!)) _shapes[key] = shape = new ShapeQueue(resources, strategy);
-            shape.Pending.Enqueue((request, reply));
+            shape.Pending.Enqueue(new PendingTask(request, reply, maxRetries));
         }
         Pump(shape);
         return reply.Task;
@@ -86,7 +127,7 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
     /// </summary>
     private void Pump(ShapeQueue shape)
     {
-        var runs = new List<(LeasedWorker, PushTaskRequest, TaskCompletionSource<PushTaskReply>)>();
+        var runs = new List<(LeasedWorker, PendingTask)>();
         int leases;
         lock (_gate)
         {
@@ -95,8 +136,7 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
                 if (shape.Pending.Count == 0) break;
                 if (worker.InFlight > 0) continue;
                 worker.InFlight++;
-                var (request, reply) = shape.Pending.Dequeue();
-                runs.Add((worker, request, reply));
+                runs.Add((worker, shape.Pending.Dequeue()));
             }
             leases = Math.Max(0, Math.Min(shape.Pending.Count - shape.Leasing, MaxLeaseRequestsInFlight - shape.Leasing));
             shape.Leasing += leases;
@@ -106,25 +146,36 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
                 foreach (var w in shape.Workers) if (w.InFlight < worker.InFlight) worker = w;
                 if (worker.InFlight >= MaxTasksInFlightPerWorker) break;
                 worker.InFlight++;
-                var (request, reply) = shape.Pending.Dequeue();
-                runs.Add((worker, request, reply));
+                runs.Add((worker, shape.Pending.Dequeue()));
             }
         }
-        foreach (var (worker, request, reply) in runs) _ = RunAsync(shape, worker, request, reply);
+        foreach (var (worker, task) in runs) _ = RunAsync(shape, worker, task);
         for (var i = 0; i < leases; i++) _ = AcquireLeaseAsync(shape);
     }
 
-    private async Task RunAsync(ShapeQueue shape, LeasedWorker worker, PushTaskRequest request, TaskCompletionSource<PushTaskReply> reply)
+    private async Task RunAsync(ShapeQueue shape, LeasedWorker worker, PendingTask task)
     {
+        task.Attempts++;
         try
         {
-            var bytes = await worker.Connection.CallAsync(FramedMethods.PushTask, request.ToByteArray()).ConfigureAwait(false);
-            reply.TrySetResult(PushTaskReply.Parser.ParseFrom(bytes));
+            var bytes = await worker.Connection.CallAsync(FramedMethods.PushTask, task.Request.ToByteArray()).ConfigureAwait(false);
+            task.Reply.TrySetResult(PushTaskReply.Parser.ParseFrom(bytes));
         }
         catch (Exception e) when (e is IOException or RemoteCallException)
         {
-            reply.TrySetException(new WorkerCrashedException(
-                $"the worker running task {request.TaskId} (pid {worker.Address.Pid} on {worker.Address.IpAddress}) died or was disconnected: {e.Message}", e));
+            if (task.RetriesLeft != 0)
+            {
+                // The worker died under the task (not the task's own exception): run it again elsewhere.
+                if (task.RetriesLeft > 0) task.RetriesLeft--;
+                LogRetry(_logger, task.Request.TaskId, worker.Address.Pid, worker.Address.IpAddress, task.Attempts);
+                lock (_gate) shape.Pending.Enqueue(task);
+            }
+            else
+            {
+                task.Reply.TrySetException(new WorkerCrashedException(
+                    $"the worker running task {task.Request.Name} ({task.Request.TaskId}) died or was disconnected " +
+                    $"(last: pid {worker.Address.Pid} on {worker.Address.IpAddress}, {e.Message}); {task.Attempts} attempt(s) ran and no retries are left", e));
+            }
             bool first;
             lock (_gate) first = shape.Workers.Remove(worker);
             if (first) await ReturnAsync(worker, disconnect: true).ConfigureAwait(false);
@@ -164,7 +215,9 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
                 var request = new RequestWorkerLeaseRequest { LeaseRequestId = UniqueId.New(), Strategy = shape.Strategy, GrantOrReject = grantOrReject };
                 request.Resources.Add(shape.Resources);
                 var client = new NodeManagerService.NodeManagerServiceClient(_channels.Get(raylet));
-                var reply = await client.RequestWorkerLeaseAsync(request, cancellationToken: _disposed.Token).ConfigureAwait(false);
+                var call = client.RequestWorkerLeaseAsync(request, cancellationToken: _disposed.Token).ResponseAsync;
+                _ = WarnIfInfeasibleAsync(shape, call);
+                var reply = await call.ConfigureAwait(false);
                 if (reply.WorkerAddress is { } address)
                 {
                     FramedConnection connection;
@@ -242,6 +295,9 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
         await _disposed.CancelAsync().ConfigureAwait(false);
         await Task.WhenAll(idle.Select(w => ReturnAsync(w, disconnect: false))).ConfigureAwait(false);
     }
+
+    [LoggerMessage(EventId = 701, Level = LogLevel.Warning, Message = "Task {TaskId} lost its worker (pid {Pid} on {Ip}) after attempt {Attempt}; retrying")]
+    private static partial void LogRetry(ILogger logger, string taskId, int pid, string ip, int attempt);
 
     [LoggerMessage(EventId = 700, Level = LogLevel.Warning, Message = "Could not lease a worker for {Shape}: {Error}")]
     private static partial void LogLeaseFailed(ILogger logger, string shape, string error);
