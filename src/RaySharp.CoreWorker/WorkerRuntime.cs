@@ -32,6 +32,7 @@ internal sealed partial class WorkerRuntime : IAsyncDisposable
 
     public async Task StartAsync(ILoggerFactory loggerFactory, CancellationToken cancellationToken)
     {
+        Execution.TaskOutputCapture.Install();
         Execution.WorkerContext.Current = new Execution.WorkerContext(_options.NodeId, _options.NodeIpAddress, _options.WorkerId, _options.GcsAddress);
         var executor = new Execution.TaskExecutor(_options, new Rpc.Clients.GcsClient(_channels, _options.GcsAddress), loggerFactory.CreateLogger<Execution.TaskExecutor>());
         _rpc = await RpcServer.StartAsync("core worker", RpcListenOptions.Range(_options.MinWorkerPort, _options.MaxWorkerPort), loggerFactory,

@@ -234,7 +234,8 @@ internal sealed class DriverSession : IAsyncDisposable
         _embedded = embedded;
         Submitter = new CoreWorker.Submission.TaskSubmitter(channels, LocalRayletAsync,
             Microsoft.Extensions.Logging.Abstractions.NullLogger<CoreWorker.Submission.TaskSubmitter>.Instance,
-            () => gcs.GetAllNodesAsync(aliveOnly: true), message => Console.Error.WriteLine(message));
+            () => gcs.GetAllNodesAsync(aliveOnly: true), message => Console.Error.WriteLine(message),
+            (text, isError) => (isError ? Console.Error : Console.Out).WriteLine(text));
     }
 
     public CoreWorker.Submission.TaskSubmitter Submitter { get; }

@@ -105,6 +105,9 @@ switch (scenario)
         var many = Enumerable.Range(0, 10_000).Select(i => Ray.Task(static (int x) => x).Remote(i)).ToList();
         Console.WriteLine($"many {Ray.Get(many).Length} sum {Ray.Get(many).Sum(x => (long)x)}");
         break;
+    case "output":
+        Console.WriteLine("chatty returned " + Ray.Get(Ray.Task<int, int>(Chatty).Remote(2)));
+        break;
     case "failures":
         var marker = Path.Combine(Path.GetTempPath(), "raysharp-crash-once-" + Guid.NewGuid().ToString("N"));
         Console.WriteLine("retried " + Ray.Get(Ray.Task<string, string>(CrashOnce).Remote(marker)));
@@ -148,6 +151,12 @@ static string CrashOnce(string marker)
     }
     File.Delete(marker);
     return "after a crash";
+}
+static int Chatty(int lines)
+{
+    for (var i = 0; i < lines; i++) Console.WriteLine($"hello {i} from a task");
+    Console.Error.WriteLine("a warning from a task");
+    return lines;
 }
 static int CrashAlways()
 {

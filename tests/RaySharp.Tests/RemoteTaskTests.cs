@@ -61,6 +61,17 @@ public sealed class RemoteTaskTests : IDisposable
     }
 
     [Fact]
+    public async Task TaskOutputReachesTheDriverPrefixedWithItsWorker()
+    {
+        var run = await Cli.RunProgramAsync(_net[0], Driver, "output");
+        Assert.True(run.ExitCode == 0, run.ToString());
+        var ip = _net[0].Ip.Replace(".", @"\.");
+        Assert.Matches($@"\(Chatty pid=\d+, ip={ip}\) hello 0 from a task\n\(Chatty pid=\d+, ip={ip}\) hello 1 from a task\n", run.Stdout);
+        Assert.Matches($@"\(Chatty pid=\d+, ip={ip}\) a warning from a task", run.Stderr);
+        Assert.Contains("chatty returned 2", run.Stdout);
+    }
+
+    [Fact]
     public async Task TenThousandTasksQueuedOnOneNodeAllComplete()
     {
         var run = await Cli.RunProgramAsync(_net[0], Driver, "many");

@@ -76,6 +76,7 @@ internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient 
 
     private async Task<PushTaskReply> ExecuteAsync(PushTaskRequest request)
     {
+        (System.Text.StringBuilder Out, System.Text.StringBuilder Error)? output = null;
         try
         {
             var code = await _jobs.GetOrAdd(request.JobId, jobId => new Lazy<Task<JobAssemblyLoadContext>>(
@@ -90,6 +91,7 @@ internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient 
 
             WorkerContext.CurrentJobId = request.JobId;
             WorkerContext.CurrentTaskId = request.TaskId;
+            output = TaskOutputCapture.Begin();
             var result = invoker.Invoke(target, args.AsSpan());
             var resultType = method.ReturnType;
             switch (result)
@@ -123,13 +125,13 @@ internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient 
                     break;
             }
             var bytes = resultType == typeof(void) ? ValueSerializer.Serialize<object?>(null) : ValueSerializer.Serialize(resultType, result);
-            return new PushTaskReply { Result = ByteString.CopyFrom(bytes) };
+            return WithOutput(new PushTaskReply { Result = ByteString.CopyFrom(bytes) }, output);
         }
         catch (Exception e)
         {
             var error = e is TargetInvocationException { InnerException: { } inner } ? inner : e;
             LogTaskFailed(logger, request.TaskId, error.GetType().Name, error.Message);
-            return new PushTaskReply
+            return WithOutput(new PushTaskReply
             {
                 Error = new TaskError
                 {
@@ -140,12 +142,25 @@ internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient 
                     WorkerId = options.WorkerId,
                     Pid = Environment.ProcessId,
                 },
-            };
+            }, output);
         }
         finally
         {
             WorkerContext.CurrentTaskId = null;
+            TaskOutputCapture.End();
         }
+    }
+
+    private PushTaskReply WithOutput(PushTaskReply reply, (System.Text.StringBuilder Out, System.Text.StringBuilder Error)? output)
+    {
+        reply.Pid = Environment.ProcessId;
+        reply.NodeIpAddress = options.NodeIpAddress;
+        if (output is { } o)
+        {
+            lock (o.Out) reply.Stdout = o.Out.ToString();
+            lock (o.Error) reply.Stderr = o.Error.ToString();
+        }
+        return reply;
     }
 
     [LoggerMessage(EventId = 610, Level = LogLevel.Information, Message = "Task {TaskId} failed: {Type}: {Message}")]

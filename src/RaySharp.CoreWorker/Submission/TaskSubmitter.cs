@@ -39,13 +39,15 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
 
     private readonly Func<Task<IReadOnlyList<NodeInfo>>>? _nodes;
     private readonly Action<string>? _warn;
+    private readonly Action<string, bool>? _output;
 
     /// <summary>How long a lease request may wait before the submitter checks whether any node could ever grant it. Default 3 s.</summary>
     public static readonly TimeSpan InfeasibleCheckDelay = TimeSpan.FromSeconds(3);
 
     public TaskSubmitter(RpcChannelPool channels, Func<Task<string>> localRaylet, ILogger<TaskSubmitter> logger,
-        Func<Task<IReadOnlyList<NodeInfo>>>? nodes = null, Action<string>? warn = null)
+        Func<Task<IReadOnlyList<NodeInfo>>>? nodes = null, Action<string>? warn = null, Action<string, bool>? output = null)
     {
+        _output = output;
         _channels = channels;
         _localRaylet = localRaylet;
         _logger = logger;
@@ -159,7 +161,9 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
         try
         {
             var bytes = await worker.Connection.CallAsync(FramedMethods.PushTask, task.Request.ToByteArray()).ConfigureAwait(false);
-            task.Reply.TrySetResult(PushTaskReply.Parser.ParseFrom(bytes));
+            var reply = PushTaskReply.Parser.ParseFrom(bytes);
+            if (_output is not null) PrintOutput(task.Request.Name, reply);
+            task.Reply.TrySetResult(reply);
         }
         catch (Exception e) when (e is IOException or RemoteCallException)
         {
@@ -190,6 +194,18 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
         }
         Pump(shape);
         if (idle) _ = ReturnIfStillIdleAsync(shape, worker);
+    }
+
+    /// <summary>The task's console output on the driver's, each line prefixed as Ray does: <c>(name pid=…, ip=…)</c>.</summary>
+    private void PrintOutput(string name, PushTaskReply reply)
+    {
+        foreach (var (text, isError) in new[] { (reply.Stdout, false), (reply.Stderr, true) })
+        {
+            if (string.IsNullOrEmpty(text)) continue;
+            var prefix = $"({name} pid={reply.Pid}, ip={reply.NodeIpAddress}) ";
+            var lines = text.TrimEnd('\n').Split('\n');
+            _output!(string.Join('\n', lines.Select(l => prefix + l.TrimEnd('\r'))), isError);
+        }
     }
 
     private async Task ReturnIfStillIdleAsync(ShapeQueue shape, LeasedWorker worker)
