@@ -18,6 +18,7 @@ internal sealed partial class WorkerRuntime : IAsyncDisposable
     private readonly RpcChannelPool _channels = new();
     private readonly TaskCompletionSource<string> _exitRequested = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private RpcServer? _rpc;
+    private Submission.TaskSubmitter? _submitter;
 
     public WorkerRuntime(CoreWorkerOptions options, ILogger<WorkerRuntime> logger)
     {
@@ -33,8 +34,25 @@ internal sealed partial class WorkerRuntime : IAsyncDisposable
     public async Task StartAsync(ILoggerFactory loggerFactory, CancellationToken cancellationToken)
     {
         Execution.TaskOutputCapture.Install();
-        Execution.WorkerContext.Current = new Execution.WorkerContext(_options.NodeId, _options.NodeIpAddress, _options.WorkerId, _options.GcsAddress);
-        var executor = new Execution.TaskExecutor(_options, new Rpc.Clients.GcsClient(_channels, _options.GcsAddress), loggerFactory.CreateLogger<Execution.TaskExecutor>());
+        var gcs = new Rpc.Clients.GcsClient(_channels, _options.GcsAddress);
+        var rayletClient = new NodeManagerService.NodeManagerServiceClient(_channels.Get(_options.RayletAddress));
+        _submitter = new Submission.TaskSubmitter(_channels, () => Task.FromResult(_options.RayletAddress), loggerFactory.CreateLogger<Submission.TaskSubmitter>(),
+            () => gcs.GetAllNodesAsync(aliveOnly: true), message => Console.Error.WriteLine(message),
+            (text, isError) => (isError ? Console.Error : Console.Out).WriteLine(text));
+        Execution.WorkerContext.Current = new Execution.WorkerContext(_options.NodeId, _options.NodeIpAddress, _options.WorkerId, _options.GcsAddress)
+        {
+            Submitter = _submitter,
+            NotifyBlocked = async blocked =>
+            {
+                try
+                {
+                    await rayletClient.NotifyWorkerBlockedAsync(new NotifyWorkerBlockedRequest { WorkerId = _options.WorkerId, Blocked = blocked },
+                        deadline: DateTime.UtcNow.AddSeconds(5)).ConfigureAwait(false);
+                }
+                catch (RpcException) { /* not leased (a driver-side test) or the raylet is going away */ }
+            },
+        };
+        var executor = new Execution.TaskExecutor(_options, gcs, loggerFactory.CreateLogger<Execution.TaskExecutor>());
         _rpc = await RpcServer.StartAsync("core worker", RpcListenOptions.Range(_options.MinWorkerPort, _options.MaxWorkerPort), loggerFactory,
             services =>
             {
@@ -70,6 +88,7 @@ internal sealed partial class WorkerRuntime : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        if (_submitter is not null) await _submitter.DisposeAsync().ConfigureAwait(false);
         if (_rpc is not null) await _rpc.DisposeAsync().ConfigureAwait(false);
         _channels.Dispose();
     }

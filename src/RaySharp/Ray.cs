@@ -111,7 +111,7 @@ public static class Ray
         var value = reference.Value;
         try
         {
-            if (!value.Wait(timeout ?? Timeout.InfiniteTimeSpan))
+            if (!WaitLendingCpus(value, timeout ?? Timeout.InfiniteTimeSpan))
                 throw new GetTimeoutException($"{reference} was not ready within {timeout!.Value.TotalSeconds:0.###} s");
         }
         catch (AggregateException e) when (e.InnerExceptions.Count == 1)
@@ -128,7 +128,7 @@ public static class Ray
         var all = System.Threading.Tasks.Task.WhenAll(list.Select(r => r.Value));
         try
         {
-            if (!all.Wait(timeout ?? Timeout.InfiniteTimeSpan))
+            if (!WaitLendingCpus(all, timeout ?? Timeout.InfiniteTimeSpan))
                 throw new GetTimeoutException($"{list.Count(r => !r.IsReady)} of {list.Count} objects were not ready within {timeout!.Value.TotalSeconds:0.###} s");
         }
         catch (AggregateException)
@@ -142,7 +142,7 @@ public static class Ray
     /// <summary>Stores <paramref name="value"/> in the cluster and returns a reference to it, owned by this driver.</summary>
     public static ObjectRef<T> Put<T>(T value)
     {
-        DriverSessionForSubmit();
+        SubmitContext();
         byte[] bytes;
         try
         {
@@ -179,11 +179,29 @@ public static class Ray
     /// <summary>Awaits the values of <paramref name="references"/>, in order.</summary>
     public static Task<T[]> GetAsync<T>(IEnumerable<ObjectRef<T>> references) => System.Threading.Tasks.Task.WhenAll(references.Select(r => r.Value));
 
-    internal static DriverSession DriverSessionForSubmit() =>
-        Volatile.Read(ref s_session)
-        ?? (CoreWorker.Execution.WorkerContext.Current is not null
-            ? throw new RayException("Submitting tasks from inside a task is not supported yet; return the inputs to the driver and submit from there.")
-            : throw new RayException("RaySharp is not initialized: call Ray.Init() first."));
+    /// <summary>Who submits: the driver's session, or, inside a task, the worker running it (nested tasks).</summary>
+    internal static (string JobId, CoreWorker.Submission.TaskSubmitter Submitter) SubmitContext()
+    {
+        if (Volatile.Read(ref s_session) is { } session) return (session.JobId, session.Submitter);
+        if (CoreWorker.Execution.WorkerContext.Current is { Submitter: { } submitter } && CoreWorker.Execution.WorkerContext.CurrentJobId is { } jobId)
+            return (jobId, submitter);
+        throw new RayException("RaySharp is not initialized: call Ray.Init() first.");
+    }
+
+    /// <summary>Inside a task, a wait for other tasks lends the worker's CPUs back to its node (no nested deadlock).</summary>
+    private static bool WaitLendingCpus(System.Threading.Tasks.Task value, TimeSpan timeout)
+    {
+        if (value.IsCompleted || CoreWorker.Execution.WorkerContext.Current?.NotifyBlocked is not { } notify) return value.Wait(timeout);
+        notify(true).GetAwaiter().GetResult();
+        try
+        {
+            return value.Wait(timeout);
+        }
+        finally
+        {
+            notify(false).GetAwaiter().GetResult();
+        }
+    }
 
     /// <summary>Every node the cluster has known, alive or dead.</summary>
     public static IReadOnlyList<NodeDescription> Nodes() =>

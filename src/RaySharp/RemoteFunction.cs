@@ -90,10 +90,10 @@ public abstract class RemoteFunctionBase
 
     private protected ObjectRef<TResult> Submit<TResult>(params Task<ByteString>[] args)
     {
-        var session = Ray.DriverSessionForSubmit();
+        var (jobId, submitter) = Ray.SubmitContext();
         var request = new PushTaskRequest
         {
-            JobId = session.JobId,
+            JobId = jobId,
             TaskId = UniqueId.New(),
             Function = Descriptor,
             Name = Options.Name ?? DisplayName(Descriptor.Method),
@@ -101,22 +101,22 @@ public abstract class RemoteFunctionBase
         var shape = Options.Shape();
         var strategy = Options.Strategy.ToProto();
         var reply = args.All(a => a.IsCompletedSuccessfully)
-            ? SubmitNow(session, request, shape, strategy, Options.MaxRetries, args)
-            : SubmitWhenReadyAsync(session, request, shape, strategy, Options.MaxRetries, args);
+            ? SubmitNow(submitter, request, shape, strategy, Options.MaxRetries, args)
+            : SubmitWhenReadyAsync(submitter, request, shape, strategy, Options.MaxRetries, args);
         return new ObjectRef<TResult>(request.TaskId, ObjectRef<TResult>.FromReply(reply));
     }
 
-    private static Task<PushTaskReply> SubmitNow(DriverSession session, PushTaskRequest request, Dictionary<string, double> shape, Rpc.Protocol.SchedulingStrategy strategy, int maxRetries, Task<ByteString>[] args)
+    private static Task<PushTaskReply> SubmitNow(CoreWorker.Submission.TaskSubmitter submitter, PushTaskRequest request, Dictionary<string, double> shape, Rpc.Protocol.SchedulingStrategy strategy, int maxRetries, Task<ByteString>[] args)
     {
         foreach (var a in args) request.Args.Add(a.Result);
-        return session.Submitter.SubmitAsync(request, shape, strategy, maxRetries);
+        return submitter.SubmitAsync(request, shape, strategy, maxRetries);
     }
 
     /// <summary>A task with references among its arguments is scheduled once they are all ready; a failed one fails it too.</summary>
-    private static async Task<PushTaskReply> SubmitWhenReadyAsync(DriverSession session, PushTaskRequest request, Dictionary<string, double> shape, Rpc.Protocol.SchedulingStrategy strategy, int maxRetries, Task<ByteString>[] args)
+    private static async Task<PushTaskReply> SubmitWhenReadyAsync(CoreWorker.Submission.TaskSubmitter submitter, PushTaskRequest request, Dictionary<string, double> shape, Rpc.Protocol.SchedulingStrategy strategy, int maxRetries, Task<ByteString>[] args)
     {
         foreach (var a in args) request.Args.Add(await a.ConfigureAwait(false));
-        return await session.Submitter.SubmitAsync(request, shape, strategy, maxRetries).ConfigureAwait(false);
+        return await submitter.SubmitAsync(request, shape, strategy, maxRetries).ConfigureAwait(false);
     }
 }
 

@@ -2,7 +2,8 @@
 using RaySharp;
 
 var scenario = args[0];
-using var ray = Ray.Init(args.Length > 1 ? args[1] : null);
+// The nested scenario runs on a single CPU: it only finishes if a worker blocked in Get lends its CPU back.
+using var ray = Ray.Init(args.Length > 1 ? args[1] : null, scenario == "nested" ? new RayInitOptions { NumCpus = 1 } : null);
 switch (scenario)
 {
     case "types":
@@ -105,6 +106,17 @@ switch (scenario)
         var many = Enumerable.Range(0, 10_000).Select(i => Ray.Task(static (int x) => x).Remote(i)).ToList();
         Console.WriteLine($"many {Ray.Get(many).Length} sum {Ray.Get(many).Sum(x => (long)x)}");
         break;
+    case "nested":
+        Console.WriteLine("nested " + Ray.Get(Ray.Task<int, int>(SumOfSquares).Remote(5)));
+        try
+        {
+            Ray.Get(Ray.Task<int, int>(Outer).Remote(1));
+        }
+        catch (RayTaskException e)
+        {
+            Console.WriteLine($"nested-error {e.RemoteExceptionType} | inner: {e.Message.Contains("inner failure")} {e.Message.Contains("System.ArgumentOutOfRangeException")}");
+        }
+        break;
     case "output":
         Console.WriteLine("chatty returned " + Ray.Get(Ray.Task<int, int>(Chatty).Remote(2)));
         break;
@@ -152,6 +164,11 @@ static string CrashOnce(string marker)
     File.Delete(marker);
     return "after a crash";
 }
+static int SumOfSquares(int n) => Ray.Get(Enumerable.Range(1, n).Select(i => Ray.Task<int, int>(Square).Remote(i))).Sum();
+static int Square(int x) => x * x;
+static int Outer(int x) => Ray.Get(Ray.Task<int, int>(Middle).Remote(x));
+static int Middle(int x) => Ray.Get(Ray.Task<int, int>(Inner).Remote(x));
+static int Inner(int x) => throw new ArgumentOutOfRangeException(nameof(x), "inner failure");
 static int Chatty(int lines)
 {
     for (var i = 0; i < lines; i++) Console.WriteLine($"hello {i} from a task");

@@ -61,6 +61,17 @@ public sealed class RemoteTaskTests : IDisposable
     }
 
     [Fact]
+    public async Task NestedTasksDoNotDeadlockASingleCpuNodeAndErrorsPropagateTwoLevels()
+    {
+        var run = await Cli.RunProgramAsync(_net[0], Driver, "nested");
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Contains("nested 55", run.Stdout);
+        // Driver -> Outer -> Middle -> Inner throws: the driver sees the chain, with the original type and message.
+        Assert.Contains("nested-error RaySharp.RayTaskException | inner: True True", run.Stdout);
+        Assert.Empty(_net[0].Pids());
+    }
+
+    [Fact]
     public async Task TaskOutputReachesTheDriverPrefixedWithItsWorker()
     {
         var run = await Cli.RunProgramAsync(_net[0], Driver, "output");

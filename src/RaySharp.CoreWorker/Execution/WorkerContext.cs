@@ -8,6 +8,12 @@ internal sealed record WorkerContext(string NodeId, string NodeIpAddress, string
 {
     public static WorkerContext? Current { get; set; }
 
+    /// <summary>Submits tasks from inside a task (nested tasks), through this worker's raylet.</summary>
+    public Submission.TaskSubmitter? Submitter { get; init; }
+
+    /// <summary>Tells the raylet this worker is blocked waiting for other tasks (true) or running again (false).</summary>
+    public Func<bool, Task>? NotifyBlocked { get; init; }
+
     private static readonly AsyncLocal<string?> s_jobId = new();
     private static readonly AsyncLocal<string?> s_taskId = new();
 

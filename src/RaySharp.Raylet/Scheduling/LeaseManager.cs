@@ -26,7 +26,13 @@ internal sealed partial class LeaseManager
     private readonly Dictionary<string, Dictionary<string, double>> _spilledSinceRefresh = new(StringComparer.Ordinal);
     private long _nextLease;
 
-    private sealed record Lease(string LeaseId, WorkerHandle Worker, IReadOnlyDictionary<string, double> Resources);
+    private sealed record Lease(string LeaseId, WorkerHandle Worker, IReadOnlyDictionary<string, double> Resources)
+    {
+        /// <summary>True while the worker is blocked in Get and has lent its CPUs back.</summary>
+        public bool Blocked { get; set; }
+
+        public Dictionary<string, double> Cpus => Resources.Where(r => r.Key == ResourceSet.Cpu).ToDictionary(r => r.Key, r => r.Value);
+    }
 
     private sealed class PendingLease(RequestWorkerLeaseRequest request)
     {
@@ -96,13 +102,33 @@ internal sealed partial class LeaseManager
         return pending.Reply.Task;
     }
 
+    /// <summary>
+    /// A leased worker blocked in Get lends its CPUs back (so the tasks it waits for can run here) and takes them again
+    /// when it unblocks, even if that briefly oversubscribes the node, as Ray does.
+    /// </summary>
+    public bool SetBlocked(string workerId, bool blocked)
+    {
+        lock (_gate)
+        {
+            var lease = _leases.Values.FirstOrDefault(l => l.Worker.WorkerId == workerId);
+            if (lease is null) return false;
+            if (lease.Blocked == blocked) return true;
+            lease.Blocked = blocked;
+            if (blocked) ResourceSet.Add(_available, lease.Cpus, _total);
+            else ResourceSet.Subtract(_available, lease.Cpus);
+        }
+        Changed?.Invoke();
+        if (blocked) Dispatch();
+        return true;
+    }
+
     public bool Return(string leaseId, bool disconnect)
     {
         Lease? lease;
         lock (_gate)
         {
             if (!_leases.Remove(leaseId, out lease)) return false;
-            ResourceSet.Add(_available, lease.Resources, _total);
+            ResourceSet.Add(_available, lease.Blocked ? lease.Resources.Where(r => r.Key != ResourceSet.Cpu).ToDictionary(r => r.Key, r => r.Value) : lease.Resources, _total);
         }
         LogReturned(_logger, leaseId, lease.Worker.WorkerId);
         _pool.Return(lease.Worker, disconnect);
@@ -123,7 +149,7 @@ internal sealed partial class LeaseManager
             if (worker.LeaseId is { } id && _leases.Remove(id, out var lease))
             {
                 // The lessee learns of the death when its push to the worker fails; the resources come back now.
-                ResourceSet.Add(_available, lease.Resources, _total);
+                ResourceSet.Add(_available, lease.Blocked ? lease.Resources.Where(r => r.Key != ResourceSet.Cpu).ToDictionary(r => r.Key, r => r.Value) : lease.Resources, _total);
             }
         }
         Changed?.Invoke();

@@ -27,6 +27,13 @@ internal sealed class NodeManagerServiceImpl(RayletOptions options, WorkerPool.W
         return Task.FromResult(new ReturnWorkerReply());
     }
 
+    public override Task<NotifyWorkerBlockedReply> NotifyWorkerBlocked(NotifyWorkerBlockedRequest request, ServerCallContext context)
+    {
+        if (!leases.SetBlocked(request.WorkerId, request.Blocked))
+            throw new RpcException(new Status(StatusCode.NotFound, $"worker {request.WorkerId} holds no lease on this node"));
+        return Task.FromResult(new NotifyWorkerBlockedReply());
+    }
+
     public override Task<GetNodeStatsReply> GetNodeStats(GetNodeStatsRequest request, ServerCallContext context)
     {
         var reply = new GetNodeStatsReply { NodeId = options.NodeId };
