@@ -66,6 +66,8 @@ switch (scenario)
         var gpu = new TaskOptions { NumGpus = 1 };
         var onGpu = Ray.Get(Enumerable.Range(0, 10).Select(_ => Ray.Task(NodeIp, gpu).Remote())).ToHashSet();
         Console.WriteLine("gpu " + string.Join(",", onGpu));
+        Console.WriteLine("cuda " + string.Join(",", Ray.Get(Enumerable.Range(0, 4).Select(_ => Ray.Task(VisibleGpus, gpu).Remote())).ToHashSet()));
+        Console.WriteLine("cuda-none [" + Ray.Get(Ray.Task(VisibleGpus).Remote()) + "]");
         break;
     case "objects":
         var put = Ray.Put(41);
@@ -154,6 +156,7 @@ static async Task<int> SquareLaterAsync(int x)
     return x * x;
 }
 static string NodeIp() => Ray.NodeIpAddress;
+static string VisibleGpus() => Environment.GetEnvironmentVariable("CUDA_VISIBLE_DEVICES") ?? "";
 static string CrashOnce(string marker)
 {
     if (!File.Exists(marker))

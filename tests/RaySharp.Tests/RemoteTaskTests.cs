@@ -154,6 +154,9 @@ public sealed class RemoteTaskTests : IDisposable
         Assert.True(run.ExitCode == 0, run.ToString());
         Assert.Contains($"special {_net[1].Ip}\n", run.Stdout);
         Assert.Contains($"gpu {_net[2].Ip}\n", run.Stdout);
+        // The one GPU of that node, by index, to every task that asked for it; none to tasks that did not.
+        Assert.Contains("cuda 0\n", run.Stdout);
+        Assert.Contains("cuda-none []", run.Stdout);
 
         foreach (var host in _net.Hosts.Reverse()) await ClusterAssertions.StopAndAssertCleanAsync(host);
     }

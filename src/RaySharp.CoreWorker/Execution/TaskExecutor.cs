@@ -91,6 +91,8 @@ internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient 
 
             WorkerContext.CurrentJobId = request.JobId;
             WorkerContext.CurrentTaskId = request.TaskId;
+            // Tasks run one at a time per worker, so the process environment can carry the lease's GPUs, as in Ray.
+            Environment.SetEnvironmentVariable("CUDA_VISIBLE_DEVICES", request.GpuIds.Count > 0 ? string.Join(",", request.GpuIds) : null);
             output = TaskOutputCapture.Begin();
             var result = invoker.Invoke(target, args.AsSpan());
             var resultType = method.ReturnType;

@@ -96,8 +96,9 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
         public int Attempts { get; set; }
     }
 
-    private sealed class LeasedWorker(string leaseId, string rayletAddress, WorkerAddress address, FramedConnection connection)
+    private sealed class LeasedWorker(string leaseId, string rayletAddress, WorkerAddress address, FramedConnection connection, IReadOnlyList<int>? gpuIds = null)
     {
+        public IReadOnlyList<int> GpuIds { get; } = gpuIds ?? [];
         public string LeaseId { get; } = leaseId;
         public string RayletAddress { get; } = rayletAddress;
         public WorkerAddress Address { get; } = address;
@@ -160,6 +161,8 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
         task.Attempts++;
         try
         {
+            task.Request.GpuIds.Clear();
+            task.Request.GpuIds.Add(worker.GpuIds);
             var bytes = await worker.Connection.CallAsync(FramedMethods.PushTask, task.Request.ToByteArray()).ConfigureAwait(false);
             var reply = PushTaskReply.Parser.ParseFrom(bytes);
             if (_output is not null) PrintOutput(task.Request.Name, reply);
@@ -247,7 +250,7 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
                         await ReturnAsync(new LeasedWorker(reply.LeaseId, raylet, address, null!), disconnect: true, closeConnection: false).ConfigureAwait(false);
                         continue;
                     }
-                    var leased = new LeasedWorker(reply.LeaseId, raylet, address, connection);
+                    var leased = new LeasedWorker(reply.LeaseId, raylet, address, connection, reply.GpuIds.ToList());
                     lock (_gate)
                     {
                         shape.Leasing--;

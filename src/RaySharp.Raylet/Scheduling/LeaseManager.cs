@@ -25,8 +25,10 @@ internal sealed partial class LeaseManager
     // of requests spreads over the cluster instead of all following one stale view to the same node.
     private readonly Dictionary<string, Dictionary<string, double>> _spilledSinceRefresh = new(StringComparer.Ordinal);
     private long _nextLease;
+    // GPU indices not held by a lease; a lease asking for n GPUs (rounded up) gets n of them.
+    private readonly SortedSet<int> _freeGpus;
 
-    private sealed record Lease(string LeaseId, WorkerHandle Worker, IReadOnlyDictionary<string, double> Resources)
+    private sealed record Lease(string LeaseId, WorkerHandle Worker, IReadOnlyDictionary<string, double> Resources, IReadOnlyList<int> GpuIds)
     {
         /// <summary>True while the worker is blocked in Get and has lent its CPUs back.</summary>
         public bool Blocked { get; set; }
@@ -50,6 +52,7 @@ internal sealed partial class LeaseManager
         _logger = logger;
         _total = new Dictionary<string, double>(options.Resources, StringComparer.Ordinal);
         _available = new Dictionary<string, double>(options.Resources, StringComparer.Ordinal);
+        _freeGpus = new SortedSet<int>(Enumerable.Range(0, (int)Math.Floor(options.Resources.GetValueOrDefault(ResourceSet.Gpu))));
         pool.WorkerAvailable += Dispatch;
         pool.WorkerExited += OnWorkerExited;
     }
@@ -128,6 +131,7 @@ internal sealed partial class LeaseManager
         lock (_gate)
         {
             if (!_leases.Remove(leaseId, out lease)) return false;
+            _freeGpus.UnionWith(lease.GpuIds);
             ResourceSet.Add(_available, lease.Blocked ? lease.Resources.Where(r => r.Key != ResourceSet.Cpu).ToDictionary(r => r.Key, r => r.Value) : lease.Resources, _total);
         }
         LogReturned(_logger, leaseId, lease.Worker.WorkerId);
@@ -148,6 +152,7 @@ internal sealed partial class LeaseManager
         {
             if (worker.LeaseId is { } id && _leases.Remove(id, out var lease))
             {
+                _freeGpus.UnionWith(lease.GpuIds);
                 // The lessee learns of the death when its push to the worker fails; the resources come back now.
                 ResourceSet.Add(_available, lease.Blocked ? lease.Resources.Where(r => r.Key != ResourceSet.Cpu).ToDictionary(r => r.Key, r => r.Value) : lease.Resources, _total);
             }
@@ -200,10 +205,12 @@ internal sealed partial class LeaseManager
                             continue;
                         }
                         ResourceSet.Subtract(_available, p.Shape);
-                        _leases[leaseId] = new Lease(leaseId, worker, p.Shape);
+                        var gpuIds = _freeGpus.Take((int)Math.Ceiling(p.Shape.GetValueOrDefault(ResourceSet.Gpu))).ToList();
+                        foreach (var id in gpuIds) _freeGpus.Remove(id);
+                        _leases[leaseId] = new Lease(leaseId, worker, p.Shape, gpuIds);
                         _queue.RemoveAt(i--);
                         changed = true;
-                        completions.Add((p, new RequestWorkerLeaseReply
+                        var granted = new RequestWorkerLeaseReply
                         {
                             LeaseId = leaseId,
                             WorkerAddress = new WorkerAddress
@@ -214,7 +221,9 @@ internal sealed partial class LeaseManager
                                 WorkerId = worker.WorkerId,
                                 Pid = worker.Pid,
                             },
-                        }));
+                        };
+                        granted.GpuIds.Add(gpuIds);
+                        completions.Add((p, granted));
                         break;
                     case PlacementKind.Local:
                         if (p.Infeasible) changed = true;
