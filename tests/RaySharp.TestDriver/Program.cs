@@ -19,6 +19,9 @@ switch (scenario)
         Console.WriteLine("async " + Ray.Get(Ray.Task<int, int>(SquareLaterAsync).Remote(9)));
         Console.WriteLine("await " + await Ray.Task<int, int, int>(Add).Remote(1, 2));
         Console.WriteLine("zero-arg " + Ray.Get(Ray.Task(NodeIp).Remote()));
+        // Method groups with parameters, typed by the generated overloads: no type arguments.
+        Console.WriteLine("method-group " + Ray.Get(Ray.Task(Add).Remote(40, 2)) + " " + Ray.Get(Ray.Task(Move).Remote(new Point(0, 0, "g"), 1)));
+        Console.WriteLine("method-group-async " + Ray.Get(Ray.Task(SquareLaterAsync).Remote(3)));
         break;
     case "errors":
         try

@@ -106,6 +106,8 @@ public sealed class RemoteTaskTests : IDisposable
         Assert.Contains("async 81", lines);
         Assert.Contains("await 3", lines);
         Assert.Contains($"zero-arg {_net[0].Ip}", lines);
+        Assert.Contains("method-group 42 Point { X = 1, Y = 1, Label = g }", lines);
+        Assert.Contains("method-group-async 9", lines);
         Assert.Empty(_net[0].Pids());
     }
 
