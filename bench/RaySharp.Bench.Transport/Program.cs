@@ -31,14 +31,14 @@ try
     Console.WriteLine($"Transport round trips between two processes on loopback ({Environment.ProcessorCount} cores), {duration.TotalSeconds:0} s each after {warmup.TotalSeconds:0.#} s warm-up, 16-byte payload");
     Console.WriteLine($"{"transport",-44} {"calls/s",12}");
     Report("gRPC unary, one at a time", await Measure(async () => { await client.EchoAsync(new EchoMessage { Payload = payload }); return 1; }));
-    Report("gRPC unary, 1000 in flight", await MeasurePipelinedUnary(client, payload));
+    Report("gRPC unary, 1000 in flight", await MeasureConcurrent(async () => await client.EchoAsync(new EchoMessage { Payload = payload })));
     Report("gRPC bidi stream, one at a time", await MeasureStream(client, payload, 1));
     Report($"gRPC bidi stream, {InFlight} in flight", await MeasureStream(client, payload, InFlight));
     await using (var framed = await FramedClient.ConnectAsync("127.0.0.1", grpcPort, new RpcSecurityOptions()))
     {
         var bytes = payload.ToByteArray();
         Report("RaySharp framed (RpcServer port), one at a time", await Measure(async () => { await framed.CallAsync(1, bytes); return 1; }));
-        Report($"RaySharp framed (RpcServer port), {InFlight} in flight", await MeasurePipelinedFramed(framed, bytes));
+        Report($"RaySharp framed (RpcServer port), {InFlight} in flight", await MeasureConcurrent(() => framed.CallAsync(1, bytes)));
     }
     Report("TCP length-prefixed (Pipelines), one at a time", await MeasureTcp(tcpPort, 1));
     Report($"TCP length-prefixed (Pipelines), {InFlight} in flight", await MeasureTcp(tcpPort, InFlight));
@@ -61,30 +61,8 @@ async Task<double> Measure(Func<Task<int>> op)
     return n / sw.Elapsed.TotalSeconds;
 }
 
-async Task<double> MeasurePipelinedUnary(EchoService.EchoServiceClient c, ByteString p)
-{
-    async Task<long> Run(TimeSpan span)
-    {
-        long n = 0;
-        var sw = Stopwatch.StartNew();
-        var workers = Enumerable.Range(0, InFlight).Select(async _ =>
-        {
-            while (sw.Elapsed < span)
-            {
-                await c.EchoAsync(new EchoMessage { Payload = p });
-                Interlocked.Increment(ref n);
-            }
-        });
-        await Task.WhenAll(workers);
-        return n;
-    }
-    await Run(warmup);
-    var timer = Stopwatch.StartNew();
-    var count = await Run(duration);
-    return count / timer.Elapsed.TotalSeconds;
-}
-
-async Task<double> MeasurePipelinedFramed(FramedConnection connection, byte[] p)
+// InFlight concurrent callers, each issuing calls back to back: calls per second over the run.
+async Task<double> MeasureConcurrent(Func<Task> call)
 {
     async Task<long> Run(TimeSpan span)
     {
@@ -94,7 +72,7 @@ async Task<double> MeasurePipelinedFramed(FramedConnection connection, byte[] p)
         {
             while (sw.Elapsed < span)
             {
-                await connection.CallAsync(1, p);
+                await call();
                 Interlocked.Increment(ref n);
             }
         }));

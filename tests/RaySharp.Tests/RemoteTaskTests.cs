@@ -10,15 +10,25 @@ public sealed class RemoteTaskTests : IDisposable
 
     public void Dispose() => _net.Dispose();
 
+    /// <summary>A head and two worker nodes started with the CLI, each with its own flags.</summary>
+    private async Task StartClusterAsync(string[] head, string[] worker1, string[] worker2)
+    {
+        var started = await Cli.RunAsync(_net[0], ["start", "--head", .. head]);
+        Assert.True(started.ExitCode == 0, started.ToString());
+        foreach (var (host, flags) in new[] { (_net[1], worker1), (_net[2], worker2) })
+        {
+            var joined = await Cli.RunAsync(host, ["start", $"--address={_net[0].Ip}:6379", .. flags]);
+            Assert.True(joined.ExitCode == 0, joined.ToString());
+        }
+        // Spillback decisions use each raylet's view of the others, refreshed every second.
+        await Task.Delay(TimeSpan.FromSeconds(1.5));
+    }
+
     [Fact]
     public async Task TheOverviewProgramSeesEveryNodeOfAThreeNodeCluster()
     {
         var head = _net[0];
-        Assert.Equal(0, (await Cli.RunAsync(head, "start", "--head", "--num-cpus=2")).ExitCode);
-        Assert.Equal(0, (await Cli.RunAsync(_net[1], "start", $"--address={head.Ip}:6379", "--num-cpus=2")).ExitCode);
-        Assert.Equal(0, (await Cli.RunAsync(_net[2], "start", $"--address={head.Ip}:6379", "--num-cpus=2")).ExitCode);
-        // Spillback decisions use each raylet's view of the others, refreshed every second.
-        await Task.Delay(TimeSpan.FromSeconds(1.5));
+        await StartClusterAsync(["--num-cpus=2"], ["--num-cpus=2"], ["--num-cpus=2"]);
 
         var run = await Cli.RunProgramAsync(head, "NodeIps", "auto");
         Assert.True(run.ExitCode == 0, run.ToString());
@@ -33,10 +43,7 @@ public sealed class RemoteTaskTests : IDisposable
     public async Task SpreadUsesEveryNodeAndNodeAffinityPinsTasksToOne()
     {
         var head = _net[0];
-        Assert.Equal(0, (await Cli.RunAsync(head, "start", "--head", "--num-cpus=2")).ExitCode);
-        Assert.Equal(0, (await Cli.RunAsync(_net[1], "start", $"--address={head.Ip}:6379", "--num-cpus=2")).ExitCode);
-        Assert.Equal(0, (await Cli.RunAsync(_net[2], "start", $"--address={head.Ip}:6379", "--num-cpus=2")).ExitCode);
-        await Task.Delay(TimeSpan.FromSeconds(1.5));
+        await StartClusterAsync(["--num-cpus=2"], ["--num-cpus=2"], ["--num-cpus=2"]);
 
         var run = await Cli.RunProgramAsync(head, Driver, "spread", "auto");
         Assert.True(run.ExitCode == 0, run.ToString());
@@ -147,10 +154,7 @@ public sealed class RemoteTaskTests : IDisposable
     public async Task TasksRunWhereTheirCustomResourcesAndGpusAre()
     {
         var head = _net[0];
-        Assert.Equal(0, (await Cli.RunAsync(head, "start", "--head", "--num-cpus=1")).ExitCode);
-        Assert.Equal(0, (await Cli.RunAsync(_net[1], "start", $"--address={head.Ip}:6379", "--num-cpus=1", "--resources", "{\"special\": 1}")).ExitCode);
-        Assert.Equal(0, (await Cli.RunAsync(_net[2], "start", $"--address={head.Ip}:6379", "--num-cpus=1", "--num-gpus=1")).ExitCode);
-        await Task.Delay(TimeSpan.FromSeconds(1.5));
+        await StartClusterAsync(["--num-cpus=1"], ["--num-cpus=1", "--resources", "{\"special\": 1}"], ["--num-cpus=1", "--num-gpus=1"]);
 
         var run = await Cli.RunProgramAsync(head, Driver, "placement", "auto");
         Assert.True(run.ExitCode == 0, run.ToString());
