@@ -3,7 +3,7 @@ using RaySharp;
 
 var scenario = args[0];
 // The nested scenario runs on a single CPU: it only finishes if a worker blocked in Get lends its CPU back.
-using var ray = Ray.Init(args.Length > 1 ? args[1] : null, scenario == "nested" ? new RayInitOptions { NumCpus = 1 } : null);
+using var ray = Ray.Init(args.Length > 1 && args[1] != "embedded" ? args[1] : null, scenario == "nested" ? new RayInitOptions { NumCpus = 1 } : null);
 switch (scenario)
 {
     case "types":
@@ -122,6 +122,10 @@ switch (scenario)
             Console.WriteLine($"nested-error {e.RemoteExceptionType} | inner: {e.Message.Contains("inner failure")} {e.Message.Contains("System.ArgumentOutOfRangeException")}");
         }
         break;
+    case "stream":
+        // Returns only once the test has seen this task's first line on the driver's console: output must stream.
+        Console.WriteLine("stream done " + Ray.Get(Ray.Task<string, int>(WaitForFile).Remote(args[2])));
+        break;
     case "output":
         Console.WriteLine("chatty returned " + Ray.Get(Ray.Task<int, int>(Chatty).Remote(2)));
         break;
@@ -175,6 +179,13 @@ static int Square(int x) => x * x;
 static int Outer(int x) => Ray.Get(Ray.Task<int, int>(Middle).Remote(x));
 static int Middle(int x) => Ray.Get(Ray.Task<int, int>(Inner).Remote(x));
 static int Inner(int x) => throw new ArgumentOutOfRangeException(nameof(x), "inner failure");
+static int WaitForFile(string path)
+{
+    Console.WriteLine("waiting for " + path);
+    while (!File.Exists(path)) Thread.Sleep(50);
+    Console.WriteLine("released");
+    return 1;
+}
 static int Chatty(int lines)
 {
     for (var i = 0; i < lines; i++) Console.WriteLine($"hello {i} from a task");

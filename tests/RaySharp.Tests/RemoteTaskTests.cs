@@ -90,6 +90,29 @@ public sealed class RemoteTaskTests : IDisposable
     }
 
     [Fact]
+    public async Task TaskOutputIsStreamedWhileTheTaskRuns()
+    {
+        var signal = Path.Combine(_net[0].TempDir, "release-" + Guid.NewGuid().ToString("N"));
+        using var driver = Cli.StartDllBackground(Cli.ProgramDll(Driver), _net[0], "stream", "embedded", signal);
+        // The task waits for the signal file; the test writes it only after the task's first line reached the driver.
+        var seen = new List<string>();
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (!seen.Any(l => l.Contains("waiting for")))
+        {
+            var line = await driver.StandardOutput.ReadLineAsync().WaitAsync(deadline - DateTime.UtcNow)
+                ?? throw new InvalidOperationException("driver exited: " + string.Join("\n", seen) + await driver.StandardError.ReadToEndAsync());
+            seen.Add(line);
+        }
+        Assert.Matches($@"^\(WaitForFile pid=\d+, ip={_net[0].Ip.Replace(".", @"\.")}\) waiting for ", seen[^1]);
+        await File.WriteAllTextAsync(signal, "go");
+        var rest = await driver.StandardOutput.ReadToEndAsync().WaitAsync(TimeSpan.FromSeconds(60));
+        Assert.Contains(") released", rest);
+        Assert.Contains("stream done 1", rest);
+        Assert.True(driver.WaitForExit(TimeSpan.FromSeconds(30)));
+        Assert.Equal(0, driver.ExitCode);
+    }
+
+    [Fact]
     public async Task TenThousandTasksQueuedOnOneNodeAllComplete()
     {
         var run = await Cli.RunProgramAsync(_net[0], Driver, "many");

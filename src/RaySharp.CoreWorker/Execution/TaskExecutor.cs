@@ -22,20 +22,22 @@ internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient 
     // Tasks pushed ahead (pipelined by the lessee) wait here and run one at a time, in arrival order: a worker is
     // leased for one task's resources. A task that finds the worker free runs at once, with no queue hop.
     private readonly Lock _gate = new();
-    private readonly Queue<(PushTaskRequest Request, TaskCompletionSource<PushTaskReply> Reply)> _waiting = new();
+    private readonly Queue<(PushTaskRequest Request, FramedConnection? Submitter, TaskCompletionSource<PushTaskReply> Reply)> _waiting = new();
     private bool _busy;
 
     public async ValueTask<ReadOnlyMemory<byte>> HandleAsync(int method, byte[] payload, CancellationToken cancellationToken)
     {
         if (method != FramedMethods.PushTask) throw new NotSupportedException($"method {method} is not served by a worker");
         var request = PushTaskRequest.Parser.ParseFrom(payload);
+        // The task's output streams back over the connection that pushed it.
+        var submitter = FramedConnection.Current;
         TaskCompletionSource<PushTaskReply>? queued = null;
         lock (_gate)
         {
             if (_busy)
             {
                 queued = new TaskCompletionSource<PushTaskReply>(TaskCreationOptions.RunContinuationsAsynchronously);
-                _waiting.Enqueue((request, queued));
+                _waiting.Enqueue((request, submitter, queued));
             }
             else
             {
@@ -46,7 +48,7 @@ internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient 
         if (queued is null)
         {
             // Off the connection's read loop: user code may block.
-            reply = await Task.Run(() => ExecuteAsync(request), CancellationToken.None).ConfigureAwait(false);
+            reply = await Task.Run(() => ExecuteAsync(request, submitter), CancellationToken.None).ConfigureAwait(false);
             RunNext();
         }
         else
@@ -58,7 +60,7 @@ internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient 
 
     private void RunNext()
     {
-        (PushTaskRequest Request, TaskCompletionSource<PushTaskReply> Reply) next;
+        (PushTaskRequest Request, FramedConnection? Submitter, TaskCompletionSource<PushTaskReply> Reply) next;
         lock (_gate)
         {
             if (!_waiting.TryDequeue(out next))
@@ -69,14 +71,13 @@ internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient 
         }
         _ = Task.Run(async () =>
         {
-            next.Reply.TrySetResult(await ExecuteAsync(next.Request).ConfigureAwait(false));
+            next.Reply.TrySetResult(await ExecuteAsync(next.Request, next.Submitter).ConfigureAwait(false));
             RunNext();
         });
     }
 
-    private async Task<PushTaskReply> ExecuteAsync(PushTaskRequest request)
+    private async Task<PushTaskReply> ExecuteAsync(PushTaskRequest request, FramedConnection? submitter)
     {
-        (System.Text.StringBuilder Out, System.Text.StringBuilder Error)? output = null;
         try
         {
             var code = await _jobs.GetOrAdd(request.JobId, jobId => new Lazy<Task<JobAssemblyLoadContext>>(
@@ -93,7 +94,14 @@ internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient 
             WorkerContext.CurrentTaskId = request.TaskId;
             // Tasks run one at a time per worker, so the process environment can carry the lease's GPUs, as in Ray.
             Environment.SetEnvironmentVariable("CUDA_VISIBLE_DEVICES", request.GpuIds.Count > 0 ? string.Join(",", request.GpuIds) : null);
-            output = TaskOutputCapture.Begin();
+            TaskOutputCapture.Begin((text, isError) => submitter?.Notify(FramedMethods.TaskOutput, new TaskOutput
+            {
+                TaskName = request.Name,
+                Pid = Environment.ProcessId,
+                NodeIpAddress = options.NodeIpAddress,
+                IsStderr = isError,
+                Text = text,
+            }.ToByteArray()));
             var result = invoker.Invoke(target, args.AsSpan());
             var resultType = method.ReturnType;
             switch (result)
@@ -127,13 +135,13 @@ internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient 
                     break;
             }
             var bytes = resultType == typeof(void) ? ValueSerializer.Serialize<object?>(null) : ValueSerializer.Serialize(resultType, result);
-            return WithOutput(new PushTaskReply { Result = ByteString.CopyFrom(bytes) }, output);
+            return new PushTaskReply { Result = ByteString.CopyFrom(bytes) };
         }
         catch (Exception e)
         {
             var error = e is TargetInvocationException { InnerException: { } inner } ? inner : e;
             LogTaskFailed(logger, request.TaskId, error.GetType().Name, error.Message);
-            return WithOutput(new PushTaskReply
+            return new PushTaskReply
             {
                 Error = new TaskError
                 {
@@ -144,25 +152,13 @@ internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient 
                     WorkerId = options.WorkerId,
                     Pid = Environment.ProcessId,
                 },
-            }, output);
+            };
         }
         finally
         {
             WorkerContext.CurrentTaskId = null;
             TaskOutputCapture.End();
         }
-    }
-
-    private PushTaskReply WithOutput(PushTaskReply reply, (System.Text.StringBuilder Out, System.Text.StringBuilder Error)? output)
-    {
-        reply.Pid = Environment.ProcessId;
-        reply.NodeIpAddress = options.NodeIpAddress;
-        if (output is { } o)
-        {
-            lock (o.Out) reply.Stdout = o.Out.ToString();
-            lock (o.Error) reply.Stderr = o.Error.ToString();
-        }
-        return reply;
     }
 
     [LoggerMessage(EventId = 610, Level = LogLevel.Information, Message = "Task {TaskId} failed: {Type}: {Message}")]

@@ -3,15 +3,23 @@ using System.Text;
 namespace RaySharp.CoreWorker.Execution;
 
 /// <summary>
-/// Console.Out and Console.Error of a worker process: what a task writes goes to that task's buffer (per async flow,
-/// so it follows the task across awaits) and back to its driver with the reply; anything else goes to the worker's log.
+/// Console.Out and Console.Error of a worker process. What a task writes (per async flow, so it follows the task across
+/// awaits) is handed, a whole line at a time, to that task's sink, which streams it to the task's submitter while the
+/// task runs; anything written outside a task goes to the worker's log.
 /// </summary>
-internal sealed class TaskOutputCapture(TextWriter log) : TextWriter
+internal sealed class TaskOutputCapture(TextWriter log, bool isError) : TextWriter
 {
-    private static readonly AsyncLocal<(StringBuilder Out, StringBuilder Error)?> s_current = new();
-    private readonly bool _isError;
+    /// <summary>Receives whole lines (without the final newline) and whether they came from Console.Error.</summary>
+    public delegate void Sink(string text, bool isError);
 
-    private TaskOutputCapture(TextWriter log, bool isError) : this(log) => _isError = isError;
+    private sealed class Capture(Sink sink)
+    {
+        public Sink Sink { get; } = sink;
+        public StringBuilder Out { get; } = new();
+        public StringBuilder Error { get; } = new();
+    }
+
+    private static readonly AsyncLocal<Capture?> s_current = new();
 
     public override Encoding Encoding => log.Encoding;
 
@@ -22,34 +30,53 @@ internal sealed class TaskOutputCapture(TextWriter log) : TextWriter
         Console.SetError(TextWriter.Synchronized(new TaskOutputCapture(Console.Error, isError: true)));
     }
 
-    /// <summary>Starts capturing for the current flow (a task); the returned buffers collect its output.</summary>
-    public static (StringBuilder Out, StringBuilder Error) Begin()
+    /// <summary>Starts capturing for the current flow (a task).</summary>
+    public static void Begin(Sink sink) => s_current.Value = new Capture(sink);
+
+    /// <summary>Sends what is left of an unfinished line and stops capturing.</summary>
+    public static void End()
     {
-        var buffers = (new StringBuilder(), new StringBuilder());
-        s_current.Value = buffers;
-        return buffers;
+        if (s_current.Value is { } capture)
+        {
+            foreach (var (buffer, error) in new[] { (capture.Out, false), (capture.Error, true) })
+            {
+                string rest;
+                lock (buffer)
+                {
+                    rest = buffer.ToString();
+                    buffer.Clear();
+                }
+                if (rest.Length > 0) capture.Sink(rest, error);
+            }
+        }
+        s_current.Value = null;
     }
 
-    public static void End() => s_current.Value = null;
+    public override void Write(char value) => Write(value.ToString());
 
-    private StringBuilder? Target => s_current.Value is { } b ? (_isError ? b.Error : b.Out) : null;
-
-    public override void Write(char value)
-    {
-        if (Target is { } t) lock (t) t.Append(value);
-        else log.Write(value);
-    }
+    public override void Write(char[] buffer, int index, int count) => Write(new string(buffer, index, count));
 
     public override void Write(string? value)
     {
-        if (Target is { } t) lock (t) t.Append(value);
-        else log.Write(value);
-    }
-
-    public override void Write(char[] buffer, int index, int count)
-    {
-        if (Target is { } t) lock (t) t.Append(buffer, index, count);
-        else log.Write(buffer, index, count);
+        if (value is null) return;
+        if (s_current.Value is not { } capture)
+        {
+            log.Write(value);
+            return;
+        }
+        var buffer = isError ? capture.Error : capture.Out;
+        string? lines = null;
+        lock (buffer)
+        {
+            buffer.Append(value);
+            var end = buffer.ToString().LastIndexOf('\n');
+            if (end >= 0)
+            {
+                lines = buffer.ToString(0, end);
+                buffer.Remove(0, end + 1);
+            }
+        }
+        if (lines is not null) capture.Sink(lines.Replace("\r", "", StringComparison.Ordinal), isError);
     }
 
     public override void Flush() => log.Flush();

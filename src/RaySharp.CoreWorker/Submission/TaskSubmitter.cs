@@ -39,7 +39,7 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
 
     private readonly Func<Task<IReadOnlyList<NodeInfo>>>? _nodes;
     private readonly Action<string>? _warn;
-    private readonly Action<string, bool>? _output;
+    private readonly OutputPrinter? _printer;
 
     /// <summary>How long a lease request may wait before the submitter checks whether any node could ever grant it. Default 3 s.</summary>
     public static readonly TimeSpan InfeasibleCheckDelay = TimeSpan.FromSeconds(3);
@@ -47,7 +47,7 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
     public TaskSubmitter(RpcChannelPool channels, Func<Task<string>> localRaylet, ILogger<TaskSubmitter> logger,
         Func<Task<IReadOnlyList<NodeInfo>>>? nodes = null, Action<string>? warn = null, Action<string, bool>? output = null)
     {
-        _output = output;
+        _printer = output is null ? null : new OutputPrinter(output);
         _channels = channels;
         _localRaylet = localRaylet;
         _logger = logger;
@@ -164,9 +164,7 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
             task.Request.GpuIds.Clear();
             task.Request.GpuIds.Add(worker.GpuIds);
             var bytes = await worker.Connection.CallAsync(FramedMethods.PushTask, task.Request.ToByteArray()).ConfigureAwait(false);
-            var reply = PushTaskReply.Parser.ParseFrom(bytes);
-            if (_output is not null) PrintOutput(task.Request.Name, reply);
-            task.Reply.TrySetResult(reply);
+            task.Reply.TrySetResult(PushTaskReply.Parser.ParseFrom(bytes));
         }
         catch (Exception e) when (e is IOException or RemoteCallException)
         {
@@ -199,15 +197,18 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
         if (idle) _ = ReturnIfStillIdleAsync(shape, worker);
     }
 
-    /// <summary>The task's console output on the driver's, each line prefixed as Ray does: <c>(name pid=…, ip=…)</c>.</summary>
-    private void PrintOutput(string name, PushTaskReply reply)
+    /// <summary>Prints the console output workers stream back, each line prefixed as Ray does: <c>(name pid=…, ip=…)</c>.</summary>
+    private sealed class OutputPrinter(Action<string, bool> print) : IFramedHandler
     {
-        foreach (var (text, isError) in new[] { (reply.Stdout, false), (reply.Stderr, true) })
+        public ValueTask<ReadOnlyMemory<byte>> HandleAsync(int method, byte[] payload, CancellationToken cancellationToken) =>
+            throw new NotSupportedException("a submitter serves no requests");
+
+        public void OnNotify(int method, byte[] payload)
         {
-            if (string.IsNullOrEmpty(text)) continue;
-            var prefix = $"({name} pid={reply.Pid}, ip={reply.NodeIpAddress}) ";
-            var lines = text.TrimEnd('\n').Split('\n');
-            _output!(string.Join('\n', lines.Select(l => prefix + l.TrimEnd('\r'))), isError);
+            if (method != FramedMethods.TaskOutput) return;
+            var output = TaskOutput.Parser.ParseFrom(payload);
+            var prefix = $"({output.TaskName} pid={output.Pid}, ip={output.NodeIpAddress}) ";
+            print(string.Join('\n', output.Text.Split('\n').Select(l => prefix + l)), output.IsStderr);
         }
     }
 
@@ -242,7 +243,7 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
                     FramedConnection connection;
                     try
                     {
-                        connection = await FramedClient.ConnectAsync(address.IpAddress, address.Port, cancellationToken: _disposed.Token).ConfigureAwait(false);
+                        connection = await FramedClient.ConnectAsync(address.IpAddress, address.Port, handler: _printer, cancellationToken: _disposed.Token).ConfigureAwait(false);
                     }
                     catch (Exception e) when (e is System.Net.Sockets.SocketException or IOException or RemoteCallException)
                     {

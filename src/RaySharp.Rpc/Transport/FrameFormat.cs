@@ -13,6 +13,8 @@ internal enum FrameType : byte
     Response = 4,
     /// <summary>A request failed on the server; the payload is the message (UTF-8).</summary>
     Error = 5,
+    /// <summary>One-way message: no reply is sent or expected.</summary>
+    Notify = 6,
 }
 
 internal readonly record struct Frame(FrameType Type, long Id, int Method, byte[] Payload);

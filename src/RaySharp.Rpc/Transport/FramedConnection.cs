@@ -13,6 +13,9 @@ internal interface IFramedHandler
     /// runs in order (how per-caller ordering of actor calls is kept); what follows may overlap.
     /// </summary>
     ValueTask<ReadOnlyMemory<byte>> HandleAsync(int method, byte[] payload, CancellationToken cancellationToken);
+
+    /// <summary>A one-way message from the peer. Called on the read loop: keep it short.</summary>
+    void OnNotify(int method, byte[] payload) { }
 }
 
 /// <summary>The call failed on the remote side; the message is the remote error.</summary>
@@ -51,6 +54,15 @@ internal sealed class FramedConnection : IAsyncDisposable
         var writing = WriteLoopAsync();
         return Task.WhenAll(reading, writing).ContinueWith(_ => Close(), TaskScheduler.Default);
     }
+
+    /// <summary>The connection whose request the current code is handling (so a handler can send notifications back).</summary>
+    public static FramedConnection? Current => s_current.Value;
+
+    private static readonly AsyncLocal<FramedConnection?> s_current = new();
+
+    /// <summary>Sends a one-way message; false when the connection is closed.</summary>
+    public bool Notify(int method, ReadOnlyMemory<byte> payload) =>
+        !_closed.IsCancellationRequested && _outgoing.Writer.TryWrite((FrameType.Notify, 0, method, payload));
 
     public Task<byte[]> CallAsync(int method, ReadOnlyMemory<byte> payload, CancellationToken cancellationToken = default)
     {
@@ -131,11 +143,15 @@ internal sealed class FramedConnection : IAsyncDisposable
             case FrameType.Request when _handler is not null:
                 _ = HandleAsync(frame);
                 break;
+            case FrameType.Notify when _handler is not null:
+                _handler.OnNotify(frame.Method, frame.Payload);
+                break;
         }
     }
 
     private async Task HandleAsync(Frame frame)
     {
+        s_current.Value = this;
         try
         {
             var reply = await _handler!.HandleAsync(frame.Method, frame.Payload, _closed.Token).ConfigureAwait(false);

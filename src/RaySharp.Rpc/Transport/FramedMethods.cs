@@ -5,4 +5,7 @@ internal static class FramedMethods
 {
     /// <summary>PushTaskRequest → PushTaskReply: run one task on a leased worker.</summary>
     public const int PushTask = 1;
+
+    /// <summary>TaskOutput, one-way from a worker to the task's submitter: console lines as the task writes them.</summary>
+    public const int TaskOutput = 2;
 }
