@@ -248,7 +248,7 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
                     catch (Exception e) when (e is System.Net.Sockets.SocketException or IOException or RemoteCallException)
                     {
                         // The worker died between grant and connect: hand the lease back and ask again.
-                        await ReturnAsync(new LeasedWorker(reply.LeaseId, raylet, address, null!), disconnect: true, closeConnection: false).ConfigureAwait(false);
+                        await ReturnLeaseAsync(raylet, reply.LeaseId, disconnect: true).ConfigureAwait(false);
                         continue;
                     }
                     var leased = new LeasedWorker(reply.LeaseId, raylet, address, connection, reply.GpuIds.ToList());
@@ -292,13 +292,18 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
         catch (Exception) { /* disposing */ }
     }
 
-    private async Task ReturnAsync(LeasedWorker worker, bool disconnect, bool closeConnection = true)
+    private async Task ReturnAsync(LeasedWorker worker, bool disconnect)
     {
-        if (closeConnection) await worker.Connection.DisposeAsync().ConfigureAwait(false);
+        await worker.Connection.DisposeAsync().ConfigureAwait(false);
+        await ReturnLeaseAsync(worker.RayletAddress, worker.LeaseId, disconnect).ConfigureAwait(false);
+    }
+
+    private async Task ReturnLeaseAsync(string rayletAddress, string leaseId, bool disconnect)
+    {
         try
         {
-            var client = new NodeManagerService.NodeManagerServiceClient(_channels.Get(worker.RayletAddress));
-            await client.ReturnWorkerAsync(new ReturnWorkerRequest { LeaseId = worker.LeaseId, DisconnectWorker = disconnect },
+            var client = new NodeManagerService.NodeManagerServiceClient(_channels.Get(rayletAddress));
+            await client.ReturnWorkerAsync(new ReturnWorkerRequest { LeaseId = leaseId, DisconnectWorker = disconnect },
                 deadline: DateTime.UtcNow.AddSeconds(5)).ConfigureAwait(false);
         }
         catch (RpcException) { /* the raylet reclaims leases of a worker that dies; nothing more to do */ }
