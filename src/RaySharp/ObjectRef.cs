@@ -63,6 +63,31 @@ public sealed class ObjectRef<T>
 }
 
 /// <summary>
+/// Writes an <see cref="ObjectRef{T}"/> inside a value as its id, and makes the object fetchable from this process;
+/// reads it back as a borrowed reference whose value comes from the process that sent it (Ray's nested refs).
+/// </summary>
+internal sealed class ObjectRefFormatter<T> : MessagePack.Formatters.IMessagePackFormatter<ObjectRef<T>?>
+{
+    public void Serialize(ref MessagePack.MessagePackWriter writer, ObjectRef<T>? value, MessagePack.MessagePackSerializerOptions options)
+    {
+        if (value is null)
+        {
+            writer.WriteNil();
+            return;
+        }
+        CoreWorker.Objects.ObjectDirectory.Register(value.Id, value.Bytes);
+        writer.Write(value.Id);
+    }
+
+    public ObjectRef<T>? Deserialize(ref MessagePack.MessagePackReader reader, MessagePack.MessagePackSerializerOptions options)
+    {
+        if (reader.TryReadNil()) return null;
+        var id = reader.ReadString()!;
+        return new ObjectRef<T>(id, CoreWorker.Objects.ObjectDirectory.Fetch(id));
+    }
+}
+
+/// <summary>
 /// A task argument: a value, or a reference to one (<see cref="ObjectRef{T}"/>) that is resolved before the task runs.
 /// Converted implicitly from either, so <c>f.Remote(1, someRef)</c> reads naturally.
 /// </summary>

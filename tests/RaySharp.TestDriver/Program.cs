@@ -98,6 +98,10 @@ switch (scenario)
             Console.WriteLine("dependency-failed " + e.RemoteMessage);
         }
         Console.WriteLine("context " + (Ray.Get(Ray.Task(Context).Remote()) == $"{Ray.JobId} True True"));
+        // Refs inside a value stay refs: the task gets them unresolved and reads them itself (borrowing), even two hops on.
+        var parts = new List<ObjectRef<int>> { Ray.Put(1), Ray.Task<int, int, int>(Add).Remote(1, 1), Ray.Put(3) };
+        Console.WriteLine("nested-refs " + Ray.Get(Ray.Task<List<ObjectRef<int>>, int>(SumRefs).Remote(parts)));
+        Console.WriteLine("nested-refs-forwarded " + Ray.Get(Ray.Task<List<ObjectRef<int>>, int>(ForwardRefs).Remote(parts)));
         break;
     case "spread":
         var spread = new TaskOptions { Strategy = SchedulingStrategy.Spread };
@@ -186,6 +190,8 @@ static int WaitForFile(string path)
     Console.WriteLine("released");
     return 1;
 }
+static int SumRefs(List<ObjectRef<int>> refs) => Ray.Get(refs).Sum();
+static int ForwardRefs(List<ObjectRef<int>> refs) => Ray.Get(Ray.Task<List<ObjectRef<int>>, int>(SumRefs).Remote(refs)) * 10;
 static int Chatty(int lines)
 {
     for (var i = 0; i < lines; i++) Console.WriteLine($"hello {i} from a task");

@@ -156,6 +156,8 @@ public sealed class RemoteTaskTests : IDisposable
         Assert.Contains("wait-all ready=3000,10", lines);
         Assert.Contains("dependency-failed task failed on purpose with 1", lines);
         Assert.Contains("context True", lines);
+        Assert.Contains("nested-refs 6", lines);
+        Assert.Contains("nested-refs-forwarded 60", lines);
         Assert.Empty(_net[0].Pids());
     }
 

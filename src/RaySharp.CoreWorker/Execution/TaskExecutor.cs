@@ -27,6 +27,7 @@ internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient 
 
     public async ValueTask<ReadOnlyMemory<byte>> HandleAsync(int method, byte[] payload, CancellationToken cancellationToken)
     {
+        if (method == FramedMethods.GetObject) return await Objects.ObjectDirectory.ServeAsync(payload).ConfigureAwait(false);
         if (method != FramedMethods.PushTask) throw new NotSupportedException($"method {method} is not served by a worker");
         var request = PushTaskRequest.Parser.ParseFrom(payload);
         // The task's output streams back over the connection that pushed it.
@@ -88,7 +89,11 @@ internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient 
             if (parameters.Length != request.Args.Count)
                 throw new ArgumentException($"{method.Name} takes {parameters.Length} arguments, the task carried {request.Args.Count}");
             var args = new object?[parameters.Length];
-            for (var i = 0; i < args.Length; i++) args[i] = ValueSerializer.Deserialize(parameters[i].ParameterType, request.Args[i].Memory);
+            // References inside the arguments are borrowed from the process that pushed the task.
+            using (Objects.ObjectDirectory.ReceivingFrom(submitter))
+            {
+                for (var i = 0; i < args.Length; i++) args[i] = ValueSerializer.Deserialize(parameters[i].ParameterType, request.Args[i].Memory);
+            }
 
             WorkerContext.CurrentJobId = request.JobId;
             WorkerContext.CurrentTaskId = request.TaskId;

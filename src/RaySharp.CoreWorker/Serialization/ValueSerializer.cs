@@ -1,4 +1,5 @@
 using MessagePack;
+using MessagePack.Formatters;
 using MessagePack.Resolvers;
 
 namespace RaySharp.CoreWorker.Serialization;
@@ -10,7 +11,32 @@ namespace RaySharp.CoreWorker.Serialization;
 internal static class ValueSerializer
 {
     public static readonly MessagePackSerializerOptions Options =
-        MessagePackSerializerOptions.Standard.WithResolver(ContractlessStandardResolverAllowPrivate.Instance);
+        MessagePackSerializerOptions.Standard.WithResolver(CompositeResolver.Create(
+            ObjectRefResolver.Instance, ContractlessStandardResolverAllowPrivate.Instance));
+
+    /// <summary>
+    /// Finds the formatter of the API's <c>ObjectRef&lt;T&gt;</c> (refs inside values travel as refs). The API assembly is
+    /// per job on a worker, so the formatter is looked up next to whichever <c>ObjectRef</c> type is being written.
+    /// </summary>
+    private sealed class ObjectRefResolver : IFormatterResolver
+    {
+        public static readonly ObjectRefResolver Instance = new();
+
+        public IMessagePackFormatter<T>? GetFormatter<T>() => Cache<T>.Formatter;
+
+        private static class Cache<T>
+        {
+            public static readonly IMessagePackFormatter<T>? Formatter = Create();
+
+            private static IMessagePackFormatter<T>? Create()
+            {
+                var type = typeof(T);
+                if (!type.IsGenericType || type.GetGenericTypeDefinition().FullName != "RaySharp.ObjectRef`1") return null;
+                var formatter = type.Assembly.GetType("RaySharp.ObjectRefFormatter`1")?.MakeGenericType(type.GetGenericArguments());
+                return formatter is null ? null : (IMessagePackFormatter<T>?)Activator.CreateInstance(formatter);
+            }
+        }
+    }
 
     public static byte[] Serialize<T>(T value) => MessagePackSerializer.Serialize(value, Options);
 

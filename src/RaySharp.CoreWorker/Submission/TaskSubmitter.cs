@@ -39,7 +39,7 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
 
     private readonly Func<Task<IReadOnlyList<NodeInfo>>>? _nodes;
     private readonly Action<string>? _warn;
-    private readonly OutputPrinter? _printer;
+    private readonly OutputPrinter _printer;
 
     /// <summary>How long a lease request may wait before the submitter checks whether any node could ever grant it. Default 3 s.</summary>
     public static readonly TimeSpan InfeasibleCheckDelay = TimeSpan.FromSeconds(3);
@@ -47,7 +47,7 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
     public TaskSubmitter(RpcChannelPool channels, Func<Task<string>> localRaylet, ILogger<TaskSubmitter> logger,
         Func<Task<IReadOnlyList<NodeInfo>>>? nodes = null, Action<string>? warn = null, Action<string, bool>? output = null)
     {
-        _printer = output is null ? null : new OutputPrinter(output);
+        _printer = new OutputPrinter(output ?? ((_, _) => { }));
         _channels = channels;
         _localRaylet = localRaylet;
         _logger = logger;
@@ -198,10 +198,13 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
     }
 
     /// <summary>Prints the console output workers stream back, each line prefixed as Ray does: <c>(name pid=…, ip=…)</c>.</summary>
+    /// <summary>Also serves the objects this process passed by reference inside task arguments.</summary>
     private sealed class OutputPrinter(Action<string, bool> print) : IFramedHandler
     {
         public ValueTask<ReadOnlyMemory<byte>> HandleAsync(int method, byte[] payload, CancellationToken cancellationToken) =>
-            throw new NotSupportedException("a submitter serves no requests");
+            method == FramedMethods.GetObject
+                ? Objects.ObjectDirectory.ServeAsync(payload)
+                : throw new NotSupportedException($"a submitter serves no method {method}");
 
         public void OnNotify(int method, byte[] payload)
         {

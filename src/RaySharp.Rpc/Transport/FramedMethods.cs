@@ -8,4 +8,10 @@ internal static class FramedMethods
 
     /// <summary>TaskOutput, one-way from a worker to the task's submitter: console lines as the task writes them.</summary>
     public const int TaskOutput = 2;
+
+    /// <summary>
+    /// Object id (UTF-8) → the object's serialized value: a worker holding a reference it received inside a value asks
+    /// the process that sent it the task (the owner, or a borrower that asks its own sender in turn).
+    /// </summary>
+    public const int GetObject = 3;
 }

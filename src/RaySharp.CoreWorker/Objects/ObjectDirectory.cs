@@ -1,0 +1,61 @@
+using System.Collections.Concurrent;
+using System.Text;
+using Google.Protobuf;
+using RaySharp.Rpc.Transport;
+
+namespace RaySharp.CoreWorker.Objects;
+
+/// <summary>
+/// The objects this process has handed out by reference inside values (a list of refs passed to a task, say), so that
+/// the processes that received them can fetch their values from here. Refs passed at top level never need it: their
+/// values travel with the task.
+/// </summary>
+internal static class ObjectDirectory
+{
+    private static readonly ConcurrentDictionary<string, Task<ByteString>> s_objects = new(StringComparer.Ordinal);
+
+    /// <summary>Where a reference being deserialized came from: the connection of the task that carries it.</summary>
+    private static readonly AsyncLocal<FramedConnection?> s_source = new();
+
+    public static void Register(string id, Task<ByteString> value) => s_objects.TryAdd(id, value);
+
+    /// <summary>Marks the connection that references deserialized in this flow can be fetched over.</summary>
+    public static IDisposable ReceivingFrom(FramedConnection? connection)
+    {
+        var previous = s_source.Value;
+        s_source.Value = connection;
+        return new Restore(previous);
+    }
+
+    /// <summary>The value of a reference received inside a value: from this process if it has it, else from the sender.</summary>
+    public static Task<ByteString> Fetch(string id)
+    {
+        if (s_objects.TryGetValue(id, out var local)) return local;
+        var source = s_source.Value;
+        if (source is null)
+        {
+            return Task.FromException<ByteString>(new InvalidOperationException(
+                $"object {id} arrived inside a value from a process this one cannot ask (only references passed into tasks can be borrowed so far)"));
+        }
+        var fetched = FetchAsync(source, id);
+        // A borrower passing the ref on serves it from here too.
+        s_objects.TryAdd(id, fetched);
+        return fetched;
+    }
+
+    private static async Task<ByteString> FetchAsync(FramedConnection source, string id) =>
+        ByteString.CopyFrom(await source.CallAsync(FramedMethods.GetObject, Encoding.UTF8.GetBytes(id)).ConfigureAwait(false));
+
+    /// <summary>Serves <see cref="FramedMethods.GetObject"/>.</summary>
+    public static async ValueTask<ReadOnlyMemory<byte>> ServeAsync(byte[] payload)
+    {
+        var id = Encoding.UTF8.GetString(payload);
+        if (!s_objects.TryGetValue(id, out var value)) throw new KeyNotFoundException($"object {id} is not known here");
+        return (await value.ConfigureAwait(false)).Memory;
+    }
+
+    private sealed class Restore(FramedConnection? previous) : IDisposable
+    {
+        public void Dispose() => s_source.Value = previous;
+    }
+}
