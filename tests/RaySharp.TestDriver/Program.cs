@@ -115,6 +115,15 @@ switch (scenario)
         var many = Enumerable.Range(0, 10_000).Select(i => Ray.Task(static (int x) => x).Remote(i)).ToList();
         Console.WriteLine($"many {Ray.Get(many).Length} sum {Ray.Get(many).Sum(x => (long)x)}");
         break;
+    case "large":
+        // 100 MiB each way: correctness before the object store makes it cheap.
+        var big = Enumerable.Range(0, 13_107_200).Select(i => (double)(i % 1000)).ToArray();
+        var expected = big.Sum();
+        Console.WriteLine("large-arg " + (Ray.Get(Ray.Task<double[], double>(SumArray).Remote(big)) == expected));
+        Console.WriteLine("large-put-arg " + (Ray.Get(Ray.Task<double[], double>(SumArray).Remote(Ray.Put(big))) == expected));
+        var made = Ray.Get(Ray.Task<int, double[]>(MakeArray).Remote(13_107_200));
+        Console.WriteLine($"large-result {made.Length} {made.Sum() == expected}");
+        break;
     case "nested":
         Console.WriteLine("nested " + Ray.Get(Ray.Task<int, int>(SumOfSquares).Remote(5)));
         try
@@ -190,6 +199,8 @@ static int WaitForFile(string path)
     Console.WriteLine("released");
     return 1;
 }
+static double SumArray(double[] values) => values.Sum();
+static double[] MakeArray(int n) => Enumerable.Range(0, n).Select(i => (double)(i % 1000)).ToArray();
 static int SumRefs(List<ObjectRef<int>> refs) => Ray.Get(refs).Sum();
 static int ForwardRefs(List<ObjectRef<int>> refs) => Ray.Get(Ray.Task<List<ObjectRef<int>>, int>(SumRefs).Remote(refs)) * 10;
 static int Chatty(int lines)

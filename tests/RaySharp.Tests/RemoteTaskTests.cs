@@ -113,6 +113,16 @@ public sealed class RemoteTaskTests : IDisposable
     }
 
     [Fact]
+    public async Task HundredMebibyteArgumentsAndResultsArriveIntact()
+    {
+        var run = await Cli.RunProgramAsync(_net[0], Driver, "large");
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Contains("large-arg True", run.Stdout);
+        Assert.Contains("large-put-arg True", run.Stdout);
+        Assert.Contains("large-result 13107200 True", run.Stdout);
+    }
+
+    [Fact]
     public async Task TenThousandTasksQueuedOnOneNodeAllComplete()
     {
         var run = await Cli.RunProgramAsync(_net[0], Driver, "many");

@@ -30,8 +30,8 @@ internal static class FrameFormat
     public const int HeaderSize = 4 + 1 + 8 + 4;
     private const int BodyHeaderSize = HeaderSize - 4;
 
-    /// <summary>Largest frame accepted; a peer announcing more is cut off (it is broken or hostile).</summary>
-    public const int MaxFrameSize = 64 * 1024 * 1024;
+    /// <summary>Largest frame accepted (1 GiB: large task arguments and results travel inline until the object store exists); a peer announcing more is cut off.</summary>
+    public const int MaxFrameSize = 1024 * 1024 * 1024;
 
     public static void Write(IBufferWriter<byte> writer, FrameType type, long id, int method, ReadOnlySpan<byte> payload)
     {
