@@ -84,6 +84,27 @@ async Task<double> MeasureConcurrent(Func<Task> call)
     return count / timer.Elapsed.TotalSeconds;
 }
 
+// Sends while the window has room (a reader releases it per reply); replies per second after the warm-up.
+async Task<double> MeasureWindow(SemaphoreSlim window, Func<Task> send, Func<long> received)
+{
+    var sw = Stopwatch.StartNew();
+    long startCount = 0;
+    var measuring = false;
+    while (true)
+    {
+        if (!measuring && sw.Elapsed >= warmup)
+        {
+            measuring = true;
+            startCount = received();
+            sw.Restart();
+        }
+        if (measuring && sw.Elapsed >= duration) break;
+        await window.WaitAsync();
+        await send();
+    }
+    return (received() - startCount) / sw.Elapsed.TotalSeconds;
+}
+
 async Task<double> MeasureStream(EchoService.EchoServiceClient c, ByteString p, int inFlight)
 {
     using var call = c.EchoStream();
@@ -97,22 +118,7 @@ async Task<double> MeasureStream(EchoService.EchoServiceClient c, ByteString p, 
             window.Release();
         }
     });
-    var sw = Stopwatch.StartNew();
-    long startCount = 0;
-    var measuring = false;
-    while (true)
-    {
-        if (!measuring && sw.Elapsed >= warmup)
-        {
-            measuring = true;
-            startCount = Interlocked.Read(ref received);
-            sw.Restart();
-        }
-        if (measuring && sw.Elapsed >= duration) break;
-        await window.WaitAsync();
-        await call.RequestStream.WriteAsync(new EchoMessage { Payload = p });
-    }
-    var rate = (Interlocked.Read(ref received) - startCount) / sw.Elapsed.TotalSeconds;
+    var rate = await MeasureWindow(window, () => call.RequestStream.WriteAsync(new EchoMessage { Payload = p }), () => Interlocked.Read(ref received));
     await call.RequestStream.CompleteAsync();
     await reader;
     return rate;
@@ -145,25 +151,13 @@ async Task<double> MeasureTcp(int port, int inFlight)
     });
     var frame = new byte[4 + 16];
     BinaryPrimitives.WriteInt32LittleEndian(frame, 16);
-    var sw = Stopwatch.StartNew();
-    long startCount = 0;
-    var measuring = false;
-    while (true)
+    var rate = await MeasureWindow(window, async () =>
     {
-        if (!measuring && sw.Elapsed >= warmup)
-        {
-            measuring = true;
-            startCount = Interlocked.Read(ref received);
-            sw.Restart();
-        }
-        if (measuring && sw.Elapsed >= duration) break;
-        await window.WaitAsync();
         writer.Write(frame);
         // Coalesce: flush only when no further send is immediately possible.
         if (window.CurrentCount == 0 || inFlight == 1) await writer.FlushAsync();
-    }
+    }, () => Interlocked.Read(ref received));
     await writer.FlushAsync();
-    var rate = (Interlocked.Read(ref received) - startCount) / sw.Elapsed.TotalSeconds;
     Volatile.Write(ref done, true);
     socket.Shutdown(SocketShutdown.Both);
     try { await reader; } catch (IOException) { }

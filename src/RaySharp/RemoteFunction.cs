@@ -98,25 +98,37 @@ public abstract class RemoteFunctionBase
             Function = Descriptor,
             Name = Options.Name ?? DisplayName(Descriptor.Method),
         };
-        var shape = Options.Shape();
-        var strategy = Options.Strategy.ToProto();
+        var placement = _placement ??= Placement.Of(Options);
         var reply = args.All(a => a.IsCompletedSuccessfully)
-            ? SubmitNow(submitter, request, shape, strategy, Options.MaxRetries, args)
-            : SubmitWhenReadyAsync(submitter, request, shape, strategy, Options.MaxRetries, args);
+            ? SubmitNow(submitter, request, placement, Options.MaxRetries, args)
+            : SubmitWhenReadyAsync(submitter, request, placement, Options.MaxRetries, args);
         return new ObjectRef<TResult>(request.TaskId, ObjectRef<TResult>.FromReply(reply));
     }
 
-    private static Task<PushTaskReply> SubmitNow(CoreWorker.Submission.TaskSubmitter submitter, PushTaskRequest request, Dictionary<string, double> shape, Rpc.Protocol.SchedulingStrategy strategy, int maxRetries, Task<ByteString>[] args)
+    /// <summary>The resource shape, strategy and queue key of these options: the same for every call, so built once.</summary>
+    private sealed record Placement(Dictionary<string, double> Shape, Rpc.Protocol.SchedulingStrategy Strategy, string QueueKey)
+    {
+        public static Placement Of(TaskOptions options)
+        {
+            var shape = options.Shape();
+            var strategy = options.Strategy.ToProto();
+            return new Placement(shape, strategy, CoreWorker.Submission.TaskSubmitter.QueueKey(shape, strategy));
+        }
+    }
+
+    private Placement? _placement;
+
+    private static Task<PushTaskReply> SubmitNow(CoreWorker.Submission.TaskSubmitter submitter, PushTaskRequest request, Placement placement, int maxRetries, Task<ByteString>[] args)
     {
         foreach (var a in args) request.Args.Add(a.Result);
-        return submitter.SubmitAsync(request, shape, strategy, maxRetries);
+        return submitter.SubmitAsync(request, placement.Shape, placement.Strategy, maxRetries, placement.QueueKey);
     }
 
     /// <summary>A task with references among its arguments is scheduled once they are all ready; a failed one fails it too.</summary>
-    private static async Task<PushTaskReply> SubmitWhenReadyAsync(CoreWorker.Submission.TaskSubmitter submitter, PushTaskRequest request, Dictionary<string, double> shape, Rpc.Protocol.SchedulingStrategy strategy, int maxRetries, Task<ByteString>[] args)
+    private static async Task<PushTaskReply> SubmitWhenReadyAsync(CoreWorker.Submission.TaskSubmitter submitter, PushTaskRequest request, Placement placement, int maxRetries, Task<ByteString>[] args)
     {
         foreach (var a in args) request.Args.Add(await a.ConfigureAwait(false));
-        return await submitter.SubmitAsync(request, shape, strategy, maxRetries).ConfigureAwait(false);
+        return await submitter.SubmitAsync(request, placement.Shape, placement.Strategy, maxRetries, placement.QueueKey).ConfigureAwait(false);
     }
 }
 

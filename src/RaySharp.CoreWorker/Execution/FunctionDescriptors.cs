@@ -49,7 +49,7 @@ internal static class FunctionDescriptors
     }
 
     /// <summary>Worker side: finds the method a descriptor names in a job's code, with the object to call it on.</summary>
-    public static (MethodInfo Method, MethodInvoker Invoker, object? Target) Resolve(string jobId, FunctionDescriptor descriptor, Func<string, Assembly> loadAssembly)
+    public static (MethodInfo Method, MethodInvoker Invoker, object? Target, Type[] ParameterTypes) Resolve(string jobId, FunctionDescriptor descriptor, Func<string, Assembly> loadAssembly)
     {
         var key = jobId + "|" + descriptor.Assembly + "|" + descriptor.DeclaringType + "|" + descriptor.Method + "|" + string.Join(",", descriptor.ParameterTypes);
         return s_resolved.GetOrAdd(key, _ =>
@@ -65,9 +65,9 @@ internal static class FunctionDescriptors
             if (!method.IsStatic)
                 target = type.GetField("<>9", BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.Static)?.GetValue(null)
                     ?? throw new MissingMethodException($"{descriptor.Method} is an instance method without a closure singleton");
-            return (method, MethodInvoker.Create(method), target);
+            return (method, MethodInvoker.Create(method), target, method.GetParameters().Select(p => p.ParameterType).ToArray());
         });
     }
 
-    private static readonly ConcurrentDictionary<string, (MethodInfo, MethodInvoker, object?)> s_resolved = new(StringComparer.Ordinal);
+    private static readonly ConcurrentDictionary<string, (MethodInfo, MethodInvoker, object?, Type[])> s_resolved = new(StringComparer.Ordinal);
 }

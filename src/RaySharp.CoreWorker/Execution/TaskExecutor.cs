@@ -83,16 +83,15 @@ internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient 
         {
             var code = await _jobs.GetOrAdd(request.JobId, jobId => new Lazy<Task<JobAssemblyLoadContext>>(
                 () => CodePackage.LoadAsync(gcs, jobId, Path.Combine(options.SessionDir, "code")))).Value.ConfigureAwait(false);
-            var (method, invoker, target) = FunctionDescriptors.Resolve(request.JobId, request.Function,
+            var (method, invoker, target, parameters) = FunctionDescriptors.Resolve(request.JobId, request.Function,
                 name => code.LoadFromAssemblyName(new AssemblyName(name)));
-            var parameters = method.GetParameters();
             if (parameters.Length != request.Args.Count)
                 throw new ArgumentException($"{method.Name} takes {parameters.Length} arguments, the task carried {request.Args.Count}");
             var args = new object?[parameters.Length];
             // References inside the arguments are borrowed from the process that pushed the task.
             using (Objects.ObjectDirectory.ReceivingFrom(submitter))
             {
-                for (var i = 0; i < args.Length; i++) args[i] = ValueSerializer.Deserialize(parameters[i].ParameterType, request.Args[i].Memory);
+                for (var i = 0; i < args.Length; i++) args[i] = ValueSerializer.Deserialize(parameters[i], request.Args[i].Memory);
             }
 
             WorkerContext.CurrentJobId = request.JobId;

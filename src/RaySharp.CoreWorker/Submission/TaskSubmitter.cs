@@ -107,11 +107,17 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
         public long IdleSince { get; set; }
     }
 
+    /// <summary>The queue a (resources, strategy) pair submits into.</summary>
+    public static string QueueKey(IReadOnlyDictionary<string, double> resources, SchedulingStrategy strategy) =>
+        $"{ResourceSet.Describe(resources)}|{(int)strategy.Kind}|{strategy.NodeId}|{strategy.Soft}";
+
     /// <param name="maxRetries">Re-runs allowed when the task's worker dies (not when the task throws); -1: unlimited.</param>
-    public Task<PushTaskReply> SubmitAsync(PushTaskRequest request, Dictionary<string, double> resources, SchedulingStrategy? strategy = null, int maxRetries = 3)
+    /// <param name="queueKey">Identifies the (resources, strategy) queue; callers that submit the same shape repeatedly
+    /// pass it precomputed (<see cref="QueueKey"/>) to keep it off the per-task path.</param>
+    public Task<PushTaskReply> SubmitAsync(PushTaskRequest request, Dictionary<string, double> resources, SchedulingStrategy? strategy = null, int maxRetries = 3, string? queueKey = null)
     {
         strategy ??= new SchedulingStrategy();
-        var key = ResourceSet.Describe(resources) + "|" + strategy;
+        var key = queueKey ?? QueueKey(resources, strategy);
         var reply = new TaskCompletionSource<PushTaskReply>(TaskCreationOptions.RunContinuationsAsynchronously);
         ShapeQueue shape;
         lock (_gate)
