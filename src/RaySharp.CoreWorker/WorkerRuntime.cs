@@ -19,6 +19,7 @@ internal sealed partial class WorkerRuntime : IAsyncDisposable
     private readonly TaskCompletionSource<string> _exitRequested = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private RpcServer? _rpc;
     private Submission.TaskSubmitter? _submitter;
+    private Submission.ActorTaskSubmitter? _actorSubmitter;
 
     public WorkerRuntime(CoreWorkerOptions options, ILogger<WorkerRuntime> logger)
     {
@@ -39,9 +40,12 @@ internal sealed partial class WorkerRuntime : IAsyncDisposable
         _submitter = new Submission.TaskSubmitter(_channels, () => Task.FromResult(_options.RayletAddress), loggerFactory.CreateLogger<Submission.TaskSubmitter>(),
             () => gcs.GetAllNodesAsync(aliveOnly: true), message => Console.Error.WriteLine(message),
             (text, isError) => (isError ? Console.Error : Console.Out).WriteLine(text));
+        _actorSubmitter = new Submission.ActorTaskSubmitter(gcs, _submitter.CallerHandler, loggerFactory.CreateLogger<Submission.ActorTaskSubmitter>());
         Execution.WorkerContext.Current = new Execution.WorkerContext(_options.NodeId, _options.NodeIpAddress, _options.WorkerId, _options.GcsAddress)
         {
             Submitter = _submitter,
+            ActorSubmitter = _actorSubmitter,
+            RayletAddress = _options.RayletAddress,
             NotifyBlocked = async blocked =>
             {
                 try
@@ -88,6 +92,7 @@ internal sealed partial class WorkerRuntime : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        if (_actorSubmitter is not null) await _actorSubmitter.DisposeAsync().ConfigureAwait(false);
         if (_submitter is not null) await _submitter.DisposeAsync().ConfigureAwait(false);
         if (_rpc is not null) await _rpc.DisposeAsync().ConfigureAwait(false);
         _channels.Dispose();

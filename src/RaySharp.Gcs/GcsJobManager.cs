@@ -7,6 +7,9 @@ namespace RaySharp.Gcs;
 /// <summary>The job table: one row per driver that connected to the cluster.</summary>
 internal sealed class GcsJobManager(IGcsStore store, GcsPublisher publisher, TimeProvider time)
 {
+    /// <summary>Raised once per job when it ends (its driver disconnected, or exited without saying so).</summary>
+    public event Action<string>? JobFinished;
+
     /// <summary>Job ids are a cluster-wide counter, printed as 8 hex digits as Ray prints its 4-byte job ids.</summary>
     public async Task<string> NextJobIdAsync()
     {
@@ -33,6 +36,7 @@ internal sealed class GcsJobManager(IGcsStore store, GcsPublisher publisher, Tim
         row.EndTimeMs = time.GetUtcNow().ToUnixTimeMilliseconds();
         await store.PutAsync(GcsTables.Jobs, row.JobId, row.ToByteArray()).ConfigureAwait(false);
         publisher.Publish(Channel.Job, m => m.JobInfo = row);
+        JobFinished?.Invoke(jobId);
         return true;
     }
 

@@ -21,8 +21,11 @@ internal sealed partial class GcsServer : IAsyncDisposable
     private readonly GcsHealthCheckManager _health;
     private readonly RpcChannelPool _channels;
 
-    private GcsServer(RpcServer rpc, GcsHealthCheckManager health, RpcChannelPool channels)
+    private readonly Actors.GcsActorManager _actors;
+
+    private GcsServer(RpcServer rpc, GcsHealthCheckManager health, RpcChannelPool channels, Actors.GcsActorManager actors)
     {
+        _actors = actors;
         _rpc = rpc;
         _health = health;
         _channels = channels;
@@ -39,6 +42,8 @@ internal sealed partial class GcsServer : IAsyncDisposable
         var jobs = new GcsJobManager(store, publisher, time);
         var kv = new GcsKvManager(store);
         var channels = new RpcChannelPool(connectTimeout: options.EffectiveHealthCheckTimeout);
+        var actors = new Actors.GcsActorManager(options, store, nodes, channels, time, loggerFactory.CreateLogger<Actors.GcsActorManager>());
+        jobs.JobFinished += actors.OnJobFinished;
         var health = new GcsHealthCheckManager(options, time,
             async (node, ct) =>
             {
@@ -64,6 +69,7 @@ internal sealed partial class GcsServer : IAsyncDisposable
                 services.AddSingleton(jobs);
                 services.AddSingleton(kv);
                 services.AddSingleton(publisher);
+                services.AddSingleton(actors);
             },
             endpoints =>
             {
@@ -71,15 +77,17 @@ internal sealed partial class GcsServer : IAsyncDisposable
                 endpoints.MapGrpcService<JobInfoGcsServiceImpl>();
                 endpoints.MapGrpcService<InternalKvGcsServiceImpl>();
                 endpoints.MapGrpcService<PubsubGcsServiceImpl>();
-            }, cancellationToken: cancellationToken).ConfigureAwait(false);
+                endpoints.MapGrpcService<ActorInfoGcsServiceImpl>();
+            }, cancellationToken: cancellationToken, framedHandler: new GcsDriverMonitor(jobs)).ConfigureAwait(false);
 
         LogStarted(logger, rpc.Port, options.HealthCheckPeriod.TotalMilliseconds, options.HealthCheckFailureThreshold);
-        return new GcsServer(rpc, health, channels);
+        return new GcsServer(rpc, health, channels, actors);
     }
 
     public async ValueTask DisposeAsync()
     {
         await _health.DisposeAsync().ConfigureAwait(false);
+        await _actors.DisposeAsync().ConfigureAwait(false);
         await _rpc.DisposeAsync().ConfigureAwait(false);
         _channels.Dispose();
     }

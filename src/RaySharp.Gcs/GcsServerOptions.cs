@@ -21,6 +21,13 @@ internal sealed class GcsServerOptions
     /// <summary>Delay before the first check of a newly registered node. Default: one period.</summary>
     public TimeSpan? HealthCheckInitialDelay { get; set; }
 
+    /// <summary>
+    /// Most lightweight actors one host worker process holds before the GCS starts another on that node. Default 10,000:
+    /// an idle lightweight actor costs a few hundred bytes plus its own state, so the limit bounds the blast radius of
+    /// one process dying rather than memory.
+    /// </summary>
+    public int LightweightActorsPerWorker { get; set; } = 10_000;
+
     public TimeSpan EffectiveHealthCheckTimeout => HealthCheckTimeout ?? HealthCheckPeriod;
     public TimeSpan EffectiveInitialDelay => HealthCheckInitialDelay ?? HealthCheckPeriod;
 

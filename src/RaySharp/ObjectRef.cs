@@ -55,6 +55,14 @@ public sealed class ObjectRef<T>
         {
             throw new RayException("The task could not be scheduled: " + e.Message, e);
         }
+        catch (ActorDiedCoreException e)
+        {
+            throw new ActorDiedException(e.ActorId, e.Cause, e);
+        }
+        catch (ActorUnavailableCoreException e)
+        {
+            throw new ActorUnavailableException(e.Message, e);
+        }
         if (reply.Error is { } error) throw new RayTaskException(error);
         return reply.Result;
     }

@@ -1,3 +1,4 @@
+using Google.Protobuf;
 using Grpc.Core;
 using RaySharp.Common;
 using RaySharp.CoreWorker.CodeShipping;
@@ -101,6 +102,75 @@ public static class Ray
     public static RemoteFunction<T1, T2, TResult> Task<T1, T2, TResult>(Func<T1, T2, Task<TResult>> function, TaskOptions? options = null) => new(function, options ?? new TaskOptions());
 
     public static RemoteFunction<T1, T2, T3, TResult> Task<T1, T2, T3, TResult>(Func<T1, T2, T3, Task<TResult>> function, TaskOptions? options = null) => new(function, options ?? new TaskOptions());
+
+    // ---- Actors ----
+
+    /// <summary>An actor class: <c>Ray.Actor(() =&gt; new Counter(10)).Remote()</c> builds one on a node of the cluster.</summary>
+    public static ActorClass<TActor> Actor<TActor>(Func<TActor> factory, ActorOptions? options = null) where TActor : class => new(factory, options ?? new ActorOptions());
+
+    /// <summary>An actor class whose constructor takes arguments: <c>Ray.Actor((int start) =&gt; new Counter(start)).Remote(10)</c>.</summary>
+    public static ActorClass<T1, TActor> Actor<T1, TActor>(Func<T1, TActor> factory, ActorOptions? options = null) where TActor : class => new(factory, options ?? new ActorOptions());
+
+    public static ActorClass<T1, T2, TActor> Actor<T1, T2, TActor>(Func<T1, T2, TActor> factory, ActorOptions? options = null) where TActor : class => new(factory, options ?? new ActorOptions());
+
+    public static ActorClass<T1, T2, T3, TActor> Actor<T1, T2, T3, TActor>(Func<T1, T2, T3, TActor> factory, ActorOptions? options = null) where TActor : class => new(factory, options ?? new ActorOptions());
+
+    /// <summary>The live actor named <paramref name="name"/> in <paramref name="namespace"/> (default: this driver's).</summary>
+    /// <exception cref="RayException">No live actor has that name there.</exception>
+    public static ActorHandle<TActor> GetActor<TActor>(string name, string? @namespace = null) where TActor : class
+    {
+        ArgumentException.ThrowIfNullOrEmpty(name);
+        var context = ActorContext();
+        var ns = @namespace ?? context.Namespace;
+        var reply = context.Submitter.Gcs.Actors.GetNamedActor(new GetNamedActorRequest { Name = name, Namespace = ns });
+        if (!reply.Found) throw new RayException($"no live actor is named '{name}' in namespace '{ns}'; check the name and the namespace (RayInitOptions.Namespace or the namespace argument)");
+        var expected = typeof(TActor).FullName ?? typeof(TActor).Name;
+        if (reply.Info.ClassName != expected) throw new RayException($"the actor named '{name}' is a {reply.Info.ClassName}, not a {expected}");
+        return new ActorHandle<TActor>(reply.Info.ActorId, 0, -1);
+    }
+
+    /// <summary>
+    /// Kills an actor now, interrupting calls in flight (they fail with <see cref="ActorDiedException"/>). With
+    /// <paramref name="noRestart"/> false, an actor with restarts left is rebuilt instead.
+    /// </summary>
+    public static void Kill<TActor>(ActorHandle<TActor> actor, bool noRestart = true) where TActor : class
+    {
+        ArgumentNullException.ThrowIfNull(actor);
+        try
+        {
+            ActorContext().Submitter.KillAsync(actor.ActorId, noRestart).GetAwaiter().GetResult();
+        }
+        catch (InvalidOperationException e)
+        {
+            throw new RayException(e.Message, e);
+        }
+    }
+
+    /// <summary>Every actor of the cluster with its state (pending, alive, restarting, dead), as <c>raysharp list actors</c> shows.</summary>
+    public static IReadOnlyList<ActorDescription> ListActors(bool includeDead = true) =>
+        ActorContext().Submitter.Gcs.Actors.ListActors(new ListActorsRequest { IncludeDead = includeDead }).Actors.Select(a => new ActorDescription(
+            a.ActorId, a.ClassName, a.Name.Length > 0 ? a.Name : null, a.Namespace, StateName(a.State), a.JobId,
+            a.Address?.NodeId, a.Address?.IpAddress, a.Address?.Pid, a.NumRestarts, a.Detached, a.Lightweight,
+            a.DeathCause.Length > 0 ? a.DeathCause : null)).ToList();
+
+    internal static string StateName(ActorState state) => state switch
+    {
+        ActorState.ActorPendingCreation => "PENDING_CREATION",
+        ActorState.ActorAlive => "ALIVE",
+        ActorState.ActorRestarting => "RESTARTING",
+        _ => "DEAD",
+    };
+
+    /// <summary>Who calls actors: the driver's session, or, inside a task or actor, the worker running it.</summary>
+    internal static ActorCallerContext ActorContext()
+    {
+        if (Volatile.Read(ref s_session) is { } session) return session.ActorCaller;
+        if (CoreWorker.Execution.WorkerContext.Current is { ActorSubmitter: { } submitter, RayletAddress: { } raylet } && CoreWorker.Execution.WorkerContext.CurrentJobId is { } jobId)
+            return new ActorCallerContext(jobId, AnonymousNamespace(jobId), submitter, () => System.Threading.Tasks.Task.FromResult(raylet));
+        throw new RayException("RaySharp is not initialized: call Ray.Init() first.");
+    }
+
+    internal static string AnonymousNamespace(string jobId) => "job-" + jobId;
 
     // ---- Objects ----
 
@@ -243,8 +313,12 @@ internal sealed class DriverSession : IAsyncDisposable
     private readonly RpcChannelPool _channels;
     private readonly EmbeddedCluster? _embedded;
 
-    private DriverSession(RpcChannelPool channels, GcsClient gcs, string jobId, string nodeIp, EmbeddedCluster? embedded)
+    private readonly Rpc.Transport.FramedConnection _driverConnection;
+
+    private DriverSession(RpcChannelPool channels, GcsClient gcs, string jobId, string nodeIp, EmbeddedCluster? embedded, string? ns,
+        Rpc.Transport.FramedConnection driverConnection)
     {
+        _driverConnection = driverConnection;
         _channels = channels;
         Gcs = gcs;
         JobId = jobId;
@@ -254,9 +328,14 @@ internal sealed class DriverSession : IAsyncDisposable
             Microsoft.Extensions.Logging.Abstractions.NullLogger<CoreWorker.Submission.TaskSubmitter>.Instance,
             () => gcs.GetAllNodesAsync(aliveOnly: true), message => Console.Error.WriteLine(message),
             (text, isError) => (isError ? Console.Error : Console.Out).WriteLine(text));
+        ActorCaller = new ActorCallerContext(jobId, ns ?? Ray.AnonymousNamespace(jobId),
+            new CoreWorker.Submission.ActorTaskSubmitter(gcs, Submitter.CallerHandler, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance),
+            LocalRayletAsync);
     }
 
     public CoreWorker.Submission.TaskSubmitter Submitter { get; }
+
+    public ActorCallerContext ActorCaller { get; }
 
     private string? _localRaylet;
 
@@ -332,11 +411,16 @@ internal sealed class DriverSession : IAsyncDisposable
                     DriverIpAddress = nodeIp,
                     DriverPid = Environment.ProcessId,
                     Entrypoint = Environment.CommandLine,
+                    Namespace = options.Namespace ?? Ray.AnonymousNamespace(jobId),
                 },
             }, cancellationToken: cancellationToken).ConfigureAwait(false);
             // Ship the application's code once per job, so workers anywhere can run its functions.
             await CodePackage.UploadAsync(gcs, jobId, AppContext.BaseDirectory, System.Reflection.Assembly.GetEntryAssembly()?.GetName().Name, cancellationToken).ConfigureAwait(false);
-            return new DriverSession(channels, gcs, jobId, nodeIp, embedded);
+            // The GCS learns of this driver's exit (even by SIGKILL) when this connection closes, and ends the job.
+            NodeAddress.TryParse(gcsAddress, out var gcsIp, out var gcsPort, out _);
+            var driverConnection = await Rpc.Transport.FramedClient.ConnectAsync(gcsIp, gcsPort, cancellationToken: cancellationToken).ConfigureAwait(false);
+            await driverConnection.CallAsync(Rpc.Transport.FramedMethods.RegisterDriver, new RegisterDriverRequest { JobId = jobId }.ToByteArray(), cancellationToken).ConfigureAwait(false);
+            return new DriverSession(channels, gcs, jobId, nodeIp, embedded, options.Namespace, driverConnection);
         }
         catch
         {
@@ -361,12 +445,14 @@ internal sealed class DriverSession : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        await ActorCaller.Submitter.DisposeAsync().ConfigureAwait(false);
         await Submitter.DisposeAsync().ConfigureAwait(false);
         try
         {
             await Gcs.Jobs.MarkJobFinishedAsync(new MarkJobFinishedRequest { JobId = JobId }, deadline: DateTime.UtcNow.AddSeconds(2)).ConfigureAwait(false);
         }
         catch (RpcException) { /* the cluster may be gone already */ }
+        await _driverConnection.DisposeAsync().ConfigureAwait(false);
         if (_embedded is not null) await _embedded.DisposeAsync().ConfigureAwait(false);
         _channels.Dispose();
     }

@@ -15,6 +15,12 @@ public sealed record RayInitOptions
     /// <summary>Session root. Default: <c>RAYSHARP_TEMP_DIR</c>, else <c>/tmp/raysharp</c>.</summary>
     public string? TempDir { get; init; }
 
+    /// <summary>
+    /// Namespace of the actors this driver names and looks up. Default: a namespace of this job alone, so two drivers
+    /// share named actors only when both give the same namespace (as in Ray).
+    /// </summary>
+    public string? Namespace { get; init; }
+
     /// <summary>How long joining waits for the head to answer. Default 10 s.</summary>
     public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(10);
 }

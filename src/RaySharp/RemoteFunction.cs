@@ -74,19 +74,7 @@ public abstract class RemoteFunctionBase
     internal string[] ParameterNames { get; }
     public TaskOptions Options { get; }
 
-    /// <summary>A serialized argument now, or the bytes of a referenced object once it is ready.</summary>
-    private protected static Task<ByteString> Serialize<TArg>(Arg<TArg> arg, string name)
-    {
-        if (arg.Reference is { } reference) return reference.Bytes;
-        try
-        {
-            return Task.FromResult(ByteString.CopyFrom(ValueSerializer.Serialize(arg.Value)));
-        }
-        catch (Exception e) when (e is MessagePack.MessagePackSerializationException or NotSupportedException or InvalidOperationException)
-        {
-            throw new ArgumentException($"argument '{name}' of type {typeof(TArg)} cannot be serialized for a remote task: {e.GetBaseException().Message}", name, e);
-        }
-    }
+    private protected static Task<ByteString> Serialize<TArg>(Arg<TArg> arg, string name) => TaskArgs.Serialize(arg, name, "a remote task");
 
     private protected ObjectRef<TResult> Submit<TResult>(params Task<ByteString>[] args)
     {
@@ -163,4 +151,29 @@ public sealed class RemoteFunction<T1, T2, T3, TResult> : RemoteFunctionBase
     public RemoteFunction<T1, T2, T3, TResult> WithOptions(TaskOptions options) => new(this, options);
     public ObjectRef<TResult> Remote(Arg<T1> a1, Arg<T2> a2, Arg<T3> a3) =>
         Submit<TResult>(Serialize(a1, ParameterNames[0]), Serialize(a2, ParameterNames[1]), Serialize(a3, ParameterNames[2]));
+}
+
+
+/// <summary>How arguments of tasks, actor constructors and actor calls become bytes.</summary>
+internal static class TaskArgs
+{
+    /// <summary>A serialized argument now, or the bytes of a referenced object once it is ready.</summary>
+    public static Task<ByteString> Serialize<TArg>(Arg<TArg> arg, string name, string forWhat)
+    {
+        if (arg.Reference is { } reference) return reference.Bytes;
+        try
+        {
+            return Task.FromResult(ByteString.CopyFrom(ValueSerializer.Serialize(arg.Value)));
+        }
+        catch (Exception e) when (e is MessagePack.MessagePackSerializationException or NotSupportedException or InvalidOperationException)
+        {
+            throw new ArgumentException($"argument '{name}' of type {typeof(TArg)} cannot be serialized for {forWhat}: {e.GetBaseException().Message}", name, e);
+        }
+    }
+
+    /// <summary>Fills the request's arguments, now when all are values or ready refs, else once every ref is ready.</summary>
+    public static async ValueTask Fill(PushTaskRequest request, Task<ByteString>[] args)
+    {
+        foreach (var a in args) request.Args.Add(a.IsCompletedSuccessfully ? a.Result : await a.ConfigureAwait(false));
+    }
 }

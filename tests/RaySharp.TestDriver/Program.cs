@@ -3,7 +3,11 @@ using RaySharp;
 
 var scenario = args[0];
 // The nested scenario runs on a single CPU: it only finishes if a worker blocked in Get lends its CPU back.
-using var ray = Ray.Init(args.Length > 1 && args[1] != "embedded" ? args[1] : null, scenario == "nested" ? new RayInitOptions { NumCpus = 1 } : null);
+using var ray = Ray.Init(args.Length > 1 && args[1] != "embedded" ? args[1] : null, new RayInitOptions
+{
+    NumCpus = scenario == "nested" ? 1 : null,
+    Namespace = Environment.GetEnvironmentVariable("TESTDRIVER_NAMESPACE"),
+});
 switch (scenario)
 {
     case "types":
@@ -160,6 +164,7 @@ switch (scenario)
         Environment.Exit(0); // the infeasible task never finishes; leave without waiting for it
         break;
     default:
+        if (ActorScenarios.Run(scenario, args) is { } code) return code;
         Console.Error.WriteLine("unknown scenario " + scenario);
         return 2;
 }

@@ -13,6 +13,14 @@ internal static class FunctionDescriptors
 {
     private static readonly ConditionalWeakTable<MethodInfo, FunctionDescriptor> s_cache = new();
 
+    /// <summary>Describes a method of an actor's class (called on the actor), found by name and parameter types.</summary>
+    public static FunctionDescriptor ForActorMethod(Type actorType, string name, Type[] parameterTypes)
+    {
+        var method = actorType.GetMethod(name, BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.Instance, parameterTypes)
+            ?? throw new MissingMethodException($"{actorType.Name} has no instance method {name}({string.Join(", ", parameterTypes.Select(t => t.Name))})");
+        return s_cache.GetValue(method, Describe);
+    }
+
     public static FunctionDescriptor For(Delegate function)
     {
         ArgumentNullException.ThrowIfNull(function);
@@ -49,9 +57,10 @@ internal static class FunctionDescriptors
     }
 
     /// <summary>Worker side: finds the method a descriptor names in a job's code, with the object to call it on.</summary>
-    public static (MethodInfo Method, MethodInvoker Invoker, object? Target, Type[] ParameterTypes) Resolve(string jobId, FunctionDescriptor descriptor, Func<string, Assembly> loadAssembly)
+    /// <param name="ofActor">The descriptor names a method of an actor's class: it is called on the actor, so no target is looked up.</param>
+    public static (MethodInfo Method, MethodInvoker Invoker, object? Target, Type[] ParameterTypes) Resolve(string jobId, FunctionDescriptor descriptor, Func<string, Assembly> loadAssembly, bool ofActor = false)
     {
-        var key = jobId + "|" + descriptor.Assembly + "|" + descriptor.DeclaringType + "|" + descriptor.Method + "|" + string.Join(",", descriptor.ParameterTypes);
+        var key = (ofActor ? "actor|" : "") + jobId + "|" + descriptor.Assembly + "|" + descriptor.DeclaringType + "|" + descriptor.Method + "|" + string.Join(",", descriptor.ParameterTypes);
         return s_resolved.GetOrAdd(key, _ =>
         {
             var assembly = loadAssembly(descriptor.Assembly);
@@ -62,7 +71,7 @@ internal static class FunctionDescriptors
                     && m.GetParameters().Select(p => p.ParameterType.FullName ?? p.ParameterType.Name).SequenceEqual(descriptor.ParameterTypes))
                 ?? throw new MissingMethodException($"{descriptor.DeclaringType}.{descriptor.Method}({string.Join(", ", descriptor.ParameterTypes)}) is not in {descriptor.Assembly}");
             object? target = null;
-            if (!method.IsStatic)
+            if (!method.IsStatic && !ofActor)
                 target = type.GetField("<>9", BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.Static)?.GetValue(null)
                     ?? throw new MissingMethodException($"{descriptor.Method} is an instance method without a closure singleton");
             return (method, MethodInvoker.Create(method), target, method.GetParameters().Select(p => p.ParameterType).ToArray());

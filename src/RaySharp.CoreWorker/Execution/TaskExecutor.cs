@@ -17,7 +17,11 @@ namespace RaySharp.CoreWorker.Execution;
 /// </summary>
 internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient gcs, ILogger<TaskExecutor> logger) : IFramedHandler
 {
-    private readonly ConcurrentDictionary<string, Lazy<Task<JobAssemblyLoadContext>>> _jobs = new(StringComparer.Ordinal);
+    private readonly JobCodeCache _code = new(options, gcs);
+    private ActorExecutor? _actors;
+
+    /// <summary>The actors of this worker, made on the first actor it is given.</summary>
+    private ActorExecutor Actors => LazyInitializer.EnsureInitialized(ref _actors, () => new ActorExecutor(options, _code, logger));
 
     // Tasks pushed ahead (pipelined by the lessee) wait here and run one at a time, in arrival order: a worker is
     // leased for one task's resources. A task that finds the worker free runs at once, with no queue hop.
@@ -28,6 +32,20 @@ internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient 
     public async ValueTask<ReadOnlyMemory<byte>> HandleAsync(int method, byte[] payload, CancellationToken cancellationToken)
     {
         if (method == FramedMethods.GetObject) return await Objects.ObjectDirectory.ServeAsync(payload).ConfigureAwait(false);
+        if (method == FramedMethods.ActorCall)
+            return (await Actors.CallAsync(PushTaskRequest.Parser.ParseFrom(payload), FramedConnection.Current).ConfigureAwait(false)).ToByteArray();
+        if (method == FramedMethods.ActorCreate)
+        {
+            var creation = PushTaskRequest.Parser.ParseFrom(payload);
+            var creator = FramedConnection.Current;
+            // Off the connection's read loop: a constructor may block.
+            return (await Task.Run(() => Actors.CreateAsync(creation, creator), CancellationToken.None).ConfigureAwait(false)).ToByteArray();
+        }
+        if (method == FramedMethods.ActorKill)
+        {
+            Actors.Kill(ActorKillRequest.Parser.ParseFrom(payload).ActorId);
+            return ReadOnlyMemory<byte>.Empty;
+        }
         if (method != FramedMethods.PushTask) throw new NotSupportedException($"method {method} is not served by a worker");
         var request = PushTaskRequest.Parser.ParseFrom(payload);
         // The task's output streams back over the connection that pushed it.
@@ -81,10 +99,8 @@ internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient 
     {
         try
         {
-            var code = await _jobs.GetOrAdd(request.JobId, jobId => new Lazy<Task<JobAssemblyLoadContext>>(
-                () => CodePackage.LoadAsync(gcs, jobId, Path.Combine(options.SessionDir, "code")))).Value.ConfigureAwait(false);
-            var (method, invoker, target, parameters) = FunctionDescriptors.Resolve(request.JobId, request.Function,
-                name => code.LoadFromAssemblyName(new AssemblyName(name)));
+            var code = await _code.GetAsync(request.JobId).ConfigureAwait(false);
+            var (method, invoker, target, parameters) = FunctionDescriptors.Resolve(request.JobId, request.Function, JobCodeCache.Loader(code));
             if (parameters.Length != request.Args.Count)
                 throw new ArgumentException($"{method.Name} takes {parameters.Length} arguments, the task carried {request.Args.Count}");
             var args = new object?[parameters.Length];
@@ -107,56 +123,13 @@ internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient 
                 Text = text,
             }.ToByteArray()));
             var result = invoker.Invoke(target, args.AsSpan());
-            var resultType = method.ReturnType;
-            switch (result)
-            {
-                case Task task:
-                    await task.ConfigureAwait(false);
-                    if (resultType.IsGenericType)
-                    {
-                        result = task.GetType().GetProperty("Result")!.GetValue(task);
-                        resultType = resultType.GetGenericArguments()[0];
-                    }
-                    else
-                    {
-                        result = null;
-                        resultType = typeof(void);
-                    }
-                    break;
-                case ValueTask valueTask:
-                    await valueTask.ConfigureAwait(false);
-                    resultType = typeof(void);
-                    result = null;
-                    break;
-                default:
-                    if (resultType.IsGenericType && resultType.GetGenericTypeDefinition() == typeof(ValueTask<>))
-                    {
-                        var asTask = (Task)resultType.GetMethod("AsTask")!.Invoke(result, null)!;
-                        await asTask.ConfigureAwait(false);
-                        resultType = resultType.GetGenericArguments()[0];
-                        result = asTask.GetType().GetProperty("Result")!.GetValue(asTask);
-                    }
-                    break;
-            }
-            var bytes = resultType == typeof(void) ? ValueSerializer.Serialize<object?>(null) : ValueSerializer.Serialize(resultType, result);
-            return new PushTaskReply { Result = ByteString.CopyFrom(bytes) };
+            return new PushTaskReply { Result = await TaskResults.SerializeAsync(result, method.ReturnType).ConfigureAwait(false) };
         }
         catch (Exception e)
         {
-            var error = e is TargetInvocationException { InnerException: { } inner } ? inner : e;
-            LogTaskFailed(logger, request.TaskId, error.GetType().Name, error.Message);
-            return new PushTaskReply
-            {
-                Error = new TaskError
-                {
-                    ExceptionType = error.GetType().FullName ?? error.GetType().Name,
-                    Message = error.Message,
-                    StackTrace = error.StackTrace ?? "",
-                    NodeIpAddress = options.NodeIpAddress,
-                    WorkerId = options.WorkerId,
-                    Pid = Environment.ProcessId,
-                },
-            };
+            var failure = TaskResults.Failure(e, options);
+            LogTaskFailed(logger, request.TaskId, failure.Error.ExceptionType, failure.Error.Message);
+            return failure;
         }
         finally
         {

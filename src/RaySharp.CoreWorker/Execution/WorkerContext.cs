@@ -16,6 +16,20 @@ internal sealed record WorkerContext(string NodeId, string NodeIpAddress, string
 
     private static readonly AsyncLocal<string?> s_jobId = new();
     private static readonly AsyncLocal<string?> s_taskId = new();
+    private static readonly AsyncLocal<string?> s_actorId = new();
+
+    /// <summary>The raylet of this worker's node: where actors created here start looking for a place.</summary>
+    public string? RayletAddress { get; init; }
+
+    /// <summary>Submits actor calls from inside a task or actor (handles passed as arguments).</summary>
+    public Submission.ActorTaskSubmitter? ActorSubmitter { get; init; }
+
+    /// <summary>The actor whose constructor or method runs on this flow, if any.</summary>
+    public static string? CurrentActorId
+    {
+        get => s_actorId.Value;
+        set => s_actorId.Value = value;
+    }
 
     public static string? CurrentJobId
     {

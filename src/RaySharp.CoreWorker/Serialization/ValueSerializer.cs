@@ -15,7 +15,7 @@ internal static class ValueSerializer
             ObjectRefResolver.Instance, ContractlessStandardResolverAllowPrivate.Instance));
 
     /// <summary>
-    /// Finds the formatter of the API's <c>ObjectRef&lt;T&gt;</c> (refs inside values travel as refs). The API assembly is
+    /// Finds the formatters of the API's <c>ObjectRef&lt;T&gt;</c> and <c>ActorHandle&lt;T&gt;</c> (refs and handles inside values travel as references). The API assembly is
     /// per job on a worker, so the formatter is looked up next to whichever <c>ObjectRef</c> type is being written.
     /// </summary>
     private sealed class ObjectRefResolver : IFormatterResolver
@@ -31,8 +31,15 @@ internal static class ValueSerializer
             private static IMessagePackFormatter<T>? Create()
             {
                 var type = typeof(T);
-                if (!type.IsGenericType || type.GetGenericTypeDefinition().FullName != "RaySharp.ObjectRef`1") return null;
-                var formatter = type.Assembly.GetType("RaySharp.ObjectRefFormatter`1")?.MakeGenericType(type.GetGenericArguments());
+                if (!type.IsGenericType) return null;
+                var formatterName = type.GetGenericTypeDefinition().FullName switch
+                {
+                    "RaySharp.ObjectRef`1" => "RaySharp.ObjectRefFormatter`1",
+                    "RaySharp.ActorHandle`1" => "RaySharp.ActorHandleFormatter`1",
+                    _ => null,
+                };
+                if (formatterName is null) return null;
+                var formatter = type.Assembly.GetType(formatterName)?.MakeGenericType(type.GetGenericArguments());
                 return formatter is null ? null : (IMessagePackFormatter<T>?)Activator.CreateInstance(formatter);
             }
         }

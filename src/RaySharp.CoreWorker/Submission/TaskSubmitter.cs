@@ -3,6 +3,7 @@ using Grpc.Core;
 using Microsoft.Extensions.Logging;
 using RaySharp.Common;
 using RaySharp.Rpc;
+using RaySharp.Rpc.Clients;
 using RaySharp.Rpc.Protocol;
 using RaySharp.Rpc.Transport;
 
@@ -54,6 +55,9 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
         _nodes = nodes;
         _warn = warn;
     }
+
+    /// <summary>What this process serves to workers it calls: their console output, and objects it passed by reference.</summary>
+    public IFramedHandler CallerHandler => _printer;
 
     /// <summary>Tells the user, once per shape, that tasks wait for resources no node of the cluster has (Ray's infeasible warning).</summary>
     private async Task WarnIfInfeasibleAsync(ShapeQueue shape, Task pendingLease)
@@ -241,46 +245,42 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
             var grantOrReject = false;
             while (true)
             {
-                var request = new RequestWorkerLeaseRequest { LeaseRequestId = UniqueId.New(), Strategy = shape.Strategy, GrantOrReject = grantOrReject };
-                request.Resources.Add(shape.Resources);
-                var client = new NodeManagerService.NodeManagerServiceClient(_channels.Get(raylet));
-                var call = client.RequestWorkerLeaseAsync(request, cancellationToken: _disposed.Token).ResponseAsync;
-                _ = WarnIfInfeasibleAsync(shape, call);
-                var reply = await call.ConfigureAwait(false);
-                if (reply.WorkerAddress is { } address)
+                var (reply, grantedBy) = await RayletLeaseClient.RequestAsync(_channels, raylet, () =>
                 {
-                    FramedConnection connection;
-                    try
-                    {
-                        connection = await FramedClient.ConnectAsync(address.IpAddress, address.Port, handler: _printer, cancellationToken: _disposed.Token).ConfigureAwait(false);
-                    }
-                    catch (Exception e) when (e is System.Net.Sockets.SocketException or IOException or RemoteCallException)
-                    {
-                        // The worker died between grant and connect: hand the lease back and ask again.
-                        await ReturnLeaseAsync(raylet, reply.LeaseId, disconnect: true).ConfigureAwait(false);
-                        continue;
-                    }
-                    var leased = new LeasedWorker(reply.LeaseId, raylet, address, connection, reply.GpuIds.ToList());
-                    lock (_gate)
-                    {
-                        shape.Leasing--;
-                        shape.Workers.Add(leased);
-                    }
-                    Pump(shape);
-                    bool unused;
-                    lock (_gate)
-                    {
-                        unused = leased.InFlight == 0;
-                        if (unused) leased.IdleSince = Environment.TickCount64;
-                    }
-                    // Granted after the work ran out: hand it back unless a task comes soon.
-                    if (unused) _ = ReturnIfStillIdleAsync(shape, leased);
-                    return;
-                }
-                if (reply.Rejected) throw new InvalidOperationException(reply.FailureMessage);
-                // Spillback: that raylet should run this shape; it must grant or queue, never spill again.
-                raylet = NodeAddress.Format(reply.RetryAtIpAddress, reply.RetryAtPort);
+                    var request = new RequestWorkerLeaseRequest { LeaseRequestId = UniqueId.New(), Strategy = shape.Strategy };
+                    request.Resources.Add(shape.Resources);
+                    return request;
+                }, grantOrReject, call => _ = WarnIfInfeasibleAsync(shape, call), _disposed.Token).ConfigureAwait(false);
+                raylet = grantedBy;
                 grantOrReject = true;
+                var address = reply.WorkerAddress;
+                FramedConnection connection;
+                try
+                {
+                    connection = await FramedClient.ConnectAsync(address.IpAddress, address.Port, handler: _printer, cancellationToken: _disposed.Token).ConfigureAwait(false);
+                }
+                catch (Exception e) when (e is System.Net.Sockets.SocketException or IOException or RemoteCallException)
+                {
+                    // The worker died between grant and connect: hand the lease back and ask again.
+                    await RayletLeaseClient.ReturnAsync(_channels, raylet, reply.LeaseId, disconnect: true).ConfigureAwait(false);
+                    continue;
+                }
+                var leased = new LeasedWorker(reply.LeaseId, raylet, address, connection, reply.GpuIds.ToList());
+                lock (_gate)
+                {
+                    shape.Leasing--;
+                    shape.Workers.Add(leased);
+                }
+                Pump(shape);
+                bool unused;
+                lock (_gate)
+                {
+                    unused = leased.InFlight == 0;
+                    if (unused) leased.IdleSince = Environment.TickCount64;
+                }
+                // Granted after the work ran out: hand it back unless a task comes soon.
+                if (unused) _ = ReturnIfStillIdleAsync(shape, leased);
+                return;
             }
         }
         catch (Exception e) when (!_disposed.IsCancellationRequested)
@@ -304,18 +304,7 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
     private async Task ReturnAsync(LeasedWorker worker, bool disconnect)
     {
         await worker.Connection.DisposeAsync().ConfigureAwait(false);
-        await ReturnLeaseAsync(worker.RayletAddress, worker.LeaseId, disconnect).ConfigureAwait(false);
-    }
-
-    private async Task ReturnLeaseAsync(string rayletAddress, string leaseId, bool disconnect)
-    {
-        try
-        {
-            var client = new NodeManagerService.NodeManagerServiceClient(_channels.Get(rayletAddress));
-            await client.ReturnWorkerAsync(new ReturnWorkerRequest { LeaseId = leaseId, DisconnectWorker = disconnect },
-                deadline: DateTime.UtcNow.AddSeconds(5)).ConfigureAwait(false);
-        }
-        catch (RpcException) { /* the raylet reclaims leases of a worker that dies; nothing more to do */ }
+        await RayletLeaseClient.ReturnAsync(_channels, worker.RayletAddress, worker.LeaseId, disconnect).ConfigureAwait(false);
     }
 
     public async ValueTask DisposeAsync()

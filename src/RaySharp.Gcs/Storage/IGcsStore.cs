@@ -29,5 +29,6 @@ internal static class GcsTables
     public const string Nodes = "NODE";
     public const string Jobs = "JOB";
     public const string Counters = "COUNTER";
+    public const string Actors = "ACTOR";
     public static string Kv(string ns) => "KV:" + ns;
 }

@@ -39,7 +39,12 @@ internal sealed partial class LeaseManager
     private sealed class PendingLease(RequestWorkerLeaseRequest request)
     {
         public RequestWorkerLeaseRequest Request { get; } = request;
+        /// <summary>What the lease holds.</summary>
         public Dictionary<string, double> Shape { get; } = new(request.Resources, StringComparer.Ordinal);
+        /// <summary>What must be free to grant it (an actor may need a CPU to be placed and hold none).</summary>
+        public Dictionary<string, double> Placement { get; } = request.PlacementResources.Count > 0
+            ? new(request.PlacementResources, StringComparer.Ordinal)
+            : new(request.Resources, StringComparer.Ordinal);
         public TaskCompletionSource<RequestWorkerLeaseReply> Reply { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
         public bool Infeasible { get; set; }
     }
@@ -75,10 +80,10 @@ internal sealed partial class LeaseManager
         }
 
         static List<ResourceDemand> Group(IEnumerable<PendingLease> items) =>
-            items.GroupBy(p => ResourceSet.Describe(p.Shape)).Select(g =>
+            items.GroupBy(p => ResourceSet.Describe(p.Placement)).Select(g =>
             {
                 var d = new ResourceDemand { Count = g.Count() };
-                d.Shape.Add(g.First().Shape);
+                d.Shape.Add(g.First().Placement);
                 return d;
             }).ToList();
     }
@@ -191,10 +196,10 @@ internal sealed partial class LeaseManager
             for (var i = 0; i < _queue.Count; i++)
             {
                 var p = _queue[i];
-                var placement = ClusterResourceScheduler.Decide(p.Shape, p.Request.Strategy, p.Request.GrantOrReject, local, remotes);
+                var placement = ClusterResourceScheduler.Decide(p.Placement, p.Request.Strategy, p.Request.GrantOrReject, local, remotes);
                 switch (placement.Kind)
                 {
-                    case PlacementKind.Local when ResourceSet.Fits(p.Shape, _available):
+                    case PlacementKind.Local when ResourceSet.Fits(p.Placement, _available) && ResourceSet.Fits(p.Shape, _available):
                         var leaseId = $"{UniqueId.Short(_options.NodeId)}-{++_nextLease}";
                         var worker = _pool.TryPopIdle(leaseId);
                         if (worker is null)
@@ -234,7 +239,7 @@ internal sealed partial class LeaseManager
                         changed = true;
                         if (!_spilledSinceRefresh.TryGetValue(placement.Node!.NodeId, out var spilled))
                             _spilledSinceRefresh[placement.Node.NodeId] = spilled = new Dictionary<string, double>(StringComparer.Ordinal);
-                        ResourceSet.Add(spilled, p.Shape, new Dictionary<string, double>());
+                        ResourceSet.Add(spilled, p.Placement, new Dictionary<string, double>());
                         remotes = AdjustedRemotes(reported);
                         completions.Add((p, new RequestWorkerLeaseReply
                         {
@@ -253,7 +258,7 @@ internal sealed partial class LeaseManager
                         {
                             p.Infeasible = true;
                             changed = true;
-                            LogInfeasible(_logger, ResourceSet.Describe(p.Shape));
+                            LogInfeasible(_logger, ResourceSet.Describe(p.Placement));
                         }
                         break;
                 }

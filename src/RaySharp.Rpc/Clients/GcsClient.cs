@@ -11,6 +11,7 @@ internal sealed class GcsClient(RpcChannelPool channels, string address)
     public NodeInfoGcsService.NodeInfoGcsServiceClient Nodes => new(channels.Get(Address));
     public JobInfoGcsService.JobInfoGcsServiceClient Jobs => new(channels.Get(Address));
     public InternalKvGcsService.InternalKvGcsServiceClient Kv => new(channels.Get(Address));
+    public ActorInfoGcsService.ActorInfoGcsServiceClient Actors => new(channels.Get(Address));
 
     /// <summary>
     /// Asks the GCS who it is, retrying while the connection is refused or unanswered (a head that is still starting)

@@ -14,4 +14,16 @@ internal static class FramedMethods
     /// the process that sent it the task (the owner, or a borrower that asks its own sender in turn).
     /// </summary>
     public const int GetObject = 3;
+
+    /// <summary>PushTaskRequest (with actor_id) → PushTaskReply, GCS → worker: build an actor there (run its factory).</summary>
+    public const int ActorCreate = 4;
+
+    /// <summary>PushTaskRequest (with actor_id) → PushTaskReply, caller → the actor's worker: run one method call.</summary>
+    public const int ActorCall = 5;
+
+    /// <summary>ActorKillRequest → empty, GCS → a worker hosting lightweight actors: drop one of them.</summary>
+    public const int ActorKill = 6;
+
+    /// <summary>RegisterDriverRequest → empty, driver → GCS: the connection it arrives on lives as long as the driver.</summary>
+    public const int RegisterDriver = 7;
 }

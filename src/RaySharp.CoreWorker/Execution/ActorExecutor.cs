@@ -1,0 +1,74 @@
+using System.Collections.Concurrent;
+using Microsoft.Extensions.Logging;
+using RaySharp.CoreWorker.Serialization;
+using RaySharp.Rpc.Protocol;
+using RaySharp.Rpc.Transport;
+
+namespace RaySharp.CoreWorker.Execution;
+
+/// <summary>
+/// The actors this worker holds: one for a worker dedicated to an actor, many for a host of lightweight actors. The GCS
+/// creates (and, for lightweight ones, kills) them; callers then send method calls straight here.
+/// </summary>
+internal sealed partial class ActorExecutor(CoreWorkerOptions options, JobCodeCache code, ILogger logger)
+{
+    private readonly ConcurrentDictionary<string, ActorInstance> _actors = new(StringComparer.Ordinal);
+
+    public int Count => _actors.Count;
+
+    public async Task<PushTaskReply> CreateAsync(PushTaskRequest request, FramedConnection? creator)
+    {
+        try
+        {
+            var job = await code.GetAsync(request.JobId).ConfigureAwait(false);
+            var (method, invoker, target, parameters) = FunctionDescriptors.Resolve(request.JobId, request.Function, JobCodeCache.Loader(job));
+            var args = new object?[parameters.Length];
+            using (Objects.ObjectDirectory.ReceivingFrom(creator))
+            {
+                for (var i = 0; i < args.Length; i++) args[i] = ValueSerializer.Deserialize(parameters[i], request.Args[i].Memory);
+            }
+            WorkerContext.CurrentJobId = request.JobId;
+            WorkerContext.CurrentActorId = request.ActorId;
+            // A dedicated actor keeps its lease's GPUs for life; lightweight actors hold none.
+            if (request.GpuIds.Count > 0) Environment.SetEnvironmentVariable("CUDA_VISIBLE_DEVICES", string.Join(",", request.GpuIds));
+            var instance = invoker.Invoke(target, args.AsSpan());
+            if (instance is Task task)
+            {
+                await task.ConfigureAwait(false);
+                instance = task.GetType().GetProperty("Result")?.GetValue(task);
+            }
+            if (instance is null) throw new InvalidOperationException($"the factory of actor {request.ClassName} returned null");
+            var actor = new ActorInstance(request.ActorId, request.JobId, request.ClassName, instance, request.MaxConcurrency, options, job);
+            _actors[request.ActorId] = actor;
+            LogCreated(logger, request.ActorId, instance.GetType().FullName ?? request.ClassName, actor.MaxConcurrency);
+            return new PushTaskReply { Result = Google.Protobuf.ByteString.Empty };
+        }
+        catch (Exception e)
+        {
+            var failure = TaskResults.Failure(e, options);
+            LogCreateFailed(logger, request.ActorId, failure.Error.ExceptionType, failure.Error.Message);
+            return failure;
+        }
+    }
+
+    public Task<PushTaskReply> CallAsync(PushTaskRequest request, FramedConnection? caller) =>
+        _actors.TryGetValue(request.ActorId, out var actor)
+            ? actor.Enqueue(request, caller)
+            : Task.FromResult(new PushTaskReply { ActorMissing = $"worker {options.WorkerId} holds no actor {request.ActorId}" });
+
+    public void Kill(string actorId)
+    {
+        if (!_actors.TryRemove(actorId, out var actor)) return;
+        actor.Stop();
+        LogKilled(logger, actorId);
+    }
+
+    [LoggerMessage(EventId = 620, Level = LogLevel.Information, Message = "Actor {ActorId} ({Class}) created; up to {Concurrency} call(s) at once")]
+    private static partial void LogCreated(ILogger logger, string actorId, string @class, int concurrency);
+
+    [LoggerMessage(EventId = 621, Level = LogLevel.Information, Message = "Actor {ActorId} constructor failed: {Type}: {Message}")]
+    private static partial void LogCreateFailed(ILogger logger, string actorId, string type, string message);
+
+    [LoggerMessage(EventId = 622, Level = LogLevel.Information, Message = "Actor {ActorId} dropped (killed)")]
+    private static partial void LogKilled(ILogger logger, string actorId);
+}

@@ -1,0 +1,151 @@
+using System.Collections.Concurrent;
+using System.Threading.Channels;
+using System.Reflection;
+using Google.Protobuf;
+using RaySharp.CoreWorker.CodeShipping;
+using RaySharp.CoreWorker.Serialization;
+using RaySharp.Rpc.Protocol;
+using RaySharp.Rpc.Transport;
+
+namespace RaySharp.CoreWorker.Execution;
+
+/// <summary>
+/// One live actor in this worker: its object and its mailbox. Calls start in arrival order (so each caller's calls run
+/// in the order it made them). How many run at once depends on the actor: one at a time by default; for a class with
+/// async methods up to <c>MaxConcurrency</c> (default 1000) interleaved at their awaits on one serial context, as Ray's
+/// async actors run on one event loop; for a class with only synchronous methods and <c>MaxConcurrency</c> &gt; 1, up to
+/// that many on thread-pool threads (Ray's threaded actors).
+/// </summary>
+internal sealed class ActorInstance
+{
+    /// <summary>Default concurrency of a class with async methods, as Ray's async actors.</summary>
+    public const int DefaultAsyncConcurrency = 1000;
+
+    private readonly System.Threading.Channels.Channel<Call> _mailbox = System.Threading.Channels.Channel.CreateUnbounded<Call>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly ConcurrentDictionary<FunctionDescriptor, Method> _methods = new();
+    private readonly CoreWorkerOptions _options;
+    private readonly JobAssemblyLoadContext _code;
+    private readonly SemaphoreSlim? _slots;
+    private readonly SerialSynchronizationContext? _context;
+
+    private sealed record Call(PushTaskRequest Request, FramedConnection? Caller, TaskCompletionSource<PushTaskReply> Reply);
+
+    private sealed record Method(MethodInvoker Invoker, object? Target, Type[] ParameterTypes, Type ReturnType, bool Lambda);
+
+    public ActorInstance(string actorId, string jobId, string name, object instance, int maxConcurrency, CoreWorkerOptions options, JobAssemblyLoadContext code)
+    {
+        ActorId = actorId;
+        JobId = jobId;
+        Name = name;
+        Instance = instance;
+        _options = options;
+        _code = code;
+        IsAsync = instance.GetType().GetMethods(System.Reflection.BindingFlags.Public | System.Reflection.BindingFlags.Instance)
+            .Any(m => m.DeclaringType != typeof(object) && TaskResults.IsAsync(m.ReturnType));
+        MaxConcurrency = maxConcurrency > 0 ? maxConcurrency : IsAsync ? DefaultAsyncConcurrency : 1;
+        if (MaxConcurrency > 1) _slots = new SemaphoreSlim(MaxConcurrency);
+        if (IsAsync) _context = new SerialSynchronizationContext();
+        _ = PumpAsync();
+    }
+
+    public string ActorId { get; }
+    public string JobId { get; }
+    public string Name { get; }
+    public object Instance { get; }
+    public bool IsAsync { get; }
+    public int MaxConcurrency { get; }
+
+    public Task<PushTaskReply> Enqueue(PushTaskRequest request, FramedConnection? caller)
+    {
+        var reply = new TaskCompletionSource<PushTaskReply>(TaskCreationOptions.RunContinuationsAsynchronously);
+        if (!_mailbox.Writer.TryWrite(new Call(request, caller, reply)))
+            reply.TrySetResult(new PushTaskReply { ActorMissing = $"actor {ActorId} was killed" });
+        return reply.Task;
+    }
+
+    /// <summary>The actor was killed: calls still queued are answered as if it never existed here.</summary>
+    public void Stop()
+    {
+        _mailbox.Writer.TryComplete();
+        while (_mailbox.Reader.TryRead(out var call)) call.Reply.TrySetResult(new PushTaskReply { ActorMissing = $"actor {ActorId} was killed" });
+    }
+
+    private async Task PumpAsync()
+    {
+        var reader = _mailbox.Reader;
+        while (await reader.WaitToReadAsync().ConfigureAwait(false))
+        {
+            while (reader.TryRead(out var call))
+            {
+                if (_slots is null)
+                {
+                    call.Reply.TrySetResult(await ExecuteAsync(call).ConfigureAwait(false));
+                    continue;
+                }
+                await _slots.WaitAsync().ConfigureAwait(false);
+                if (_context is not null) _context.Post(static state => { var (actor, c) = ((ActorInstance, Call))state!; actor.RunConcurrently(c); }, (this, call));
+                else _ = Task.Run(() => RunConcurrently(call));
+            }
+        }
+    }
+
+    private async void RunConcurrently(Call call)
+    {
+        try
+        {
+            call.Reply.TrySetResult(await ExecuteAsync(call));
+        }
+        finally
+        {
+            _slots!.Release();
+        }
+    }
+
+    private Method Resolve(FunctionDescriptor descriptor, bool lambda) => _methods.GetOrAdd(descriptor, d =>
+    {
+        var (method, invoker, target, parameters) = FunctionDescriptors.Resolve(JobId, d, JobCodeCache.Loader(_code), ofActor: !lambda);
+        if (lambda && (parameters.Length == 0 || !parameters[0].IsInstanceOfType(Instance)))
+            throw new ArgumentException($"{method.Name} does not take a {Instance.GetType().Name} as its first parameter");
+        return new Method(invoker, target, lambda ? parameters[1..] : parameters, method.ReturnType, lambda);
+    });
+
+    /// <summary>Runs one call. Its synchronous part runs on the caller's thread: the pump, the serial context, or a pool thread.</summary>
+    private async ValueTask<PushTaskReply> ExecuteAsync(Call call)
+    {
+        var request = call.Request;
+        try
+        {
+            var method = Resolve(request.Function, request.LambdaCall);
+            if (method.ParameterTypes.Length != request.Args.Count)
+                throw new ArgumentException($"{request.Name} takes {method.ParameterTypes.Length} arguments, the call carried {request.Args.Count}");
+            var offset = method.Lambda ? 1 : 0;
+            var args = new object?[method.ParameterTypes.Length + offset];
+            if (method.Lambda) args[0] = Instance;
+            using (Objects.ObjectDirectory.ReceivingFrom(call.Caller))
+            {
+                for (var i = 0; i < method.ParameterTypes.Length; i++) args[i + offset] = ValueSerializer.Deserialize(method.ParameterTypes[i], request.Args[i].Memory);
+            }
+            WorkerContext.CurrentJobId = JobId;
+            WorkerContext.CurrentTaskId = request.TaskId;
+            WorkerContext.CurrentActorId = ActorId;
+            TaskOutputCapture.Begin((text, isError) => call.Caller?.Notify(FramedMethods.TaskOutput, new TaskOutput
+            {
+                TaskName = request.Name,
+                Pid = Environment.ProcessId,
+                NodeIpAddress = _options.NodeIpAddress,
+                IsStderr = isError,
+                Text = text,
+            }.ToByteArray()));
+            var result = method.Invoker.Invoke(method.Lambda ? method.Target : Instance, args.AsSpan());
+            return new PushTaskReply { Result = await TaskResults.SerializeAsync(result, method.ReturnType) };
+        }
+        catch (Exception e)
+        {
+            return TaskResults.Failure(e, _options);
+        }
+        finally
+        {
+            TaskOutputCapture.End();
+        }
+    }
+}

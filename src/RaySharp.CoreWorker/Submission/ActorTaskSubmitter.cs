@@ -1,0 +1,323 @@
+using Google.Protobuf;
+using Grpc.Core;
+using Microsoft.Extensions.Logging;
+using RaySharp.Rpc.Clients;
+using RaySharp.Rpc.Protocol;
+using RaySharp.Rpc.Transport;
+
+namespace RaySharp.CoreWorker.Submission;
+
+/// <summary>The actor is dead: killed, its constructor threw, its worker or node died with no restarts left, or its owner exited.</summary>
+internal sealed class ActorDiedCoreException(string actorId, string cause, TaskError? creationError)
+    : Exception($"actor {actorId} is dead: {cause}")
+{
+    public string ActorId { get; } = actorId;
+    public string Cause { get; } = cause;
+    public TaskError? CreationError { get; } = creationError;
+}
+
+/// <summary>The actor restarted while a call was running on it; the call was not retried (MaxTaskRetries is 0).</summary>
+internal sealed class ActorUnavailableCoreException(string message) : Exception(message);
+
+/// <summary>A caller already has MaxPendingCalls calls in flight to the actor.</summary>
+internal sealed class PendingCallsLimitCoreException(string message) : Exception(message);
+
+/// <summary>
+/// The caller's side of actor calls: per actor, one ordered stream of calls over a framed connection to the actor's
+/// worker (shared by every actor that worker hosts). The actor's address comes from the GCS; calls made before it is
+/// known, or while the actor restarts, wait and go out in the order they were made. A call whose connection breaks
+/// is retried on the restarted actor within MaxTaskRetries, else fails with the reason the GCS gives.
+/// </summary>
+internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
+{
+    private readonly GcsClient _gcs;
+    private readonly IFramedHandler _callerHandler;
+    private readonly ILogger _logger;
+    private readonly Lock _gate = new();
+    private readonly Dictionary<string, ActorState> _actors = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, Task<FramedConnection>> _connections = new(StringComparer.Ordinal);
+    private readonly CancellationTokenSource _disposed = new();
+
+    /// <param name="callerHandler">Serves what actors ask of their caller over the same connection: console output, nested refs.</param>
+    public ActorTaskSubmitter(GcsClient gcs, IFramedHandler callerHandler, ILogger logger)
+    {
+        _gcs = gcs;
+        _callerHandler = callerHandler;
+        _logger = logger;
+    }
+
+    public GcsClient Gcs => _gcs;
+
+    private sealed class ActorState(string actorId)
+    {
+        public string ActorId { get; } = actorId;
+        public FramedConnection? Connection { get; set; }
+        /// <summary>The incarnation to wait for: the restart count the next connection must come from (or later).</summary>
+        public int MinRestarts { get; set; }
+        public bool Resolving { get; set; }
+        public Task? Registration { get; set; }
+        public Queue<PendingCall> Waiting { get; } = new();
+        public List<PendingCall> Retrying { get; } = [];
+        public List<PendingCall> Interrupted { get; } = [];
+        public ActorDiedCoreException? Dead { get; set; }
+        public int InFlight { get; set; }
+        public long NextSequence { get; set; }
+    }
+
+    private sealed class PendingCall(PushTaskRequest request, int retriesLeft, long sequence)
+    {
+        public PushTaskRequest Request { get; } = request;
+        public TaskCompletionSource<PushTaskReply> Reply { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public int RetriesLeft { get; set; } = retriesLeft;
+        public long Sequence { get; } = sequence;
+    }
+
+    /// <summary>Calls to an actor this process is creating wait for its registration with the GCS first.</summary>
+    public void TrackRegistration(string actorId, Task registration)
+    {
+        lock (_gate) State(actorId).Registration = registration;
+    }
+
+    private ActorState State(string actorId)
+    {
+        if (!_actors.TryGetValue(actorId, out var state)) _actors[actorId] = state = new ActorState(actorId);
+        return state;
+    }
+
+    /// <param name="maxTaskRetries">Re-sends after the actor restarts under a call; -1: no limit; 0: the call fails instead.</param>
+    /// <param name="maxPendingCalls">Most calls from this process in flight to the actor; -1: no limit.</param>
+    public Task<PushTaskReply> SubmitAsync(string actorId, PushTaskRequest request, int maxTaskRetries, int maxPendingCalls)
+    {
+        PendingCall call;
+        var resolve = false;
+        ActorState state;
+        lock (_gate)
+        {
+            state = State(actorId);
+            if (state.Dead is { } dead) return Task.FromException<PushTaskReply>(dead);
+            if (maxPendingCalls >= 0 && state.InFlight >= maxPendingCalls)
+                throw new PendingCallsLimitCoreException(
+                    $"actor {actorId} already has {state.InFlight} calls pending from this caller, its MaxPendingCalls; wait for some results before calling again, or raise MaxPendingCalls");
+            state.InFlight++;
+            call = new PendingCall(request, maxTaskRetries, state.NextSequence++);
+            if (state.Connection is { } connection && state.Waiting.Count == 0 && !state.Resolving) Send(state, connection, call);
+            else
+            {
+                state.Waiting.Enqueue(call);
+                if (!state.Resolving) resolve = state.Resolving = true;
+            }
+        }
+        if (resolve) _ = ResolveAsync(state);
+        return call.Reply.Task;
+    }
+
+    /// <summary>Under the lock, so calls leave in the order they were made.</summary>
+    private void Send(ActorState state, FramedConnection connection, PendingCall call) =>
+        _ = CompleteAsync(state, connection, call, connection.CallAsync(FramedMethods.ActorCall, call.Request.ToByteArray()));
+
+    private async Task CompleteAsync(ActorState state, FramedConnection connection, PendingCall call, Task<byte[]> sent)
+    {
+        PushTaskReply reply;
+        try
+        {
+            reply = PushTaskReply.Parser.ParseFrom(await sent.ConfigureAwait(false));
+        }
+        catch (Exception e) when (e is IOException or RemoteCallException)
+        {
+            OnInterrupted(state, connection, call);
+            return;
+        }
+        if (reply.OutcomeCase == PushTaskReply.OutcomeOneofCase.ActorMissing)
+        {
+            OnInterrupted(state, connection, call);
+            return;
+        }
+        Finish(state, call, reply, null);
+    }
+
+    private void Finish(ActorState state, PendingCall call, PushTaskReply? reply, Exception? error)
+    {
+        lock (_gate) state.InFlight--;
+        if (error is not null) call.Reply.TrySetException(error);
+        else call.Reply.TrySetResult(reply!);
+    }
+
+    /// <summary>The call's connection broke or the worker no longer holds the actor: ask the GCS what became of it.</summary>
+    private void OnInterrupted(ActorState state, FramedConnection connection, PendingCall call)
+    {
+        var resolve = false;
+        lock (_gate)
+        {
+            if (state.Connection == connection)
+            {
+                state.Connection = null;
+                state.MinRestarts++;
+            }
+            if (call.RetriesLeft != 0)
+            {
+                if (call.RetriesLeft > 0) call.RetriesLeft--;
+                state.Retrying.Add(call);
+            }
+            else
+            {
+                state.Interrupted.Add(call);
+            }
+            if (!state.Resolving) resolve = state.Resolving = true;
+        }
+        if (connection.Completion.IsCompleted) ForgetConnection(connection);
+        if (resolve) _ = ResolveAsync(state);
+    }
+
+    private async Task ResolveAsync(ActorState state)
+    {
+        try
+        {
+            if (state.Registration is { } registration)
+            {
+                try
+                {
+                    await registration.ConfigureAwait(false);
+                }
+                catch (Exception e)
+                {
+                    Bury(state, new ActorDiedCoreException(state.ActorId, $"it could not be registered with the GCS: {e.GetBaseException().Message}", null));
+                    return;
+                }
+            }
+            while (!_disposed.IsCancellationRequested)
+            {
+                GetActorInfoReply reply;
+                try
+                {
+                    reply = await _gcs.Actors.GetActorInfoAsync(new GetActorInfoRequest
+                    {
+                        ActorId = state.ActorId,
+                        Wait = true,
+                        MinNumRestarts = state.MinRestarts,
+                        WaitTimeoutMs = 30_000,
+                    }, cancellationToken: _disposed.Token).ConfigureAwait(false);
+                }
+                catch (RpcException e) when (e.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded)
+                {
+                    await Task.Delay(500, _disposed.Token).ConfigureAwait(false);
+                    continue;
+                }
+                if (!reply.Found)
+                {
+                    Bury(state, new ActorDiedCoreException(state.ActorId, "the GCS does not know it (it was never created, or the cluster was restarted without Redis)", null));
+                    return;
+                }
+                var info = reply.Info;
+                if (info.State == Rpc.Protocol.ActorState.ActorDead)
+                {
+                    Bury(state, new ActorDiedCoreException(state.ActorId, info.DeathCause, info.CreationError));
+                    return;
+                }
+                if (info.State != Rpc.Protocol.ActorState.ActorAlive || info.NumRestarts < state.MinRestarts) continue;
+                FramedConnection connection;
+                try
+                {
+                    connection = await ConnectAsync(info.Address).ConfigureAwait(false);
+                }
+                catch (Exception e) when (e is System.Net.Sockets.SocketException or IOException or RemoteCallException)
+                {
+                    lock (_gate) state.MinRestarts = info.NumRestarts + 1; // that incarnation is gone already
+                    continue;
+                }
+                List<PendingCall> interrupted;
+                lock (_gate)
+                {
+                    state.Connection = connection;
+                    state.MinRestarts = info.NumRestarts;
+                    interrupted = [.. state.Interrupted];
+                    state.Interrupted.Clear();
+                    state.Retrying.Sort((a, b) => a.Sequence.CompareTo(b.Sequence));
+                    foreach (var call in state.Retrying) Send(state, connection, call);
+                    state.Retrying.Clear();
+                    while (state.Waiting.TryDequeue(out var call)) Send(state, connection, call);
+                    state.Resolving = false;
+                }
+                foreach (var call in interrupted)
+                {
+                    Finish(state, call, null, new ActorUnavailableCoreException(
+                        $"actor {state.ActorId} lost its worker while running {call.Request.Name} and restarted (restart {info.NumRestarts}); " +
+                        "the call was not retried because MaxTaskRetries is 0 (set it to retry calls at least once)"));
+                }
+                return;
+            }
+        }
+        catch (OperationCanceledException) { /* disposing */ }
+    }
+
+    /// <summary>The actor is dead for good: every call waiting on it, and every later one, fails with why.</summary>
+    private void Bury(ActorState state, ActorDiedCoreException dead)
+    {
+        List<PendingCall> calls;
+        lock (_gate)
+        {
+            state.Dead = dead;
+            state.Resolving = false;
+            calls = [.. state.Interrupted, .. state.Retrying, .. state.Waiting];
+            state.Interrupted.Clear();
+            state.Retrying.Clear();
+            state.Waiting.Clear();
+        }
+        foreach (var call in calls) Finish(state, call, null, dead);
+    }
+
+    private Task<FramedConnection> ConnectAsync(WorkerAddress address)
+    {
+        var key = Common.NodeAddress.Format(address.IpAddress, address.Port);
+        lock (_gate)
+        {
+            if (_connections.TryGetValue(key, out var known) && !(known.IsCompletedSuccessfully && known.Result.Completion.IsCompleted) && !known.IsFaulted)
+                return known;
+            var connecting = FramedClient.ConnectAsync(address.IpAddress, address.Port, handler: _callerHandler, cancellationToken: _disposed.Token);
+            _connections[key] = connecting;
+            return connecting;
+        }
+    }
+
+    private void ForgetConnection(FramedConnection connection)
+    {
+        lock (_gate)
+        {
+            foreach (var (key, task) in _connections.ToList())
+            {
+                if (task.IsCompletedSuccessfully && task.Result == connection) _connections.Remove(key);
+            }
+        }
+    }
+
+    /// <summary>Tells the GCS to kill the actor; calls in flight then fail with the actor's death.</summary>
+    public async Task KillAsync(string actorId, bool noRestart)
+    {
+        var reply = await _gcs.Actors.KillActorAsync(new KillActorRequest { ActorId = actorId, NoRestart = noRestart, Reason = "killed by Ray.Kill" }).ConfigureAwait(false);
+        if (!reply.Found) throw new InvalidOperationException($"the GCS knows no actor {actorId}");
+        ActorState state;
+        lock (_gate)
+        {
+            state = State(actorId);
+            if (!noRestart)
+            {
+                // Calls made from now on wait for the next incarnation instead of racing the dying one.
+                if (state.Connection is not null)
+                {
+                    state.Connection = null;
+                    state.MinRestarts++;
+                }
+                return;
+            }
+        }
+        // Calls made after Kill returns fail at once; those in flight fail as their connection breaks.
+        Bury(state, new ActorDiedCoreException(actorId, "killed by Ray.Kill", null));
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _disposed.CancelAsync().ConfigureAwait(false);
+        List<Task<FramedConnection>> connections;
+        lock (_gate) connections = [.. _connections.Values];
+        foreach (var c in connections.Where(c => c.IsCompletedSuccessfully)) await c.Result.DisposeAsync().ConfigureAwait(false);
+    }
+}

@@ -1,0 +1,43 @@
+using RaySharp.Common;
+using RaySharp.Rpc.Protocol;
+
+namespace RaySharp.Rpc.Clients;
+
+/// <summary>
+/// Asks raylets for a worker lease, following spillback: the raylet asked first either grants, or names the node that
+/// should run the shape, which must then grant or queue (never spill again). Used by task owners and by the GCS when
+/// it places actors.
+/// </summary>
+internal static class RayletLeaseClient
+{
+    public static async Task<(RequestWorkerLeaseReply Reply, string RayletAddress)> RequestAsync(
+        RpcChannelPool channels, string rayletAddress, Func<RequestWorkerLeaseRequest> newRequest, bool grantOrReject = false,
+        Action<Task<RequestWorkerLeaseReply>>? onPending = null, CancellationToken cancellationToken = default)
+    {
+        while (true)
+        {
+            var request = newRequest();
+            request.GrantOrReject = grantOrReject;
+            var client = new NodeManagerService.NodeManagerServiceClient(channels.Get(rayletAddress));
+            var call = client.RequestWorkerLeaseAsync(request, cancellationToken: cancellationToken).ResponseAsync;
+            onPending?.Invoke(call);
+            var reply = await call.ConfigureAwait(false);
+            if (reply.WorkerAddress is not null) return (reply, rayletAddress);
+            if (reply.Rejected) throw new InvalidOperationException(reply.FailureMessage);
+            rayletAddress = NodeAddress.Format(reply.RetryAtIpAddress, reply.RetryAtPort);
+            grantOrReject = true;
+        }
+    }
+
+    /// <summary>Hands a lease back; <paramref name="disconnect"/> has the raylet stop the worker instead of reusing it.</summary>
+    public static async Task ReturnAsync(RpcChannelPool channels, string rayletAddress, string leaseId, bool disconnect)
+    {
+        try
+        {
+            var client = new NodeManagerService.NodeManagerServiceClient(channels.Get(rayletAddress));
+            await client.ReturnWorkerAsync(new ReturnWorkerRequest { LeaseId = leaseId, DisconnectWorker = disconnect },
+                deadline: DateTime.UtcNow.AddSeconds(5)).ConfigureAwait(false);
+        }
+        catch (Grpc.Core.RpcException) { /* the raylet reclaims leases of a worker that dies; nothing more to do */ }
+    }
+}

@@ -1,0 +1,415 @@
+using System.ComponentModel;
+using Google.Protobuf;
+using Grpc.Core;
+using RaySharp.Common;
+using RaySharp.CoreWorker.Execution;
+using RaySharp.CoreWorker.Submission;
+using RaySharp.Rpc.Protocol;
+
+namespace RaySharp;
+
+/// <summary>How long an actor lives.</summary>
+public enum ActorLifetime
+{
+    /// <summary>Until it is killed, or the job (driver) that created it ends. The default.</summary>
+    Owned,
+
+    /// <summary>Until it is killed (<see cref="Ray.Kill{TActor}(ActorHandle{TActor}, bool)"/>): it outlives the driver that created it.</summary>
+    Detached,
+}
+
+/// <summary>Options of an actor, given when it is created. Each default is the value used when unset.</summary>
+public sealed record ActorOptions
+{
+    /// <summary>
+    /// CPUs the actor holds while it lives. Default: unset, which places the actor where 1 CPU is free but holds none
+    /// while it runs, as Ray does (so many idle actors fit one node).
+    /// </summary>
+    public double? NumCpus { get; init; }
+
+    /// <summary>GPUs the actor holds for its whole life (its process gets <c>CUDA_VISIBLE_DEVICES</c>). Default 0.</summary>
+    public double NumGpus { get; init; }
+
+    /// <summary>Custom resources the actor holds for its whole life. Default none.</summary>
+    public IReadOnlyDictionary<string, double>? Resources { get; init; }
+
+    /// <summary>A name unique in <see cref="Namespace"/>, to find the actor from anywhere with <see cref="Ray.GetActor{TActor}(string, string?)"/>. Default none.</summary>
+    public string? Name { get; init; }
+
+    /// <summary>Namespace of <see cref="Name"/>. Default: the driver's (<see cref="RayInitOptions.Namespace"/>).</summary>
+    public string? Namespace { get; init; }
+
+    /// <summary>With a <see cref="Name"/> that is taken: return the existing actor instead of failing. Default false.</summary>
+    public bool GetIfExists { get; init; }
+
+    /// <summary>Default <see cref="ActorLifetime.Owned"/>.</summary>
+    public ActorLifetime Lifetime { get; init; }
+
+    /// <summary>
+    /// Calls that run at once. Default: 1 for a class whose methods are all synchronous (calls run one by one, in
+    /// order); 1000 for a class with methods returning <c>Task</c>/<c>ValueTask</c> (they interleave at their awaits
+    /// but never run in parallel). Above 1 on a synchronous class, calls run in parallel on that many threads.
+    /// </summary>
+    public int? MaxConcurrency { get; init; }
+
+    /// <summary>Times the actor is rebuilt (its constructor run again) after its process or node dies; -1: no limit. Default 0.</summary>
+    public int MaxRestarts { get; init; }
+
+    /// <summary>Times a call interrupted by the actor's death is sent again to the restarted actor; -1: no limit. Default 0 (it fails).</summary>
+    public int MaxTaskRetries { get; init; }
+
+    /// <summary>Most calls from one caller not yet answered; one more throws <see cref="PendingCallsLimitExceededException"/>. Default -1 (no limit).</summary>
+    public int MaxPendingCalls { get; init; } = -1;
+
+    /// <summary>Where the actor goes. Default <see cref="SchedulingStrategy.Default"/>.</summary>
+    public SchedulingStrategy Strategy { get; init; } = SchedulingStrategy.Default;
+
+    /// <summary>
+    /// Share a worker process with other lightweight actors instead of taking one of its own. Only for actors that
+    /// ask for no CPU, GPU or custom resource. A node then holds tens of thousands of actors where one process per
+    /// actor stops at hundreds; the price is isolation: a crash of the process takes all its actors. Each actor still
+    /// runs its calls one at a time unless it asks for more with <see cref="MaxConcurrency"/>. Default false.
+    /// </summary>
+    public bool Lightweight { get; init; }
+
+    internal (Dictionary<string, double> Held, Dictionary<string, double> Placement) Shapes()
+    {
+        if (MaxRestarts < -1) throw new ArgumentException($"ActorOptions.MaxRestarts must be -1 (no limit) or more, got {MaxRestarts}");
+        if (MaxTaskRetries < -1) throw new ArgumentException($"ActorOptions.MaxTaskRetries must be -1 (no limit) or more, got {MaxTaskRetries}");
+        if (MaxConcurrency is < 1) throw new ArgumentException($"ActorOptions.MaxConcurrency must be 1 or more, got {MaxConcurrency}");
+        if (NumCpus is < 0 || NumGpus < 0) throw new ArgumentException("ActorOptions.NumCpus and NumGpus cannot be negative");
+        var held = new TaskOptions { NumCpus = NumCpus ?? 0, NumGpus = NumGpus, Resources = Resources }.Shape();
+        if (Lightweight)
+        {
+            if (held.Count > 0)
+                throw new ArgumentException($"a lightweight actor shares a process and holds no resources, but these options ask for {ResourceSet.Describe(held)}; drop Lightweight or the resources");
+            return (held, held);
+        }
+        var placement = new Dictionary<string, double>(held, StringComparer.Ordinal);
+        if (NumCpus is null) placement[ResourceSet.Cpu] = 1;
+        return (held, placement);
+    }
+}
+
+/// <summary>An actor class with its constructor (a factory lambda): <c>.Remote(...)</c> creates one actor.</summary>
+public abstract class ActorClassBase<TActor> where TActor : class
+{
+    private readonly string[] _parameterNames;
+
+    private protected ActorClassBase(Delegate factory, ActorOptions options)
+    {
+        Factory = factory;
+        Descriptor = FunctionDescriptors.For(factory);
+        _parameterNames = factory.Method.GetParameters().Select(p => p.Name ?? "arg").ToArray();
+        Options = options;
+    }
+
+    internal FunctionDescriptor Descriptor { get; }
+    internal Delegate Factory { get; }
+    public ActorOptions Options { get; }
+
+    private protected Task<ByteString> Serialize<TArg>(Arg<TArg> arg, int index) =>
+        TaskArgs.Serialize(arg, _parameterNames[index], $"the constructor of actor {typeof(TActor).Name}");
+
+    private protected ActorHandle<TActor> Create(params Task<ByteString>[] args)
+    {
+        var options = Options;
+        var (held, placement) = options.Shapes();
+        var context = Ray.ActorContext();
+        var actorId = UniqueId.New();
+        var ns = options.Namespace ?? context.Namespace;
+        var request = new RegisterActorRequest
+        {
+            Info = new ActorInfo
+            {
+                ActorId = actorId,
+                JobId = context.JobId,
+                ClassName = typeof(TActor).FullName ?? typeof(TActor).Name,
+                Name = options.Name ?? "",
+                Namespace = ns,
+                Detached = options.Lifetime == ActorLifetime.Detached,
+                Lightweight = options.Lightweight,
+                MaxRestarts = options.MaxRestarts,
+            },
+            Creation = new PushTaskRequest
+            {
+                JobId = context.JobId,
+                TaskId = actorId,
+                Function = Descriptor,
+                Name = typeof(TActor).Name + ".ctor",
+                ActorId = actorId,
+                MaxConcurrency = options.MaxConcurrency ?? 0,
+                ClassName = typeof(TActor).FullName ?? typeof(TActor).Name,
+            },
+            Strategy = options.Strategy.ToProto(),
+            GetIfExists = options.GetIfExists,
+        };
+        request.Resources.Add(held);
+        request.PlacementResources.Add(placement);
+        var registration = RegisterAsync(context, request, args);
+        if (options.Name is null)
+        {
+            // Unnamed actors are created in the background, as Ray does: calls queue until the actor is alive.
+            context.Submitter.TrackRegistration(actorId, registration);
+            return new ActorHandle<TActor>(actorId, options.MaxTaskRetries, options.MaxPendingCalls);
+        }
+        // A named actor's registration is awaited, so a taken name fails here and GetIfExists can return the existing one.
+        RegisterActorReply reply;
+        try
+        {
+            reply = registration.GetAwaiter().GetResult();
+        }
+        catch (RpcException e) when (e.StatusCode == StatusCode.AlreadyExists)
+        {
+            throw new ArgumentException(e.Status.Detail, nameof(ActorOptions.Name), e);
+        }
+        if (reply.Existed && reply.ClassName != request.Info.ClassName)
+            throw new ArgumentException($"the actor named '{options.Name}' in namespace '{ns}' is a {reply.ClassName}, not a {request.Info.ClassName}");
+        return new ActorHandle<TActor>(reply.ActorId, options.MaxTaskRetries, options.MaxPendingCalls);
+    }
+
+    private static async Task<RegisterActorReply> RegisterAsync(ActorCallerContext context, RegisterActorRequest request, Task<ByteString>[] args)
+    {
+        await TaskArgs.Fill(request.Creation, args).ConfigureAwait(false);
+        request.OwnerRayletAddress = await context.LocalRaylet().ConfigureAwait(false);
+        return await context.Submitter.Gcs.Actors.RegisterActorAsync(request).ResponseAsync.ConfigureAwait(false);
+    }
+}
+
+public sealed class ActorClass<TActor> : ActorClassBase<TActor> where TActor : class
+{
+    internal ActorClass(Delegate factory, ActorOptions options) : base(factory, options) { }
+    public ActorClass<TActor> WithOptions(ActorOptions options) => new(Factory, options);
+    public ActorHandle<TActor> Remote() => Create();
+}
+
+public sealed class ActorClass<T1, TActor> : ActorClassBase<TActor> where TActor : class
+{
+    internal ActorClass(Delegate factory, ActorOptions options) : base(factory, options) { }
+    public ActorClass<T1, TActor> WithOptions(ActorOptions options) => new(Factory, options);
+    public ActorHandle<TActor> Remote(Arg<T1> a1) => Create(Serialize(a1, 0));
+}
+
+public sealed class ActorClass<T1, T2, TActor> : ActorClassBase<TActor> where TActor : class
+{
+    internal ActorClass(Delegate factory, ActorOptions options) : base(factory, options) { }
+    public ActorClass<T1, T2, TActor> WithOptions(ActorOptions options) => new(Factory, options);
+    public ActorHandle<TActor> Remote(Arg<T1> a1, Arg<T2> a2) => Create(Serialize(a1, 0), Serialize(a2, 1));
+}
+
+public sealed class ActorClass<T1, T2, T3, TActor> : ActorClassBase<TActor> where TActor : class
+{
+    internal ActorClass(Delegate factory, ActorOptions options) : base(factory, options) { }
+    public ActorClass<T1, T2, T3, TActor> WithOptions(ActorOptions options) => new(Factory, options);
+    public ActorHandle<TActor> Remote(Arg<T1> a1, Arg<T2> a2, Arg<T3> a3) => Create(Serialize(a1, 0), Serialize(a2, 1), Serialize(a3, 2));
+}
+
+/// <summary>
+/// A method of an actor class, described once (by the generated proxy, on first use) so calls carry no reflection.
+/// Not for direct use: call the actor's methods on its <see cref="ActorHandle{TActor}"/>.
+/// </summary>
+[EditorBrowsable(EditorBrowsableState.Never)]
+public sealed class ActorMethod
+{
+    private ActorMethod(FunctionDescriptor descriptor, string name, string[] parameterNames, bool lambda)
+    {
+        Descriptor = descriptor;
+        Name = name;
+        ParameterNames = parameterNames;
+        IsLambda = lambda;
+    }
+
+    internal FunctionDescriptor Descriptor { get; }
+    internal string Name { get; }
+    internal string[] ParameterNames { get; }
+    internal bool IsLambda { get; }
+
+    public static ActorMethod Of<TActor>(string name, string[] parameterNames, params Type[] parameterTypes) =>
+        new(FunctionDescriptors.ForActorMethod(typeof(TActor), name, parameterTypes), typeof(TActor).Name + "." + name, parameterNames, lambda: false);
+
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<System.Reflection.MethodInfo, ActorMethod> s_lambdas = new();
+
+    /// <summary>A lambda whose first parameter is the actor: <c>handle.Call((Counter c, int n) => c.Add(n), 5)</c>.</summary>
+    internal static ActorMethod OfLambda<TActor>(Delegate lambda) =>
+        s_lambdas.GetValue(lambda.Method, m => new ActorMethod(FunctionDescriptors.For(lambda), typeof(TActor).Name + ".lambda",
+            m.GetParameters().Skip(1).Select(p => p.Name ?? "arg").ToArray(), lambda: true));
+}
+
+/// <summary>
+/// A reference to a live actor. Call its methods directly (<c>counter.Increment(5)</c>: typed proxies generated at
+/// build time for every actor class the program uses) or through a lambda (<c>counter.Call(c => c.Value)</c>). Each
+/// call returns an <see cref="ObjectRef{T}"/>; calls from one caller run in the order they were made. Handles can be
+/// passed to tasks and other actors.
+/// </summary>
+public sealed class ActorHandle<TActor> where TActor : class
+{
+    internal ActorHandle(string actorId, int maxTaskRetries, int maxPendingCalls)
+    {
+        ActorId = actorId;
+        MaxTaskRetries = maxTaskRetries;
+        MaxPendingCalls = maxPendingCalls;
+    }
+
+    public string ActorId { get; }
+    internal int MaxTaskRetries { get; }
+    internal int MaxPendingCalls { get; }
+
+    public override string ToString() => $"ActorHandle<{typeof(TActor).Name}>({ActorId})";
+
+    private ObjectRef<TResult> Submit<TResult>(ActorMethod method, params Task<ByteString>[] args)
+    {
+        var context = Ray.ActorContext();
+        var request = new PushTaskRequest
+        {
+            JobId = context.JobId,
+            TaskId = UniqueId.New(),
+            ActorId = ActorId,
+            Function = method.Descriptor,
+            Name = method.Name,
+            LambdaCall = method.IsLambda,
+        };
+        Task<PushTaskReply> reply;
+        try
+        {
+            reply = args.All(a => a.IsCompletedSuccessfully)
+                ? SubmitNow(context.Submitter, request, args)
+                : SubmitWhenReadyAsync(context.Submitter, request, args);
+        }
+        catch (PendingCallsLimitCoreException e)
+        {
+            throw new PendingCallsLimitExceededException(e.Message);
+        }
+        return new ObjectRef<TResult>(request.TaskId, ObjectRef<TResult>.FromReply(reply));
+    }
+
+    private Task<PushTaskReply> SubmitNow(ActorTaskSubmitter submitter, PushTaskRequest request, Task<ByteString>[] args)
+    {
+        foreach (var a in args) request.Args.Add(a.Result);
+        return submitter.SubmitAsync(ActorId, request, MaxTaskRetries, MaxPendingCalls);
+    }
+
+    private async Task<PushTaskReply> SubmitWhenReadyAsync(ActorTaskSubmitter submitter, PushTaskRequest request, Task<ByteString>[] args)
+    {
+        // Refs among the arguments are resolved first; order with later calls is kept only among ready calls, as in Ray.
+        await TaskArgs.Fill(request, args).ConfigureAwait(false);
+        return await submitter.SubmitAsync(ActorId, request, MaxTaskRetries, MaxPendingCalls).ConfigureAwait(false);
+    }
+
+    private static Task<ByteString> Arg<T>(ActorMethod method, Arg<T> arg, int index) =>
+        TaskArgs.Serialize(arg, method.ParameterNames[index], method.Name);
+
+    // ---- Used by generated proxies ----
+
+    [EditorBrowsable(EditorBrowsableState.Never)]
+    public ObjectRef<TResult> Invoke<TResult>(ActorMethod method) => Submit<TResult>(method);
+
+    [EditorBrowsable(EditorBrowsableState.Never)]
+    public ObjectRef<TResult> Invoke<T1, TResult>(ActorMethod method, Arg<T1> a1) => Submit<TResult>(method, Arg(method, a1, 0));
+
+    [EditorBrowsable(EditorBrowsableState.Never)]
+    public ObjectRef<TResult> Invoke<T1, T2, TResult>(ActorMethod method, Arg<T1> a1, Arg<T2> a2) =>
+        Submit<TResult>(method, Arg(method, a1, 0), Arg(method, a2, 1));
+
+    [EditorBrowsable(EditorBrowsableState.Never)]
+    public ObjectRef<TResult> Invoke<T1, T2, T3, TResult>(ActorMethod method, Arg<T1> a1, Arg<T2> a2, Arg<T3> a3) =>
+        Submit<TResult>(method, Arg(method, a1, 0), Arg(method, a2, 1), Arg(method, a3, 2));
+
+    [EditorBrowsable(EditorBrowsableState.Never)]
+    public ObjectRef<TResult> Invoke<T1, T2, T3, T4, TResult>(ActorMethod method, Arg<T1> a1, Arg<T2> a2, Arg<T3> a3, Arg<T4> a4) =>
+        Submit<TResult>(method, Arg(method, a1, 0), Arg(method, a2, 1), Arg(method, a3, 2), Arg(method, a4, 3));
+
+    // ---- Explicit lambda form: a lambda that captures nothing, taking the actor first ----
+
+    public ObjectRef<TResult> Call<TResult>(Func<TActor, TResult> method) => Submit<TResult>(ActorMethod.OfLambda<TActor>(method));
+
+    public ObjectRef<TResult> Call<TResult>(Func<TActor, Task<TResult>> method) => Submit<TResult>(ActorMethod.OfLambda<TActor>(method));
+
+    public ObjectRef<object?> Call(Action<TActor> method) => Submit<object?>(ActorMethod.OfLambda<TActor>(method));
+
+    public ObjectRef<TResult> Call<T1, TResult>(Func<TActor, T1, TResult> method, Arg<T1> a1)
+    {
+        var m = ActorMethod.OfLambda<TActor>(method);
+        return Submit<TResult>(m, Arg(m, a1, 0));
+    }
+
+    public ObjectRef<TResult> Call<T1, TResult>(Func<TActor, T1, Task<TResult>> method, Arg<T1> a1)
+    {
+        var m = ActorMethod.OfLambda<TActor>(method);
+        return Submit<TResult>(m, Arg(m, a1, 0));
+    }
+
+    public ObjectRef<TResult> Call<T1, T2, TResult>(Func<TActor, T1, T2, TResult> method, Arg<T1> a1, Arg<T2> a2)
+    {
+        var m = ActorMethod.OfLambda<TActor>(method);
+        return Submit<TResult>(m, Arg(m, a1, 0), Arg(m, a2, 1));
+    }
+}
+
+/// <summary>Writes an <see cref="ActorHandle{TActor}"/> inside a value as its id and call options; read back, it calls the same actor.</summary>
+internal sealed class ActorHandleFormatter<TActor> : MessagePack.Formatters.IMessagePackFormatter<ActorHandle<TActor>?> where TActor : class
+{
+    public void Serialize(ref MessagePack.MessagePackWriter writer, ActorHandle<TActor>? value, MessagePack.MessagePackSerializerOptions options)
+    {
+        if (value is null)
+        {
+            writer.WriteNil();
+            return;
+        }
+        writer.WriteArrayHeader(3);
+        writer.Write(value.ActorId);
+        writer.Write(value.MaxTaskRetries);
+        writer.Write(value.MaxPendingCalls);
+    }
+
+    public ActorHandle<TActor>? Deserialize(ref MessagePack.MessagePackReader reader, MessagePack.MessagePackSerializerOptions options)
+    {
+        if (reader.TryReadNil()) return null;
+        reader.ReadArrayHeader();
+        return new ActorHandle<TActor>(reader.ReadString()!, reader.ReadInt32(), reader.ReadInt32());
+    }
+}
+
+/// <summary>An actor, as <see cref="Ray.ListActors"/> reports it.</summary>
+public sealed record ActorDescription(
+    string ActorId,
+    string ClassName,
+    string? Name,
+    string Namespace,
+    string State,
+    string JobId,
+    string? NodeId,
+    string? NodeIpAddress,
+    int? Pid,
+    int NumRestarts,
+    bool Detached,
+    bool Lightweight,
+    string? DeathCause);
+
+/// <summary>
+/// The actor is dead and will not come back: it was killed, its constructor threw, its process or node died with no
+/// restarts left, or its owner exited. <see cref="Cause"/> says which.
+/// </summary>
+public sealed class ActorDiedException : RayException
+{
+    internal ActorDiedException(string actorId, string cause, Exception inner)
+        : base($"The actor {actorId} died: {cause}", inner)
+    {
+        ActorId = actorId;
+        Cause = cause;
+    }
+
+    public string ActorId { get; }
+    public string Cause { get; }
+}
+
+/// <summary>The actor restarted while a call ran on it, and the call was not retried (<see cref="ActorOptions.MaxTaskRetries"/> is 0).</summary>
+public sealed class ActorUnavailableException : RayException
+{
+    internal ActorUnavailableException(string message, Exception inner) : base(message, inner) { }
+}
+
+/// <summary>A caller made more calls to an actor than its <see cref="ActorOptions.MaxPendingCalls"/> allows before results came back.</summary>
+public sealed class PendingCallsLimitExceededException(string message) : RayException(message);
+
+/// <summary>Where actor calls of this process go, and for which job.</summary>
+internal sealed record ActorCallerContext(string JobId, string Namespace, ActorTaskSubmitter Submitter, Func<Task<string>> LocalRaylet);
