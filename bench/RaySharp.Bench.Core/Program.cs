@@ -35,10 +35,27 @@ Run("single_client_wait_1k_refs", 5.18, () =>
 Run("single_client_tasks_sync", 952, () => { Ray.Get(noop.Remote()); return 1; });
 Run("single_client_tasks_async", 7_691, () => { Ray.Get(Enumerable.Range(0, 1000).Select(_ => noop.Remote()).ToList()); return 1000; });
 Missing("multi_client_tasks_async", 22_009);
-foreach (var (name, published) in new[] { ("1_1_actor_calls_sync", 1_950.0), ("1_1_actor_calls_async", 7_956), ("1_1_actor_calls_concurrent", 5_304),
-             ("1_n_actor_calls_async", 8_575), ("n_n_actor_calls_async", 27_277), ("n_n_actor_calls_with_arg_async", 2_632),
-             ("1_1_async_actor_calls_sync", 1_438), ("1_1_async_actor_calls_async", 4_785), ("placement_group_create/removal", 791) })
-    Missing(name, published);
+// Actor rows, as ray_perf.py runs them; n = CPUs / 2 actors for the 1:n and n:n rows (1 on 2 CPUs, as Ray's script would).
+var actor = Ray.Actor(() => new BenchActor()).Remote();
+Run("1_1_actor_calls_sync", 1_950, () => { Ray.Get(actor.SmallValue()); return 1; });
+Run("1_1_actor_calls_async", 7_956, () => { Ray.Get(Enumerable.Range(0, 1000).Select(_ => actor.SmallValue()).ToList()); return 1000; });
+var concurrent = Ray.Actor(() => new BenchActor(), new ActorOptions { MaxConcurrency = 16 }).Remote();
+Run("1_1_actor_calls_concurrent", 5_304, () => { Ray.Get(Enumerable.Range(0, 1000).Select(_ => concurrent.SmallValue()).ToList()); return 1000; });
+var nCpu = Math.Max(1, Environment.ProcessorCount / 2);
+var targets = Enumerable.Range(0, nCpu).Select(_ => Ray.Actor(() => new BenchActor()).Remote()).ToArray();
+var client = Ray.Actor((ActorHandle<BenchActor>[] a) => new BenchClient(a)).Remote(targets);
+Run("1_n_actor_calls_async", 8_575, () => Ray.Get(client.SmallValueBatch(5000)));
+Run("n_n_actor_calls_async", 27_277, () => Ray.Get(Enumerable.Range(0, 4).Select(_ => Ray.Task<ActorHandle<BenchActor>[], int, int>(CallActors).Remote(targets, 5000)).ToList()).Sum());
+var clients = targets.Select(t => Ray.Actor((ActorHandle<BenchActor>[] a) => new BenchClient(a)).Remote(new[] { t })).ToList();
+Run("n_n_actor_calls_with_arg_async", 2_632, () => Ray.Get(clients.Select(c => c.SmallValueBatchArg(1000)).ToList()).Sum());
+var asyncActor = Ray.Actor(() => new BenchAsyncActor()).Remote();
+Run("1_1_async_actor_calls_sync", 1_438, () => { Ray.Get(asyncActor.SmallValueAsync()); return 1; });
+Run("1_1_async_actor_calls_async", 4_785, () => { Ray.Get(Enumerable.Range(0, 1000).Select(_ => asyncActor.SmallValueAsync()).ToList()); return 1000; });
+Missing("placement_group_create/removal", 791);
+var lightweight = Stopwatch.StartNew();
+var many = Enumerable.Range(0, quick ? 1000 : 10_000).Select(_ => Ray.Actor(() => new BenchActor(), new ActorOptions { Lightweight = true }).Remote()).ToList();
+Ray.Get(many.Select(a => a.SmallValue()).ToList());
+Console.WriteLine($"{"lightweight_actors_created_and_called_once",-52} {many.Count / lightweight.Elapsed.TotalSeconds,14:N2} {"",10} {550,10:N2} {many.Count / lightweight.Elapsed.TotalSeconds / 550,8:N2}   ({many.Count} actors; Ray: ~550 actors/s on 64 nodes)");
 Console.WriteLine("* in the owner's memory: no shared-memory object store yet, not comparable with Ray's row.");
 return 0;
 
@@ -67,3 +84,31 @@ void Missing(string name, double rayFigure)
 }
 
 static int NoOp() => 0;
+
+static int CallActors(ActorHandle<BenchActor>[] actors, int n) =>
+    Ray.Get(Enumerable.Range(0, n).Select(i => actors[i % actors.Length].SmallValue()).ToList()).Length;
+
+public sealed class BenchActor
+{
+    public int SmallValue() => 0;
+
+    public int SmallValueArg(int x) => 0;
+}
+
+public sealed class BenchAsyncActor
+{
+    public Task<int> SmallValueAsync() => Task.FromResult(0);
+}
+
+/// <summary>ray_perf.py's Client: an actor that calls other actors.</summary>
+public sealed class BenchClient(ActorHandle<BenchActor>[] actors)
+{
+    public int SmallValueBatch(int n) =>
+        Ray.Get(actors.SelectMany(a => Enumerable.Range(0, n).Select(_ => a.SmallValue())).ToList()).Length;
+
+    public int SmallValueBatchArg(int n)
+    {
+        var x = Ray.Put(0);
+        return Ray.Get(actors.SelectMany(a => Enumerable.Range(0, n).Select(_ => a.SmallValueArg(x))).ToList()).Length;
+    }
+}

@@ -71,7 +71,16 @@ format.AcceptOnlyFromAmong("text", "json");
 var status = new Command("status", "Show the cluster's nodes and resource usage.") { statusAddress, format, tempDir };
 status.SetAction((parse, ct) => Run(() => StatusCommand.RunAsync(parse.GetValue(statusAddress), parse.GetValue(tempDir), parse.GetValue(format)!, ct)));
 
-var root = new RootCommand("raysharp: start, stop and inspect RaySharp clusters.") { start, stop, status };
+// ---- list ----
+var listAddress = new Option<string?>("--address") { Description = "The GCS to ask (default: $RAYSHARP_ADDRESS, else the cluster started on this machine)." };
+var listFormat = new Option<string>("--format") { Description = "Output format: text or json.", DefaultValueFactory = _ => "text" };
+listFormat.AcceptOnlyFromAmong("text", "json");
+var aliveOnly = new Option<bool>("--alive-only") { Description = "Leave out dead actors." };
+var listActors = new Command("actors", "List the cluster's actors and their states (PENDING_CREATION, ALIVE, RESTARTING, DEAD).") { listAddress, listFormat, aliveOnly, tempDir };
+listActors.SetAction((parse, ct) => Run(() => ListCommand.RunActorsAsync(parse.GetValue(listAddress), parse.GetValue(tempDir), parse.GetValue(listFormat)!, !parse.GetValue(aliveOnly), ct)));
+var list = new Command("list", "List the cluster's state: `raysharp list actors`.") { listActors };
+
+var root = new RootCommand("raysharp: start, stop and inspect RaySharp clusters.") { start, stop, status, list };
 return await root.Parse(args).InvokeAsync();
 
 // Parse errors that name the flag and what it expects, instead of a .NET type name.

@@ -149,17 +149,9 @@ public static class Ray
     /// <summary>Every actor of the cluster with its state (pending, alive, restarting, dead), as <c>raysharp list actors</c> shows.</summary>
     public static IReadOnlyList<ActorDescription> ListActors(bool includeDead = true) =>
         ActorContext().Submitter.Gcs.Actors.ListActors(new ListActorsRequest { IncludeDead = includeDead }).Actors.Select(a => new ActorDescription(
-            a.ActorId, a.ClassName, a.Name.Length > 0 ? a.Name : null, a.Namespace, StateName(a.State), a.JobId,
+            a.ActorId, a.ClassName, a.Name.Length > 0 ? a.Name : null, a.Namespace, ProtocolNames.Of(a.State), a.JobId,
             a.Address?.NodeId, a.Address?.IpAddress, a.Address?.Pid, a.NumRestarts, a.Detached, a.Lightweight,
             a.DeathCause.Length > 0 ? a.DeathCause : null)).ToList();
-
-    internal static string StateName(ActorState state) => state switch
-    {
-        ActorState.ActorPendingCreation => "PENDING_CREATION",
-        ActorState.ActorAlive => "ALIVE",
-        ActorState.ActorRestarting => "RESTARTING",
-        _ => "DEAD",
-    };
 
     /// <summary>Who calls actors: the driver's session, or, inside a task or actor, the worker running it.</summary>
     internal static ActorCallerContext ActorContext()

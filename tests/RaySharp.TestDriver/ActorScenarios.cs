@@ -23,6 +23,9 @@ internal static class ActorScenarios
                 Console.WriteLine("named-duplicate " + Describe(() => Ray.Actor(() => new Registry(), new ActorOptions { Name = "registry" }).Remote()));
                 var same = Ray.Actor(() => new Registry(), new ActorOptions { Name = "registry", GetIfExists = true }).Remote();
                 Console.WriteLine("get-if-exists " + (same.ActorId == registry.ActorId));
+                // Owned by this driver: it goes when the driver exits.
+                var owned = Ray.Actor(() => new Counter(0), new ActorOptions { Name = "owned" }).Remote();
+                Console.WriteLine("owned " + Ray.Get(owned.Increment(1)));
                 return 0;
             case "named-lookup":
                 var found = Ray.GetActor<Registry>("registry");

@@ -14,7 +14,7 @@ namespace RaySharp.CoreWorker.Execution;
 /// in the order it made them). How many run at once depends on the actor: one at a time by default; for a class with
 /// async methods up to <c>MaxConcurrency</c> (default 1000) interleaved at their awaits on one serial context, as Ray's
 /// async actors run on one event loop; for a class with only synchronous methods and <c>MaxConcurrency</c> &gt; 1, up to
-/// that many on thread-pool threads (Ray's threaded actors).
+/// that many on threads of its own (Ray's threaded actors).
 /// </summary>
 internal sealed class ActorInstance
 {
@@ -27,6 +27,7 @@ internal sealed class ActorInstance
     private readonly JobAssemblyLoadContext _code;
     private readonly SemaphoreSlim? _slots;
     private readonly SerialSynchronizationContext? _context;
+    private readonly System.Collections.Concurrent.BlockingCollection<Call>? _threaded;
 
     private sealed record Call(PushTaskRequest Request, FramedConnection? Caller, TaskCompletionSource<PushTaskReply> Reply);
 
@@ -43,8 +44,21 @@ internal sealed class ActorInstance
         IsAsync = instance.GetType().GetMethods(System.Reflection.BindingFlags.Public | System.Reflection.BindingFlags.Instance)
             .Any(m => m.DeclaringType != typeof(object) && TaskResults.IsAsync(m.ReturnType));
         MaxConcurrency = maxConcurrency > 0 ? maxConcurrency : IsAsync ? DefaultAsyncConcurrency : 1;
-        if (MaxConcurrency > 1) _slots = new SemaphoreSlim(MaxConcurrency);
-        if (IsAsync) _context = new SerialSynchronizationContext();
+        if (IsAsync)
+        {
+            _slots = new SemaphoreSlim(MaxConcurrency);
+            _context = new SerialSynchronizationContext();
+        }
+        else if (MaxConcurrency > 1)
+        {
+            // Threaded actor: its own threads, as Ray's thread pool per actor. Calls block, so borrowing the shared
+            // pool would leave them waiting for the pool to grow.
+            _threaded = new System.Collections.Concurrent.BlockingCollection<Call>();
+            for (var i = 0; i < MaxConcurrency; i++)
+            {
+                new Thread(RunThreaded) { IsBackground = true, Name = $"actor {Name} #{i}" }.Start();
+            }
+        }
         _ = PumpAsync();
     }
 
@@ -67,6 +81,7 @@ internal sealed class ActorInstance
     public void Stop()
     {
         _mailbox.Writer.TryComplete();
+        _threaded?.CompleteAdding();
         while (_mailbox.Reader.TryRead(out var call)) call.Reply.TrySetResult(new PushTaskReply { ActorMissing = $"actor {ActorId} was killed" });
     }
 
@@ -77,16 +92,26 @@ internal sealed class ActorInstance
         {
             while (reader.TryRead(out var call))
             {
+                if (_threaded is not null)
+                {
+                    _threaded.Add(call);
+                    continue;
+                }
                 if (_slots is null)
                 {
                     call.Reply.TrySetResult(await ExecuteAsync(call).ConfigureAwait(false));
                     continue;
                 }
                 await _slots.WaitAsync().ConfigureAwait(false);
-                if (_context is not null) _context.Post(static state => { var (actor, c) = ((ActorInstance, Call))state!; actor.RunConcurrently(c); }, (this, call));
-                else _ = Task.Run(() => RunConcurrently(call));
+                _context!.Post(static state => { var (actor, c) = ((ActorInstance, Call))state!; actor.RunConcurrently(c); }, (this, call));
             }
         }
+    }
+
+    private void RunThreaded()
+    {
+        foreach (var call in _threaded!.GetConsumingEnumerable())
+            call.Reply.TrySetResult(ExecuteAsync(call).AsTask().GetAwaiter().GetResult());
     }
 
     private async void RunConcurrently(Call call)

@@ -87,7 +87,7 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
                 {
                     if (request.GetIfExists) return new RegisterActorReply { ActorId = existingId, Existed = true, ClassName = existing.Info.ClassName };
                     throw new RpcException(new Status(StatusCode.AlreadyExists,
-                        $"an actor named '{request.Info.Name}' already exists in namespace '{request.Info.Namespace}' ({existing.Info.ClassName}, {existing.Info.State}); " +
+                        $"an actor named '{request.Info.Name}' already exists in namespace '{request.Info.Namespace}' ({existing.Info.ClassName}, {ProtocolNames.Of(existing.Info.State)}); " +
                         "get it with Ray.GetActor, set GetIfExists = true, or choose another name"));
                 }
                 _named[key] = id;
@@ -206,6 +206,7 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
             owned = _actors.Values.Where(e => e.Info.JobId == jobId && !e.Info.Detached && e.Info.State != ActorState.ActorDead)
                 .Select(e => e.Info.ActorId).ToList();
         }
+        LogJobFinished(_logger, jobId, owned.Count);
         foreach (var id in owned) Kill(id, noRestart: true, $"its owner, the driver of job {jobId}, exited");
     }
 
@@ -561,6 +562,9 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
 
     [LoggerMessage(EventId = 305, Level = LogLevel.Information, Message = "Started a lightweight actor host on {Ip} (pid {Pid})")]
     private static partial void LogHostStarted(ILogger logger, string ip, int pid);
+
+    [LoggerMessage(EventId = 307, Level = LogLevel.Information, Message = "Job {JobId} finished; killing the {Count} actor(s) it owned")]
+    private static partial void LogJobFinished(ILogger logger, string jobId, int count);
 
     [LoggerMessage(EventId = 306, Level = LogLevel.Information, Message = "({Name} pid={Pid}) {Text}")]
     private static partial void LogActorOutput(ILogger logger, string name, int pid, string text);

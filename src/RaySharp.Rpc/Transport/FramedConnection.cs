@@ -36,6 +36,8 @@ internal sealed class FramedConnection : IAsyncDisposable
     private readonly CancellationTokenSource _closed = new();
     private long _nextId;
     private Task _run = Task.CompletedTask;
+    // Not _run: a handler may ask for Completion while the first frames are read, before RunAsync has returned.
+    private readonly TaskCompletionSource _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     public FramedConnection(IDuplexPipe pipe, IFramedHandler? handler)
     {
@@ -44,15 +46,17 @@ internal sealed class FramedConnection : IAsyncDisposable
     }
 
     /// <summary>Completes when the connection has closed, for whatever reason.</summary>
-    public Task Completion => _run;
+    /// <summary>Completes when the connection has closed, for whatever reason.</summary>
+    public Task Completion => _completion.Task;
 
-    public void Start() => _run = RunAsync();
+    public void Start() => RunAsync();
 
+    /// <summary>Runs the connection until either side closes it; <see cref="Completion"/> completes with it.</summary>
     public Task RunAsync()
     {
         var reading = ReadLoopAsync();
         var writing = WriteLoopAsync();
-        return Task.WhenAll(reading, writing).ContinueWith(_ => Close(), TaskScheduler.Default);
+        return _run = Task.WhenAll(reading, writing).ContinueWith(_ => Close(), TaskScheduler.Default);
     }
 
     /// <summary>The connection whose request the current code is handling (so a handler can send notifications back).</summary>
@@ -171,6 +175,7 @@ internal sealed class FramedConnection : IAsyncDisposable
         {
             if (_pending.TryRemove(id, out var r)) r.TrySetException(new IOException("the connection closed before the reply arrived"));
         }
+        _completion.TrySetResult();
     }
 
     public async ValueTask DisposeAsync()

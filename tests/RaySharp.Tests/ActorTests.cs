@@ -1,0 +1,127 @@
+using System.Text.Json;
+using RaySharp.Tests.Infrastructure;
+
+namespace RaySharp.Tests;
+
+/// <summary>Actors driven by a user program (RaySharp.TestDriver) on embedded and CLI-started clusters.</summary>
+public sealed class ActorTests : IDisposable
+{
+    private const string Driver = "RaySharp.TestDriver";
+    private readonly TestNetwork _net = TestNetwork.Create(3);
+
+    public void Dispose() => _net.Dispose();
+
+    private static async Task<CliResult> RunAsync(TestHost host, params string[] args)
+    {
+        var run = await Cli.RunDllAsync(Cli.ProgramDll(Driver), host.Namespace, host.TempDir, host.Environment, TimeSpan.FromSeconds(120), args);
+        Assert.True(run.ExitCode == 0, run.ToString());
+        return run;
+    }
+
+    [Fact]
+    public async Task ActorsKeepStateInOrderTakeRefsAndHandlesAndReportErrors()
+    {
+        var run = await RunAsync(_net[0], "actors");
+        Assert.Contains("ordered True last 10010\n", run.Stdout);
+        Assert.Contains("lambda 10010\n", run.Stdout);
+        Assert.Contains("lambda-arg 10015\n", run.Stdout);
+        Assert.Contains("ref-arg 10115\n", run.Stdout);
+        Assert.Contains("async-method 10116\n", run.Stdout);
+        Assert.Contains("void-method True 0\n", run.Stdout);
+        Assert.Contains("method-exception System.InvalidOperationException boom\n", run.Stdout);
+        Assert.Contains("alive-after-exception 2\n", run.Stdout);
+        Assert.Contains("shared-handle 40\n", run.Stdout);
+        Assert.Contains("died: its constructor threw System.FormatException: no config", run.Stdout);
+        Assert.Contains("killed ActorDiedException: The actor", run.Stdout);
+        Assert.Contains("died: killed by Ray.Kill", run.Stdout);
+        Assert.Contains("pending-limit PendingCallsLimitExceededException: actor", run.Stdout);
+        Assert.Contains("listed ", run.Stdout);
+        Assert.Contains("DEAD=2", run.Stdout);
+        ClusterAssertions.Eventually(() => _net[0].Pids().Count == 0, TimeSpan.FromSeconds(15), "the embedded cluster and its actors stopping with the driver");
+    }
+
+    [Fact]
+    public async Task AsyncActorsInterleaveThreadedActorsHonourMaxConcurrencyAndPlainActorsRunOneCallAtATime()
+    {
+        var run = await RunAsync(_net[0], "actor-concurrency");
+        var line = run.Stdout.Split('\n').Single(l => l.StartsWith("async-100x100ms ", StringComparison.Ordinal)).Split(' ');
+        // 100 waits of 100 ms each: concurrent, so far below the 10 s they would take one by one.
+        Assert.True(int.Parse(line[1], System.Globalization.CultureInfo.InvariantCulture) < 3000, run.Stdout);
+        Assert.Equal("100", line[3]);
+        Assert.Contains("threaded-max 3\n", run.Stdout);
+        Assert.Contains("serial-max 1\n", run.Stdout);
+    }
+
+    [Fact]
+    public async Task ActorsRestartWithinMaxRestartsAndDieWithTheirCauseAfterwards()
+    {
+        var run = await RunAsync(_net[0], "actor-lifecycle");
+        Assert.Contains("restarted True value 0\n", run.Stdout);
+        Assert.Contains("restarts-used ActorDiedException: The actor", run.Stdout);
+        Assert.Matches(@"worker-died ActorDiedException: The actor \w+ died: its worker process \(pid \d+ on [\d.]+\) died", run.Stdout);
+        Assert.Contains("states DEAD\n", run.Stdout);
+    }
+
+    [Fact]
+    public async Task ADetachedNamedActorOutlivesItsDriverAndIsFoundAndKilledFromAnother()
+    {
+        var head = _net[0];
+        var started = await Cli.RunAsync(head, "start", "--head", "--num-cpus=2");
+        Assert.True(started.ExitCode == 0, started.ToString());
+        head.Environment["TESTDRIVER_NAMESPACE"] = "shared-space";
+
+        var create = await RunAsync(head, "named-create", "auto");
+        Assert.Contains("stored 42\n", create.Stdout);
+        Assert.Contains("named-duplicate ArgumentException: an actor named 'registry' already exists in namespace 'shared-space'", create.Stdout);
+        Assert.Contains("get-if-exists True\n", create.Stdout);
+        Assert.Contains("owned 1\n", create.Stdout);
+
+        // The creating driver is gone: its detached actor lives on, the one it owned went with it.
+        var listed = await Cli.RunAsync(head, "list", "actors", "--format", "json");
+        Assert.True(listed.ExitCode == 0, listed.ToString());
+        var actors = JsonDocument.Parse(listed.Stdout).RootElement.EnumerateArray().ToDictionary(a => a.GetProperty("name").GetString()!, a => a);
+        Assert.Equal("ALIVE", actors["registry"].GetProperty("state").GetString());
+        Assert.Equal("DEAD", actors["owned"].GetProperty("state").GetString());
+        Assert.Contains("its owner, the driver of job", actors["owned"].GetProperty("death_cause").GetString());
+
+        var lookup = await RunAsync(head, "named-lookup", "auto");
+        Assert.Matches(@"looked-up 42 from \d+", lookup.Stdout);
+        Assert.Contains("after-kill ActorDiedException: The actor", lookup.Stdout);
+        Assert.Contains("lookup-after-kill RayException: no live actor is named 'registry' in namespace 'shared-space'", lookup.Stdout);
+
+        var text = await Cli.RunAsync(head, "list", "actors");
+        Assert.Contains("DEAD: 2", text.Stdout);
+        await ClusterAssertions.StopAndAssertCleanAsync(head);
+    }
+
+    [Fact]
+    public async Task TenThousandLightweightActorsShareOneProcessAndEachAnswers()
+    {
+        var run = await RunAsync(_net[0], "lightweight", "embedded", "10000");
+        Assert.Contains("lightweight 10000 correct True processes 1 ", run.Stdout);
+        Assert.Contains("lightweight-killed ActorDiedException: The actor", run.Stdout);
+        Assert.Contains("neighbour 3\n", run.Stdout);
+        Assert.Contains("lightweight-bad ArgumentException: a lightweight actor shares a process and holds no resources", run.Stdout);
+        ClusterAssertions.Eventually(() => _net[0].Pids().Count == 0, TimeSpan.FromSeconds(15), "the embedded cluster stopping with the driver");
+    }
+
+    [Fact]
+    public async Task ActorsArePlacedByGpuAndCustomResourcesAndAHandleWorksFromTasksOnOtherNodes()
+    {
+        var (head, gpuNode, specialNode) = (_net[0], _net[1], _net[2]);
+        var started = await Cli.RunAsync(head, "start", "--head", "--num-cpus=2");
+        Assert.True(started.ExitCode == 0, started.ToString());
+        Assert.Equal(0, (await Cli.RunAsync(gpuNode, "start", $"--address={head.Ip}:6379", "--num-cpus=2", "--num-gpus=1")).ExitCode);
+        Assert.Equal(0, (await Cli.RunAsync(specialNode, "start", $"--address={head.Ip}:6379", "--num-cpus=2", "--resources", "{\"special\": 1}")).ExitCode);
+        await Task.Delay(TimeSpan.FromSeconds(1.5)); // raylets refresh their view of the others every second
+
+        var run = await RunAsync(head, "actor-placement", "auto");
+        Assert.Contains($"gpu-actor {gpuNode.Ip} 0\n", run.Stdout);
+        Assert.Contains($"custom-actor {specialNode.Ip}\n", run.Stdout);
+        var handle = run.Stdout.Split('\n').Single(l => l.StartsWith("handle-in-tasks ", StringComparison.Ordinal)).Split(' ');
+        Assert.Equal("4", handle[1]);
+        Assert.True(int.Parse(handle[3], System.Globalization.CultureInfo.InvariantCulture) >= 2, run.Stdout);
+
+        foreach (var host in _net.Hosts.Reverse()) await ClusterAssertions.StopAndAssertCleanAsync(host);
+    }
+}
