@@ -9,6 +9,7 @@ echo "== Building RaySharp (Release)"
 dotnet build src/RaySharp.Cli -c Release -v quiet -nologo
 dotnet build examples/ClusterInfo -c Release -v quiet -nologo
 dotnet build examples/NodeIps -c Release -v quiet -nologo
+dotnet build examples/Actors -c Release -v quiet -nologo
 raysharp() { dotnet artifacts/bin/RaySharp.Cli/release/raysharp.dll "$@"; }
 
 export RAYSHARP_TEMP_DIR="${RAYSHARP_TEMP_DIR:-$(mktemp -d /tmp/raysharp-demo.XXXXXX)}"
@@ -26,6 +27,12 @@ raysharp start --head --num-cpus=2 --resources '{"demo": 1}'
 echo
 echo "== raysharp status"
 raysharp status
+echo
+echo "== examples/Actors on that cluster (Ray.Init(\"auto\")): counters, an async actor, a named actor, lightweight actors"
+dotnet artifacts/bin/Actors/release/Actors.dll auto
+echo
+echo "== raysharp list actors"
+raysharp list actors
 echo
 echo "== raysharp stop"
 raysharp stop

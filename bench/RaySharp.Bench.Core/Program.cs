@@ -1,4 +1,6 @@
-// Usage: dotnet run -c Release --project bench/RaySharp.Bench.Core -- [filter] [--quick]
+// Usage: dotnet run -c Release --project bench/RaySharp.Bench.Core -- [filter] [--quick] [--peers]
+// --peers: afterwards, runs the Orleans and Akka.NET peers (bench/RaySharp.Bench.Orleans, bench/RaySharp.Bench.Akka; build
+// them first) with the same call shapes and prints them beside RaySharp's actor rows, with the ratios.
 // Ray's microbenchmarks (release/microbenchmark, ray_perf.py): each row is the mean of 4 trials of at least 2 s after a
 // 1 s warm-up (--quick: 1 trial of 1 s after 0.3 s), with the standard deviation, beside Ray's published figure
 // (64-vCPU m5.16xlarge). Rows RaySharp cannot run yet are printed as missing, never as zero.
@@ -6,6 +8,8 @@ using System.Diagnostics;
 using RaySharp;
 
 var quick = args.Contains("--quick");
+var peers = args.Contains("--peers");
+var measured = new Dictionary<string, double>(StringComparer.Ordinal);
 var filter = args.FirstOrDefault(a => !a.StartsWith("--", StringComparison.Ordinal));
 var trials = quick ? 1 : 4;
 var trialTime = TimeSpan.FromSeconds(quick ? 1 : 2);
@@ -57,7 +61,52 @@ var many = Enumerable.Range(0, quick ? 1000 : 10_000).Select(_ => Ray.Actor(() =
 Ray.Get(many.Select(a => a.SmallValue()).ToList());
 Console.WriteLine($"{"lightweight_actors_created_and_called_once",-52} {many.Count / lightweight.Elapsed.TotalSeconds,14:N2} {"",10} {550,10:N2} {many.Count / lightweight.Elapsed.TotalSeconds / 550,8:N2}   ({many.Count} actors; Ray: ~550 actors/s on 64 nodes)");
 Console.WriteLine("* in the owner's memory: no shared-memory object store yet, not comparable with Ray's row.");
+if (peers) ComparePeers();
 return 0;
+
+// The peers run as separate programs (their own processes and dependencies) and report through a JSON file.
+void ComparePeers()
+{
+    var shapes = new[] { ("1_1_sync", "1_1_actor_calls_sync"), ("1_1_pipelined", "1_1_actor_calls_async"), ("n_n", "n_n_actor_calls_async") };
+    var results = new Dictionary<string, Dictionary<string, double>>();
+    foreach (var peer in new[] { "Orleans", "Akka" })
+    {
+        var dll = Path.Combine(RepoRoot(), "artifacts", "bin", $"RaySharp.Bench.{peer}", "release", $"RaySharp.Bench.{peer}.dll");
+        if (!File.Exists(dll))
+        {
+            Console.WriteLine($"{peer}: missing ({dll} not built: dotnet build bench/RaySharp.Bench.{peer} -c Release)");
+            continue;
+        }
+        var json = Path.GetTempFileName();
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true };
+        foreach (var a in new[] { dll, "--json", json }.Concat(quick ? ["--quick"] : [])) psi.ArgumentList.Add(a);
+        using (var process = Process.Start(psi)!)
+        {
+            process.StandardOutput.ReadToEnd();
+            process.WaitForExit();
+        }
+        using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(json));
+        File.Delete(json);
+        results[peer] = doc.RootElement.EnumerateArray().ToDictionary(e => e.GetProperty("name").GetString()!, e => e.GetProperty("mean").GetDouble());
+    }
+    Console.WriteLine();
+    Console.WriteLine("Peers, same machine, same call shapes (calls/s; RaySharp: the actor rows above)");
+    Console.WriteLine($"{"shape",-16} {"RaySharp",12} {"Orleans",12} {"Akka.NET",12} {"vs Orleans",11} {"vs Akka",9}");
+    foreach (var (shape, row) in shapes)
+    {
+        var ours = measured.GetValueOrDefault(row);
+        string Cell(string peer) => results.TryGetValue(peer, out var r) && r.TryGetValue(shape, out var v) ? v.ToString("N0", System.Globalization.CultureInfo.InvariantCulture) : "missing";
+        string Ratio(string peer) => ours > 0 && results.TryGetValue(peer, out var r) && r.TryGetValue(shape, out var v) && v > 0 ? (ours / v).ToString("N2", System.Globalization.CultureInfo.InvariantCulture) : "";
+        Console.WriteLine($"{shape,-16} {(ours > 0 ? ours.ToString("N0", System.Globalization.CultureInfo.InvariantCulture) : "missing"),12} {Cell("Orleans"),12} {Cell("Akka"),12} {Ratio("Orleans"),11} {Ratio("Akka"),9}");
+    }
+}
+
+static string RepoRoot()
+{
+    for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        if (File.Exists(Path.Combine(dir.FullName, "RaySharp.slnx"))) return dir.FullName;
+    return Directory.GetCurrentDirectory();
+}
 
 void Run(string name, double rayFigure, Func<int> op)
 {
@@ -74,6 +123,7 @@ void Run(string name, double rayFigure, Func<int> op)
     }
     var mean = rates.Average();
     var sd = Math.Sqrt(rates.Sum(r => (r - mean) * (r - mean)) / rates.Count);
+    measured[name] = mean;
     Console.WriteLine($"{name,-52} {mean,14:N2} {sd,10:N2} {rayFigure,10:N2} {mean / rayFigure,8:N2}");
 }
 

@@ -71,7 +71,8 @@ internal sealed class ActorInstance
 
     public Task<PushTaskReply> Enqueue(PushTaskRequest request, FramedConnection? caller)
     {
-        var reply = new TaskCompletionSource<PushTaskReply>(TaskCreationOptions.RunContinuationsAsynchronously);
+        // Completed inline by whoever ran the call: what waits on it only queues the reply frame, so no thread hop is needed.
+        var reply = new TaskCompletionSource<PushTaskReply>();
         if (!_mailbox.Writer.TryWrite(new Call(request, caller, reply)))
             reply.TrySetResult(new PushTaskReply { ActorMissing = $"actor {ActorId} was killed" });
         return reply.Task;

@@ -18,8 +18,8 @@ internal static class TaskResults
             case Task task:
                 await task.ConfigureAwait(false);
                 if (!returnType.IsGenericType) return s_null;
-                result = task.GetType().GetProperty("Result")!.GetValue(task);
                 returnType = returnType.GetGenericArguments()[0];
+                result = ResultReader(returnType)(task);
                 break;
             case ValueTask valueTask:
                 await valueTask.ConfigureAwait(false);
@@ -27,15 +27,29 @@ internal static class TaskResults
             default:
                 if (returnType.IsGenericType && returnType.GetGenericTypeDefinition() == typeof(ValueTask<>))
                 {
-                    var asTask = (Task)returnType.GetMethod("AsTask")!.Invoke(result, null)!;
-                    await asTask.ConfigureAwait(false);
                     returnType = returnType.GetGenericArguments()[0];
-                    result = asTask.GetType().GetProperty("Result")!.GetValue(asTask);
+                    var asTask = ValueTaskConverter(returnType)(result!);
+                    await asTask.ConfigureAwait(false);
+                    result = ResultReader(returnType)(asTask);
                 }
                 break;
         }
         return returnType == typeof(void) ? s_null : ByteString.CopyFrom(ValueSerializer.Serialize(returnType, result));
     }
+
+    // Typed accessors made once per result type: no reflection per call.
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<Type, Func<Task, object?>> s_readers = new();
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<Type, Func<object, Task>> s_converters = new();
+
+    private static Func<Task, object?> ResultReader(Type resultType) => s_readers.GetOrAdd(resultType, t =>
+        typeof(TaskResults).GetMethod(nameof(ReadResult), BindingFlags.NonPublic | BindingFlags.Static)!.MakeGenericMethod(t).CreateDelegate<Func<Task, object?>>());
+
+    private static Func<object, Task> ValueTaskConverter(Type resultType) => s_converters.GetOrAdd(resultType, t =>
+        typeof(TaskResults).GetMethod(nameof(ToTask), BindingFlags.NonPublic | BindingFlags.Static)!.MakeGenericMethod(t).CreateDelegate<Func<object, Task>>());
+
+    private static object? ReadResult<T>(Task task) => ((Task<T>)task).Result;
+
+    private static Task ToTask<T>(object valueTask) => ((ValueTask<T>)valueTask).AsTask();
 
     /// <summary>True when calls to a method return something to await (Ray's async methods).</summary>
     public static bool IsAsync(Type returnType) =>
