@@ -151,7 +151,8 @@ public abstract class ActorClassBase<TActor> where TActor : class
         {
             // Unnamed actors are created in the background, as Ray does: calls queue until the actor is alive.
             context.Submitter.TrackRegistration(actorId, registration);
-            return new ActorHandle<TActor>(actorId, options.MaxTaskRetries, options.MaxPendingCalls);
+            var token = options.Lifetime == ActorLifetime.Owned ? new ActorLifetimeToken(actorId, context.Submitter) : null;
+            return new ActorHandle<TActor>(actorId, options.MaxTaskRetries, options.MaxPendingCalls) { Token = token };
         }
         // A named actor's registration is awaited, so a taken name fails here and GetIfExists can return the existing one.
         RegisterActorReply reply;
@@ -251,6 +252,10 @@ public sealed class ActorHandle<TActor> where TActor : class
     }
 
     public string ActorId { get; }
+
+    /// <summary>Set on the handle that created an unnamed owned actor: when it is collected, so is the actor.</summary>
+    internal ActorLifetimeToken? Token { get; init; }
+
     internal int MaxTaskRetries { get; }
     internal int MaxPendingCalls { get; }
 
@@ -279,6 +284,8 @@ public sealed class ActorHandle<TActor> where TActor : class
         {
             throw new PendingCallsLimitExceededException(e.Message);
         }
+        // A call in flight keeps the actor's handle alive, as a pending task holds a reference in Ray.
+        if (Token is { } token && !reply.IsCompleted) reply.ContinueWith(static (_, t) => GC.KeepAlive(t), token, TaskScheduler.Default);
         return new ObjectRef<TResult>(request.TaskId, ObjectRef<TResult>.FromReply(reply));
     }
 
@@ -355,6 +362,8 @@ internal sealed class ActorHandleFormatter<TActor> : MessagePack.Formatters.IMes
             writer.WriteNil();
             return;
         }
+        // Passed on: someone else may call it now, and this process cannot count their handles.
+        if (value.Token is { } token) token.Escaped = true;
         writer.WriteArrayHeader(3);
         writer.Write(value.ActorId);
         writer.Write(value.MaxTaskRetries);
@@ -366,6 +375,21 @@ internal sealed class ActorHandleFormatter<TActor> : MessagePack.Formatters.IMes
         if (reader.TryReadNil()) return null;
         reader.ReadArrayHeader();
         return new ActorHandle<TActor>(reader.ReadString()!, reader.ReadInt32(), reader.ReadInt32());
+    }
+}
+
+/// <summary>
+/// Ends an unnamed owned actor when the handle that created it (and every copy of that handle object) is garbage,
+/// as Ray ends actors whose handles are all out of scope. A handle that was passed to a task or actor has escaped:
+/// its actor then lives until its owner exits or it is killed, since this process cannot count handles elsewhere.
+/// </summary>
+internal sealed class ActorLifetimeToken(string actorId, ActorTaskSubmitter submitter)
+{
+    public volatile bool Escaped;
+
+    ~ActorLifetimeToken()
+    {
+        if (!Escaped && !Environment.HasShutdownStarted) submitter.ReleaseUnreferenced(actorId);
     }
 }
 

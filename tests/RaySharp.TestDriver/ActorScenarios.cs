@@ -37,6 +37,23 @@ internal static class ActorScenarios
             case "lightweight":
                 Lightweight(int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture));
                 return 0;
+            case "actor-gc":
+                var id = CreateAndDrop();
+                var cause = "";
+                for (var i = 0; i < 100 && cause.Length == 0; i++)
+                {
+                    GC.Collect();
+                    GC.WaitForPendingFinalizers();
+                    Thread.Sleep(100);
+                    cause = Ray.ListActors().Single(a => a.ActorId == id).DeathCause ?? "";
+                }
+                Console.WriteLine("dropped-handle " + cause);
+                var kept = Ray.Actor(() => new Counter(0)).Remote();
+                GC.Collect();
+                GC.WaitForPendingFinalizers();
+                Thread.Sleep(500);
+                Console.WriteLine("kept-handle " + Ray.Get(kept.Increment(1)));
+                return 0;
             case "actor-placement":
                 Placement();
                 return 0;
@@ -56,6 +73,14 @@ internal static class ActorScenarios
         {
             return $"{e.GetType().Name}: {e.Message.Split('\n')[0]}";
         }
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static string CreateAndDrop()
+    {
+        var counter = Ray.Actor(() => new Counter(0)).Remote();
+        Ray.Get(counter.Increment(1));
+        return counter.ActorId;
     }
 
     private static void Basics()

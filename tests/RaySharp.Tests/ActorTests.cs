@@ -95,6 +95,14 @@ public sealed class ActorTests : IDisposable
     }
 
     [Fact]
+    public async Task AnActorWhoseHandlesAreAllGoneIsEndedAndOneStillHeldIsNot()
+    {
+        var run = await RunAsync(_net[0], "actor-gc");
+        Assert.Contains("dropped-handle every handle to it went out of scope\n", run.Stdout);
+        Assert.Contains("kept-handle 1\n", run.Stdout);
+    }
+
+    [Fact]
     public async Task TenThousandLightweightActorsShareOneProcessAndEachAnswers()
     {
         var run = await RunAsync(_net[0], "lightweight", "embedded", "10000");

@@ -313,6 +313,21 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
         Bury(state, new ActorDiedCoreException(actorId, "killed by Ray.Kill", null));
     }
 
+    /// <summary>Every handle to an actor this process created is gone: have the GCS end it (from a finalizer, so off-thread).</summary>
+    public void ReleaseUnreferenced(string actorId)
+    {
+        if (_disposed.IsCancellationRequested) return;
+        ThreadPool.QueueUserWorkItem(async _ =>
+        {
+            try
+            {
+                await _gcs.Actors.KillActorAsync(new KillActorRequest { ActorId = actorId, NoRestart = true, Reason = "every handle to it went out of scope" },
+                    cancellationToken: _disposed.Token).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is RpcException or OperationCanceledException or ObjectDisposedException) { /* the cluster or this process is going away */ }
+        });
+    }
+
     public async ValueTask DisposeAsync()
     {
         await _disposed.CancelAsync().ConfigureAwait(false);
