@@ -76,8 +76,9 @@ var listAddress = new Option<string?>("--address") { Description = "The GCS to a
 var listFormat = new Option<string>("--format") { Description = "Output format: text or json.", DefaultValueFactory = _ => "text" };
 listFormat.AcceptOnlyFromAmong("text", "json");
 var aliveOnly = new Option<bool>("--alive-only") { Description = "Leave out dead actors." };
-var listActors = new Command("actors", "List the cluster's actors and their states (PENDING_CREATION, ALIVE, RESTARTING, DEAD).") { listAddress, listFormat, aliveOnly, tempDir };
-listActors.SetAction((parse, ct) => Run(() => ListCommand.RunActorsAsync(parse.GetValue(listAddress), parse.GetValue(tempDir), parse.GetValue(listFormat)!, !parse.GetValue(aliveOnly), ct)));
+var limit = new Option<int>("--limit") { Description = "Most rows in the text table (default 100); the counts cover every actor.", DefaultValueFactory = _ => 100 };
+var listActors = new Command("actors", "List the cluster's actors and their states (PENDING_CREATION, ALIVE, RESTARTING, DEAD).") { listAddress, listFormat, aliveOnly, limit, tempDir };
+listActors.SetAction((parse, ct) => Run(() => ListCommand.RunActorsAsync(parse.GetValue(listAddress), parse.GetValue(tempDir), parse.GetValue(listFormat)!, !parse.GetValue(aliveOnly), parse.GetValue(limit), ct)));
 var list = new Command("list", "List the cluster's state: `raysharp list actors`.") { listActors };
 
 var root = new RootCommand("raysharp: start, stop and inspect RaySharp clusters.") { start, stop, status, list };

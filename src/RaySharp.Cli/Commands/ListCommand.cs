@@ -11,7 +11,7 @@ namespace RaySharp.Cli.Commands;
 /// <summary><c>raysharp list actors</c>: the GCS actor directory, as <c>ray list actors</c> shows it.</summary>
 internal static class ListCommand
 {
-    public static async Task<int> RunActorsAsync(string? address, string? tempDir, string format, bool includeDead, CancellationToken cancellationToken)
+    public static async Task<int> RunActorsAsync(string? address, string? tempDir, string format, bool includeDead, int limit, CancellationToken cancellationToken)
     {
         var gcsAddress = GcsConnection.ResolveAddress(address, SessionDirectory.ResolveRoot(tempDir));
         using var channels = new RpcChannelPool(connectTimeout: TimeSpan.FromSeconds(3));
@@ -55,13 +55,15 @@ internal static class ListCommand
         console.WriteLine();
         var table = new Table().Border(TableBorder.Simple);
         foreach (var column in new[] { "ACTOR_ID", "CLASS_NAME", "STATE", "NAME", "NODE_IP", "PID", "RESTARTS", "DEATH_CAUSE" }) table.AddColumn(column);
-        foreach (var r in rows)
+        // As `ray list actors`: the counts cover every actor, the table the first --limit (alive ones first).
+        foreach (var r in rows.OrderBy(r => r.state == "DEAD").Take(limit))
         {
             table.AddRow(Markup.Escape(r.actor_id), Markup.Escape(r.class_name), r.state, Markup.Escape(r.name), r.node_ip_address,
                 r.pid == 0 ? "" : r.pid.ToString(System.Globalization.CultureInfo.InvariantCulture),
                 r.num_restarts.ToString(System.Globalization.CultureInfo.InvariantCulture), Markup.Escape(r.death_cause));
         }
         console.Write(table);
+        if (rows.Count > limit) console.WriteLine($"({rows.Count - limit} more not shown; raise --limit, or use --format json)");
         return 0;
     }
 }

@@ -154,14 +154,7 @@ internal sealed class ActorInstance
             WorkerContext.CurrentJobId = JobId;
             WorkerContext.CurrentTaskId = request.TaskId;
             WorkerContext.CurrentActorId = ActorId;
-            TaskOutputCapture.Begin((text, isError) => call.Caller?.Notify(FramedMethods.TaskOutput, new TaskOutput
-            {
-                TaskName = request.Name,
-                Pid = Environment.ProcessId,
-                NodeIpAddress = _options.NodeIpAddress,
-                IsStderr = isError,
-                Text = text,
-            }.ToByteArray()));
+            TaskOutputCapture.BeginStreamingTo(call.Caller, request.Name, _options.NodeIpAddress);
             var result = method.Invoker.Invoke(method.Lambda ? method.Target : Instance, args.AsSpan());
             return new PushTaskReply { Result = await TaskResults.SerializeAsync(result, method.ReturnType) };
         }

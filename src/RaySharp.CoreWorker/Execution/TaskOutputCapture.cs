@@ -33,6 +33,17 @@ internal sealed class TaskOutputCapture(TextWriter log, bool isError) : TextWrit
     /// <summary>Starts capturing for the current flow (a task).</summary>
     public static void Begin(Sink sink) => s_current.Value = new Capture(sink);
 
+    /// <summary>Starts capturing for the current flow, streaming whole lines to <paramref name="caller"/> as TaskOutput frames.</summary>
+    public static void BeginStreamingTo(Rpc.Transport.FramedConnection? caller, string taskName, string nodeIpAddress) =>
+        Begin((text, isError) => caller?.Notify(Rpc.Transport.FramedMethods.TaskOutput, Google.Protobuf.MessageExtensions.ToByteArray(new Rpc.Protocol.TaskOutput
+        {
+            TaskName = taskName,
+            Pid = Environment.ProcessId,
+            NodeIpAddress = nodeIpAddress,
+            IsStderr = isError,
+            Text = text,
+        })));
+
     /// <summary>Sends what is left of an unfinished line and stops capturing.</summary>
     public static void End()
     {
