@@ -156,11 +156,20 @@ internal static class ActorScenarios
         Console.WriteLine($"restarted {Ray.Get(restartable.Pid()) != firstPid} value {Ray.Get(restartable.Call(c => c.Value))}");
         Ray.Kill(restartable, noRestart: false);
         Console.WriteLine("restarts-used " + Describe(() => Ray.Get(restartable.Pid())));
+        // A call interrupted by the actor's death is sent again to the restarted actor within MaxTaskRetries...
+        var retrying = Ray.Actor(() => new Counter(0), new ActorOptions { MaxRestarts = 1, MaxTaskRetries = 1 }).Remote();
+        Console.WriteLine("retried-call " + Ray.Get(retrying.CrashOnce(Marker())));
+        // ...and fails without it (at-most-once), while the actor itself comes back for later calls.
+        var fragile = Ray.Actor(() => new Counter(0), new ActorOptions { MaxRestarts = 1 }).Remote();
+        Console.WriteLine("unretried-call " + Describe(() => Ray.Get(fragile.CrashOnce(Marker()))));
+        Console.WriteLine("after-restart " + Ray.Get(fragile.Increment(1)));
         var crash = Ray.Actor(() => new Counter(0)).Remote();
         Ray.Get(crash.Increment(1));
         Console.WriteLine("worker-died " + Describe(() => Ray.Get(crash.Crash())));
         Console.WriteLine("states " + string.Join(",", Ray.ListActors().Select(a => a.State).Distinct().Order()));
     }
+
+    private static string Marker() => Path.Combine(Path.GetTempPath(), "raysharp-actor-crash-" + Guid.NewGuid().ToString("N"));
 
     private static void Lightweight(int count)
     {
@@ -211,6 +220,19 @@ public sealed class Counter(int start)
     public int Fail(string message) => throw new InvalidOperationException(message);
 
     public int Pid() => Environment.ProcessId;
+
+    /// <summary>Kills its own process the first time (leaving a marker file), answers afterwards.</summary>
+    public string CrashOnce(string marker)
+    {
+        if (File.Exists(marker))
+        {
+            File.Delete(marker);
+            return "survived";
+        }
+        File.WriteAllText(marker, "");
+        Environment.FailFast("a test crash of an actor's process");
+        return "unreachable";
+    }
 
     public int Crash()
     {

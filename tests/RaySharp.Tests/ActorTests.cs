@@ -53,13 +53,16 @@ public sealed class ActorTests : IDisposable
     }
 
     [Fact]
-    public async Task ActorsRestartWithinMaxRestartsAndDieWithTheirCauseAfterwards()
+    public async Task ActorsRestartWithinMaxRestartsRetryCallsWithinMaxTaskRetriesAndDieWithTheirCauseAfterwards()
     {
         var run = await RunAsync(_net[0], "actor-lifecycle");
         Assert.Contains("restarted True value 0\n", run.Stdout);
         Assert.Contains("restarts-used ActorDiedException: The actor", run.Stdout);
+        Assert.Contains("retried-call survived\n", run.Stdout);
+        Assert.Contains("unretried-call ActorUnavailableException: actor", run.Stdout);
+        Assert.Contains("after-restart 1\n", run.Stdout);
         Assert.Matches(@"worker-died ActorDiedException: The actor \w+ died: its worker process \(pid \d+ on [\d.]+\) died", run.Stdout);
-        Assert.Contains("states DEAD\n", run.Stdout);
+        Assert.Contains("states ALIVE,DEAD\n", run.Stdout);
     }
 
     [Fact]
