@@ -42,7 +42,7 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
         _time = time;
         _logger = logger;
         _output = new OutputLogger(logger);
-        nodes.NodeRemoved += node => OnNodeDead(node.NodeId);
+        nodes.NodeRemoved += node => OnNodeDead(node);
     }
 
     private sealed class ActorEntry(ActorInfo info, RegisterActorRequest spec)
@@ -55,6 +55,8 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
         public ActorHost? Host { get; set; }
         public bool KillRequested { get; set; }
         public string? KillReason { get; set; }
+        /// <summary>Why its process is being lost, when the GCS knows better than "the connection broke" (its node died).</summary>
+        public string? LostCause { get; set; }
         /// <summary>Bumped at each (re)placement, so a late report about an earlier incarnation is ignored.</summary>
         public int Incarnation { get; set; }
         public TaskCompletionSource Changed { get; set; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -70,6 +72,7 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
         public FramedConnection Connection { get; } = connection;
         public HashSet<string> Actors { get; } = new(StringComparer.Ordinal);
         public bool Lost { get; set; }
+        public string? LostCause { get; set; }
     }
 
     public RegisterActorReply Register(RegisterActorRequest request)
@@ -210,13 +213,16 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
         foreach (var id in owned) Kill(id, noRestart: true, $"its owner, the driver of job {jobId}, exited");
     }
 
-    private void OnNodeDead(string nodeId)
+    private void OnNodeDead(NodeInfo node)
     {
         List<FramedConnection> connections;
+        var cause = $"its node {node.NodeIpAddress} died ({(node.DeathReason.Length > 0 ? node.DeathReason : "no reason given")})";
         lock (_gate)
         {
-            connections = _actors.Values.Where(e => e.Connection is not null && e.Info.Address?.NodeId == nodeId).Select(e => e.Connection!)
-                .Concat(_hosts.Where(h => h.NodeId == nodeId).Select(h => h.Connection)).ToList();
+            var onNode = _actors.Values.Where(e => e.Connection is not null && e.Info.Address?.NodeId == node.NodeId).ToList();
+            foreach (var e in onNode) e.LostCause = cause;
+            foreach (var h in _hosts.Where(h => h.NodeId == node.NodeId)) h.LostCause = cause;
+            connections = onNode.Select(e => e.Connection!).Concat(_hosts.Where(h => h.NodeId == node.NodeId).Select(h => h.Connection)).ToList();
         }
         // A node can die without its TCP connections breaking (a partition): close them, which restarts or buries the actors.
         foreach (var c in connections) _ = c.DisposeAsync().AsTask();
@@ -341,7 +347,8 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
             if (entry.Info.State != ActorState.ActorDead)
             {
                 if (entry.KillRequested) MarkDead(entry, entry.KillReason ?? "killed");
-                else OnWorkerLost(entry, $"its worker process (pid {address.Pid} on {address.IpAddress}) died");
+                else OnWorkerLost(entry, entry.LostCause ?? $"its worker process (pid {address.Pid} on {address.IpAddress}) died");
+                entry.LostCause = null;
             }
         }
         if (leaseId is not null && raylet is not null && !_disposed.IsCancellationRequested)
@@ -515,7 +522,7 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
             {
                 if (!_actors.TryGetValue(id, out var entry) || entry.Info.State == ActorState.ActorDead) continue;
                 entry.Host = null;
-                OnWorkerLost(entry, $"its host worker process (pid {host.Address.Pid} on {host.Address.IpAddress}) died");
+                OnWorkerLost(entry, host.LostCause ?? $"its host worker process (pid {host.Address.Pid} on {host.Address.IpAddress}) died");
             }
             host.Actors.Clear();
         }
