@@ -112,8 +112,13 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
     }
 
     /// <summary>Under the lock, so calls leave in the order they were made.</summary>
-    private void Send(ActorState state, FramedConnection connection, PendingCall call) =>
-        _ = CompleteAsync(state, connection, call, connection.CallAsync(FramedMethods.ActorCall, call.Request.ToByteArray()));
+    private void Send(ActorState state, FramedConnection connection, PendingCall call)
+    {
+        var sent = connection.CallAsync(FramedMethods.ActorCall, call.Request.ToByteArray());
+        // Failed at once (the connection just closed): handle it off this thread, which holds the lock.
+        if (sent.IsCompleted) _ = Task.Run(() => CompleteAsync(state, connection, call, sent));
+        else _ = CompleteAsync(state, connection, call, sent);
+    }
 
     private async Task CompleteAsync(ActorState state, FramedConnection connection, PendingCall call, Task<byte[]> sent)
     {
@@ -231,11 +236,11 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
                     state.MinRestarts = info.NumRestarts;
                     interrupted = [.. state.Interrupted];
                     state.Interrupted.Clear();
-                    state.Retrying.Sort((a, b) => a.Sequence.CompareTo(b.Sequence));
-                    foreach (var call in state.Retrying) Send(state, connection, call);
-                    state.Retrying.Clear();
-                    while (state.Waiting.TryDequeue(out var call)) Send(state, connection, call);
                     state.Resolving = false;
+                    var retrying = state.Retrying.OrderBy(c => c.Sequence).ToList();
+                    state.Retrying.Clear();
+                    foreach (var call in retrying) Send(state, connection, call);
+                    while (state.Waiting.TryDequeue(out var call)) Send(state, connection, call);
                 }
                 foreach (var call in interrupted)
                 {
