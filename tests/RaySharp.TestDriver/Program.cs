@@ -145,6 +145,8 @@ switch (scenario)
         break;
     case "output":
         Console.WriteLine("chatty returned " + Ray.Get(Ray.Task<int, int>(Chatty).Remote(2)));
+        // Output of a task's own tasks reaches the driver too, with the nested task's prefix.
+        Console.WriteLine("outer returned " + Ray.Get(Ray.Task(static () => Ray.Get(Ray.Task<int, int>(Chatty).Remote(1)) + 1, new TaskOptions { Name = "Outer" }).Remote()));
         break;
     case "failures":
         var marker = Path.Combine(Path.GetTempPath(), "raysharp-crash-once-" + Guid.NewGuid().ToString("N"));

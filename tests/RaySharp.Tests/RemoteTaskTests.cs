@@ -79,7 +79,7 @@ public sealed class RemoteTaskTests : IDisposable
     }
 
     [Fact]
-    public async Task TaskOutputReachesTheDriverPrefixedWithItsWorker()
+    public async Task TaskOutputReachesTheDriverPrefixedWithItsWorkerNestedTasksIncluded()
     {
         var run = await Cli.RunProgramAsync(_net[0], Driver, "output");
         Assert.True(run.ExitCode == 0, run.ToString());
@@ -87,6 +87,10 @@ public sealed class RemoteTaskTests : IDisposable
         Assert.Matches($@"\(Chatty pid=\d+, ip={ip}\) hello 0 from a task\n\(Chatty pid=\d+, ip={ip}\) hello 1 from a task\n", run.Stdout);
         Assert.Matches($@"\(Chatty pid=\d+, ip={ip}\) a warning from a task", run.Stderr);
         Assert.Contains("chatty returned 2", run.Stdout);
+        // The second Chatty ran nested in Outer's task: its lines still reach the driver, under its own prefix.
+        Assert.Contains("outer returned 2", run.Stdout);
+        Assert.Equal(2, System.Text.RegularExpressions.Regex.Matches(run.Stdout, $@"\(Chatty pid=\d+, ip={ip}\) hello 0 from a task\n").Count);
+        Assert.Equal(2, System.Text.RegularExpressions.Regex.Matches(run.Stderr, $@"\(Chatty pid=\d+, ip={ip}\) a warning from a task").Count);
     }
 
     [Fact]

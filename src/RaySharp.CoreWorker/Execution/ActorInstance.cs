@@ -154,7 +154,7 @@ internal sealed class ActorInstance
             WorkerContext.CurrentJobId = JobId;
             WorkerContext.CurrentTaskId = request.TaskId;
             WorkerContext.CurrentActorId = ActorId;
-            TaskOutputCapture.BeginStreamingTo(call.Caller, request.Name, _options.NodeIpAddress);
+            TaskOutputCapture.BeginStreamingTo(call.Caller, request.Name, request.TaskId, _options.NodeIpAddress);
             var result = method.Invoker.Invoke(method.Lambda ? method.Target : Instance, args.AsSpan());
             return new PushTaskReply { Result = await TaskResults.SerializeAsync(result, method.ReturnType) };
         }

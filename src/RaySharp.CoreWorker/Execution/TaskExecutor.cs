@@ -114,7 +114,7 @@ internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient 
             WorkerContext.CurrentTaskId = request.TaskId;
             // Tasks run one at a time per worker, so the process environment can carry the lease's GPUs, as in Ray.
             Environment.SetEnvironmentVariable("CUDA_VISIBLE_DEVICES", request.GpuIds.Count > 0 ? string.Join(",", request.GpuIds) : null);
-            TaskOutputCapture.BeginStreamingTo(submitter, request.Name, options.NodeIpAddress);
+            TaskOutputCapture.BeginStreamingTo(submitter, request.Name, request.TaskId, options.NodeIpAddress);
             var result = invoker.Invoke(target, args.AsSpan());
             return new PushTaskReply { Result = await TaskResults.SerializeAsync(result, method.ReturnType).ConfigureAwait(false) };
         }

@@ -12,9 +12,10 @@ internal sealed class TaskOutputCapture(TextWriter log, bool isError) : TextWrit
     /// <summary>Receives whole lines (without the final newline) and whether they came from Console.Error.</summary>
     public delegate void Sink(string text, bool isError);
 
-    private sealed class Capture(Sink sink)
+    private sealed class Capture(Sink sink, Rpc.Transport.FramedConnection? caller)
     {
         public Sink Sink { get; } = sink;
+        public Rpc.Transport.FramedConnection? Caller { get; } = caller;
         public StringBuilder Out { get; } = new();
         public StringBuilder Error { get; } = new();
     }
@@ -31,18 +32,22 @@ internal sealed class TaskOutputCapture(TextWriter log, bool isError) : TextWrit
     }
 
     /// <summary>Starts capturing for the current flow (a task).</summary>
-    public static void Begin(Sink sink) => s_current.Value = new Capture(sink);
+    public static void Begin(Sink sink, Rpc.Transport.FramedConnection? caller = null) => s_current.Value = new Capture(sink, caller);
+
+    /// <summary>The connection the running task's output streams to (its submitter), if any: where nested output goes too.</summary>
+    public static Rpc.Transport.FramedConnection? CurrentCaller => s_current.Value?.Caller;
 
     /// <summary>Starts capturing for the current flow, streaming whole lines to <paramref name="caller"/> as TaskOutput frames.</summary>
-    public static void BeginStreamingTo(Rpc.Transport.FramedConnection? caller, string taskName, string nodeIpAddress) =>
+    public static void BeginStreamingTo(Rpc.Transport.FramedConnection? caller, string taskName, string taskId, string nodeIpAddress) =>
         Begin((text, isError) => caller?.Notify(Rpc.Transport.FramedMethods.TaskOutput, Google.Protobuf.MessageExtensions.ToByteArray(new Rpc.Protocol.TaskOutput
         {
             TaskName = taskName,
+            TaskId = taskId,
             Pid = Environment.ProcessId,
             NodeIpAddress = nodeIpAddress,
             IsStderr = isError,
             Text = text,
-        })));
+        })), caller);
 
     /// <summary>Sends what is left of an unfinished line and stops capturing.</summary>
     public static void End()

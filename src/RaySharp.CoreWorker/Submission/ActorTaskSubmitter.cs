@@ -108,6 +108,7 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
             }
         }
         if (resolve) _ = ResolveAsync(state);
+        NestedOutputRouter.Track(request.TaskId, call.Reply.Task);
         return call.Reply.Task;
     }
 

@@ -130,6 +130,7 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
             shape.Pending.Enqueue(new PendingTask(request, reply, maxRetries));
         }
         Pump(shape);
+        NestedOutputRouter.Track(request.TaskId, reply.Task);
         return reply.Task;
     }
 
@@ -220,6 +221,7 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
         {
             if (method != FramedMethods.TaskOutput) return;
             var output = TaskOutput.Parser.ParseFrom(payload);
+            if (NestedOutputRouter.TryForward(output.TaskId, payload)) return;
             var prefix = $"({output.TaskName} pid={output.Pid}, ip={output.NodeIpAddress}) ";
             print(string.Join('\n', output.Text.Split('\n').Select(l => prefix + l)), output.IsStderr);
         }
