@@ -20,6 +20,11 @@ internal static class GcsConnection
                                       "Start one with `raysharp start --head`, or pass --address=<head-ip>:<port>.");
     }
 
+    /// <summary>The error of a command whose GCS did not answer.</summary>
+    public static CliException Unreachable(string address, Grpc.Core.RpcException e) =>
+        new($"Could not reach the RaySharp GCS at {address} ({e.Status.Detail}). Is the cluster running? " +
+            "Start it with `raysharp start --head`, or pass the right --address.");
+
     public static string Normalize(string address)
     {
         if (!NodeAddress.TryParse(address, out var host, out var port, out var error))

@@ -157,10 +157,18 @@ public static class Ray
     internal static ActorCallerContext ActorContext()
     {
         if (Volatile.Read(ref s_session) is { } session) return session.ActorCaller;
-        if (CoreWorker.Execution.WorkerContext.Current is { ActorSubmitter: { } submitter, RayletAddress: { } raylet } && CoreWorker.Execution.WorkerContext.CurrentJobId is { } jobId)
-            return new ActorCallerContext(jobId, AnonymousNamespace(jobId), submitter, () => System.Threading.Tasks.Task.FromResult(raylet));
+        if (CoreWorker.Execution.WorkerContext.Current is { ActorSubmitter: { } submitter, RayletAddress: { } rayletAddress } && CoreWorker.Execution.WorkerContext.CurrentJobId is { } jobId)
+        {
+            // Per call inside tasks and actors: reuse the context while the job stays the same.
+            var known = s_workerActorContext;
+            if (known?.JobId == jobId && ReferenceEquals(known.Submitter, submitter)) return known;
+            var raylet = System.Threading.Tasks.Task.FromResult(rayletAddress);
+            return s_workerActorContext = new ActorCallerContext(jobId, AnonymousNamespace(jobId), submitter, () => raylet);
+        }
         throw new RayException("RaySharp is not initialized: call Ray.Init() first.");
     }
+
+    private static ActorCallerContext? s_workerActorContext;
 
     internal static string AnonymousNamespace(string jobId) => "job-" + jobId;
 

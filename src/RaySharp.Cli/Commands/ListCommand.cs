@@ -23,8 +23,7 @@ internal static class ListCommand
         }
         catch (RpcException e)
         {
-            throw new CliException($"Could not reach the RaySharp GCS at {gcsAddress} ({e.Status.Detail}). Is the cluster running? " +
-                                   "Start it with `raysharp start --head`, or pass the right --address.");
+            throw GcsConnection.Unreachable(gcsAddress, e);
         }
         var rows = actors.OrderBy(a => a.StartTimeMs).Select(a => new
         {

@@ -24,8 +24,7 @@ internal static class StatusCommand
         }
         catch (RpcException e)
         {
-            throw new CliException($"Could not reach the RaySharp GCS at {gcsAddress} ({e.Status.Detail}). Is the cluster running? " +
-                                   "Start it with `raysharp start --head`, or pass the right --address.");
+            throw GcsConnection.Unreachable(gcsAddress, e);
         }
 
         if (format == "json")
