@@ -30,9 +30,24 @@ var block = new Option<bool>("--block") { Description = "Stay in the foreground;
 var nodeManagerPort = new Option<int>("--node-manager-port") { Description = "Raylet port (default 0: any free port).", DefaultValueFactory = _ => 0 };
 var minWorkerPort = new Option<int>("--min-worker-port") { Description = "Lowest port a worker may listen on (default 10002).", DefaultValueFactory = _ => 10002 };
 var maxWorkerPort = new Option<int>("--max-worker-port") { Description = "Highest port a worker may listen on (default 19999).", DefaultValueFactory = _ => 19999 };
+var objectManagerPort = new Option<int>("--object-manager-port") { Description = "Object manager port, for object transfer between nodes (default 0: any free port).", DefaultValueFactory = _ => 0 };
+var objectStoreMemory = new Option<long?>("--object-store-memory")
+{
+    Description = "Bytes of shared memory for the node's object store (default: 30% of the machine's memory, at most what the plasma directory has free).",
+    CustomParser = r =>
+    {
+        var text = r.Tokens.Count == 1 ? r.Tokens[0].Value : "";
+        if (long.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var v)) return v;
+        r.AddError($"--object-store-memory expects a number of bytes, got '{text}' (for example 2000000000 for 2 GB).");
+        return null;
+    },
+};
+var plasmaDirectory = new Option<string?>("--plasma-directory") { Description = "Directory of the object store's shared-memory file (default /dev/shm)." };
+var spillDirectory = new Option<string?>("--object-spilling-directory") { Description = "Where objects are spilled when the store is full (default: the session directory)." };
 var start = new Command("start", "Start RaySharp on this machine: `--head` for the head node, `--address=<head-ip>:<port>` to join a cluster.")
 {
     head, address, port, numCpus, numGpus, resources, nodeIp, tempDir, block, nodeManagerPort, minWorkerPort, maxWorkerPort,
+    objectManagerPort, objectStoreMemory, plasmaDirectory, spillDirectory,
 };
 start.SetAction((parse, ct) => Run(() => StartCommand.RunAsync(new StartSettings
 {
@@ -48,6 +63,10 @@ start.SetAction((parse, ct) => Run(() => StartCommand.RunAsync(new StartSettings
     NodeManagerPort = parse.GetValue(nodeManagerPort),
     MinWorkerPort = parse.GetValue(minWorkerPort),
     MaxWorkerPort = parse.GetValue(maxWorkerPort),
+    ObjectManagerPort = parse.GetValue(objectManagerPort),
+    ObjectStoreMemory = parse.GetValue(objectStoreMemory),
+    PlasmaDirectory = parse.GetValue(plasmaDirectory),
+    ObjectSpillingDirectory = parse.GetValue(spillDirectory),
 }, ct)));
 
 // ---- stop ----

@@ -111,12 +111,16 @@ async Task<int> RunRayletAsync()
         GcsAddress = arguments.Required("--gcs-address"),
         NodeIpAddress = arguments.Required("--node-ip-address"),
         NodeManagerPort = arguments.Int("--node-manager-port", 0),
+        ObjectManagerPort = arguments.Int("--object-manager-port", 0),
         MinWorkerPort = arguments.Int("--min-worker-port", 10002),
         MaxWorkerPort = arguments.Int("--max-worker-port", 19999),
         IsHead = arguments.Flag("--head"),
         SessionDir = session.Path,
     };
     options.ApplyEnvironment();
+    if (arguments.Optional("--object-store-memory") is { } storeBytes) options.ObjectStore.Capacity = long.Parse(storeBytes, System.Globalization.CultureInfo.InvariantCulture);
+    if (arguments.Optional("--plasma-directory") is { } plasmaDir) options.ObjectStore.Directory = plasmaDir;
+    if (arguments.Optional("--object-spilling-directory") is { } spillDir) options.ObjectStore.SpillDirectory = spillDir;
     foreach (var (k, v) in resources) options.Resources[k] = v;
     if (arguments.Optional("--num-cpus") is { } cpus) options.Resources[ResourceSet.Cpu] = double.Parse(cpus, System.Globalization.CultureInfo.InvariantCulture);
     if (arguments.Optional("--num-gpus") is { } gpus && double.Parse(gpus, System.Globalization.CultureInfo.InvariantCulture) is > 0 and var g) options.Resources[ResourceSet.Gpu] = g;

@@ -31,6 +31,10 @@ internal sealed partial class Raylet : IAsyncDisposable
     private WorkerPool.WorkerPool? _pool;
     private LeaseManager? _leases;
     private Task _background = Task.CompletedTask;
+    private RpcServer? _objectManagerServer;
+    private ObjectStore.PlasmaArena? _arena;
+    private ObjectStore.PlasmaStore? _store;
+    private ObjectStore.ObjectManager? _objectManager;
 
     public Raylet(RayletOptions options, SessionDirectory session, TimeProvider time, ILogger<Raylet> logger)
     {
@@ -52,6 +56,10 @@ internal sealed partial class Raylet : IAsyncDisposable
         // The worker pool needs the raylet's address and the raylet's server needs the pool: bind first, then wire.
         WorkerPool.WorkerPool? pool = null;
         LeaseManager? leases = null;
+        StartObjectStore(loggerFactory);
+        _objectManagerServer = await RpcServer.StartAsync("object-manager", RpcListenOptions.Fixed(_options.ObjectManagerPort), loggerFactory,
+            _ => { }, _ => { }, cancellationToken: cancellationToken, framedHandler: _objectManager).ConfigureAwait(false);
+        _objectManager!.Address = NodeAddress.Format(_options.NodeIpAddress, _objectManagerServer.Port);
         _rpc = await RpcServer.StartAsync("raylet", RpcListenOptions.Fixed(_options.NodeManagerPort), loggerFactory,
             services =>
             {
@@ -59,7 +67,8 @@ internal sealed partial class Raylet : IAsyncDisposable
                 services.AddSingleton(_ => pool!);
                 services.AddSingleton(_ => leases!);
             },
-            endpoints => endpoints.MapGrpcService<NodeManagerServiceImpl>(), cancellationToken: cancellationToken).ConfigureAwait(false);
+            endpoints => endpoints.MapGrpcService<NodeManagerServiceImpl>(), cancellationToken: cancellationToken,
+            framedHandler: new ObjectStore.ObjectStoreService(_store!, _objectManager, _options.NodeIpAddress, () => _objectManagerServer.Port)).ConfigureAwait(false);
 
         pool = _pool = new WorkerPool.WorkerPool(_options, _session, NodeAddress.Format(_options.NodeIpAddress, _rpc.Port), _time,
             loggerFactory.CreateLogger<WorkerPool.WorkerPool>());
@@ -71,6 +80,24 @@ internal sealed partial class Raylet : IAsyncDisposable
         _background = Task.WhenAll(ReportLoopAsync(_stopping.Token), FollowNodeTableAsync(_stopping.Token));
     }
 
+    /// <summary>Maps the node's arena (after removing arenas left by raylets that died without cleaning up).</summary>
+    private void StartObjectStore(ILoggerFactory loggerFactory)
+    {
+        var storeOptions = _options.ObjectStore;
+        ObjectStore.PlasmaArena.DeleteLeftovers(storeOptions.Directory);
+        _arena = ObjectStore.PlasmaArena.Create(storeOptions.Directory, _session.Name, _options.NodeId, storeOptions.ResolveCapacity());
+        // Recorded so that `raysharp stop` removes it even when this raylet is killed.
+        File.WriteAllText(System.IO.Path.Combine(_session.Path, ObjectStoreArenaFile), _arena.Path);
+        var spill = storeOptions.SpillDirectory ?? System.IO.Path.Combine(_session.Path, "spill");
+        spill = System.IO.Path.Combine(spill, _options.NodeId);
+        _store = new ObjectStore.PlasmaStore(_arena, storeOptions, spill, _time, loggerFactory.CreateLogger<ObjectStore.PlasmaStore>());
+        _objectManager = new ObjectStore.ObjectManager(_store, storeOptions, _options.NodeId, loggerFactory.CreateLogger<ObjectStore.ObjectManager>());
+        LogObjectStore(_logger, _arena.Path, _arena.Capacity >> 20);
+    }
+
+    /// <summary>File of the session directory naming the arena of this node's store.</summary>
+    public const string ObjectStoreArenaFile = "object_store_arena";
+
     private async Task RegisterWithGcsAsync(CancellationToken cancellationToken)
     {
         var info = new NodeInfo
@@ -79,6 +106,7 @@ internal sealed partial class Raylet : IAsyncDisposable
             NodeIpAddress = _options.NodeIpAddress,
             NodeName = Environment.MachineName,
             NodeManagerPort = _rpc!.Port,
+            ObjectManagerPort = _objectManagerServer!.Port,
             IsHeadNode = _options.IsHead,
             SessionDir = _session.Path,
             RayletPid = Environment.ProcessId,
@@ -183,9 +211,12 @@ internal sealed partial class Raylet : IAsyncDisposable
                 var client = new PubsubGcsService.PubsubGcsServiceClient(_channels.Get(_options.GcsAddress));
                 var request = new SubscribeRequest { SubscriberId = _options.NodeId };
                 request.Channels.Add(Channel.NodeInfo);
+                request.Channels.Add(Channel.Job);
                 using var call = client.Subscribe(request, cancellationToken: stop);
                 await foreach (var message in call.ResponseStream.ReadAllAsync(stop).ConfigureAwait(false))
                 {
+                    if (message.JobInfo is { IsDead: true } job && _store!.FreeJob(job.JobId) is > 0 and var freed)
+                        LogJobObjectsFreed(_logger, freed, job.JobId);
                     if (message.NodeInfo is { } node)
                     {
                         if (node.NodeId == _options.NodeId && node.State == NodeState.Dead)
@@ -223,12 +254,23 @@ internal sealed partial class Raylet : IAsyncDisposable
         if (_pool is not null) await _pool.DisposeAsync().ConfigureAwait(false);
         try { await _background.ConfigureAwait(false); } catch (OperationCanceledException) { }
         if (_rpc is not null) await _rpc.DisposeAsync().ConfigureAwait(false);
+        if (_objectManagerServer is not null) await _objectManagerServer.DisposeAsync().ConfigureAwait(false);
+        if (_objectManager is not null) await _objectManager.DisposeAsync().ConfigureAwait(false);
+        _store?.Dispose();
+        _arena?.Dispose();
+        _arena?.Delete();
         _channels.Dispose();
         _stopping.Dispose();
     }
 
     [LoggerMessage(EventId = 500, Level = LogLevel.Information, Message = "Node {NodeId} registered with the GCS at {GcsAddress} (cluster {ClusterId})")]
     private static partial void LogRegistered(ILogger logger, string nodeId, string gcsAddress, string clusterId);
+
+    [LoggerMessage(EventId = 502, Level = LogLevel.Information, Message = "Object store: {Path}, {CapacityMib} MiB")]
+    private static partial void LogObjectStore(ILogger logger, string path, long capacityMib);
+
+    [LoggerMessage(EventId = 503, Level = LogLevel.Information, Message = "Freed {Count} objects of finished job {JobId}")]
+    private static partial void LogJobObjectsFreed(ILogger logger, int count, string jobId);
 
     [LoggerMessage(EventId = 501, Level = LogLevel.Warning, Message = "Cannot reach the GCS at {GcsAddress}: {Detail}")]
     private static partial void LogGcsUnreachable(ILogger logger, string gcsAddress, string detail);

@@ -22,6 +22,12 @@ internal sealed class RayletOptions
 
     public string SessionDir { get; set; } = "";
 
+    /// <summary>Port of the object manager (object transfer between nodes). Default 0: any free port, reported to the GCS.</summary>
+    public int ObjectManagerPort { get; set; }
+
+    /// <summary>The node's shared-memory object store: where, how large, where it spills.</summary>
+    public ObjectStore.ObjectStoreOptions ObjectStore { get; set; } = new();
+
     /// <summary>Lowest port a worker may listen on. Default 10002, as Ray.</summary>
     public int MinWorkerPort { get; set; } = 10002;
 

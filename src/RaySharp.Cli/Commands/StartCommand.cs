@@ -22,6 +22,10 @@ internal sealed record StartSettings
     public int NodeManagerPort { get; init; }
     public int MinWorkerPort { get; init; } = 10002;
     public int MaxWorkerPort { get; init; } = 19999;
+    public int ObjectManagerPort { get; init; }
+    public long? ObjectStoreMemory { get; init; }
+    public string? PlasmaDirectory { get; init; }
+    public string? ObjectSpillingDirectory { get; init; }
 }
 
 /// <summary>
@@ -83,6 +87,10 @@ internal static class StartCommand
                 "--min-worker-port", s.MinWorkerPort.ToString(CultureInfo.InvariantCulture),
                 "--max-worker-port", s.MaxWorkerPort.ToString(CultureInfo.InvariantCulture),
             };
+            rayletArgs.AddRange(["--object-manager-port", s.ObjectManagerPort.ToString(CultureInfo.InvariantCulture)]);
+            if (s.ObjectStoreMemory is { } storeBytes) rayletArgs.AddRange(["--object-store-memory", storeBytes.ToString(CultureInfo.InvariantCulture)]);
+            if (s.PlasmaDirectory is { } plasma) rayletArgs.AddRange(["--plasma-directory", Path.GetFullPath(plasma)]);
+            if (s.ObjectSpillingDirectory is { } spill) rayletArgs.AddRange(["--object-spilling-directory", Path.GetFullPath(spill)]);
             if (customResources.Count > 0)
                 rayletArgs.AddRange(["--resources", System.Text.Json.JsonSerializer.Serialize(customResources)]);
             if (s.Head) rayletArgs.Add("--head");
@@ -122,6 +130,18 @@ internal static class StartCommand
             throw new CliException($"--node-manager-port must be between 0 (any free port) and 65535, got {s.NodeManagerPort}.");
         if (s.MinWorkerPort is < 1 or > 65535 || s.MaxWorkerPort is < 1 or > 65535 || s.MinWorkerPort > s.MaxWorkerPort)
             throw new CliException($"--min-worker-port ({s.MinWorkerPort}) and --max-worker-port ({s.MaxWorkerPort}) must be ports (1-65535) with min <= max.");
+        if (s.ObjectManagerPort is < 0 or > 65535)
+            throw new CliException($"--object-manager-port must be between 0 (any free port) and 65535, got {s.ObjectManagerPort}.");
+        if (s.ObjectStoreMemory is { } storeBytes)
+        {
+            var plasma = s.PlasmaDirectory ?? "/dev/shm";
+            if (storeBytes < 1024 * 1024)
+                throw new CliException($"--object-store-memory must be at least 1 MiB (1048576 bytes), got {storeBytes}.");
+            if (Directory.Exists(plasma) && new DriveInfo(plasma).AvailableFreeSpace is var free && storeBytes > free)
+                throw new CliException($"--object-store-memory is {storeBytes >> 20} MiB but {plasma} has only {free >> 20} MiB free: give a smaller --object-store-memory, or a --plasma-directory with more room.");
+        }
+        if (s.PlasmaDirectory is { } dir && !Directory.Exists(dir))
+            throw new CliException($"--plasma-directory '{dir}' does not exist; create it, or leave the option out to use /dev/shm.");
         if (s.NodeIpAddress is not null && !IPAddress.TryParse(s.NodeIpAddress, out _))
             throw new CliException($"--node-ip-address '{s.NodeIpAddress}' is not an IP address; give this node's address as other nodes reach it, for example 192.168.0.11.");
         if (!ResourceSet.TryParseJson(s.Resources, out customResources, out var error))

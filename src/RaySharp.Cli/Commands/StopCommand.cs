@@ -66,6 +66,18 @@ internal static class StopCommand
 
     private static void RemoveSharedMemory(SessionDirectory session)
     {
+        // A raylet's object store may live in a --plasma-directory of its own: it recorded where.
+        var arenaRecord = Path.Combine(session.Path, "object_store_arena");
+        if (File.Exists(arenaRecord))
+        {
+            try
+            {
+                var arena = File.ReadAllText(arenaRecord).Trim();
+                if (Path.GetFileName(arena).StartsWith(SharedMemoryPrefix, StringComparison.Ordinal)) File.Delete(arena);
+                File.Delete(arenaRecord);
+            }
+            catch (IOException) { }
+        }
         if (!Directory.Exists(SharedMemoryDir)) return;
         foreach (var path in Directory.EnumerateFileSystemEntries(SharedMemoryDir, SharedMemoryPrefix + session.Name + "*"))
         {

@@ -113,6 +113,8 @@ internal sealed class FramedConnection : IAsyncDisposable
     private async Task ReadLoopAsync()
     {
         var input = _pipe.Input;
+        // One-way messages are handled on this loop: they see their connection as current too.
+        s_current.Value = this;
         try
         {
             while (true)

@@ -26,4 +26,35 @@ internal static class FramedMethods
 
     /// <summary>RegisterDriverRequest → empty, driver → GCS: the connection it arrives on lives as long as the driver.</summary>
     public const int RegisterDriver = 7;
+
+    // ---- The object store (object_store.proto): core worker → its node's raylet, on the raylet's port. ----
+
+    /// <summary>Empty → ObjectStoreConnectReply: the arena to map. The connection's pins are released when it closes.</summary>
+    public const int ObjectStoreConnect = 8;
+
+    /// <summary>ObjectCreateRequest → ObjectCreateReply: room for an object in the arena, written by the caller then sealed.</summary>
+    public const int ObjectCreate = 9;
+
+    /// <summary>ObjectIdsRequest → empty: the objects are written; readers may map them.</summary>
+    public const int ObjectSeal = 10;
+
+    /// <summary>ObjectGetRequest → ObjectGetReply: the object made local and pinned for this connection.</summary>
+    public const int ObjectGet = 11;
+
+    /// <summary>ObjectIdsRequest, one-way: pins of this connection dropped.</summary>
+    public const int ObjectRelease = 12;
+
+    /// <summary>ObjectFreeRequest, one-way: the owner has no reference left; every copy may go once unpinned.</summary>
+    public const int ObjectFree = 13;
+
+    /// <summary>Empty → ObjectStoreStats: what the store holds (for <c>raysharp memory</c>).</summary>
+    public const int ObjectStoreStats = 14;
+
+    // ---- The object manager: raylet → raylet, on the object-manager port. ----
+
+    /// <summary>ObjectChunkRequest → raw bytes: one piece of a sealed object.</summary>
+    public const int ObjectChunk = 15;
+
+    /// <summary>ObjectIdsRequest, one-way: the primary's node tells nodes holding copies that the object is freed.</summary>
+    public const int ObjectFreeCopies = 16;
 }

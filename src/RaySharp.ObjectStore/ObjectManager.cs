@@ -1,0 +1,322 @@
+using System.Collections.Concurrent;
+using Google.Protobuf;
+using Microsoft.Extensions.Logging;
+using RaySharp.Common;
+using RaySharp.Rpc;
+using RaySharp.Rpc.Protocol;
+using RaySharp.Rpc.Transport;
+
+namespace RaySharp.ObjectStore;
+
+/// <summary>
+/// Moves objects between nodes. A read of an object this node lacks becomes one pull (shared by every reader that
+/// asks meanwhile): room is made in the local store, the object is fetched from the node holding it in chunks with
+/// several in flight over one connection, then sealed as a secondary copy. It also serves chunks of local objects to
+/// other nodes, remembering who took a copy so that freeing the object frees those copies too.
+/// </summary>
+internal sealed partial class ObjectManager(PlasmaStore store, ObjectStoreOptions options, string nodeId, ILogger logger) : IFramedHandler, IAsyncDisposable
+{
+    private readonly ConcurrentDictionary<string, Task> _pulls = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, Task<FramedConnection>> _peers = new(StringComparer.Ordinal);
+    private long _pulledBytes;
+    private int _numPulls;
+
+    /// <summary>This node's object-manager address, <c>ip:port</c>, once its server listens.</summary>
+    public string Address { get; set; } = "";
+
+    public string NodeId => nodeId;
+
+    public (long Bytes, int Count) PullTotals => (Interlocked.Read(ref _pulledBytes), Volatile.Read(ref _numPulls));
+
+    /// <summary>Makes <paramref name="obj"/> local: at once when it is here, else pulled from its node.</summary>
+    public Task EnsureLocalAsync(StoredObject obj, CancellationToken cancellationToken)
+    {
+        if (store.Find(obj.ObjectId) is { } entry) return entry.Sealed.Task.WaitAsync(cancellationToken);
+        if (obj.NodeId == nodeId)
+        {
+            return Task.FromException(new KeyNotFoundException(
+                $"object {obj.ObjectId} is no longer in this node's store: it was freed (no reference to it was left) or lost"));
+        }
+        var pull = _pulls.GetOrAdd(obj.ObjectId, _ => PullAsync(obj));
+        return pull.WaitAsync(cancellationToken);
+    }
+
+    private async Task PullAsync(StoredObject obj)
+    {
+        try
+        {
+            // Yield first: GetOrAdd must have stored this task before it can complete and remove itself.
+            await Task.Yield();
+            long offset;
+            try
+            {
+                offset = store.Create(obj.ObjectId, obj.Size, obj.JobId, primary: false);
+            }
+            catch (InvalidOperationException)
+            {
+                // Made here meanwhile (a racing pull finished and was removed): wait for that copy.
+                await (store.Find(obj.ObjectId)?.Sealed.Task ?? Task.CompletedTask).ConfigureAwait(false);
+                return;
+            }
+            var source = NodeAddress.Format(obj.NodeIpAddress, obj.ObjectManagerPort);
+            try
+            {
+                await FetchAsync(source, obj, offset).ConfigureAwait(false);
+            }
+            catch (Exception e)
+            {
+                store.Abort(obj.ObjectId);
+                throw new IOException($"could not pull object {obj.ObjectId} ({obj.Size} bytes) from node {obj.NodeId} at {source}: {e.Message}", e);
+            }
+            store.Seal(obj.ObjectId);
+            Interlocked.Add(ref _pulledBytes, obj.Size);
+            Interlocked.Increment(ref _numPulls);
+            LogPulled(logger, obj.ObjectId, obj.Size, source);
+        }
+        finally
+        {
+            _pulls.TryRemove(obj.ObjectId, out _);
+        }
+    }
+
+    private async Task FetchAsync(string source, StoredObject obj, long offset)
+    {
+        var peer = await PeerAsync(source).ConfigureAwait(false);
+        var chunk = options.ChunkSize;
+        var count = (int)((obj.Size + chunk - 1) / chunk);
+        var next = -1;
+        async Task Worker()
+        {
+            int i;
+            while ((i = Interlocked.Increment(ref next)) < count)
+            {
+                var start = (long)i * chunk;
+                var length = (int)Math.Min(chunk, obj.Size - start);
+                var request = new ObjectChunkRequest { ObjectId = obj.ObjectId, Offset = start, Length = length, Requester = Address };
+                var bytes = await peer.CallAsync(FramedMethods.ObjectChunk, request.ToByteArray()).ConfigureAwait(false);
+                if (bytes.Length != length) throw new InvalidDataException($"chunk {i} of object {obj.ObjectId} has {bytes.Length} bytes, expected {length}");
+                store.Arena.Write(offset + start, bytes);
+            }
+        }
+        await Task.WhenAll(Enumerable.Range(0, Math.Max(1, Math.Min(options.ChunksInFlight, count))).Select(_ => Worker())).ConfigureAwait(false);
+    }
+
+    private async Task<FramedConnection> PeerAsync(string address)
+    {
+        while (true)
+        {
+            var connecting = _peers.GetOrAdd(address, a =>
+            {
+                NodeAddress.TryParse(a, out var host, out var port, out _);
+                return FramedClient.ConnectAsync(host, port, handler: this);
+            });
+            FramedConnection connection;
+            try
+            {
+                connection = await connecting.ConfigureAwait(false);
+            }
+            catch
+            {
+                _peers.TryRemove(new KeyValuePair<string, Task<FramedConnection>>(address, connecting));
+                throw;
+            }
+            if (!connection.Completion.IsCompleted) return connection;
+            _peers.TryRemove(new KeyValuePair<string, Task<FramedConnection>>(address, connecting));
+        }
+    }
+
+    /// <summary>
+    /// The owner freed these objects: drop the local copies, and tell the nodes involved (the primary's node when the
+    /// primary is elsewhere; the nodes that pulled copies from here).
+    /// </summary>
+    public void Free(IEnumerable<StoredObject> objects)
+    {
+        var byNode = new Dictionary<string, ObjectIdsRequest>(StringComparer.Ordinal);
+        foreach (var obj in objects)
+        {
+            foreach (var holder in FreeLocal(obj.ObjectId)) Add(byNode, holder, obj.ObjectId);
+            if (obj.NodeId != nodeId) Add(byNode, NodeAddress.Format(obj.NodeIpAddress, obj.ObjectManagerPort), obj.ObjectId);
+        }
+        Send(byNode);
+    }
+
+    private string[] FreeLocal(string id)
+    {
+        var entry = store.Find(id);
+        if (entry is null) return [];
+        string[] holders;
+        lock (entry.CopyHolders) holders = entry.CopyHolders.ToArray();
+        store.Free(id);
+        return holders;
+    }
+
+    private static void Add(Dictionary<string, ObjectIdsRequest> byNode, string address, string id)
+    {
+        if (!byNode.TryGetValue(address, out var request)) byNode[address] = request = new ObjectIdsRequest();
+        request.ObjectIds.Add(id);
+    }
+
+    private void Send(Dictionary<string, ObjectIdsRequest> byNode)
+    {
+        foreach (var (address, request) in byNode)
+        {
+            if (address == Address) continue;
+            _ = Task.Run(async () =>
+            {
+                try
+                {
+                    var peer = await PeerAsync(address).ConfigureAwait(false);
+                    peer.Notify(FramedMethods.ObjectFreeCopies, request.ToByteArray());
+                }
+                catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or RemoteCallException)
+                {
+                    // The node is gone, and its copies with it.
+                }
+            });
+        }
+    }
+
+    public ValueTask<ReadOnlyMemory<byte>> HandleAsync(int method, byte[] payload, CancellationToken cancellationToken)
+    {
+        if (method != FramedMethods.ObjectChunk) throw new NotSupportedException($"method {method} is not served on the object-manager port");
+        var request = ObjectChunkRequest.Parser.ParseFrom(payload);
+        if (request.Offset == 0 && request.Requester.Length > 0 && store.Find(request.ObjectId) is { } entry)
+        {
+            lock (entry.CopyHolders) entry.CopyHolders.Add(request.Requester);
+        }
+        return ValueTask.FromResult<ReadOnlyMemory<byte>>(store.ReadChunk(request.ObjectId, request.Offset, request.Length));
+    }
+
+    public void OnNotify(int method, byte[] payload)
+    {
+        if (method != FramedMethods.ObjectFreeCopies) return;
+        var byNode = new Dictionary<string, ObjectIdsRequest>(StringComparer.Ordinal);
+        foreach (var id in ObjectIdsRequest.Parser.ParseFrom(payload).ObjectIds)
+        {
+            foreach (var holder in FreeLocal(id)) Add(byNode, holder, id);
+        }
+        Send(byNode);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var peer in _peers.Values)
+        {
+            try { await (await peer.ConfigureAwait(false)).DisposeAsync().ConfigureAwait(false); }
+            catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or RemoteCallException or OperationCanceledException) { }
+        }
+    }
+
+    [LoggerMessage(EventId = 710, Level = LogLevel.Debug, Message = "Pulled object {ObjectId} ({Size} bytes) from {Source}")]
+    private static partial void LogPulled(ILogger logger, string objectId, long size, string source);
+}
+
+/// <summary>
+/// The store's side of the raylet port: the core workers of this node create, seal, get (pin), release and free
+/// objects over their framed connection. A connection's pins, and objects it left unsealed, go when it closes.
+/// </summary>
+internal sealed class ObjectStoreService(PlasmaStore store, ObjectManager objectManager, string nodeIp, Func<int> objectManagerPort) : IFramedHandler
+{
+    private readonly ConcurrentDictionary<FramedConnection, ConcurrentDictionary<string, byte>> _clients = new();
+
+    private ConcurrentDictionary<string, byte> Client(FramedConnection connection) =>
+        _clients.GetOrAdd(connection, c =>
+        {
+            var unsealed = new ConcurrentDictionary<string, byte>(StringComparer.Ordinal);
+            c.Completion.ContinueWith(_ =>
+            {
+                _clients.TryRemove(c, out var left);
+                store.ReleaseAll(c, left?.Keys ?? []);
+            }, TaskScheduler.Default);
+            return unsealed;
+        });
+
+    public async ValueTask<ReadOnlyMemory<byte>> HandleAsync(int method, byte[] payload, CancellationToken cancellationToken)
+    {
+        var connection = FramedConnection.Current ?? throw new InvalidOperationException("store calls arrive on a connection");
+        switch (method)
+        {
+            case FramedMethods.ObjectStoreConnect:
+                Client(connection);
+                return new ObjectStoreConnectReply
+                {
+                    ArenaPath = store.Arena.Path,
+                    Capacity = store.Arena.Capacity,
+                    NodeId = objectManager.NodeId,
+                    NodeIpAddress = nodeIp,
+                    ObjectManagerPort = objectManagerPort(),
+                }.ToByteArray();
+            case FramedMethods.ObjectCreate:
+            {
+                var request = ObjectCreateRequest.Parser.ParseFrom(payload);
+                try
+                {
+                    var offset = store.Create(request.ObjectId, request.Size, request.JobId, primary: true);
+                    Client(connection)[request.ObjectId] = 0;
+                    return new ObjectCreateReply { Offset = offset }.ToByteArray();
+                }
+                catch (ObjectStoreFullException e)
+                {
+                    return new ObjectCreateReply { Offset = -1, Error = e.Message }.ToByteArray();
+                }
+            }
+            case FramedMethods.ObjectGet:
+            {
+                var request = ObjectGetRequest.Parser.ParseFrom(payload);
+                using var timeout = request.TimeoutMs > 0 ? new CancellationTokenSource(TimeSpan.FromMilliseconds(request.TimeoutMs)) : null;
+                var token = timeout?.Token ?? CancellationToken.None;
+                try
+                {
+                    while (true)
+                    {
+                        await objectManager.EnsureLocalAsync(request.Object, token).ConfigureAwait(false);
+                        // Null: freed or evicted between the two steps; pull it again.
+                        if (await store.PinAsync(request.Object.ObjectId, connection, token).ConfigureAwait(false) is { } at)
+                            return new ObjectGetReply { Offset = at.Offset, Size = at.Size }.ToByteArray();
+                        if (request.Object.NodeId == objectManager.NodeId) throw new KeyNotFoundException($"object {request.Object.ObjectId} was freed");
+                    }
+                }
+                catch (OperationCanceledException) when (timeout?.IsCancellationRequested == true)
+                {
+                    return new ObjectGetReply { Offset = -1, Error = $"timed out after {request.TimeoutMs} ms" }.ToByteArray();
+                }
+                catch (Exception e) when (e is IOException or KeyNotFoundException or ObjectStoreFullException or InvalidOperationException or InvalidDataException)
+                {
+                    return new ObjectGetReply { Offset = -1, Error = e.Message }.ToByteArray();
+                }
+            }
+            case FramedMethods.ObjectStoreStats:
+            {
+                var stats = store.Stats(largest: 20);
+                stats.NodeId = objectManager.NodeId;
+                stats.NodeIpAddress = nodeIp;
+                (stats.PulledBytes, stats.NumPulls) = objectManager.PullTotals;
+                return stats.ToByteArray();
+            }
+            default:
+                throw new NotSupportedException($"method {method} is not served by the object store");
+        }
+    }
+
+    public void OnNotify(int method, byte[] payload)
+    {
+        var connection = FramedConnection.Current;
+        switch (method)
+        {
+            case FramedMethods.ObjectSeal:
+                foreach (var id in ObjectIdsRequest.Parser.ParseFrom(payload).ObjectIds)
+                {
+                    if (connection is not null && _clients.TryGetValue(connection, out var unsealed)) unsealed.TryRemove(id, out _);
+                    store.Seal(id);
+                }
+                break;
+            case FramedMethods.ObjectRelease:
+                if (connection is null) return;
+                foreach (var id in ObjectIdsRequest.Parser.ParseFrom(payload).ObjectIds) store.Release(id, connection);
+                break;
+            case FramedMethods.ObjectFree:
+                objectManager.Free(ObjectFreeRequest.Parser.ParseFrom(payload).Objects);
+                break;
+        }
+    }
+}

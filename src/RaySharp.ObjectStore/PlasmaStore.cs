@@ -1,0 +1,350 @@
+using Microsoft.Extensions.Logging;
+using RaySharp.Rpc.Protocol;
+
+namespace RaySharp.ObjectStore;
+
+/// <summary>An object could not get room in the store, even after evicting copies and spilling primaries.</summary>
+internal sealed class ObjectStoreFullException(string message) : Exception(message);
+
+/// <summary>
+/// The object table of a node's store: where each object sits in the arena (or on disk, once spilled), whether it is
+/// sealed, who pins it, and whether it is the primary copy (made here) or a secondary one (pulled from another node).
+/// Making room follows Ray's order: evict unpinned secondary copies, least recently used first; then spill unpinned
+/// primaries to disk; a pinned object, or one still referenced, is never dropped.
+/// </summary>
+internal sealed partial class PlasmaStore : IDisposable
+{
+    private readonly Lock _gate = new();
+    private readonly Dictionary<string, Entry> _objects = new(StringComparer.Ordinal);
+    private readonly ArenaAllocator _allocator;
+    private readonly ObjectStoreOptions _options;
+    private readonly TimeProvider _time;
+    private readonly ILogger _logger;
+    private readonly string _spillDirectory;
+    private readonly ITimer _releaseTimer;
+    private long _spilledBytes;
+    private long _clock;
+
+    public PlasmaStore(PlasmaArena arena, ObjectStoreOptions options, string spillDirectory, TimeProvider time, ILogger logger)
+    {
+        Arena = arena;
+        _options = options;
+        _time = time;
+        _logger = logger;
+        _spillDirectory = spillDirectory;
+        _allocator = new ArenaAllocator(arena.Capacity);
+        var period = options.ReleaseFreedMemoryAfter / 2;
+        _releaseTimer = time.CreateTimer(_ => ReleaseIdleMemory(), null, period, period);
+    }
+
+    public PlasmaArena Arena { get; }
+
+    /// <summary>Room for an object in the arena, made by evicting and spilling when needed.</summary>
+    public long Create(string id, long size, string jobId, bool primary)
+    {
+        if (size < 0) throw new ArgumentException($"object {id}: negative size {size}");
+        lock (_gate)
+        {
+            if (_objects.ContainsKey(id)) throw new InvalidOperationException($"object {id} already exists in this store");
+            var offset = Allocate(id, size);
+            _objects[id] = new Entry(id, size, jobId, primary) { Offset = offset, LastUsed = ++_clock };
+            return offset;
+        }
+    }
+
+    /// <summary>The object is written: readers waiting for it go on.</summary>
+    public void Seal(string id)
+    {
+        Entry? entry;
+        lock (_gate)
+        {
+            if (!_objects.TryGetValue(id, out entry) || entry.Sealed.Task.IsCompleted) return;
+        }
+        entry.Sealed.TrySetResult();
+    }
+
+    /// <summary>Drops an object that was never sealed (its writer failed or went away).</summary>
+    public void Abort(string id)
+    {
+        Entry? entry;
+        lock (_gate)
+        {
+            if (!_objects.TryGetValue(id, out entry) || entry.Sealed.Task.IsCompleted) return;
+            Delete(entry);
+        }
+        entry.Sealed.TrySetException(new InvalidOperationException($"object {id} was never completed by its writer"));
+    }
+
+    /// <summary>The entry of an object made or being made here, or null.</summary>
+    public Entry? Find(string id)
+    {
+        lock (_gate) return _objects.GetValueOrDefault(id);
+    }
+
+    /// <summary>
+    /// Pins a sealed local object for <paramref name="client"/> and returns where it is in the arena, restoring it
+    /// from disk first when it was spilled. Null when this node has no copy.
+    /// </summary>
+    public async Task<(long Offset, long Size)?> PinAsync(string id, object client, CancellationToken cancellationToken)
+    {
+        Entry? entry;
+        lock (_gate) entry = _objects.GetValueOrDefault(id);
+        if (entry is null) return null;
+        await entry.Sealed.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+        lock (_gate)
+        {
+            if (!_objects.TryGetValue(id, out var current) || current != entry) return null;
+            if (entry.Offset < 0) Restore(entry);
+            entry.Pins++;
+            entry.LastUsed = ++_clock;
+            if (!_pins.TryGetValue(client, out var held)) _pins[client] = held = new Dictionary<string, int>(StringComparer.Ordinal);
+            held[id] = held.GetValueOrDefault(id) + 1;
+            return (entry.Offset, entry.Size);
+        }
+    }
+
+    private readonly Dictionary<object, Dictionary<string, int>> _pins = new(ReferenceEqualityComparer.Instance);
+
+    public void Release(string id, object client)
+    {
+        lock (_gate)
+        {
+            if (!_pins.TryGetValue(client, out var held) || !held.TryGetValue(id, out var count)) return;
+            if (count == 1) held.Remove(id); else held[id] = count - 1;
+            if (_objects.TryGetValue(id, out var entry)) Unpin(entry, 1);
+        }
+    }
+
+    /// <summary>A client went away: its pins go, and objects it was writing are dropped.</summary>
+    public void ReleaseAll(object client, IEnumerable<string> unsealedByClient)
+    {
+        lock (_gate)
+        {
+            if (_pins.Remove(client, out var held))
+            {
+                foreach (var (id, count) in held)
+                {
+                    if (_objects.TryGetValue(id, out var entry)) Unpin(entry, count);
+                }
+            }
+        }
+        foreach (var id in unsealedByClient) Abort(id);
+    }
+
+    private void Unpin(Entry entry, int count)
+    {
+        entry.Pins -= count;
+        if (entry.Pins <= 0 && entry.FreeRequested) Delete(entry);
+    }
+
+    /// <summary>No reference to the object is left: every copy goes, once readers unpin it. True when it was here.</summary>
+    public bool Free(string id)
+    {
+        lock (_gate)
+        {
+            if (!_objects.TryGetValue(id, out var entry)) return false;
+            entry.FreeRequested = true;
+            if (entry.Pins <= 0) Delete(entry);
+            return true;
+        }
+    }
+
+    /// <summary>Frees every object of a finished job.</summary>
+    public int FreeJob(string jobId)
+    {
+        List<string> ids;
+        lock (_gate) ids = _objects.Values.Where(e => e.JobId == jobId).Select(e => e.Id).ToList();
+        foreach (var id in ids) Free(id);
+        return ids.Count;
+    }
+
+    /// <summary>Reads part of an object for another node: from the arena, or from its spill file.</summary>
+    public byte[] ReadChunk(string id, long offset, int length)
+    {
+        lock (_gate)
+        {
+            if (!_objects.TryGetValue(id, out var entry) || !entry.Sealed.Task.IsCompletedSuccessfully)
+                throw new KeyNotFoundException($"object {id} is not sealed in this store");
+            if (offset < 0 || length < 0 || offset + length > entry.Size)
+                throw new ArgumentOutOfRangeException(nameof(offset), $"chunk {offset}+{length} is outside object {id} of {entry.Size} bytes");
+            var chunk = GC.AllocateUninitializedArray<byte>(length);
+            if (entry.Offset >= 0)
+            {
+                Arena.Span(entry.Offset + offset, length).CopyTo(chunk);
+            }
+            else
+            {
+                using var file = File.OpenHandle(entry.SpillPath!, FileMode.Open, FileAccess.Read);
+                RandomAccess.Read(file, chunk, offset);
+            }
+            entry.LastUsed = ++_clock;
+            return chunk;
+        }
+    }
+
+    public ObjectStoreStats Stats(int largest)
+    {
+        lock (_gate)
+        {
+            var stats = new ObjectStoreStats
+            {
+                Capacity = Arena.Capacity,
+                Used = _allocator.Used,
+                SpilledBytes = _spilledBytes,
+                NumObjects = _objects.Count,
+                NumSpilled = _objects.Values.Count(e => e.Offset < 0),
+            };
+            stats.Objects.Add(_objects.Values.OrderByDescending(e => e.Size).Take(largest).Select(e => new StoredObjectStats
+            {
+                ObjectId = e.Id,
+                Size = e.Size,
+                JobId = e.JobId,
+                Primary = e.Primary,
+                Spilled = e.Offset < 0,
+                Pins = e.Pins,
+            }));
+            return stats;
+        }
+    }
+
+    private long Allocate(string id, long size)
+    {
+        if (_allocator.TryAllocate(size, out var offset)) return offset;
+        MakeRoom(size);
+        if (_allocator.TryAllocate(size, out offset)) return offset;
+        var pinned = _objects.Values.Where(e => e.Offset >= 0 && (e.Pins > 0 || !e.Sealed.Task.IsCompleted)).Sum(e => e.Size);
+        throw new ObjectStoreFullException(
+            $"object {id} needs {Mib(size)} but the object store ({Mib(Arena.Capacity)}) has {Mib(_allocator.LargestFree)} free in one piece " +
+            $"after evicting and spilling everything it could; {Mib(pinned)} is in use by readers and writers right now. " +
+            "Read fewer large objects at once, or start the node with a larger --object-store-memory.");
+    }
+
+    private static string Mib(long bytes) => $"{bytes / (1024.0 * 1024):0.#} MiB";
+
+    /// <summary>Evicts secondary copies, then spills primaries, least recently used first, until a range of <paramref name="size"/> is free.</summary>
+    private void MakeRoom(long size)
+    {
+        var candidates = _objects.Values
+            .Where(e => e.Offset >= 0 && e.Pins == 0 && e.Sealed.Task.IsCompletedSuccessfully)
+            .OrderBy(e => e.Primary ? 1 : 0).ThenBy(e => e.LastUsed)
+            .ToList();
+        foreach (var entry in candidates)
+        {
+            if (_allocator.LargestFree >= ArenaAllocator.Round(size)) return;
+            if (entry.Primary) Spill(entry);
+            else
+            {
+                LogEvicted(_logger, entry.Id, entry.Size);
+                Delete(entry);
+            }
+        }
+    }
+
+    private void Spill(Entry entry)
+    {
+        Directory.CreateDirectory(_spillDirectory);
+        var path = Path.Combine(_spillDirectory, entry.Id);
+        using (var file = File.OpenHandle(path, FileMode.Create, FileAccess.Write))
+        {
+            long written = 0;
+            while (written < entry.Size)
+            {
+                var length = (int)Math.Min(entry.Size - written, 64 * 1024 * 1024);
+                RandomAccess.Write(file, Arena.Span(entry.Offset + written, length), written);
+                written += length;
+            }
+        }
+        _allocator.Free(entry.Offset, entry.Size, _time.GetUtcNow());
+        entry.Offset = -1;
+        entry.SpillPath = path;
+        _spilledBytes += entry.Size;
+        LogSpilled(_logger, entry.Id, entry.Size, path);
+    }
+
+    private void Restore(Entry entry)
+    {
+        var offset = Allocate(entry.Id, entry.Size);
+        using (var file = File.OpenHandle(entry.SpillPath!, FileMode.Open, FileAccess.Read))
+        {
+            long read = 0;
+            while (read < entry.Size)
+            {
+                var length = (int)Math.Min(entry.Size - read, 64 * 1024 * 1024);
+                var n = RandomAccess.Read(file, Arena.Span(offset + read, length), read);
+                if (n <= 0) throw new IOException($"spill file {entry.SpillPath} of object {entry.Id} is shorter than {entry.Size} bytes");
+                read += n;
+            }
+        }
+        entry.Offset = offset;
+        DeleteSpillFile(entry);
+        LogRestored(_logger, entry.Id, entry.Size);
+    }
+
+    private void DeleteSpillFile(Entry entry)
+    {
+        if (entry.SpillPath is null) return;
+        try { File.Delete(entry.SpillPath); } catch (IOException) { }
+        _spilledBytes -= entry.Size;
+        entry.SpillPath = null;
+    }
+
+    private void Delete(Entry entry)
+    {
+        _objects.Remove(entry.Id);
+        if (entry.Offset >= 0) _allocator.Free(entry.Offset, entry.Size, _time.GetUtcNow());
+        entry.Offset = -1;
+        DeleteSpillFile(entry);
+    }
+
+    private void ReleaseIdleMemory()
+    {
+        List<(long Offset, long Length)> ranges;
+        lock (_gate) ranges = _allocator.TakeReleasable(_time.GetUtcNow() - _options.ReleaseFreedMemoryAfter);
+        // Outside the lock: a range cannot be allocated between these two steps without first being marked in use,
+        // which the allocator does under the lock, so punching a range handed out meanwhile must not happen:
+        // re-check under the lock per range.
+        foreach (var (offset, length) in ranges)
+        {
+            lock (_gate)
+            {
+                if (_allocator.IsFree(offset, length)) Arena.Release(offset, length);
+            }
+        }
+    }
+
+    public void Dispose()
+    {
+        _releaseTimer.Dispose();
+        lock (_gate)
+        {
+            foreach (var entry in _objects.Values.ToList()) Delete(entry);
+        }
+        try { if (Directory.Exists(_spillDirectory)) Directory.Delete(_spillDirectory, recursive: true); } catch (IOException) { }
+    }
+
+    internal sealed class Entry(string id, long size, string jobId, bool primary)
+    {
+        public string Id { get; } = id;
+        public long Size { get; } = size;
+        public string JobId { get; } = jobId;
+        public bool Primary { get; } = primary;
+        public TaskCompletionSource Sealed { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        /// <summary>Where in the arena; -1 while spilled (or once deleted).</summary>
+        public long Offset { get; set; }
+        public string? SpillPath { get; set; }
+        public int Pins { get; set; }
+        public bool FreeRequested { get; set; }
+        public long LastUsed { get; set; }
+        /// <summary>Object-manager addresses of nodes that pulled a copy from here: told when the object is freed.</summary>
+        public HashSet<string> CopyHolders { get; } = new(StringComparer.Ordinal);
+    }
+
+    [LoggerMessage(EventId = 700, Level = LogLevel.Information, Message = "Spilled object {ObjectId} ({Size} bytes) to {Path}")]
+    private static partial void LogSpilled(ILogger logger, string objectId, long size, string path);
+
+    [LoggerMessage(EventId = 701, Level = LogLevel.Information, Message = "Restored object {ObjectId} ({Size} bytes) from disk")]
+    private static partial void LogRestored(ILogger logger, string objectId, long size);
+
+    [LoggerMessage(EventId = 702, Level = LogLevel.Debug, Message = "Evicted the secondary copy of object {ObjectId} ({Size} bytes)")]
+    private static partial void LogEvicted(ILogger logger, string objectId, long size);
+}
