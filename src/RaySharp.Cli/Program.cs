@@ -100,7 +100,14 @@ var listActors = new Command("actors", "List the cluster's actors and their stat
 listActors.SetAction((parse, ct) => Run(() => ListCommand.RunActorsAsync(parse.GetValue(listAddress), parse.GetValue(tempDir), parse.GetValue(listFormat)!, !parse.GetValue(aliveOnly), parse.GetValue(limit), ct)));
 var list = new Command("list", "List the cluster's state: `raysharp list actors`.") { listActors };
 
-var root = new RootCommand("raysharp: start, stop and inspect RaySharp clusters.") { start, stop, status, list };
+// ---- memory ----
+var memoryAddress = new Option<string?>("--address") { Description = "The GCS to ask (default: $RAYSHARP_ADDRESS, else the cluster started on this machine)." };
+var memoryFormat = new Option<string>("--format") { Description = "Output format: text or json.", DefaultValueFactory = _ => "text" };
+memoryFormat.AcceptOnlyFromAmong("text", "json");
+var memory = new Command("memory", "Show every node's object store: memory used, spilled and pulled, and the largest objects.") { memoryAddress, memoryFormat, tempDir };
+memory.SetAction((parse, ct) => Run(() => MemoryCommand.RunAsync(parse.GetValue(memoryAddress), parse.GetValue(tempDir), parse.GetValue(memoryFormat)!, ct)));
+
+var root = new RootCommand("raysharp: start, stop and inspect RaySharp clusters.") { start, stop, status, list, memory };
 return await root.Parse(args).InvokeAsync();
 
 // Parse errors that name the flag and what it expects, instead of a .NET type name.

@@ -35,6 +35,7 @@ internal sealed partial class WorkerRuntime : IAsyncDisposable
     public async Task StartAsync(ILoggerFactory loggerFactory, CancellationToken cancellationToken)
     {
         Execution.TaskOutputCapture.Install();
+        Objects.LocalObjectStore.Configure(() => Task.FromResult(_options.RayletAddress));
         var gcs = new Rpc.Clients.GcsClient(_channels, _options.GcsAddress);
         var rayletClient = new NodeManagerService.NodeManagerServiceClient(_channels.Get(_options.RayletAddress));
         _submitter = new Submission.TaskSubmitter(_channels, () => Task.FromResult(_options.RayletAddress), loggerFactory.CreateLogger<Submission.TaskSubmitter>(),

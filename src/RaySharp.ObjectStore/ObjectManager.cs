@@ -147,6 +147,11 @@ internal sealed partial class ObjectManager(PlasmaStore store, ObjectStoreOption
         string[] holders;
         lock (entry.CopyHolders) holders = entry.CopyHolders.ToArray();
         store.Free(id);
+        // Still here: readers pin it, some through zero-copy views that only the collector ends. Ask them to collect.
+        if (store.Find(id) is not null)
+        {
+            foreach (var reader in store.PinnedBy(id).OfType<FramedConnection>()) reader.Notify(FramedMethods.ObjectStoreCollect, ReadOnlyMemory<byte>.Empty);
+        }
         return holders;
     }
 

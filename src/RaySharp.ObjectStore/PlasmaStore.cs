@@ -115,6 +115,12 @@ internal sealed partial class PlasmaStore : IDisposable
         }
     }
 
+    /// <summary>The clients pinning an object now.</summary>
+    public List<object> PinnedBy(string id)
+    {
+        lock (_gate) return _pins.Where(kv => kv.Value.ContainsKey(id)).Select(kv => kv.Key).ToList();
+    }
+
     /// <summary>A client went away: its pins go, and objects it was writing are dropped.</summary>
     public void ReleaseAll(object client, IEnumerable<string> unsealedByClient)
     {

@@ -228,11 +228,11 @@ internal sealed partial class Raylet : IAsyncDisposable
                     }
                 }
             }
-            catch (OperationCanceledException) when (stop.IsCancellationRequested)
+            catch (Exception e) when (stop.IsCancellationRequested && e is OperationCanceledException or RpcException)
             {
                 return;
             }
-            catch (RpcException) when (!stop.IsCancellationRequested)
+            catch (RpcException)
             {
                 // The GCS went away; the report loop logs it. Resubscribe after a pause.
             }
@@ -251,15 +251,22 @@ internal sealed partial class Raylet : IAsyncDisposable
                 deadline: DateTime.UtcNow.AddSeconds(2)).ConfigureAwait(false);
         }
         catch (RpcException) { /* the GCS may be gone already; its health check will notice */ }
-        if (_pool is not null) await _pool.DisposeAsync().ConfigureAwait(false);
-        try { await _background.ConfigureAwait(false); } catch (OperationCanceledException) { }
-        if (_rpc is not null) await _rpc.DisposeAsync().ConfigureAwait(false);
-        if (_objectManagerServer is not null) await _objectManagerServer.DisposeAsync().ConfigureAwait(false);
-        if (_objectManager is not null) await _objectManager.DisposeAsync().ConfigureAwait(false);
-        _store?.Dispose();
-        _arena?.Dispose();
-        _arena?.Delete();
-        _channels.Dispose();
+        try
+        {
+            if (_pool is not null) await _pool.DisposeAsync().ConfigureAwait(false);
+            try { await _background.ConfigureAwait(false); } catch (OperationCanceledException) { }
+            if (_rpc is not null) await _rpc.DisposeAsync().ConfigureAwait(false);
+            if (_objectManagerServer is not null) await _objectManagerServer.DisposeAsync().ConfigureAwait(false);
+            if (_objectManager is not null) await _objectManager.DisposeAsync().ConfigureAwait(false);
+        }
+        finally
+        {
+            // Whatever failed above, the node's shared memory and spill files go.
+            _store?.Dispose();
+            _arena?.Dispose();
+            _arena?.Delete();
+            _channels.Dispose();
+        }
         _stopping.Dispose();
     }
 

@@ -36,8 +36,30 @@ public sealed class ObjectRef<T>
 
     public TaskAwaiter<T> GetAwaiter() => Value.GetAwaiter();
 
-    private static async Task<T> DeserializeAsync(Task<ByteString> bytes) =>
-        ValueSerializer.Deserialize<T>((await bytes.ConfigureAwait(false)).Memory);
+    private static async Task<T> DeserializeAsync(Task<ByteString> bytes)
+    {
+        try
+        {
+            return await CoreWorker.Objects.LocalObjectStore.DeserializeAsync<T>(await bytes.ConfigureAwait(false)).ConfigureAwait(false);
+        }
+        catch (IOException e)
+        {
+            throw new ObjectLostException(e.Message, e);
+        }
+    }
+
+    /// <summary>Turns the store's internal failures into the API's exceptions.</summary>
+    internal static async Task<ByteString> MapStoreErrors(Task<ByteString> storing)
+    {
+        try
+        {
+            return await storing.ConfigureAwait(false);
+        }
+        catch (CoreWorker.Objects.ObjectStoreFullCoreException e)
+        {
+            throw new ObjectStoreFullException(e.Message);
+        }
+    }
 
     /// <summary>The result bytes of a task's reply; a failed task becomes the exception its readers see.</summary>
     internal static async Task<ByteString> FromReply(Task<PushTaskReply> pending)
@@ -64,7 +86,8 @@ public sealed class ObjectRef<T>
             throw new ActorUnavailableException(e.Message, e);
         }
         if (reply.Error is { } error) throw new RayTaskException(error);
-        return reply.Result;
+        // A result left in the worker's node store becomes this process's to free.
+        return CoreWorker.Objects.LocalObjectStore.TakeOwnership(reply.Result);
     }
 
     public override string ToString() => $"ObjectRef<{typeof(T).Name}>({Id})";
@@ -134,6 +157,15 @@ public sealed class RayTaskException : RayException
     public string NodeIpAddress { get; }
     public string WorkerId { get; }
 }
+
+/// <summary>
+/// A value could not be stored: the node's object store is full of objects that are in use, even after evicting
+/// copies and spilling to disk. The message names the sizes.
+/// </summary>
+public sealed class ObjectStoreFullException(string message) : RayException(message);
+
+/// <summary>A stored value could not be read: every copy is gone (freed, or its node died), or it could not be transferred.</summary>
+public sealed class ObjectLostException(string message, Exception inner) : RayException(message, inner);
 
 /// <summary><see cref="Ray.Get{T}(ObjectRef{T}, TimeSpan?)"/> ran out of time before the value was ready.</summary>
 public sealed class GetTimeoutException(string message) : RayException(message);

@@ -213,16 +213,26 @@ public static class Ray
     public static ObjectRef<T> Put<T>(T value)
     {
         SubmitContext();
-        byte[] bytes;
+        ValueTask<Google.Protobuf.ByteString> storing;
         try
         {
-            bytes = CoreWorker.Serialization.ValueSerializer.Serialize(value);
+            // Small values stay in this process; large ones are written once into the node's shared-memory store.
+            storing = CoreWorker.Objects.LocalObjectStore.SerializeAsync(typeof(T), value, JobId);
         }
         catch (Exception e) when (e is MessagePack.MessagePackSerializationException or NotSupportedException or InvalidOperationException)
         {
             throw new ArgumentException($"a value of type {typeof(T)} cannot be serialized for Ray.Put: {e.GetBaseException().Message}", nameof(value), e);
         }
-        return new ObjectRef<T>(Common.UniqueId.New(), System.Threading.Tasks.Task.FromResult(Google.Protobuf.ByteString.CopyFrom(bytes)));
+        Google.Protobuf.ByteString bytes;
+        try
+        {
+            bytes = storing.IsCompletedSuccessfully ? storing.Result : storing.AsTask().GetAwaiter().GetResult();
+        }
+        catch (CoreWorker.Objects.ObjectStoreFullCoreException e)
+        {
+            throw new ObjectStoreFullException(e.Message);
+        }
+        return new ObjectRef<T>(Common.UniqueId.New(), System.Threading.Tasks.Task.FromResult(bytes));
     }
 
     /// <summary>
@@ -331,6 +341,7 @@ internal sealed class DriverSession : IAsyncDisposable
         ActorCaller = new ActorCallerContext(jobId, ns ?? Ray.AnonymousNamespace(jobId),
             new CoreWorker.Submission.ActorTaskSubmitter(gcs, Submitter.CallerHandler, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance),
             LocalRayletAsync);
+        CoreWorker.Objects.LocalObjectStore.Configure(LocalRayletAsync);
     }
 
     public CoreWorker.Submission.TaskSubmitter Submitter { get; }
@@ -445,6 +456,7 @@ internal sealed class DriverSession : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        CoreWorker.Objects.LocalObjectStore.Configure(null);
         await ActorCaller.Submitter.DisposeAsync().ConfigureAwait(false);
         await Submitter.DisposeAsync().ConfigureAwait(false);
         try

@@ -163,7 +163,9 @@ internal static class TaskArgs
         if (arg.Reference is { } reference) return reference.Bytes;
         try
         {
-            return Task.FromResult(ByteString.CopyFrom(ValueSerializer.Serialize(arg.Value)));
+            // A large value goes into the object store once and travels as a reference, freed when the task is done.
+            var bytes = CoreWorker.Objects.LocalObjectStore.SerializeAsync(typeof(TArg), arg.Value, Ray.JobId);
+            return bytes.IsCompletedSuccessfully ? Task.FromResult(bytes.Result) : ObjectRef<TArg>.MapStoreErrors(bytes.AsTask());
         }
         catch (Exception e) when (e is MessagePack.MessagePackSerializationException or NotSupportedException or InvalidOperationException)
         {

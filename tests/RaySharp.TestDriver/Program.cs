@@ -167,6 +167,7 @@ switch (scenario)
         break;
     default:
         if (ActorScenarios.Run(scenario, args) is { } code) return code;
+        if (ObjectStoreScenarios.Run(scenario, args) is { } storeCode) return storeCode;
         Console.Error.WriteLine("unknown scenario " + scenario);
         return 2;
 }

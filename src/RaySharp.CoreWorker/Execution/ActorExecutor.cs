@@ -25,7 +25,7 @@ internal sealed partial class ActorExecutor(CoreWorkerOptions options, JobCodeCa
             var args = new object?[parameters.Length];
             using (Objects.ObjectDirectory.ReceivingFrom(creator))
             {
-                for (var i = 0; i < args.Length; i++) args[i] = ValueSerializer.Deserialize(parameters[i], request.Args[i].Memory);
+                await Objects.LocalObjectStore.ReadArgumentsAsync(parameters, request.Args, args).ConfigureAwait(false);
             }
             WorkerContext.CurrentJobId = request.JobId;
             WorkerContext.CurrentActorId = request.ActorId;

@@ -149,14 +149,15 @@ internal sealed class ActorInstance
             if (method.Lambda) args[0] = Instance;
             using (Objects.ObjectDirectory.ReceivingFrom(call.Caller))
             {
-                for (var i = 0; i < method.ParameterTypes.Length; i++) args[i + offset] = ValueSerializer.Deserialize(method.ParameterTypes[i], request.Args[i].Memory);
+                // No ConfigureAwait(false): an async actor's calls stay on its serial context.
+                await Objects.LocalObjectStore.ReadArgumentsAsync(method.ParameterTypes, request.Args, args, offset);
             }
             WorkerContext.CurrentJobId = JobId;
             WorkerContext.CurrentTaskId = request.TaskId;
             WorkerContext.CurrentActorId = ActorId;
             TaskOutputCapture.BeginStreamingTo(call.Caller, request.Name, request.TaskId, _options.NodeIpAddress);
             var result = method.Invoker.Invoke(method.Lambda ? method.Target : Instance, args.AsSpan());
-            return new PushTaskReply { Result = await TaskResults.SerializeAsync(result, method.ReturnType) };
+            return new PushTaskReply { Result = await TaskResults.SerializeAsync(result, method.ReturnType, JobId) };
         }
         catch (Exception e)
         {

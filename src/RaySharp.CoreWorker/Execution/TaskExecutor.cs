@@ -107,7 +107,7 @@ internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient 
             // References inside the arguments are borrowed from the process that pushed the task.
             using (Objects.ObjectDirectory.ReceivingFrom(submitter))
             {
-                for (var i = 0; i < args.Length; i++) args[i] = ValueSerializer.Deserialize(parameters[i], request.Args[i].Memory);
+                await Objects.LocalObjectStore.ReadArgumentsAsync(parameters, request.Args, args).ConfigureAwait(false);
             }
 
             WorkerContext.CurrentJobId = request.JobId;
@@ -116,7 +116,7 @@ internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient 
             Environment.SetEnvironmentVariable("CUDA_VISIBLE_DEVICES", request.GpuIds.Count > 0 ? string.Join(",", request.GpuIds) : null);
             TaskOutputCapture.BeginStreamingTo(submitter, request.Name, request.TaskId, options.NodeIpAddress);
             var result = invoker.Invoke(target, args.AsSpan());
-            return new PushTaskReply { Result = await TaskResults.SerializeAsync(result, method.ReturnType).ConfigureAwait(false) };
+            return new PushTaskReply { Result = await TaskResults.SerializeAsync(result, method.ReturnType, request.JobId).ConfigureAwait(false) };
         }
         catch (Exception e)
         {

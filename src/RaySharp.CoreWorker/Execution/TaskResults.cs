@@ -11,7 +11,8 @@ internal static class TaskResults
     private static readonly ByteString s_null = ByteString.CopyFrom(ValueSerializer.Serialize<object?>(null));
 
     /// <summary>The serialized result of a call that returned <paramref name="result"/>; async results are awaited first.</summary>
-    public static async ValueTask<ByteString> SerializeAsync(object? result, Type returnType)
+    /// <remarks>A large result goes into this node's store; the task's submitter owns it once the reply reaches it.</remarks>
+    public static async ValueTask<ByteString> SerializeAsync(object? result, Type returnType, string jobId)
     {
         switch (result)
         {
@@ -34,7 +35,7 @@ internal static class TaskResults
                 }
                 break;
         }
-        return returnType == typeof(void) ? s_null : ByteString.CopyFrom(ValueSerializer.Serialize(returnType, result));
+        return returnType == typeof(void) ? s_null : await Objects.LocalObjectStore.SerializeAsync(returnType, result, jobId, owned: false).ConfigureAwait(false);
     }
 
     // Typed accessors made once per result type: no reflection per call.

@@ -12,7 +12,7 @@ internal static class ValueSerializer
 {
     public static readonly MessagePackSerializerOptions Options =
         MessagePackSerializerOptions.Standard.WithResolver(CompositeResolver.Create(
-            ObjectRefResolver.Instance, ContractlessStandardResolverAllowPrivate.Instance));
+            ObjectRefResolver.Instance, RawArrayFormatters.Resolver.Instance, ContractlessStandardResolverAllowPrivate.Instance));
 
     /// <summary>
     /// Finds the formatters of the API's <c>ObjectRef&lt;T&gt;</c> and <c>ActorHandle&lt;T&gt;</c> (refs and handles inside values travel as references). The API assembly is

@@ -31,7 +31,7 @@ internal sealed class PlasmaClient : IAsyncDisposable
     public static async Task<PlasmaClient> ConnectAsync(string rayletAddress, CancellationToken cancellationToken = default)
     {
         if (!NodeAddress.TryParse(rayletAddress, out var host, out var port, out var error)) throw new ArgumentException(error);
-        var connection = await FramedClient.ConnectAsync(host, port, cancellationToken: cancellationToken).ConfigureAwait(false);
+        var connection = await FramedClient.ConnectAsync(host, port, handler: CollectOnRequest.Instance, cancellationToken: cancellationToken).ConfigureAwait(false);
         try
         {
             var info = ObjectStoreConnectReply.Parser.ParseFrom(
@@ -115,6 +115,34 @@ internal sealed class PlasmaClient : IAsyncDisposable
     {
         await _raylet.DisposeAsync().ConfigureAwait(false);
         // The arena stays mapped: zero-copy values handed to user code may still point into it.
+    }
+}
+
+/// <summary>
+/// Answers the raylet's <see cref="FramedMethods.ObjectStoreCollect"/>: a full collection (finalizers included) on a
+/// pool thread, at most once a second, so that freed objects pinned only by dead views are unpinned.
+/// </summary>
+internal sealed class CollectOnRequest : IFramedHandler
+{
+    public static readonly CollectOnRequest Instance = new();
+    private long _lastTicks;
+    private int _scheduled;
+
+    public ValueTask<ReadOnlyMemory<byte>> HandleAsync(int method, byte[] payload, CancellationToken cancellationToken) =>
+        throw new NotSupportedException($"method {method} is not served by an object store client");
+
+    public void OnNotify(int method, byte[] payload)
+    {
+        if (method != FramedMethods.ObjectStoreCollect || Interlocked.Exchange(ref _scheduled, 1) == 1) return;
+        // Requests arriving while one is scheduled share it; none is lost.
+        var wait = Math.Max(0, 1000 - (Environment.TickCount64 - Interlocked.Read(ref _lastTicks)));
+        _ = Task.Delay(TimeSpan.FromMilliseconds(wait)).ContinueWith(_ =>
+        {
+            Volatile.Write(ref _scheduled, 0);
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+            Interlocked.Exchange(ref _lastTicks, Environment.TickCount64);
+        }, TaskScheduler.Default);
     }
 }
 

@@ -57,4 +57,10 @@ internal static class FramedMethods
 
     /// <summary>ObjectIdsRequest, one-way: the primary's node tells nodes holding copies that the object is freed.</summary>
     public const int ObjectFreeCopies = 16;
+
+    /// <summary>
+    /// Empty, one-way, raylet → a core worker: an object it pins was freed by its owner. Pins of zero-copy views end
+    /// when the views are garbage collected, so the worker collects (at most once a second) to let the memory go.
+    /// </summary>
+    public const int ObjectStoreCollect = 17;
 }

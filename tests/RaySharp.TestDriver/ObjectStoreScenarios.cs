@@ -1,0 +1,144 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using RaySharp;
+
+/// <summary>Object store scenarios of the test driver: large values through shared memory, across nodes, spilled.</summary>
+internal static class ObjectStoreScenarios
+{
+    private const int Mib200 = 26_214_400; // doubles
+    private const int Mib100 = 13_107_200;
+
+    public static int? Run(string scenario, string[] args)
+    {
+        switch (scenario)
+        {
+            case "store":
+                SingleNode();
+                return 0;
+            case "store-nodes":
+                AcrossNodes();
+                return 0;
+            case "store-spill":
+                Spill();
+                return 0;
+            default:
+                return null;
+        }
+    }
+
+    /// <summary>Bytes in use in /dev/shm, where every node's store lives.</summary>
+    private static long ShmUsed()
+    {
+        var shm = new DriveInfo("/dev/shm");
+        return shm.TotalSize - shm.TotalFreeSpace;
+    }
+
+    private static double[] Data(int n, int seed) => Enumerable.Range(0, n).Select(i => (double)((i + seed) % 1000)).ToArray();
+
+    private static void SingleNode()
+    {
+        var baseline = ShmUsed();
+        UseLargeObjects(baseline);
+        var freed = WaitFreed(baseline);
+        Console.WriteLine($"freed {freed}");
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void UseLargeObjects(long baseline)
+    {
+        var data = Data(Mib200, 0);
+        var expected = data.Sum();
+        var r = Ray.Put(data);
+        Console.WriteLine($"shm-grew {ShmUsed() - baseline >= 200L << 20}");
+        var back = Ray.Get(r);
+        Console.WriteLine($"put-get {back.Length} {back.AsSpan().SequenceEqual(data)}");
+        var memory = Ray.Put<ReadOnlyMemory<double>>(data);
+        var view = Ray.Get(memory);
+        // Not backed by an array: the doubles are read where they lie in shared memory.
+        Console.WriteLine($"zero-copy {!MemoryMarshal.TryGetArray(view, out _)} {Sum(view.Span) == expected}");
+        Console.WriteLine($"task-arg {Ray.Get(Ray.Task<double[], double>(SumArray).Remote(r)) == expected}");
+        Console.WriteLine($"task-zero-copy {Ray.Get(Ray.Task<ReadOnlyMemory<double>, string>(SumInPlace).Remote(memory)) == $"True {expected}"}");
+        Console.WriteLine($"large-value-arg {Ray.Get(Ray.Task<double[], double>(SumArray).Remote(data)) == expected}");
+        var made = Ray.Get(Ray.Task<int, double[]>(MakeArray).Remote(Mib100));
+        Console.WriteLine($"large-result {made.Length} {made.AsSpan().SequenceEqual(Data(Mib100, 0))}");
+        GC.KeepAlive(view);
+    }
+
+    /// <summary>Collects this process's dropped refs, then waits for the stores to give the memory back.</summary>
+    private static bool WaitFreed(long baseline)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(20);
+        while (DateTime.UtcNow < deadline)
+        {
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+            GC.Collect();
+            if (ShmUsed() <= baseline + (16L << 20)) return true;
+            Thread.Sleep(250);
+        }
+        Console.WriteLine($"still used: {(ShmUsed() - baseline) >> 20} MiB above the baseline");
+        return false;
+    }
+
+    private static void AcrossNodes()
+    {
+        var here = Ray.NodeIpAddress;
+        var others = Ray.Nodes().Where(n => n.Alive && n.NodeIpAddress != here).OrderBy(n => n.NodeIpAddress).ToList();
+        var data = Data(Mib200, 7);
+        var expected = data.Sum();
+        var r = Ray.Put(data);
+        // Each remote node pulls the object once, however many of its tasks read it.
+        for (var round = 0; round < 3; round++)
+        {
+            var sums = others.Select(n => Ray.Task<double[], string>(SumWithIp, new TaskOptions { Strategy = SchedulingStrategy.NodeAffinity(n.NodeId) }).Remote(r)).ToList();
+            foreach (var line in Ray.Get(sums)) Console.WriteLine($"remote-sum {line.Split(' ')[0]} {line.Split(' ')[1] == expected.ToString(System.Globalization.CultureInfo.InvariantCulture)}");
+        }
+        var farResult = Ray.Task<int, double[]>(MakeArray, new TaskOptions { Strategy = SchedulingStrategy.NodeAffinity(others[0].NodeId) }).Remote(Mib100);
+        Console.WriteLine($"remote-result {Ray.Get(farResult).AsSpan().SequenceEqual(Data(Mib100, 0))}");
+        var fanOut = Ray.Get(Enumerable.Range(0, 50).Select(_ => Ray.Task<double[], string>(SumWithIp, new TaskOptions { Strategy = SchedulingStrategy.Spread }).Remote(r)));
+        var fanOutOk = fanOut.All(l => l.Split(' ')[1] == expected.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        Console.WriteLine($"fan-out {fanOut.Length} {fanOutOk} nodes={fanOut.Select(l => l.Split(' ')[0]).Distinct().Count()}");
+    }
+
+    private static void Spill()
+    {
+        // Ten 100 MiB objects, all referenced, through a 256 MiB store: most of them live on disk at any time.
+        var refs = new List<(ObjectRef<double[]> Ref, double Sum)>();
+        for (var i = 0; i < 10; i++)
+        {
+            var data = Data(Mib100, i * 37);
+            refs.Add((Ray.Put(data), data.Sum()));
+        }
+        var intact = refs.Count(x => Ray.Get(x.Ref).Sum() == x.Sum);
+        Console.WriteLine($"spill-roundtrip {intact}/{refs.Count}");
+        // Read again, in reverse, by tasks: restored for them too.
+        var byTasks = refs.AsEnumerable().Reverse().Count(x => Ray.Get(Ray.Task<double[], double>(SumArray).Remote(x.Ref)) == x.Sum);
+        Console.WriteLine($"spill-task-reads {byTasks}/{refs.Count}");
+        try
+        {
+            // Larger than the whole store: fails with the sizes, and loses nothing already stored.
+            Ray.Put(new double[40_000_000]);
+            Console.WriteLine("too-large none");
+        }
+        catch (ObjectStoreFullException e)
+        {
+            Console.WriteLine("too-large " + e.Message);
+        }
+        Console.WriteLine($"after-full {refs.Count(x => Ray.Get(x.Ref).Sum() == x.Sum)}/{refs.Count}");
+    }
+
+    private static double Sum(ReadOnlySpan<double> values)
+    {
+        var total = 0.0;
+        foreach (var v in values) total += v;
+        return total;
+    }
+
+    private static double SumArray(double[] values) => values.Sum();
+
+    private static string SumInPlace(ReadOnlyMemory<double> values) => $"{!MemoryMarshal.TryGetArray(values, out _)} {Sum(values.Span)}";
+
+    private static string SumWithIp(double[] values) => $"{Ray.NodeIpAddress} {values.Sum().ToString(System.Globalization.CultureInfo.InvariantCulture)}";
+
+    private static double[] MakeArray(int n) => Data(n, 0);
+}

@@ -1,0 +1,107 @@
+using System.Text.Json;
+using RaySharp.Tests.Infrastructure;
+
+namespace RaySharp.Tests;
+
+/// <summary>
+/// Large values through each node's shared-memory store: read in place on the node, pulled once per node across the
+/// network, spilled to disk when the store is too small, and freed when nothing references them.
+/// </summary>
+public sealed class ObjectStoreTests : IDisposable
+{
+    private const string Driver = "RaySharp.TestDriver";
+    private readonly TestNetwork _net = TestNetwork.Create(3);
+
+    public void Dispose() => _net.Dispose();
+
+    private static async Task<CliResult> RunDriverAsync(TestHost host, params string[] args)
+    {
+        var run = await Cli.RunDllAsync(Cli.ProgramDll(Driver), host.Namespace, host.TempDir, host.Environment, TimeSpan.FromSeconds(180), args);
+        Assert.True(run.ExitCode == 0, run.ToString());
+        return run;
+    }
+
+    [Fact]
+    public async Task LargeValuesGoThroughSharedMemoryAreReadInPlaceAndFreedWhenNoLongerReferenced()
+    {
+        var host = _net[0];
+        var run = await RunDriverAsync(host, "store");
+        Assert.Contains("shm-grew True\n", run.Stdout);
+        Assert.Contains("put-get 26214400 True\n", run.Stdout);
+        Assert.Contains("zero-copy True True\n", run.Stdout);
+        Assert.Contains("task-arg True\n", run.Stdout);
+        Assert.Contains("task-zero-copy True\n", run.Stdout);
+        Assert.Contains("large-value-arg True\n", run.Stdout);
+        Assert.Contains("large-result 13107200 True\n", run.Stdout);
+        // Dropped refs free the objects on the node while the driver still runs (the worker's zero-copy view included).
+        Assert.Contains("freed True\n", run.Stdout);
+        ClusterAssertions.Eventually(() => host.Pids().Count == 0 && ClusterAssertions.SharedMemoryFiles(host).Count == 0,
+            TimeSpan.FromSeconds(15), "the embedded cluster stopping with the driver and removing its shared memory");
+    }
+
+    [Fact]
+    public async Task AnObjectIsPulledOncePerNodeThatReadsItAndRaysharpMemoryShowsThePulls()
+    {
+        var (head, w1, w2) = (_net[0], _net[1], _net[2]);
+        Assert.Equal(0, (await Cli.RunAsync(head, "start", "--head", "--num-cpus=2")).ExitCode);
+        foreach (var worker in new[] { w1, w2 })
+        {
+            var joined = await Cli.RunAsync(worker, "start", $"--address={head.Ip}:6379", "--num-cpus=2");
+            Assert.True(joined.ExitCode == 0, joined.ToString());
+        }
+
+        var run = await RunDriverAsync(head, "store-nodes", "auto");
+        foreach (var worker in new[] { w1, w2 })
+        {
+            Assert.Equal(3, run.Stdout.Split('\n').Count(l => l == $"remote-sum {worker.Ip} True"));
+        }
+        Assert.Contains("remote-result True\n", run.Stdout);
+        Assert.Contains("fan-out 50 True nodes=3\n", run.Stdout);
+
+        var memory = await Cli.RunAsync(head, "memory", "--format", "json");
+        Assert.True(memory.ExitCode == 0, memory.ToString());
+        var nodes = JsonDocument.Parse(memory.Stdout).RootElement.EnumerateArray()
+            .ToDictionary(n => n.GetProperty("node_ip_address").GetString()!, n => n);
+        // The 200 MiB object: one transfer to each worker node for its 4 readers (3 pinned tasks and the spread ones).
+        Assert.Equal(1, nodes[w1.Ip].GetProperty("num_pulls").GetInt32());
+        Assert.Equal(1, nodes[w2.Ip].GetProperty("num_pulls").GetInt32());
+        Assert.InRange(nodes[w2.Ip].GetProperty("pulled_bytes").GetInt64(), 200L << 20, (200L << 20) + 1_000);
+        // The 100 MiB result made on a worker node, read by the driver on the head.
+        Assert.Equal(1, nodes[head.Ip].GetProperty("num_pulls").GetInt32());
+        var text = await Cli.RunAsync(head, "memory");
+        Assert.Contains("Largest objects per node", text.Stdout);
+        foreach (var h in _net.Hosts) Assert.Contains(h.Ip, text.Stdout);
+
+        foreach (var h in new[] { w2, w1, head }) await ClusterAssertions.StopAndAssertCleanAsync(h);
+    }
+
+    [Fact]
+    public async Task AStoreSmallerThanItsLiveObjectsSpillsThemToDiskAndReadsEveryOneBackIntact()
+    {
+        var head = _net[0];
+        var started = await Cli.RunAsync(head, "start", "--head", "--num-cpus=2", "--object-store-memory=268435456");
+        Assert.True(started.ExitCode == 0, started.ToString());
+
+        var run = await RunDriverAsync(head, "store-spill", "auto");
+        Assert.Contains("spill-roundtrip 10/10\n", run.Stdout);
+        Assert.Contains("spill-task-reads 10/10\n", run.Stdout);
+        Assert.Matches(@"too-large object \w+ needs 305\.2 MiB but the object store \(256 MiB\)", run.Stdout);
+        Assert.Contains("--object-store-memory", run.Stdout);
+        Assert.Contains("after-full 10/10\n", run.Stdout);
+
+        var session = ClusterAssertions.Sessions(head).Single();
+        var raylet = await File.ReadAllTextAsync(Path.Combine(session.Path, "logs", "raylet.out"));
+        Assert.Contains("Spilled object", raylet);
+        Assert.Contains("Restored object", raylet);
+        // The job is over: its objects are freed, spilled copies included.
+        ClusterAssertions.Eventually(() => !Directory.Exists(Path.Combine(session.Path, "spill"))
+            || !Directory.EnumerateFiles(Path.Combine(session.Path, "spill"), "*", SearchOption.AllDirectories).Any(),
+            TimeSpan.FromSeconds(15), "spill files removed once the job's objects are freed");
+
+        var badFlag = await Cli.RunAsync(head, "start", "--head", "--port=6380", "--object-store-memory=lots");
+        Assert.NotEqual(0, badFlag.ExitCode);
+        Assert.Contains("--object-store-memory expects a number of bytes, got 'lots'", badFlag.Stderr);
+
+        await ClusterAssertions.StopAndAssertCleanAsync(head);
+    }
+}
