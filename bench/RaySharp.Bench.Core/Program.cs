@@ -28,10 +28,12 @@ Run("single_client_put_calls_Plasma_Store", 5_238, () => { Ray.Put(0); return 1;
 var putSmall = Ray.Task(PutSmall);
 Run("multi_client_put_calls_Plasma_Store", 12_280, () => { Ray.Get(Enumerable.Range(0, 10).Select(_ => putSmall.Remote()).ToList()); return 10_000; });
 // As ray_perf: an 800 MiB array of 64-bit integers per put, counted as 0.8 GB.
-var large = new long[100 * 1024 * 1024];
+long[]? large = new long[100 * 1024 * 1024];
 Array.Fill(large, 1L);
 Run("single_client_put_gigabytes", 20.9, () => { Ray.Put(large); return 1; }, scale: 0.8);
 Missing("multi_client_put_gigabytes", 41.0);
+large = null;
+MeasureTransfer();
 Run("single_client_tasks_and_get_batch", 7.99, () => { Ray.Get(Enumerable.Range(0, 1000).Select(_ => noop.Remote()).ToList()); return 1; });
 Missing("single_client_get_object_containing_10k_refs", 13.2);
 Run("single_client_wait_1k_refs", 5.18, () =>
@@ -60,13 +62,98 @@ var asyncActor = Ray.Actor(() => new BenchAsyncActor()).Remote();
 Run("1_1_async_actor_calls_sync", 1_438, () => { Ray.Get(asyncActor.SmallValueAsync()); return 1; });
 Run("1_1_async_actor_calls_async", 4_785, () => { Ray.Get(Enumerable.Range(0, 1000).Select(_ => asyncActor.SmallValueAsync()).ToList()); return 1000; });
 Missing("placement_group_create/removal", 791);
-var lightweight = Stopwatch.StartNew();
-var many = Enumerable.Range(0, quick ? 1000 : 10_000).Select(_ => Ray.Actor(() => new BenchActor(), new ActorOptions { Lightweight = true }).Remote()).ToList();
-Ray.Get(many.Select(a => a.SmallValue()).ToList());
-Console.WriteLine($"{"lightweight_actors_created_and_called_once",-52} {many.Count / lightweight.Elapsed.TotalSeconds,14:N2} {"",10} {550,10:N2} {many.Count / lightweight.Elapsed.TotalSeconds / 550,8:N2}   ({many.Count} actors; Ray: ~550 actors/s on 64 nodes)");
-Console.WriteLine("* in the owner's memory: no shared-memory object store yet, not comparable with Ray's row.");
+if (filter is null || "lightweight_actors_created_and_called_once".Contains(filter, StringComparison.Ordinal))
+{
+    var lightweight = Stopwatch.StartNew();
+    var many = Enumerable.Range(0, quick ? 1000 : 10_000).Select(_ => Ray.Actor(() => new BenchActor(), new ActorOptions { Lightweight = true }).Remote()).ToList();
+    Ray.Get(many.Select(a => a.SmallValue()).ToList());
+    Console.WriteLine($"{"lightweight_actors_created_and_called_once",-52} {many.Count / lightweight.Elapsed.TotalSeconds,14:N2} {"",10} {550,10:N2} {many.Count / lightweight.Elapsed.TotalSeconds / 550,8:N2}   ({many.Count} actors; Ray: ~550 actors/s on 64 nodes)");
+}
 if (peers) ComparePeers();
 return 0;
+
+// Not one of Ray's rows: a second node joins the embedded cluster (same machine, its own raylet and store, reached
+// over TCP), and tasks there read objects put here, zero-copy once local, so the time is the pull. Loopback TCP
+// bandwidth, measured in the same run, is the ceiling.
+void MeasureTransfer()
+{
+    const string row = "object_transfer_between_nodes (GB/s)";
+    if (filter is not null && !row.Contains(filter, StringComparison.Ordinal)) return;
+    var cli = Path.Combine(RepoRoot(), "artifacts", "bin", "RaySharp.Cli", "release", "raysharp.dll");
+    if (!File.Exists(cli))
+    {
+        Console.WriteLine($"{row,-52} {"missing",14}   (build src/RaySharp.Cli first)");
+        return;
+    }
+    var tempDir = Path.Combine(Path.GetTempPath(), "raysharp-bench-node2-" + Environment.ProcessId);
+    RunCli(cli, "start", $"--address={Ray.GcsAddress}", "--num-cpus=1", "--resources={\"bench_node2\": 1}", "--temp-dir", tempDir);
+    try
+    {
+        var onNode2 = new TaskOptions { Resources = new Dictionary<string, double> { ["bench_node2"] = 1 } };
+        var length = Ray.Task(static (ReadOnlyMemory<long> xs) => xs.Length, onNode2);
+        Ray.Get(length.Remote((ReadOnlyMemory<long>)new long[1]));
+        var count = quick ? 25 * 1024 * 1024 : 100 * 1024 * 1024;
+        var data = new long[count];
+        Array.Fill(data, 3L);
+        var rates = new List<double>();
+        for (var t = 0; t < (quick ? 2 : 6); t++)
+        {
+            var r = Ray.Put<ReadOnlyMemory<long>>(data);
+            var sw = Stopwatch.StartNew();
+            if (Ray.Get(length.Remote(r)) != count) throw new InvalidOperationException("the remote task saw a different object");
+            rates.Add(count * 8.0 / sw.Elapsed.TotalSeconds / 1e9);
+        }
+        rates.RemoveAt(0); // the first pull also maps fresh pages on node 2
+        var mean = rates.Average();
+        var sd = Math.Sqrt(rates.Sum(x => (x - mean) * (x - mean)) / rates.Count);
+        var tcp = LoopbackTcpGBps(quick ? 256L << 20 : 2L << 30);
+        Console.WriteLine($"{row,-52} {mean,14:N2} {sd,10:N2} {"",10} {"",8}   ({count * 8L >> 20} MiB objects; loopback TCP {tcp:N2} GB/s: {mean / tcp:P0} of it)");
+    }
+    finally
+    {
+        RunCli(cli, "stop", "--force", "--temp-dir", tempDir);
+        try { Directory.Delete(tempDir, recursive: true); } catch (IOException) { }
+    }
+}
+
+static void RunCli(string cli, params string[] arguments)
+{
+    var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+    psi.ArgumentList.Add(cli);
+    foreach (var a in arguments) psi.ArgumentList.Add(a);
+    using var process = Process.Start(psi)!;
+    var output = process.StandardOutput.ReadToEndAsync();
+    var error = process.StandardError.ReadToEnd();
+    process.WaitForExit();
+    if (process.ExitCode != 0) throw new InvalidOperationException($"raysharp {string.Join(' ', arguments)} failed: {error}{output.Result}");
+}
+
+static double LoopbackTcpGBps(long bytes)
+{
+    using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+    listener.Start();
+    var port = ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
+    var receiver = Task.Run(() =>
+    {
+        using var socket = listener.AcceptSocket();
+        var buffer = new byte[4 << 20];
+        long received = 0;
+        while (received < bytes)
+        {
+            var n = socket.Receive(buffer);
+            if (n == 0) break;
+            received += n;
+        }
+    });
+    using var sender = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+    sender.Connect(System.Net.IPAddress.Loopback, port);
+    var chunk = new byte[4 << 20];
+    var sw = Stopwatch.StartNew();
+    long sent = 0;
+    while (sent < bytes) sent += sender.Send(chunk);
+    receiver.Wait();
+    return bytes / sw.Elapsed.TotalSeconds / 1e9;
+}
 
 // The peers run as separate programs (their own processes and dependencies) and report through a JSON file.
 void ComparePeers()

@@ -55,6 +55,8 @@ internal sealed partial class GcsServer : IAsyncDisposable
             loggerFactory.CreateLogger<GcsHealthCheckManager>());
         nodes.NodeAdded += health.AddNode;
         nodes.NodeRemoved += n => health.RemoveNode(n.NodeId);
+        var objects = new GcsObjectDirectory();
+        nodes.NodeRemoved += objects.OnNodeRemoved;
 
         var sessionName = string.IsNullOrEmpty(options.SessionDir) ? "" : Path.GetFileName(options.SessionDir);
         var identity = new GcsClusterIdentity(UniqueId.New(), sessionName, typeof(GcsServer).Assembly.GetName().Version?.ToString() ?? "0",
@@ -70,6 +72,7 @@ internal sealed partial class GcsServer : IAsyncDisposable
                 services.AddSingleton(kv);
                 services.AddSingleton(publisher);
                 services.AddSingleton(actors);
+                services.AddSingleton(objects);
             },
             endpoints =>
             {
@@ -78,6 +81,7 @@ internal sealed partial class GcsServer : IAsyncDisposable
                 endpoints.MapGrpcService<InternalKvGcsServiceImpl>();
                 endpoints.MapGrpcService<PubsubGcsServiceImpl>();
                 endpoints.MapGrpcService<ActorInfoGcsServiceImpl>();
+                endpoints.MapGrpcService<ObjectLocationGcsServiceImpl>();
             }, cancellationToken: cancellationToken, framedHandler: new GcsDriverMonitor(jobs)).ConfigureAwait(false);
 
         LogStarted(logger, rpc.Port, options.HealthCheckPeriod.TotalMilliseconds, options.HealthCheckFailureThreshold);

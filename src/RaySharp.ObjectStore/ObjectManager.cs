@@ -14,8 +14,30 @@ namespace RaySharp.ObjectStore;
 /// several in flight over one connection, then sealed as a secondary copy. It also serves chunks of local objects to
 /// other nodes, remembering who took a copy so that freeing the object frees those copies too.
 /// </summary>
-internal sealed partial class ObjectManager(PlasmaStore store, ObjectStoreOptions options, string nodeId, ILogger logger) : IFramedHandler, IAsyncDisposable
+internal sealed partial class ObjectManager : IFramedHandler, IAsyncDisposable
 {
+    private readonly PlasmaStore store;
+    private readonly ObjectStoreOptions options;
+    private readonly string nodeId;
+    private readonly ILogger logger;
+    private readonly IObjectLocations? _locations;
+    private readonly TimeSpan _chunkDelay;
+
+    public ObjectManager(PlasmaStore store, ObjectStoreOptions options, string nodeId, ILogger logger, IObjectLocations? locations = null)
+    {
+        this.store = store;
+        this.options = options;
+        this.nodeId = nodeId;
+        this.logger = logger;
+        _locations = locations;
+        // Fault injection for tests: slow transfers down enough to kill a source in the middle of one.
+        _chunkDelay = int.TryParse(Environment.GetEnvironmentVariable(ChunkDelayEnv), out var ms) && ms > 0 ? TimeSpan.FromMilliseconds(ms) : TimeSpan.Zero;
+        store.SecondaryCopyDropped += id => Report(id, added: false);
+    }
+
+    /// <summary>Environment variable (tests only): milliseconds this node waits before serving each chunk.</summary>
+    public const string ChunkDelayEnv = "RAYSHARP_testing_object_chunk_delay_ms";
+
     private readonly ConcurrentDictionary<string, Task> _pulls = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, Task<FramedConnection>> _peers = new(StringComparer.Ordinal);
     private long _pulledBytes;
@@ -58,25 +80,81 @@ internal sealed partial class ObjectManager(PlasmaStore store, ObjectStoreOption
                 await (store.Find(obj.ObjectId)?.Sealed.Task ?? Task.CompletedTask).ConfigureAwait(false);
                 return;
             }
-            var source = NodeAddress.Format(obj.NodeIpAddress, obj.ObjectManagerPort);
-            try
+            var failures = new List<string>();
+            string? source = null;
+            foreach (var candidate in await SourcesAsync(obj).ConfigureAwait(false))
             {
-                await FetchAsync(source, obj, offset).ConfigureAwait(false);
+                try
+                {
+                    await FetchAsync(candidate, obj, offset).ConfigureAwait(false);
+                    source = candidate;
+                    break;
+                }
+                catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or RemoteCallException or InvalidDataException)
+                {
+                    // Another holder may still have it: the region is simply written again from there.
+                    failures.Add($"{candidate}: {e.Message}");
+                    LogSourceFailed(logger, obj.ObjectId, candidate, e.Message);
+                }
             }
-            catch (Exception e)
+            if (source is null)
             {
                 store.Abort(obj.ObjectId);
-                throw new IOException($"could not pull object {obj.ObjectId} ({obj.Size} bytes) from node {obj.NodeId} at {source}: {e.Message}", e);
+                throw new IOException($"could not pull object {obj.ObjectId} ({obj.Size} bytes, primary copy on node {obj.NodeId}) from any node holding it: {string.Join("; ", failures)}");
             }
             store.Seal(obj.ObjectId);
             Interlocked.Add(ref _pulledBytes, obj.Size);
             Interlocked.Increment(ref _numPulls);
+            Report(obj.ObjectId, added: true);
             LogPulled(logger, obj.ObjectId, obj.Size, source);
         }
         finally
         {
             _pulls.TryRemove(obj.ObjectId, out _);
         }
+    }
+
+    /// <summary>
+    /// Every node known to hold the object: copies in random order so that many nodes pulling one object spread over
+    /// its holders instead of all asking the primary's node, which comes last.
+    /// </summary>
+    private async Task<List<string>> SourcesAsync(StoredObject obj)
+    {
+        var primary = NodeAddress.Format(obj.NodeIpAddress, obj.ObjectManagerPort);
+        var sources = new List<string>();
+        if (_locations is not null)
+        {
+            try
+            {
+                sources.AddRange((await _locations.GetAsync(obj.ObjectId).ConfigureAwait(false)).Where(a => a != Address && a != primary));
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                // The directory is an optimisation: without it the primary still serves.
+            }
+        }
+        // Copies first, in random order, the primary last: the primary's node is the one every reader knows, so it is
+        // the one to spare; and when one source fails mid-transfer the next is tried.
+        Random.Shared.Shuffle(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(sources));
+        sources.Add(primary);
+        return sources;
+    }
+
+    private void Report(string objectId, bool added)
+    {
+        if (_locations is null || Address.Length == 0) return;
+        _ = Task.Run(async () =>
+        {
+            try
+            {
+                if (added) await _locations.AddAsync(objectId, nodeId, Address).ConfigureAwait(false);
+                else await _locations.RemoveAsync(objectId, nodeId).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                // Best effort: a stale location costs one failed attempt, a missing one a farther source.
+            }
+        });
     }
 
     private async Task FetchAsync(string source, StoredObject obj, long offset)
@@ -181,7 +259,7 @@ internal sealed partial class ObjectManager(PlasmaStore store, ObjectStoreOption
         }
     }
 
-    public ValueTask<ReadOnlyMemory<byte>> HandleAsync(int method, byte[] payload, CancellationToken cancellationToken)
+    public async ValueTask<ReadOnlyMemory<byte>> HandleAsync(int method, byte[] payload, CancellationToken cancellationToken)
     {
         if (method != FramedMethods.ObjectChunk) throw new NotSupportedException($"method {method} is not served on the object-manager port");
         var request = ObjectChunkRequest.Parser.ParseFrom(payload);
@@ -189,7 +267,8 @@ internal sealed partial class ObjectManager(PlasmaStore store, ObjectStoreOption
         {
             lock (entry.CopyHolders) entry.CopyHolders.Add(request.Requester);
         }
-        return ValueTask.FromResult<ReadOnlyMemory<byte>>(store.ReadChunk(request.ObjectId, request.Offset, request.Length));
+        if (_chunkDelay > TimeSpan.Zero) await Task.Delay(_chunkDelay, cancellationToken).ConfigureAwait(false);
+        return store.ReadChunk(request.ObjectId, request.Offset, request.Length);
     }
 
     public void OnNotify(int method, byte[] payload)
@@ -212,8 +291,19 @@ internal sealed partial class ObjectManager(PlasmaStore store, ObjectStoreOption
         }
     }
 
+    [LoggerMessage(EventId = 711, Level = LogLevel.Warning, Message = "Pulling object {ObjectId} from {Source} failed ({Reason}); trying another holder")]
+    private static partial void LogSourceFailed(ILogger logger, string objectId, string source, string reason);
+
     [LoggerMessage(EventId = 710, Level = LogLevel.Debug, Message = "Pulled object {ObjectId} ({Size} bytes) from {Source}")]
     private static partial void LogPulled(ILogger logger, string objectId, long size, string source);
+}
+
+/// <summary>The cluster's object location table (the GCS's), as the object manager uses it.</summary>
+internal interface IObjectLocations
+{
+    Task<IReadOnlyList<string>> GetAsync(string objectId);
+    Task AddAsync(string objectId, string nodeId, string address);
+    Task RemoveAsync(string objectId, string nodeId);
 }
 
 /// <summary>

@@ -294,9 +294,13 @@ internal sealed partial class PlasmaStore : IDisposable
         entry.SpillPath = null;
     }
 
+    /// <summary>A secondary copy left this store (freed or evicted). Raised under the store's lock: keep handlers short.</summary>
+    public event Action<string>? SecondaryCopyDropped;
+
     private void Delete(Entry entry)
     {
         _objects.Remove(entry.Id);
+        if (!entry.Primary && entry.Sealed.Task.IsCompletedSuccessfully) SecondaryCopyDropped?.Invoke(entry.Id);
         if (entry.Offset >= 0) _allocator.Free(entry.Offset, entry.Size, _time.GetUtcNow());
         entry.Offset = -1;
         DeleteSpillFile(entry);

@@ -91,8 +91,25 @@ internal sealed partial class Raylet : IAsyncDisposable
         var spill = storeOptions.SpillDirectory ?? System.IO.Path.Combine(_session.Path, "spill");
         spill = System.IO.Path.Combine(spill, _options.NodeId);
         _store = new ObjectStore.PlasmaStore(_arena, storeOptions, spill, _time, loggerFactory.CreateLogger<ObjectStore.PlasmaStore>());
-        _objectManager = new ObjectStore.ObjectManager(_store, storeOptions, _options.NodeId, loggerFactory.CreateLogger<ObjectStore.ObjectManager>());
+        _objectManager = new ObjectStore.ObjectManager(_store, storeOptions, _options.NodeId, loggerFactory.CreateLogger<ObjectStore.ObjectManager>(),
+            new GcsObjectLocations(new ObjectLocationGcsService.ObjectLocationGcsServiceClient(_channels.Get(_options.GcsAddress))));
         LogObjectStore(_logger, _arena.Path, _arena.Capacity >> 20);
+    }
+
+    /// <summary>The GCS's object location table over gRPC.</summary>
+    private sealed class GcsObjectLocations(ObjectLocationGcsService.ObjectLocationGcsServiceClient gcs) : ObjectStore.IObjectLocations
+    {
+        public async Task<IReadOnlyList<string>> GetAsync(string objectId) =>
+            (await gcs.GetObjectLocationsAsync(new GetObjectLocationsRequest { ObjectId = objectId }, deadline: DateTime.UtcNow.AddSeconds(3)).ConfigureAwait(false))
+            .Locations.Select(l => l.Address).ToList();
+
+        public async Task AddAsync(string objectId, string nodeId, string address) =>
+            await gcs.AddObjectLocationAsync(new ObjectLocationRequest { ObjectIds = { objectId }, NodeId = nodeId, Address = address },
+                deadline: DateTime.UtcNow.AddSeconds(3)).ConfigureAwait(false);
+
+        public async Task RemoveAsync(string objectId, string nodeId) =>
+            await gcs.RemoveObjectLocationAsync(new ObjectLocationRequest { ObjectIds = { objectId }, NodeId = nodeId },
+                deadline: DateTime.UtcNow.AddSeconds(3)).ConfigureAwait(false);
     }
 
     /// <summary>File of the session directory naming the arena of this node's store.</summary>

@@ -21,6 +21,9 @@ internal static class ObjectStoreScenarios
             case "store-spill":
                 Spill();
                 return 0;
+            case "store-failover":
+                Failover(args[2], args[3], args[4]);
+                return 0;
             default:
                 return null;
         }
@@ -125,6 +128,23 @@ internal static class ObjectStoreScenarios
             Console.WriteLine("too-large " + e.Message);
         }
         Console.WriteLine($"after-full {refs.Count(x => Ray.Get(x.Ref).Sum() == x.Sum)}/{refs.Count}");
+    }
+
+    /// <summary>
+    /// The object's primary is on <paramref name="primaryIp"/>; <paramref name="copyIp"/> pulls a copy; then
+    /// <paramref name="readerIp"/> reads it, pulling from the copy first. The test kills the copy's node mid-transfer.
+    /// </summary>
+    private static void Failover(string primaryIp, string copyIp, string readerIp)
+    {
+        var nodes = Ray.Nodes().Where(n => n.Alive).ToDictionary(n => n.NodeIpAddress, n => n.NodeId);
+        TaskOptions On(string ip) => new() { Strategy = SchedulingStrategy.NodeAffinity(nodes[ip]) };
+        var x = Ray.Task<int, double[]>(MakeArray, On(primaryIp)).Remote(Mib200);
+        var expected = Data(Mib200, 0).Sum().ToString(System.Globalization.CultureInfo.InvariantCulture);
+        Console.WriteLine($"copy {Ray.Get(Ray.Task<double[], string>(SumWithIp, On(copyIp)).Remote(x)) == $"{copyIp} {expected}"}");
+        var read = Ray.Task<double[], string>(SumWithIp, On(readerIp)).Remote(x);
+        Console.WriteLine("pulling");
+        Console.Out.Flush();
+        Console.WriteLine($"failover {Ray.Get(read) == $"{readerIp} {expected}"}");
     }
 
     private static double Sum(ReadOnlySpan<double> values)

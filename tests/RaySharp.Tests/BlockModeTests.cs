@@ -19,7 +19,12 @@ public sealed class BlockModeTests : IDisposable
         Assert.False(cli.HasExited);
 
         Posix.Kill(CliPid(cli), 2 /* SIGINT, as Ctrl-C */);
-        Assert.True(cli.WaitForExit(TimeSpan.FromSeconds(30)), "the CLI did not exit after SIGINT");
+        if (!cli.WaitForExit(TimeSpan.FromSeconds(30)))
+        {
+            var left = string.Join(", ", head.Pids());
+            cli.Kill(entireProcessTree: true);
+            Assert.Fail($"the CLI did not exit after SIGINT; processes left: {left}\n{await cli.StandardOutput.ReadToEndAsync()}\n{await cli.StandardError.ReadToEndAsync()}");
+        }
         ClusterAssertions.Eventually(() => head.Pids().Count == 0, TimeSpan.FromSeconds(10), "every process of the node exiting");
     }
 

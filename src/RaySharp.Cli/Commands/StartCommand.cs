@@ -245,7 +245,7 @@ internal static class StartCommand
             console.WriteLine("  To connect to this RaySharp cluster from C#, on any of its nodes:");
             console.WriteLine("    Ray.Init(\"auto\");");
             console.WriteLine();
-            console.WriteLine("  Open TCP port " + gcsPort + " (GCS), the raylet's port and the worker ports " +
+            console.WriteLine("  Open TCP port " + gcsPort + " (GCS), the raylet and object-manager ports and the worker ports " +
                               $"{s.MinWorkerPort}-{s.MaxWorkerPort} between the nodes.");
         }
         else

@@ -70,7 +70,9 @@ internal static class Cli
     public static Process StartDllBackground(string dll, TestHost host, params string[] args)
     {
         var psi = new ProcessStartInfo("ip") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true };
-        foreach (var a in new[] { "netns", "exec", host.Namespace, "dotnet", dll }) psi.ArgumentList.Add(a);
+        // SIGINT back to its default first: a suite started from a background job inherits it ignored, and .NET keeps
+        // ignored signals ignored, so a Ctrl-C test would otherwise test nothing.
+        foreach (var a in new[] { "netns", "exec", host.Namespace, "env", "--default-signal=INT", "dotnet", dll }) psi.ArgumentList.Add(a);
         foreach (var a in args) psi.ArgumentList.Add(a);
         psi.Environment["RAYSHARP_TEMP_DIR"] = host.TempDir;
         foreach (var (k, v) in host.Environment) psi.Environment[k] = v;
