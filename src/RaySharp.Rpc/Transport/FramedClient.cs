@@ -40,7 +40,9 @@ internal static class FramedClient
 
     private sealed class StreamDuplexPipe(Stream stream) : IDuplexPipe
     {
-        public PipeReader Input { get; } = PipeReader.Create(stream);
-        public PipeWriter Output { get; } = PipeWriter.Create(stream);
+        // Larger than the 4 KiB defaults: object chunks are MiBs, and a socket read per 4 KiB caps a transfer far
+        // below what the network gives.
+        public PipeReader Input { get; } = PipeReader.Create(stream, new StreamPipeReaderOptions(bufferSize: 256 * 1024, minimumReadSize: 64 * 1024));
+        public PipeWriter Output { get; } = PipeWriter.Create(stream, new StreamPipeWriterOptions(minimumBufferSize: 64 * 1024));
     }
 }
