@@ -1,4 +1,5 @@
 // Usage: dotnet run -c Release --project bench/RaySharp.Bench.Core -- [filter] [--quick] [--peers]
+// (or `raysharp microbenchmark [filter] [--quick]`, which runs this program from next to the CLI)
 // --peers: afterwards, runs the Orleans and Akka.NET peers (bench/RaySharp.Bench.Orleans, bench/RaySharp.Bench.Akka; build
 // them first) with the same call shapes and prints them beside RaySharp's actor rows, with the ratios.
 // Ray's microbenchmarks (release/microbenchmark, ray_perf.py): each row is the mean of 4 trials of at least 2 s after a
@@ -79,7 +80,9 @@ void MeasureTransfer()
 {
     const string row = "object_transfer_between_nodes (GB/s)";
     if (filter is not null && !row.Contains(filter, StringComparison.Ordinal)) return;
-    var cli = Path.Combine(RepoRoot(), "artifacts", "bin", "RaySharp.Cli", "release", "raysharp.dll");
+    // Next to this program when `raysharp microbenchmark` runs it, else in the repository's build output.
+    var cli = Path.Combine(AppContext.BaseDirectory, "raysharp.dll");
+    if (!File.Exists(cli)) cli = Path.Combine(RepoRoot(), "artifacts", "bin", "RaySharp.Cli", "release", "raysharp.dll");
     if (!File.Exists(cli))
     {
         Console.WriteLine($"{row,-52} {"missing",14}   (build src/RaySharp.Cli first)");

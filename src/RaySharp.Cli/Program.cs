@@ -107,7 +107,13 @@ memoryFormat.AcceptOnlyFromAmong("text", "json");
 var memory = new Command("memory", "Show every node's object store: memory used, spilled and pulled, and the largest objects.") { memoryAddress, memoryFormat, tempDir };
 memory.SetAction((parse, ct) => Run(() => MemoryCommand.RunAsync(parse.GetValue(memoryAddress), parse.GetValue(tempDir), parse.GetValue(memoryFormat)!, ct)));
 
-var root = new RootCommand("raysharp: start, stop and inspect RaySharp clusters.") { start, stop, status, list, memory };
+// ---- microbenchmark ----
+var benchFilter = new Argument<string?>("filter") { Description = "Run only the rows whose name contains this text.", Arity = ArgumentArity.ZeroOrOne };
+var benchQuick = new Option<bool>("--quick") { Description = "One trial of 1 s per row instead of four of 2 s." };
+var microbenchmark = new Command("microbenchmark", "Run Ray's core microbenchmarks against an embedded cluster of this machine (as `ray microbenchmark`).") { benchFilter, benchQuick };
+microbenchmark.SetAction((parse, ct) => Run(() => MicrobenchmarkCommand.RunAsync(parse.GetValue(benchFilter), parse.GetValue(benchQuick), ct)));
+
+var root = new RootCommand("raysharp: start, stop and inspect RaySharp clusters.") { start, stop, status, list, memory, microbenchmark };
 return await root.Parse(args).InvokeAsync();
 
 // Parse errors that name the flag and what it expects, instead of a .NET type name.
