@@ -10,7 +10,7 @@ dotnet build src/RaySharp.Cli -c Release -v quiet -nologo
 dotnet build examples/ClusterInfo -c Release -v quiet -nologo
 dotnet build examples/NodeIps -c Release -v quiet -nologo
 dotnet build examples/Actors -c Release -v quiet -nologo
-raysharp() { dotnet artifacts/bin/RaySharp.Cli/release/raysharp.dll "$@"; }
+raysharp() { dotnet artifacts/bin/RaySharp.Cli/release/RaySharp.Cli.dll "$@"; }
 
 export RAYSHARP_TEMP_DIR="${RAYSHARP_TEMP_DIR:-$(mktemp -d /tmp/raysharp-demo.XXXXXX)}"
 trap 'raysharp stop >/dev/null 2>&1 || true' EXIT

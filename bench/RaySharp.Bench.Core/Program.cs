@@ -80,9 +80,9 @@ void MeasureTransfer()
 {
     const string row = "object_transfer_between_nodes (GB/s)";
     if (filter is not null && !row.Contains(filter, StringComparison.Ordinal)) return;
-    // Next to this program when `raysharp microbenchmark` runs it, else in the repository's build output.
-    var cli = Path.Combine(AppContext.BaseDirectory, "raysharp.dll");
-    if (!File.Exists(cli)) cli = Path.Combine(RepoRoot(), "artifacts", "bin", "RaySharp.Cli", "release", "raysharp.dll");
+    // One folder up when `raysharp microbenchmark` runs this program from the CLI's microbenchmark/ folder, else in the repository's build output.
+    var cli = Path.Combine(AppContext.BaseDirectory, "..", "RaySharp.Cli.dll");
+    if (!File.Exists(cli)) cli = Path.Combine(RepoRoot(), "artifacts", "bin", "RaySharp.Cli", "release", "RaySharp.Cli.dll");
     if (!File.Exists(cli))
     {
         Console.WriteLine($"{row,-52} {"missing",14}   (build src/RaySharp.Cli first)");

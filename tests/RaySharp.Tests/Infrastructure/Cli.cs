@@ -17,7 +17,7 @@ internal static class Cli
     /// <summary>The build configuration the tests were built in (debug or release), so the CLI of the same build runs.</summary>
     private static string Configuration => new DirectoryInfo(AppContext.BaseDirectory.TrimEnd('/')).Name;
 
-    public static string CliDll => Path.Combine(RepoRoot, "artifacts", "bin", "RaySharp.Cli", Configuration, "raysharp.dll");
+    public static string CliDll => Path.Combine(RepoRoot, "artifacts", "bin", "RaySharp.Cli", Configuration, "RaySharp.Cli.dll");
 
     /// <summary>A program of the build (examples), by project name.</summary>
     public static string ProgramDll(string project) => Path.Combine(RepoRoot, "artifacts", "bin", project, Configuration, project + ".dll");
