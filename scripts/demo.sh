@@ -10,6 +10,7 @@ dotnet build src/RaySharp.Cli -c Release -v quiet -nologo
 dotnet build examples/ClusterInfo -c Release -v quiet -nologo
 dotnet build examples/NodeIps -c Release -v quiet -nologo
 dotnet build examples/Actors -c Release -v quiet -nologo
+dotnet build examples/LargeObjects -c Release -v quiet -nologo
 raysharp() { dotnet artifacts/bin/RaySharp.Cli/release/RaySharp.Cli.dll "$@"; }
 
 export RAYSHARP_TEMP_DIR="${RAYSHARP_TEMP_DIR:-$(mktemp -d /tmp/raysharp-demo.XXXXXX)}"
@@ -32,7 +33,13 @@ echo "== examples/Actors on that cluster (Ray.Init(\"auto\")): counters, an asyn
 dotnet artifacts/bin/Actors/release/Actors.dll auto
 echo
 echo "== raysharp list actors"
-raysharp list actors
+raysharp list actors --limit 10
+echo
+echo "== examples/LargeObjects on that cluster: 200 MB through the shared-memory object store, read in place by tasks"
+dotnet artifacts/bin/LargeObjects/release/LargeObjects.dll auto
+echo
+echo "== raysharp memory (the job ended, so its objects are freed; the store's counters remain)"
+raysharp memory
 echo
 echo "== raysharp stop"
 raysharp stop

@@ -94,8 +94,11 @@ public sealed class ObjectRef<T>
 }
 
 /// <summary>
-/// Writes an <see cref="ObjectRef{T}"/> inside a value as its id, and makes the object fetchable from this process;
-/// reads it back as a borrowed reference whose value comes from the process that sent it (Ray's nested refs).
+/// Writes an <see cref="ObjectRef{T}"/> inside a value as its id, with its serialized value when that is already known
+/// (small values inline, large ones as their store envelope), and keeps the object in this process's directory so a
+/// receiver can still fetch it later. Reads it back as a borrowed reference: ready at once when the value travelled
+/// with it, else fetched from the process that sent it (Ray's nested refs). So refs a task returns inside its result,
+/// once ready, are readable by whoever gets the result.
 /// </summary>
 internal sealed class ObjectRefFormatter<T> : MessagePack.Formatters.IMessagePackFormatter<ObjectRef<T>?>
 {
@@ -107,13 +110,23 @@ internal sealed class ObjectRefFormatter<T> : MessagePack.Formatters.IMessagePac
             return;
         }
         CoreWorker.Objects.ObjectDirectory.Register(value.Id, value.Bytes);
+        var ready = value.Bytes.IsCompletedSuccessfully;
+        writer.WriteArrayHeader(ready ? 2 : 1);
         writer.Write(value.Id);
+        if (ready) writer.Write(value.Bytes.Result.Span);
     }
 
     public ObjectRef<T>? Deserialize(ref MessagePack.MessagePackReader reader, MessagePack.MessagePackSerializerOptions options)
     {
         if (reader.TryReadNil()) return null;
+        var count = reader.ReadArrayHeader();
         var id = reader.ReadString()!;
+        if (count >= 2 && reader.ReadBytes() is { } bytes)
+        {
+            for (var i = 2; i < count; i++) reader.Skip();
+            return new ObjectRef<T>(id, Task.FromResult(UnsafeByteOperations.UnsafeWrap(System.Buffers.BuffersExtensions.ToArray(bytes))));
+        }
+        for (var i = 1; i < count; i++) reader.Skip();
         return new ObjectRef<T>(id, CoreWorker.Objects.ObjectDirectory.Fetch(id));
     }
 }

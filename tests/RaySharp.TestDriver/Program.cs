@@ -106,6 +106,11 @@ switch (scenario)
         var parts = new List<ObjectRef<int>> { Ray.Put(1), Ray.Task<int, int, int>(Add).Remote(1, 1), Ray.Put(3) };
         Console.WriteLine("nested-refs " + Ray.Get(Ray.Task<List<ObjectRef<int>>, int>(SumRefs).Remote(parts)));
         Console.WriteLine("nested-refs-forwarded " + Ray.Get(Ray.Task<List<ObjectRef<int>>, int>(ForwardRefs).Remote(parts)));
+        // Refs a task returns inside its result (owned by the worker that made them) are readable by the driver.
+        var returned = Ray.Get(Ray.Task<int, List<ObjectRef<int>>>(MakeRefs).Remote(4));
+        Console.WriteLine("returned-refs " + Ray.Get(returned).Sum());
+        var returnedLarge = Ray.Get(Ray.Task<int, ObjectRef<double[]>>(PutLarge).Remote(1_000_000));
+        Console.WriteLine("returned-large-ref " + Ray.Get(returnedLarge).Length);
         break;
     case "spread":
         var spread = new TaskOptions { Strategy = SchedulingStrategy.Spread };
@@ -210,6 +215,13 @@ static int WaitForFile(string path)
 static double SumArray(double[] values) => values.Sum();
 static double[] MakeArray(int n) => Enumerable.Range(0, n).Select(i => (double)(i % 1000)).ToArray();
 static int SumRefs(List<ObjectRef<int>> refs) => Ray.Get(refs).Sum();
+static List<ObjectRef<int>> MakeRefs(int n)
+{
+    var refs = Enumerable.Range(1, n).Select(i => i % 2 == 0 ? Ray.Put(i) : Ray.Task<int, int, int>(Add).Remote(i, 0)).ToList();
+    Ray.Get(refs);
+    return refs;
+}
+static ObjectRef<double[]> PutLarge(int n) => Ray.Put(Enumerable.Range(0, n).Select(i => (double)i).ToArray());
 static int ForwardRefs(List<ObjectRef<int>> refs) => Ray.Get(Ray.Task<List<ObjectRef<int>>, int>(SumRefs).Remote(refs)) * 10;
 static int Chatty(int lines)
 {

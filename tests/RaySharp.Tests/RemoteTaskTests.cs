@@ -172,6 +172,8 @@ public sealed class RemoteTaskTests : IDisposable
         Assert.Contains("context True", lines);
         Assert.Contains("nested-refs 6", lines);
         Assert.Contains("nested-refs-forwarded 60", lines);
+        Assert.Contains("returned-refs 10", lines);
+        Assert.Contains("returned-large-ref 1000000", lines);
         Assert.Empty(_net[0].Pids());
     }
 
