@@ -41,6 +41,7 @@ internal sealed partial class ObjectManager : IFramedHandler, IAsyncDisposable
     private readonly ConcurrentDictionary<string, Task> _pulls = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, Task<FramedConnection>> _peers = new(StringComparer.Ordinal);
     private long _pulledBytes;
+    private long _servedBytes;
     private int _numPulls;
 
     /// <summary>This node's object-manager address, <c>ip:port</c>, once its server listens.</summary>
@@ -49,6 +50,8 @@ internal sealed partial class ObjectManager : IFramedHandler, IAsyncDisposable
     public string NodeId => nodeId;
 
     public (long Bytes, int Count) PullTotals => (Interlocked.Read(ref _pulledBytes), Volatile.Read(ref _numPulls));
+
+    public long ServedBytes => Interlocked.Read(ref _servedBytes);
 
     /// <summary>Makes <paramref name="obj"/> local: at once when it is here, else pulled from its node.</summary>
     public Task EnsureLocalAsync(StoredObject obj, CancellationToken cancellationToken)
@@ -80,33 +83,24 @@ internal sealed partial class ObjectManager : IFramedHandler, IAsyncDisposable
                 await (store.Find(obj.ObjectId)?.Sealed.Task ?? Task.CompletedTask).ConfigureAwait(false);
                 return;
             }
-            var failures = new List<string>();
-            string? source = null;
-            foreach (var candidate in await SourcesAsync(obj).ConfigureAwait(false))
+            store.BeginChunks(obj.ObjectId, options.ChunkSize);
+            // Known as a holder from the start: readers pulling the same object at the same time take chunks from
+            // each other (each pulls in its own random order), not all from the primary's node.
+            Report(obj.ObjectId, added: true);
+            try
             {
-                try
-                {
-                    await FetchAsync(candidate, obj, offset).ConfigureAwait(false);
-                    source = candidate;
-                    break;
-                }
-                catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or RemoteCallException or InvalidDataException)
-                {
-                    // Another holder may still have it: the region is simply written again from there.
-                    failures.Add($"{candidate}: {e.Message}");
-                    LogSourceFailed(logger, obj.ObjectId, candidate, e.Message);
-                }
+                await FetchAsync(obj, offset).ConfigureAwait(false);
             }
-            if (source is null)
+            catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or RemoteCallException or InvalidDataException)
             {
                 store.Abort(obj.ObjectId);
-                throw new IOException($"could not pull object {obj.ObjectId} ({obj.Size} bytes, primary copy on node {obj.NodeId}) from any node holding it: {string.Join("; ", failures)}");
+                Report(obj.ObjectId, added: false);
+                throw new IOException($"could not pull object {obj.ObjectId} ({obj.Size} bytes, primary copy on node {obj.NodeId}) from any node holding it: {e.Message}", e);
             }
             store.Seal(obj.ObjectId);
             Interlocked.Add(ref _pulledBytes, obj.Size);
             Interlocked.Increment(ref _numPulls);
-            Report(obj.ObjectId, added: true);
-            LogPulled(logger, obj.ObjectId, obj.Size, source);
+            LogPulled(logger, obj.ObjectId, obj.Size);
         }
         finally
         {
@@ -115,29 +109,23 @@ internal sealed partial class ObjectManager : IFramedHandler, IAsyncDisposable
     }
 
     /// <summary>
-    /// Every node known to hold the object: copies in random order so that many nodes pulling one object spread over
-    /// its holders instead of all asking the primary's node, which comes last.
+    /// The other nodes known to hold the object, whole or in part, in random order (the primary's node excluded: every
+    /// reader knows it, so it is the one to spare).
     /// </summary>
-    private async Task<List<string>> SourcesAsync(StoredObject obj)
+    private async Task<List<string>> HoldersAsync(StoredObject obj, string primary)
     {
-        var primary = NodeAddress.Format(obj.NodeIpAddress, obj.ObjectManagerPort);
-        var sources = new List<string>();
-        if (_locations is not null)
+        var holders = new List<string>();
+        if (_locations is null) return holders;
+        try
         {
-            try
-            {
-                sources.AddRange((await _locations.GetAsync(obj.ObjectId).ConfigureAwait(false)).Where(a => a != Address && a != primary));
-            }
-            catch (Exception e) when (e is not OperationCanceledException)
-            {
-                // The directory is an optimisation: without it the primary still serves.
-            }
+            holders.AddRange((await _locations.GetAsync(obj.ObjectId).ConfigureAwait(false)).Where(a => a != Address && a != primary));
         }
-        // Copies first, in random order, the primary last: the primary's node is the one every reader knows, so it is
-        // the one to spare; and when one source fails mid-transfer the next is tried.
-        Random.Shared.Shuffle(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(sources));
-        sources.Add(primary);
-        return sources;
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            // The directory is an optimisation: without it the primary still serves.
+        }
+        Random.Shared.Shuffle(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(holders));
+        return holders;
     }
 
     private void Report(string objectId, bool added)
@@ -157,23 +145,65 @@ internal sealed partial class ObjectManager : IFramedHandler, IAsyncDisposable
         });
     }
 
-    private async Task FetchAsync(string source, StoredObject obj, long offset)
+    /// <summary>
+    /// Fetches every chunk, several at a time, in a random order. Each chunk is asked of the other holders first (a
+    /// holder still pulling answers only for chunks it has), then of the primary's node. A holder that cannot be reached
+    /// (its node died, even mid-transfer) is dropped and its chunks are asked elsewhere. The list of holders is refreshed
+    /// as the pull goes, so readers that started together find each other.
+    /// </summary>
+    private async Task FetchAsync(StoredObject obj, long offset)
     {
-        var peer = await PeerAsync(source).ConfigureAwait(false);
+        var primary = NodeAddress.Format(obj.NodeIpAddress, obj.ObjectManagerPort);
         var chunk = options.ChunkSize;
         var count = (int)((obj.Size + chunk - 1) / chunk);
+        var order = Enumerable.Range(0, count).ToArray();
+        Random.Shared.Shuffle(order);
+        var dead = new HashSet<string>(StringComparer.Ordinal);
+        var holders = await HoldersAsync(obj, primary).ConfigureAwait(false);
+        var refreshedAt = Environment.TickCount64;
         var next = -1;
         async Task Worker()
         {
-            int i;
-            while ((i = Interlocked.Increment(ref next)) < count)
+            int position;
+            while ((position = Interlocked.Increment(ref next)) < count)
             {
+                if (Environment.TickCount64 - Volatile.Read(ref refreshedAt) > 250)
+                {
+                    Volatile.Write(ref refreshedAt, Environment.TickCount64);
+                    Volatile.Write(ref holders, await HoldersAsync(obj, primary).ConfigureAwait(false));
+                }
+                var i = order[position];
                 var start = (long)i * chunk;
                 var length = (int)Math.Min(chunk, obj.Size - start);
-                var request = new ObjectChunkRequest { ObjectId = obj.ObjectId, Offset = start, Length = length, Requester = Address };
-                var bytes = await peer.CallAsync(FramedMethods.ObjectChunk, request.ToByteArray()).ConfigureAwait(false);
-                if (bytes.Length != length) throw new InvalidDataException($"chunk {i} of object {obj.ObjectId} has {bytes.Length} bytes, expected {length}");
+                var request = new ObjectChunkRequest { ObjectId = obj.ObjectId, Offset = start, Length = length, Requester = Address }.ToByteArray();
+                List<string> candidates;
+                lock (dead) candidates = Volatile.Read(ref holders).Where(h => !dead.Contains(h)).Append(primary).ToList();
+                Exception? last = null;
+                byte[]? bytes = null;
+                foreach (var source in candidates)
+                {
+                    try
+                    {
+                        var peer = await PeerAsync(source).ConfigureAwait(false);
+                        bytes = await peer.CallAsync(FramedMethods.ObjectChunk, request).ConfigureAwait(false);
+                        if (bytes.Length != length) throw new InvalidDataException($"chunk {i} of object {obj.ObjectId} from {source} has {bytes.Length} bytes, expected {length}");
+                        break;
+                    }
+                    catch (RemoteCallException e)
+                    {
+                        last = e; // that holder lacks the chunk (still arriving there, or freed): ask the next
+                    }
+                    catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or InvalidDataException)
+                    {
+                        last = e;
+                        bool first;
+                        lock (dead) first = dead.Add(source);
+                        if (first) LogSourceFailed(logger, obj.ObjectId, source, e.Message);
+                    }
+                }
+                if (bytes is null) throw last ?? new IOException("no node holds the object");
                 store.Arena.Write(offset + start, bytes);
+                store.MarkChunk(obj.ObjectId, i);
             }
         }
         await Task.WhenAll(Enumerable.Range(0, Math.Max(1, Math.Min(options.ChunksInFlight, count))).Select(_ => Worker())).ConfigureAwait(false);
@@ -268,7 +298,9 @@ internal sealed partial class ObjectManager : IFramedHandler, IAsyncDisposable
             lock (entry.CopyHolders) entry.CopyHolders.Add(request.Requester);
         }
         if (_chunkDelay > TimeSpan.Zero) await Task.Delay(_chunkDelay, cancellationToken).ConfigureAwait(false);
-        return store.ReadChunk(request.ObjectId, request.Offset, request.Length);
+        var bytes = store.ReadChunk(request.ObjectId, request.Offset, request.Length);
+        Interlocked.Add(ref _servedBytes, bytes.Length);
+        return bytes;
     }
 
     public void OnNotify(int method, byte[] payload)
@@ -291,11 +323,11 @@ internal sealed partial class ObjectManager : IFramedHandler, IAsyncDisposable
         }
     }
 
-    [LoggerMessage(EventId = 711, Level = LogLevel.Warning, Message = "Pulling object {ObjectId} from {Source} failed ({Reason}); trying another holder")]
+    [LoggerMessage(EventId = 711, Level = LogLevel.Warning, Message = "Pulling object {ObjectId} from {Source} failed ({Reason}); its chunks are asked of another holder")]
     private static partial void LogSourceFailed(ILogger logger, string objectId, string source, string reason);
 
-    [LoggerMessage(EventId = 710, Level = LogLevel.Debug, Message = "Pulled object {ObjectId} ({Size} bytes) from {Source}")]
-    private static partial void LogPulled(ILogger logger, string objectId, long size, string source);
+    [LoggerMessage(EventId = 710, Level = LogLevel.Debug, Message = "Pulled object {ObjectId} ({Size} bytes)")]
+    private static partial void LogPulled(ILogger logger, string objectId, long size);
 }
 
 /// <summary>The cluster's object location table (the GCS's), as the object manager uses it.</summary>
@@ -386,6 +418,7 @@ internal sealed class ObjectStoreService(PlasmaStore store, ObjectManager object
                 stats.NodeId = objectManager.NodeId;
                 stats.NodeIpAddress = nodeIp;
                 (stats.PulledBytes, stats.NumPulls) = objectManager.PullTotals;
+                stats.ServedBytes = objectManager.ServedBytes;
                 return stats.ToByteArray();
             }
             default:

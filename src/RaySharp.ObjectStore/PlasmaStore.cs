@@ -169,10 +169,12 @@ internal sealed partial class PlasmaStore : IDisposable
     {
         lock (_gate)
         {
-            if (!_objects.TryGetValue(id, out var entry) || !entry.Sealed.Task.IsCompletedSuccessfully)
-                throw new KeyNotFoundException($"object {id} is not sealed in this store");
+            if (!_objects.TryGetValue(id, out var entry)) throw new KeyNotFoundException($"object {id} is not in this store");
             if (offset < 0 || length < 0 || offset + length > entry.Size)
                 throw new ArgumentOutOfRangeException(nameof(offset), $"chunk {offset}+{length} is outside object {id} of {entry.Size} bytes");
+            // A copy still being pulled serves the chunks it already has (so a broadcast spreads over the readers).
+            if (!entry.Sealed.Task.IsCompletedSuccessfully && !HasChunks(entry, offset, length))
+                throw new KeyNotFoundException($"object {id} is still arriving here and lacks bytes {offset}..{offset + length}");
             var chunk = GC.AllocateUninitializedArray<byte>(length);
             if (entry.Offset >= 0)
             {
@@ -186,6 +188,35 @@ internal sealed partial class PlasmaStore : IDisposable
             entry.LastUsed = ++_clock;
             return chunk;
         }
+    }
+
+    /// <summary>Starts tracking which chunks of a copy being pulled are written.</summary>
+    public void BeginChunks(string id, int chunkSize)
+    {
+        lock (_gate)
+        {
+            if (!_objects.TryGetValue(id, out var entry)) return;
+            entry.ChunkSize = chunkSize;
+            entry.Present = new System.Collections.BitArray((int)((entry.Size + chunkSize - 1) / chunkSize));
+        }
+    }
+
+    public void MarkChunk(string id, int index)
+    {
+        lock (_gate)
+        {
+            if (_objects.TryGetValue(id, out var entry) && entry.Present is { } present) present[index] = true;
+        }
+    }
+
+    private static bool HasChunks(Entry entry, long offset, int length)
+    {
+        if (entry.Present is not { } present || entry.Offset < 0 || length == 0) return false;
+        for (var i = (int)(offset / entry.ChunkSize); i <= (int)((offset + length - 1) / entry.ChunkSize); i++)
+        {
+            if (!present[i]) return false;
+        }
+        return true;
     }
 
     public ObjectStoreStats Stats(int largest)
@@ -345,6 +376,9 @@ internal sealed partial class PlasmaStore : IDisposable
         public int Pins { get; set; }
         public bool FreeRequested { get; set; }
         public long LastUsed { get; set; }
+        /// <summary>For a copy being pulled: which chunks are written (served to other readers before the copy is complete).</summary>
+        public System.Collections.BitArray? Present { get; set; }
+        public int ChunkSize { get; set; }
         /// <summary>Object-manager addresses of nodes that pulled a copy from here: told when the object is freed.</summary>
         public HashSet<string> CopyHolders { get; } = new(StringComparer.Ordinal);
     }

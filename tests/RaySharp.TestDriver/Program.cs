@@ -56,7 +56,8 @@ switch (scenario)
         }
         try
         {
-            Ray.Get(Ray.Task<int, int, int>(Add).Remote(1, 1), TimeSpan.FromMilliseconds(1));
+            // A task that takes 2 s, read with a 1 ms timeout: a no-op task can answer within 1 ms on a quiet machine.
+            Ray.Get(Ray.Task<int, int>(SleepThenReturn).Remote(2000), TimeSpan.FromMilliseconds(1));
             Console.WriteLine("timeout none");
         }
         catch (GetTimeoutException e)

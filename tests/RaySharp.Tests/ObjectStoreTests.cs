@@ -43,7 +43,10 @@ public sealed class ObjectStoreTests : IDisposable
     public async Task AnObjectIsPulledOncePerNodeThatReadsItAndRaysharpMemoryShowsThePulls()
     {
         var (head, w1, w2) = (_net[0], _net[1], _net[2]);
+        // The head serves chunks a little slowly (an injected delay), so the two nodes' pulls overlap.
+        head.Environment["RAYSHARP_testing_object_chunk_delay_ms"] = "40";
         Assert.Equal(0, (await Cli.RunAsync(head, "start", "--head", "--num-cpus=2")).ExitCode);
+        head.Environment.Remove("RAYSHARP_testing_object_chunk_delay_ms");
         foreach (var worker in new[] { w1, w2 })
         {
             var joined = await Cli.RunAsync(worker, "start", $"--address={head.Ip}:6379", "--num-cpus=2");
@@ -68,6 +71,11 @@ public sealed class ObjectStoreTests : IDisposable
         Assert.InRange(nodes[w2.Ip].GetProperty("pulled_bytes").GetInt64(), 200L << 20, (200L << 20) + 1_000);
         // The 100 MiB result made on a worker node, read by the driver on the head.
         Assert.Equal(1, nodes[head.Ip].GetProperty("num_pulls").GetInt32());
+        // Broadcast: the two nodes pulling the object together took part of it from each other, not all from the head.
+        var servedByHead = nodes[head.Ip].GetProperty("served_bytes").GetInt64();
+        var servedByPeers = nodes[w1.Ip].GetProperty("served_bytes").GetInt64() + nodes[w2.Ip].GetProperty("served_bytes").GetInt64();
+        Assert.True(servedByHead < 2 * (200L << 20), $"the head served {servedByHead} bytes: both copies came from it");
+        Assert.True(servedByPeers > 100L << 20, $"the worker nodes served {servedByPeers} bytes (the 100 MiB result and chunks of the broadcast)");
         var text = await Cli.RunAsync(head, "memory");
         Assert.Contains("Largest objects per node", text.Stdout);
         foreach (var h in _net.Hosts) Assert.Contains(h.Ip, text.Stdout);

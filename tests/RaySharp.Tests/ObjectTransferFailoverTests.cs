@@ -47,7 +47,7 @@ public sealed class ObjectTransferFailoverTests : IDisposable
         Assert.Contains("failover True", text);
         var readerLog = string.Concat(ClusterAssertions.Sessions(reader).Select(s => File.ReadAllText(Path.Combine(s.Path, "logs", "raylet.out"))));
         Assert.Contains($"from {copy.Ip}:", readerLog);
-        Assert.Contains("trying another holder", readerLog);
+        Assert.Contains("its chunks are asked of another holder", readerLog);
 
         foreach (var h in new[] { reader, primary, head }) await ClusterAssertions.StopAndAssertCleanAsync(h);
     }

@@ -42,6 +42,7 @@ internal static class MemoryCommand
             num_spilled = x.Second.Stats?.NumSpilled ?? 0,
             num_pulls = x.Second.Stats?.NumPulls ?? 0,
             pulled_bytes = x.Second.Stats?.PulledBytes ?? 0,
+            served_bytes = x.Second.Stats?.ServedBytes ?? 0,
             objects = (x.Second.Stats?.Objects ?? []).Select(o => new
             {
                 object_id = o.ObjectId,
@@ -60,16 +61,16 @@ internal static class MemoryCommand
         var console = AnsiConsole.Console;
         console.WriteLine($"======== Object store memory: {DateTime.Now:yyyy-MM-dd HH:mm:ss} ========");
         var summary = new Table().Border(TableBorder.Simple);
-        foreach (var column in new[] { "NODE_IP", "NODE_ID", "USED", "CAPACITY", "OBJECTS", "SPILLED", "PULLED" }) summary.AddColumn(column);
+        foreach (var column in new[] { "NODE_IP", "NODE_ID", "USED", "CAPACITY", "OBJECTS", "SPILLED", "PULLED", "SERVED" }) summary.AddColumn(column);
         foreach (var r in rows)
         {
             if (r.error is not null)
             {
-                summary.AddRow(r.node_ip_address, r.node_id, "?", "?", "?", "?", Markup.Escape(r.error));
+                summary.AddRow(r.node_ip_address, r.node_id, "?", "?", "?", "?", "?", Markup.Escape(r.error));
                 continue;
             }
             summary.AddRow(r.node_ip_address, r.node_id, Size(r.used_bytes), Size(r.capacity_bytes), r.num_objects.ToString(CultureInfo.InvariantCulture),
-                $"{Size(r.spilled_bytes)} ({r.num_spilled})", $"{Size(r.pulled_bytes)} ({r.num_pulls})");
+                $"{Size(r.spilled_bytes)} ({r.num_spilled})", $"{Size(r.pulled_bytes)} ({r.num_pulls})", Size(r.served_bytes));
         }
         console.Write(summary);
         var objects = new Table().Border(TableBorder.Simple);
