@@ -298,7 +298,8 @@ internal sealed partial class ObjectManager : IFramedHandler, IAsyncDisposable
             lock (entry.CopyHolders) entry.CopyHolders.Add(request.Requester);
         }
         if (_chunkDelay > TimeSpan.Zero) await Task.Delay(_chunkDelay, cancellationToken).ConfigureAwait(false);
-        var bytes = store.ReadChunk(request.ObjectId, request.Offset, request.Length);
+        // Served from shared memory as it lies; the object stays pinned until the connection has written the chunk.
+        var bytes = store.BorrowChunk(request.ObjectId, request.Offset, request.Length);
         Interlocked.Add(ref _servedBytes, bytes.Length);
         return bytes;
     }

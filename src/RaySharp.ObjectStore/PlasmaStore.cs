@@ -105,10 +105,16 @@ internal sealed partial class PlasmaStore : IDisposable
 
     private readonly Dictionary<object, Dictionary<string, int>> _pins = new(ReferenceEqualityComparer.Instance);
 
-    public void Release(string id, object client)
+    /// <param name="anonymous">The pin was taken for no client (a chunk being written to another node).</param>
+    public void Release(string id, object client, bool anonymous = false)
     {
         lock (_gate)
         {
+            if (anonymous)
+            {
+                if (_objects.TryGetValue(id, out var pinned)) Unpin(pinned, 1);
+                return;
+            }
             if (!_pins.TryGetValue(client, out var held) || !held.TryGetValue(id, out var count)) return;
             if (count == 1) held.Remove(id); else held[id] = count - 1;
             if (_objects.TryGetValue(id, out var entry)) Unpin(entry, 1);
@@ -188,6 +194,46 @@ internal sealed partial class PlasmaStore : IDisposable
             entry.LastUsed = ++_clock;
             return chunk;
         }
+    }
+
+    /// <summary>
+    /// Part of an object for another node, without copying: a view of the arena that keeps the object pinned until the
+    /// connection has written it (<see cref="Rpc.Transport.IReleasedAfterWrite"/>). Spilled objects are read from disk.
+    /// </summary>
+    public ReadOnlyMemory<byte> BorrowChunk(string id, long offset, int length)
+    {
+        lock (_gate)
+        {
+            if (_objects.TryGetValue(id, out var entry) && entry.Offset >= 0
+                && (entry.Sealed.Task.IsCompletedSuccessfully || HasChunks(entry, offset, length))
+                && offset >= 0 && length >= 0 && offset + length <= entry.Size)
+            {
+                var view = new ChunkView(this, id, entry.Offset + offset, length);
+                entry.Pins++;
+                entry.LastUsed = ++_clock;
+                return view.Memory;
+            }
+        }
+        return ReadChunk(id, offset, length);
+    }
+
+    private sealed unsafe class ChunkView(PlasmaStore store, string id, long offset, int length)
+        : System.Buffers.MemoryManager<byte>, Rpc.Transport.IReleasedAfterWrite
+    {
+        private int _released;
+
+        public override Span<byte> GetSpan() => new(store.Arena.Base + offset, length);
+
+        public override System.Buffers.MemoryHandle Pin(int elementIndex = 0) => new(store.Arena.Base + offset + elementIndex);
+
+        public override void Unpin() { }
+
+        public void Released()
+        {
+            if (Interlocked.Exchange(ref _released, 1) == 0) store.Release(id, this, anonymous: true);
+        }
+
+        protected override void Dispose(bool disposing) => Released();
     }
 
     /// <summary>Starts tracking which chunks of a copy being pulled are written.</summary>

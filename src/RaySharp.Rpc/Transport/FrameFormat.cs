@@ -55,7 +55,9 @@ internal static class FrameFormat
         if (length < BodyHeaderSize || length > MaxFrameSize)
             throw new InvalidDataException($"frame length {length} is outside 13..{MaxFrameSize}: not a RaySharp peer, or a broken one");
         if (buffer.Length < 4 + length) return false;
-        var payload = buffer.Slice(HeaderSize, length - BodyHeaderSize).ToArray();
+        // Not zeroed first: every byte is overwritten at once (object chunks are MiBs).
+        var payload = GC.AllocateUninitializedArray<byte>(length - BodyHeaderSize);
+        buffer.Slice(HeaderSize, payload.Length).CopyTo(payload);
         frame = new Frame((FrameType)header[4], BinaryPrimitives.ReadInt64LittleEndian(header[5..]), BinaryPrimitives.ReadInt32LittleEndian(header[13..]), payload);
         buffer = buffer.Slice(4 + length);
         return true;

@@ -18,6 +18,15 @@ internal interface IFramedHandler
     void OnNotify(int method, byte[] payload) { }
 }
 
+/// <summary>
+/// Implemented by the <see cref="System.Buffers.MemoryManager{T}"/> behind a reply payload that borrows memory (an object
+/// chunk served straight from shared memory): told once the bytes are in the connection's output, or will never be.
+/// </summary>
+internal interface IReleasedAfterWrite
+{
+    void Released();
+}
+
 /// <summary>The call failed on the remote side; the message is the remote error.</summary>
 internal sealed class RemoteCallException(string message) : Exception(message);
 
@@ -95,7 +104,11 @@ internal sealed class FramedConnection : IAsyncDisposable
         {
             while (await _outgoing.Reader.WaitToReadAsync(_closed.Token).ConfigureAwait(false))
             {
-                while (_outgoing.Reader.TryRead(out var f)) FrameFormat.Write(output, f.Type, f.Id, f.Method, f.Payload.Span);
+                while (_outgoing.Reader.TryRead(out var f))
+                {
+                    FrameFormat.Write(output, f.Type, f.Id, f.Method, f.Payload.Span);
+                    Release(f.Payload);
+                }
                 var flush = await output.FlushAsync(_closed.Token).ConfigureAwait(false);
                 if (flush.IsCompleted) break;
             }
@@ -106,8 +119,16 @@ internal sealed class FramedConnection : IAsyncDisposable
         finally
         {
             _closed.Cancel();
+            while (_outgoing.Reader.TryRead(out var left)) Release(left.Payload);
             await output.CompleteAsync().ConfigureAwait(false);
         }
+    }
+
+    private static void Release(ReadOnlyMemory<byte> payload)
+    {
+        if (System.Runtime.InteropServices.MemoryMarshal.TryGetMemoryManager<byte, System.Buffers.MemoryManager<byte>>(payload, out var manager)
+            && manager is IReleasedAfterWrite borrowed)
+            borrowed.Released();
     }
 
     private async Task ReadLoopAsync()
@@ -161,7 +182,7 @@ internal sealed class FramedConnection : IAsyncDisposable
         try
         {
             var reply = await _handler!.HandleAsync(frame.Method, frame.Payload, _closed.Token).ConfigureAwait(false);
-            _outgoing.Writer.TryWrite((FrameType.Response, frame.Id, frame.Method, reply));
+            if (!_outgoing.Writer.TryWrite((FrameType.Response, frame.Id, frame.Method, reply))) Release(reply);
         }
         catch (Exception e)
         {
