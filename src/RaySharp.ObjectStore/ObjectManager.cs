@@ -75,7 +75,7 @@ internal sealed partial class ObjectManager : IFramedHandler, IAsyncDisposable
             long offset;
             try
             {
-                offset = store.Create(obj.ObjectId, obj.Size, obj.JobId, primary: false);
+                offset = store.Create(obj.ObjectId, obj.Size, obj.JobId, primary: false, createdBy: $"pulled from {obj.NodeIpAddress}");
             }
             catch (InvalidOperationException)
             {
@@ -346,6 +346,7 @@ internal interface IObjectLocations
 internal sealed class ObjectStoreService(PlasmaStore store, ObjectManager objectManager, string nodeIp, Func<int> objectManagerPort) : IFramedHandler
 {
     private readonly ConcurrentDictionary<FramedConnection, ConcurrentDictionary<string, byte>> _clients = new();
+    private readonly ConcurrentDictionary<FramedConnection, string> _clientNames = new();
 
     private ConcurrentDictionary<string, byte> Client(FramedConnection connection) =>
         _clients.GetOrAdd(connection, c =>
@@ -354,6 +355,7 @@ internal sealed class ObjectStoreService(PlasmaStore store, ObjectManager object
             c.Completion.ContinueWith(_ =>
             {
                 _clients.TryRemove(c, out var left);
+                _clientNames.TryRemove(c, out string? _);
                 store.ReleaseAll(c, left?.Keys ?? []);
             }, TaskScheduler.Default);
             return unsealed;
@@ -366,6 +368,10 @@ internal sealed class ObjectStoreService(PlasmaStore store, ObjectManager object
         {
             case FramedMethods.ObjectStoreConnect:
                 Client(connection);
+                var who = ObjectStoreClientInfo.Parser.ParseFrom(payload);
+                _clientNames[connection] = who.WorkerId.Length > 0
+                    ? $"worker {who.WorkerId[..Math.Min(8, who.WorkerId.Length)]} pid {who.Pid}"
+                    : $"driver pid {who.Pid}" + (who.JobId.Length > 0 ? $" (job {who.JobId})" : "");
                 return new ObjectStoreConnectReply
                 {
                     ArenaPath = store.Arena.Path,
@@ -379,7 +385,7 @@ internal sealed class ObjectStoreService(PlasmaStore store, ObjectManager object
                 var request = ObjectCreateRequest.Parser.ParseFrom(payload);
                 try
                 {
-                    var offset = store.Create(request.ObjectId, request.Size, request.JobId, primary: true);
+                    var offset = store.Create(request.ObjectId, request.Size, request.JobId, primary: true, _clientNames.GetValueOrDefault(connection, ""));
                     Client(connection)[request.ObjectId] = 0;
                     return new ObjectCreateReply { Offset = offset }.ToByteArray();
                 }

@@ -40,14 +40,14 @@ internal sealed partial class PlasmaStore : IDisposable
     public PlasmaArena Arena { get; }
 
     /// <summary>Room for an object in the arena, made by evicting and spilling when needed.</summary>
-    public long Create(string id, long size, string jobId, bool primary)
+    public long Create(string id, long size, string jobId, bool primary, string createdBy = "")
     {
         if (size < 0) throw new ArgumentException($"object {id}: negative size {size}");
         lock (_gate)
         {
             if (_objects.ContainsKey(id)) throw new InvalidOperationException($"object {id} already exists in this store");
             var offset = Allocate(id, size);
-            _objects[id] = new Entry(id, size, jobId, primary) { Offset = offset, LastUsed = ++_clock };
+            _objects[id] = new Entry(id, size, jobId, primary) { Offset = offset, LastUsed = ++_clock, CreatedBy = createdBy };
             return offset;
         }
     }
@@ -285,6 +285,7 @@ internal sealed partial class PlasmaStore : IDisposable
                 Primary = e.Primary,
                 Spilled = e.Offset < 0,
                 Pins = e.Pins,
+                CreatedBy = e.CreatedBy,
             }));
             return stats;
         }
@@ -420,6 +421,7 @@ internal sealed partial class PlasmaStore : IDisposable
         public long Offset { get; set; }
         public string? SpillPath { get; set; }
         public int Pins { get; set; }
+        public string CreatedBy { get; set; } = "";
         public bool FreeRequested { get; set; }
         public long LastUsed { get; set; }
         /// <summary>For a copy being pulled: which chunks are written (served to other readers before the copy is complete).</summary>

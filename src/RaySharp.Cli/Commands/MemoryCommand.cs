@@ -51,6 +51,7 @@ internal static class MemoryCommand
                 copy = o.Primary ? "primary" : "secondary",
                 spilled = o.Spilled,
                 pinned_by_readers = o.Pins,
+                created_by = o.CreatedBy,
             }).ToList(),
         }).ToList();
         if (format == "json")
@@ -74,13 +75,13 @@ internal static class MemoryCommand
         }
         console.Write(summary);
         var objects = new Table().Border(TableBorder.Simple);
-        foreach (var column in new[] { "NODE_IP", "OBJECT_ID", "SIZE", "JOB_ID", "COPY", "WHERE", "PINNED_BY_READERS" }) objects.AddColumn(column);
+        foreach (var column in new[] { "NODE_IP", "OBJECT_ID", "SIZE", "JOB_ID", "COPY", "WHERE", "PINNED_BY_READERS", "CREATED_BY" }) objects.AddColumn(column);
         foreach (var r in rows)
         {
             foreach (var o in r.objects)
             {
                 objects.AddRow(r.node_ip_address, o.object_id, Size(o.size_bytes), o.job_id, o.copy, o.spilled ? "disk (spilled)" : "shared memory",
-                    o.pinned_by_readers.ToString(CultureInfo.InvariantCulture));
+                    o.pinned_by_readers.ToString(CultureInfo.InvariantCulture), Markup.Escape(o.created_by));
             }
         }
         console.WriteLine("Largest objects per node:");

@@ -61,7 +61,11 @@ internal static class LocalObjectStore
         }
 
         static async Task<PlasmaClient> ConnectAsync(Func<Task<string>> address) =>
-            await PlasmaClient.ConnectAsync(await address().ConfigureAwait(false)).ConfigureAwait(false);
+            await PlasmaClient.ConnectAsync(await address().ConfigureAwait(false), new ObjectStoreClientInfo
+            {
+                Pid = Environment.ProcessId,
+                WorkerId = Execution.WorkerContext.Current?.WorkerId ?? "",
+            }).ConfigureAwait(false);
     }
 
     public static bool IsStored(ByteString bytes) => bytes.Length > 0 && bytes[0] == EnvelopeMarker;

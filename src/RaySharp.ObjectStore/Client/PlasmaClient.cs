@@ -28,14 +28,14 @@ internal sealed class PlasmaClient : IAsyncDisposable
 
     public Task Closed => _raylet.Completion;
 
-    public static async Task<PlasmaClient> ConnectAsync(string rayletAddress, CancellationToken cancellationToken = default)
+    public static async Task<PlasmaClient> ConnectAsync(string rayletAddress, ObjectStoreClientInfo? who = null, CancellationToken cancellationToken = default)
     {
         if (!NodeAddress.TryParse(rayletAddress, out var host, out var port, out var error)) throw new ArgumentException(error);
         var connection = await FramedClient.ConnectAsync(host, port, handler: CollectOnRequest.Instance, cancellationToken: cancellationToken).ConfigureAwait(false);
         try
         {
             var info = ObjectStoreConnectReply.Parser.ParseFrom(
-                await connection.CallAsync(FramedMethods.ObjectStoreConnect, ReadOnlyMemory<byte>.Empty, cancellationToken).ConfigureAwait(false));
+                await connection.CallAsync(FramedMethods.ObjectStoreConnect, (who ?? new ObjectStoreClientInfo { Pid = Environment.ProcessId }).ToByteArray(), cancellationToken).ConfigureAwait(false));
             return new PlasmaClient(connection, PlasmaArena.Open(info.ArenaPath, info.Capacity), info);
         }
         catch
