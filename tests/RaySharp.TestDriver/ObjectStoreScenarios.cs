@@ -21,6 +21,14 @@ internal static class ObjectStoreScenarios
             case "store-spill":
                 Spill();
                 return 0;
+            case "store-crash":
+                // Stores 200 MiB, says so, waits for the signal file (args[2]), then dies without any cleanup.
+                var kept = Ray.Put(Data(Mib200, 3));
+                Console.WriteLine("stored " + kept.IsReady);
+                Console.Out.Flush();
+                while (!File.Exists(args[2])) Thread.Sleep(50);
+                Environment.FailFast("the test driver crashes on purpose");
+                return 0;
             case "store-failover":
                 Failover(args[2], args[3], args[4]);
                 return 0;

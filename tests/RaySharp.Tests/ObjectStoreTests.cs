@@ -84,6 +84,31 @@ public sealed class ObjectStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task ObjectsOfADriverThatCrashesAreFreedOnItsNode()
+    {
+        var head = _net[0];
+        Assert.Equal(0, (await Cli.RunAsync(head, "start", "--head", "--num-cpus=1")).ExitCode);
+        var signal = Path.Combine(head.TempDir, "crash-now");
+        using var driver = Cli.StartDllBackground(Cli.ProgramDll(Driver), head, "store-crash", "auto", signal);
+        var stored = await driver.StandardOutput.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(120));
+        Assert.Equal("stored True", stored);
+        var before = JsonDocument.Parse((await Cli.RunAsync(head, "memory", "--format", "json")).Stdout).RootElement.EnumerateArray().Single();
+        Assert.Equal(1, before.GetProperty("num_objects").GetInt32());
+        Assert.True(before.GetProperty("used_bytes").GetInt64() >= 200L << 20);
+        await File.WriteAllTextAsync(signal, "now");
+        Assert.True(driver.WaitForExit(TimeSpan.FromSeconds(30)), "the driver did not crash");
+        Assert.NotEqual(0, driver.ExitCode);
+        // The GCS sees the driver's connection close and ends its job; the raylet frees the job's objects.
+        await ClusterAssertions.EventuallyAsync(async () =>
+        {
+            var memory = await Cli.RunAsync(head, "memory", "--format", "json");
+            var node = JsonDocument.Parse(memory.Stdout).RootElement.EnumerateArray().Single();
+            return node.GetProperty("num_objects").GetInt32() == 0 && node.GetProperty("used_bytes").GetInt64() == 0;
+        }, TimeSpan.FromSeconds(20), "the crashed driver's 200 MiB object freed");
+        await ClusterAssertions.StopAndAssertCleanAsync(head);
+    }
+
+    [Fact]
     public async Task AStoreSmallerThanItsLiveObjectsSpillsThemToDiskAndReadsEveryOneBackIntact()
     {
         var head = _net[0];
