@@ -179,14 +179,16 @@ internal sealed partial class ObjectManager : IFramedHandler, IAsyncDisposable
                 List<string> candidates;
                 lock (dead) candidates = Volatile.Read(ref holders).Where(h => !dead.Contains(h)).Append(primary).ToList();
                 Exception? last = null;
-                byte[]? bytes = null;
+                var done = false;
+                // The chunk's bytes go from the socket's buffer straight into its place in the arena.
+                var destination = store.Arena.Memory(offset + start, length);
                 foreach (var source in candidates)
                 {
                     try
                     {
                         var peer = await PeerAsync(source).ConfigureAwait(false);
-                        bytes = await peer.CallAsync(FramedMethods.ObjectChunk, request).ConfigureAwait(false);
-                        if (bytes.Length != length) throw new InvalidDataException($"chunk {i} of object {obj.ObjectId} from {source} has {bytes.Length} bytes, expected {length}");
+                        await peer.CallIntoAsync(FramedMethods.ObjectChunk, request, destination).ConfigureAwait(false);
+                        done = true;
                         break;
                     }
                     catch (RemoteCallException e)
@@ -201,8 +203,7 @@ internal sealed partial class ObjectManager : IFramedHandler, IAsyncDisposable
                         if (first) LogSourceFailed(logger, obj.ObjectId, source, e.Message);
                     }
                 }
-                if (bytes is null) throw last ?? new IOException("no node holds the object");
-                store.Arena.Write(offset + start, bytes);
+                if (!done) throw last ?? new IOException("no node holds the object");
                 store.MarkChunk(obj.ObjectId, i);
             }
         }

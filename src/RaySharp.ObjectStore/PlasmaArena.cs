@@ -78,6 +78,20 @@ internal sealed unsafe partial class PlasmaArena : IDisposable
 
     public Span<byte> Span(long offset, int length) => new(Base + offset, length);
 
+    /// <summary>A range of the arena as <see cref="Memory{T}"/> (a network read lands there directly).</summary>
+    public Memory<byte> Memory(long offset, int length) => new Range(Base + offset, length).Memory;
+
+    private sealed class Range(byte* pointer, int length) : System.Buffers.MemoryManager<byte>
+    {
+        public override Span<byte> GetSpan() => new(pointer, length);
+
+        public override System.Buffers.MemoryHandle Pin(int elementIndex = 0) => new(pointer + elementIndex);
+
+        public override void Unpin() { }
+
+        protected override void Dispose(bool disposing) { }
+    }
+
     /// <summary>Copies into the arena; values of many MiB are copied by several threads at once.</summary>
     public void Write(long offset, ReadOnlySpan<byte> source) => ParallelCopy.Copy(source, Base + offset);
 

@@ -44,8 +44,15 @@ internal static class FrameFormat
         writer.Advance(HeaderSize + payload.Length);
     }
 
+    /// <summary>The payload of a response that went straight into its caller's destination.</summary>
+    public static readonly byte[] Sunk = new byte[1];
+
     /// <summary>Takes one whole frame off the front of <paramref name="buffer"/>, if one is there.</summary>
-    public static bool TryRead(ref ReadOnlySequence<byte> buffer, out Frame frame)
+    /// <param name="sinkFor">
+    /// For a response, where its payload may go instead of a new array (the caller's destination, same length); the
+    /// frame's payload is then <see cref="Sunk"/>.
+    /// </param>
+    public static bool TryRead(ref ReadOnlySequence<byte> buffer, out Frame frame, Func<long, int, Memory<byte>?>? sinkFor = null)
     {
         frame = default;
         if (buffer.Length < HeaderSize) return false;
@@ -55,10 +62,20 @@ internal static class FrameFormat
         if (length < BodyHeaderSize || length > MaxFrameSize)
             throw new InvalidDataException($"frame length {length} is outside 13..{MaxFrameSize}: not a RaySharp peer, or a broken one");
         if (buffer.Length < 4 + length) return false;
-        // Not zeroed first: every byte is overwritten at once (object chunks are MiBs).
-        var payload = GC.AllocateUninitializedArray<byte>(length - BodyHeaderSize);
-        buffer.Slice(HeaderSize, payload.Length).CopyTo(payload);
-        frame = new Frame((FrameType)header[4], BinaryPrimitives.ReadInt64LittleEndian(header[5..]), BinaryPrimitives.ReadInt32LittleEndian(header[13..]), payload);
+        var id = BinaryPrimitives.ReadInt64LittleEndian(header[5..]);
+        byte[] payload;
+        if ((FrameType)header[4] == FrameType.Response && sinkFor?.Invoke(id, length - BodyHeaderSize) is { } destination)
+        {
+            buffer.Slice(HeaderSize, destination.Length).CopyTo(destination.Span);
+            payload = Sunk;
+        }
+        else
+        {
+            // Not zeroed first: every byte is overwritten at once (object chunks are MiBs).
+            payload = GC.AllocateUninitializedArray<byte>(length - BodyHeaderSize);
+            buffer.Slice(HeaderSize, payload.Length).CopyTo(payload);
+        }
+        frame = new Frame((FrameType)header[4], id, BinaryPrimitives.ReadInt32LittleEndian(header[13..]), payload);
         buffer = buffer.Slice(4 + length);
         return true;
     }

@@ -42,6 +42,7 @@ internal sealed class FramedConnection : IAsyncDisposable
     private readonly Channel<(FrameType Type, long Id, int Method, ReadOnlyMemory<byte> Payload)> _outgoing =
         Channel.CreateUnbounded<(FrameType, long, int, ReadOnlyMemory<byte>)>(new UnboundedChannelOptions { SingleReader = true });
     private readonly ConcurrentDictionary<long, TaskCompletionSource<byte[]>> _pending = new();
+    private readonly Func<long, int, Memory<byte>?> _sinkFor;
     private readonly CancellationTokenSource _closed = new();
     private long _nextId;
     private Task _run = Task.CompletedTask;
@@ -50,6 +51,7 @@ internal sealed class FramedConnection : IAsyncDisposable
 
     public FramedConnection(IDuplexPipe pipe, IFramedHandler? handler)
     {
+        _sinkFor = SinkFor;
         _pipe = pipe;
         _handler = handler;
     }
@@ -77,21 +79,59 @@ internal sealed class FramedConnection : IAsyncDisposable
     public bool Notify(int method, ReadOnlyMemory<byte> payload) =>
         !_closed.IsCancellationRequested && _outgoing.Writer.TryWrite((FrameType.Notify, 0, method, payload));
 
-    public Task<byte[]> CallAsync(int method, ReadOnlyMemory<byte> payload, CancellationToken cancellationToken = default)
+    public Task<byte[]> CallAsync(int method, ReadOnlyMemory<byte> payload, CancellationToken cancellationToken = default) =>
+        Call(method, payload, null, cancellationToken, out _);
+
+    /// <summary>
+    /// A call whose reply is written straight into <paramref name="destination"/> by the read loop (no array in
+    /// between), when it has exactly that length; an object chunk lands in shared memory this way.
+    /// </summary>
+    public async Task CallIntoAsync(int method, ReadOnlyMemory<byte> payload, Memory<byte> destination, CancellationToken cancellationToken = default)
     {
-        var id = Interlocked.Increment(ref _nextId);
+        var reply = Call(method, payload, destination, cancellationToken, out var id);
+        byte[] bytes;
+        try
+        {
+            bytes = await reply.ConfigureAwait(false);
+        }
+        finally
+        {
+            _sinks.TryRemove(id, out _);
+        }
+        if (ReferenceEquals(bytes, FrameFormat.Sunk)) return;
+        if (bytes.Length != destination.Length) throw new InvalidDataException($"the reply has {bytes.Length} bytes, expected {destination.Length}");
+        bytes.CopyTo(destination);
+    }
+
+    private readonly ConcurrentDictionary<long, Memory<byte>> _sinks = new();
+
+    private Memory<byte>? SinkFor(long id, int length)
+    {
+        // Not a conditional expression: `null` there converts to an empty Memory<byte> (through byte[]), not to no sink.
+        if (_sinks.IsEmpty || !_sinks.TryRemove(id, out var destination) || destination.Length != length) return null;
+        return destination;
+    }
+
+    private Task<byte[]> Call(int method, ReadOnlyMemory<byte> payload, Memory<byte>? sink, CancellationToken cancellationToken, out long id)
+    {
+        id = Interlocked.Increment(ref _nextId);
+        if (sink is { } destination) _sinks[id] = destination;
         var reply = new TaskCompletionSource<byte[]>(TaskCreationOptions.RunContinuationsAsynchronously);
         _pending[id] = reply;
         if (_closed.IsCancellationRequested || !_outgoing.Writer.TryWrite((FrameType.Request, id, method, payload)))
         {
             _pending.TryRemove(id, out _);
+            _sinks.TryRemove(id, out _);
             return Task.FromException<byte[]>(new IOException("the connection is closed"));
         }
         if (cancellationToken.CanBeCanceled)
         {
+            var callId = id;
             cancellationToken.Register(() =>
             {
-                if (_pending.TryRemove(id, out var r)) r.TrySetCanceled(cancellationToken);
+                // The sink goes first: once cancelled, nothing may be written into the caller's destination.
+                _sinks.TryRemove(callId, out _);
+                if (_pending.TryRemove(callId, out var r)) r.TrySetCanceled(cancellationToken);
             });
         }
         return reply.Task;
@@ -142,7 +182,7 @@ internal sealed class FramedConnection : IAsyncDisposable
             {
                 var result = await input.ReadAsync(_closed.Token).ConfigureAwait(false);
                 var buffer = result.Buffer;
-                while (FrameFormat.TryRead(ref buffer, out var frame)) Dispatch(frame);
+                while (FrameFormat.TryRead(ref buffer, out var frame, _sinkFor)) Dispatch(frame);
                 input.AdvanceTo(buffer.Start, buffer.End);
                 if (result.IsCompleted) break;
             }
