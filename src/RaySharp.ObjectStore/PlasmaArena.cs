@@ -92,9 +92,6 @@ internal sealed unsafe partial class PlasmaArena : IDisposable
         protected override void Dispose(bool disposing) { }
     }
 
-    /// <summary>Copies into the arena; values of many MiB are copied by several threads at once.</summary>
-    public void Write(long offset, ReadOnlySpan<byte> source) => ParallelCopy.Copy(source, Base + offset);
-
     /// <summary>Gives a free range's memory back to the system; the file keeps its size and the range reads as zeros.</summary>
     public void Release(long offset, long length)
     {
@@ -146,6 +143,12 @@ internal sealed unsafe partial class PlasmaArena : IDisposable
 internal static unsafe class ParallelCopy
 {
     private const int ParallelAbove = 8 * 1024 * 1024;
+
+    public static void Copy(ReadOnlySpan<byte> source, Span<byte> destination)
+    {
+        if (destination.Length < source.Length) throw new ArgumentException($"{source.Length} bytes do not fit in {destination.Length}", nameof(destination));
+        fixed (byte* to = destination) Copy(source, to);
+    }
 
     public static void Copy(ReadOnlySpan<byte> source, byte* destination)
     {

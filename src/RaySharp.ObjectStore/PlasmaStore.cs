@@ -105,16 +105,10 @@ internal sealed partial class PlasmaStore : IDisposable
 
     private readonly Dictionary<object, Dictionary<string, int>> _pins = new(ReferenceEqualityComparer.Instance);
 
-    /// <param name="anonymous">The pin was taken for no client (a chunk being written to another node).</param>
-    public void Release(string id, object client, bool anonymous = false)
+    public void Release(string id, object client)
     {
         lock (_gate)
         {
-            if (anonymous)
-            {
-                if (_objects.TryGetValue(id, out var pinned)) Unpin(pinned, 1);
-                return;
-            }
             if (!_pins.TryGetValue(client, out var held) || !held.TryGetValue(id, out var count)) return;
             if (count == 1) held.Remove(id); else held[id] = count - 1;
             if (_objects.TryGetValue(id, out var entry)) Unpin(entry, 1);
@@ -141,6 +135,15 @@ internal sealed partial class PlasmaStore : IDisposable
             }
         }
         foreach (var id in unsealedByClient) Abort(id);
+    }
+
+    /// <summary>Ends a pin taken for no client: a chunk lent to a connection until written (<see cref="BorrowChunk"/>).</summary>
+    private void UnpinBorrowed(string id)
+    {
+        lock (_gate)
+        {
+            if (_objects.TryGetValue(id, out var entry)) Unpin(entry, 1);
+        }
     }
 
     private void Unpin(Entry entry, int count)
@@ -230,7 +233,7 @@ internal sealed partial class PlasmaStore : IDisposable
 
         public void Released()
         {
-            if (Interlocked.Exchange(ref _released, 1) == 0) store.Release(id, this, anonymous: true);
+            if (Interlocked.Exchange(ref _released, 1) == 0) store.UnpinBorrowed(id);
         }
 
         protected override void Dispose(bool disposing) => Released();

@@ -6,22 +6,14 @@ namespace RaySharp.Tests;
 /// <summary>Actors driven by a user program (RaySharp.TestDriver) on embedded and CLI-started clusters.</summary>
 public sealed class ActorTests : IDisposable
 {
-    private const string Driver = "RaySharp.TestDriver";
     private readonly TestNetwork _net = TestNetwork.Create(3);
 
     public void Dispose() => _net.Dispose();
 
-    private static async Task<CliResult> RunAsync(TestHost host, params string[] args)
-    {
-        var run = await Cli.RunDllAsync(Cli.ProgramDll(Driver), host.Namespace, host.TempDir, host.Environment, TimeSpan.FromSeconds(120), args);
-        Assert.True(run.ExitCode == 0, run.ToString());
-        return run;
-    }
-
     [Fact]
     public async Task ActorsKeepStateInOrderTakeRefsAndHandlesAndReportErrors()
     {
-        var run = await RunAsync(_net[0], "actors");
+        var run = await ClusterAssertions.RunDriverAsync(_net[0], "actors");
         Assert.Contains("ordered True last 10010\n", run.Stdout);
         Assert.Contains("lambda 10010\n", run.Stdout);
         Assert.Contains("lambda-arg 10015\n", run.Stdout);
@@ -43,7 +35,7 @@ public sealed class ActorTests : IDisposable
     [Fact]
     public async Task AsyncActorsInterleaveThreadedActorsHonourMaxConcurrencyAndPlainActorsRunOneCallAtATime()
     {
-        var run = await RunAsync(_net[0], "actor-concurrency");
+        var run = await ClusterAssertions.RunDriverAsync(_net[0], "actor-concurrency");
         var line = run.Stdout.Split('\n').Single(l => l.StartsWith("async-100x100ms ", StringComparison.Ordinal)).Split(' ');
         // 100 waits of 100 ms each: concurrent, so far below the 10 s they would take one by one.
         Assert.True(int.Parse(line[1], System.Globalization.CultureInfo.InvariantCulture) < 3000, run.Stdout);
@@ -55,7 +47,7 @@ public sealed class ActorTests : IDisposable
     [Fact]
     public async Task ActorsRestartWithinMaxRestartsRetryCallsWithinMaxTaskRetriesAndDieWithTheirCauseAfterwards()
     {
-        var run = await RunAsync(_net[0], "actor-lifecycle");
+        var run = await ClusterAssertions.RunDriverAsync(_net[0], "actor-lifecycle");
         Assert.Contains("restarted True value 0\n", run.Stdout);
         Assert.Contains("restarts-used ActorDiedException: The actor", run.Stdout);
         Assert.Contains("retried-call survived\n", run.Stdout);
@@ -73,7 +65,7 @@ public sealed class ActorTests : IDisposable
         Assert.True(started.ExitCode == 0, started.ToString());
         head.Environment["TESTDRIVER_NAMESPACE"] = "shared-space";
 
-        var create = await RunAsync(head, "named-create", "auto");
+        var create = await ClusterAssertions.RunDriverAsync(head, "named-create", "auto");
         Assert.Contains("stored 42\n", create.Stdout);
         Assert.Contains("named-duplicate ArgumentException: an actor named 'registry' already exists in namespace 'shared-space'", create.Stdout);
         Assert.Contains("get-if-exists True\n", create.Stdout);
@@ -87,7 +79,7 @@ public sealed class ActorTests : IDisposable
         Assert.Equal("DEAD", actors["owned"].GetProperty("state").GetString());
         Assert.Contains("its owner, the driver of job", actors["owned"].GetProperty("death_cause").GetString());
 
-        var lookup = await RunAsync(head, "named-lookup", "auto");
+        var lookup = await ClusterAssertions.RunDriverAsync(head, "named-lookup", "auto");
         Assert.Matches(@"looked-up 42 from \d+", lookup.Stdout);
         Assert.Contains("after-kill ActorDiedException: The actor", lookup.Stdout);
         Assert.Contains("lookup-after-kill RayException: no live actor is named 'registry' in namespace 'shared-space'", lookup.Stdout);
@@ -100,7 +92,7 @@ public sealed class ActorTests : IDisposable
     [Fact]
     public async Task AnActorWhoseHandlesAreAllGoneIsEndedAndOneStillHeldIsNot()
     {
-        var run = await RunAsync(_net[0], "actor-gc");
+        var run = await ClusterAssertions.RunDriverAsync(_net[0], "actor-gc");
         Assert.Contains("dropped-handle every handle to it went out of scope\n", run.Stdout);
         Assert.Contains("kept-handle 1\n", run.Stdout);
     }
@@ -108,7 +100,7 @@ public sealed class ActorTests : IDisposable
     [Fact]
     public async Task TenThousandLightweightActorsShareOneProcessAndEachAnswers()
     {
-        var run = await RunAsync(_net[0], "lightweight", "embedded", "10000");
+        var run = await ClusterAssertions.RunDriverAsync(_net[0], "lightweight", "embedded", "10000");
         Assert.Contains("lightweight 10000 correct True processes 1 ", run.Stdout);
         Assert.Contains("lightweight-killed ActorDiedException: The actor", run.Stdout);
         Assert.Contains("neighbour 3\n", run.Stdout);
@@ -126,7 +118,7 @@ public sealed class ActorTests : IDisposable
         Assert.Equal(0, (await Cli.RunAsync(specialNode, "start", $"--address={head.Ip}:6379", "--num-cpus=2", "--resources", "{\"special\": 1}")).ExitCode);
         await Task.Delay(TimeSpan.FromSeconds(1.5)); // raylets refresh their view of the others every second
 
-        var run = await RunAsync(head, "actor-placement", "auto");
+        var run = await ClusterAssertions.RunDriverAsync(head, "actor-placement", "auto");
         Assert.Contains($"gpu-actor {gpuNode.Ip} 0\n", run.Stdout);
         Assert.Contains($"custom-actor {specialNode.Ip}\n", run.Stdout);
         var handle = run.Stdout.Split('\n').Single(l => l.StartsWith("handle-in-tasks ", StringComparison.Ordinal)).Split(' ');

@@ -14,18 +14,11 @@ public sealed class ObjectStoreTests : IDisposable
 
     public void Dispose() => _net.Dispose();
 
-    private static async Task<CliResult> RunDriverAsync(TestHost host, params string[] args)
-    {
-        var run = await Cli.RunDllAsync(Cli.ProgramDll(Driver), host.Namespace, host.TempDir, host.Environment, TimeSpan.FromSeconds(180), args);
-        Assert.True(run.ExitCode == 0, run.ToString());
-        return run;
-    }
-
     [Fact]
     public async Task LargeValuesGoThroughSharedMemoryAreReadInPlaceAndFreedWhenNoLongerReferenced()
     {
         var host = _net[0];
-        var run = await RunDriverAsync(host, "store");
+        var run = await ClusterAssertions.RunDriverAsync(host, "store");
         Assert.Contains("shm-grew True\n", run.Stdout);
         Assert.Contains("put-get 26214400 True\n", run.Stdout);
         Assert.Contains("zero-copy True True\n", run.Stdout);
@@ -53,7 +46,7 @@ public sealed class ObjectStoreTests : IDisposable
             Assert.True(joined.ExitCode == 0, joined.ToString());
         }
 
-        var run = await RunDriverAsync(head, "store-nodes", "auto");
+        var run = await ClusterAssertions.RunDriverAsync(head, "store-nodes", "auto");
         foreach (var worker in new[] { w1, w2 })
         {
             Assert.Equal(3, run.Stdout.Split('\n').Count(l => l == $"remote-sum {worker.Ip} True"));
@@ -115,7 +108,7 @@ public sealed class ObjectStoreTests : IDisposable
         var started = await Cli.RunAsync(head, "start", "--head", "--num-cpus=2", "--object-store-memory=268435456");
         Assert.True(started.ExitCode == 0, started.ToString());
 
-        var run = await RunDriverAsync(head, "store-spill", "auto");
+        var run = await ClusterAssertions.RunDriverAsync(head, "store-spill", "auto");
         Assert.Contains("spill-roundtrip 10/10\n", run.Stdout);
         Assert.Contains("spill-task-reads 10/10\n", run.Stdout);
         Assert.Matches(@"too-large object \w+ needs 305\.2 MiB but the object store \(256 MiB\)", run.Stdout);

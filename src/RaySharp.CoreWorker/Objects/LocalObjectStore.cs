@@ -94,17 +94,12 @@ internal static class LocalObjectStore
     /// </summary>
     public static ValueTask<ByteString> SerializeAsync(Type type, object? value, string jobId, bool owned = true)
     {
-        if (RawLayout.TryGet(type, value, out var raw) && raw.TotalLength > ObjectStoreOptions.InlineThreshold && IsConfigured)
+        if (IsConfigured && RawLayout.TryGet(type, value, ObjectStoreOptions.InlineThreshold, out var raw))
             return StoreAsync(raw.TotalLength, static (span, s) => ((RawLayout)s!).WriteTo(span), raw, jobId, owned, () => ValueSerializer.Serialize(type, value));
         var bytes = ValueSerializer.Serialize(type, value);
         if (bytes.Length <= ObjectStoreOptions.InlineThreshold || !IsConfigured)
             return ValueTask.FromResult(UnsafeByteOperations.UnsafeWrap(bytes));
-        return StoreAsync(bytes.Length, static (span, s) => CopyInto((byte[])s!, span), bytes, jobId, owned, () => bytes);
-    }
-
-    private static unsafe void CopyInto(byte[] source, Span<byte> destination)
-    {
-        fixed (byte* to = destination) ParallelCopy.Copy(source, to);
+        return StoreAsync(bytes.Length, static (span, s) => ParallelCopy.Copy((byte[])s!, span), bytes, jobId, owned, () => bytes);
     }
 
     private static async ValueTask<ByteString> StoreAsync(int size, SpanAction<byte, object?> write, object state, string jobId, bool owned, Func<byte[]> inline)
@@ -147,11 +142,12 @@ internal static class LocalObjectStore
         return ReadStoredAsync(bytes, timeout, static memory => ValueSerializer.Deserialize<T>(memory));
     }
 
-    public static ValueTask<object?> DeserializeAsync(Type type, ByteString bytes)
-    {
-        if (!IsStored(bytes)) return ValueTask.FromResult(ValueSerializer.Deserialize(type, bytes.Memory));
-        return ReadStoredAsync(bytes, null, memory => ValueSerializer.Deserialize(type, memory));
-    }
+    public static ValueTask<object?> DeserializeAsync(Type type, ByteString bytes) =>
+        IsStored(bytes) ? ReadStoredAsync(type, bytes) : ValueTask.FromResult(ValueSerializer.Deserialize(type, bytes.Memory));
+
+    // Its own method so that the inline path above allocates no closure.
+    private static ValueTask<object?> ReadStoredAsync(Type type, ByteString bytes) =>
+        ReadStoredAsync(bytes, null, memory => ValueSerializer.Deserialize(type, memory));
 
     private static async ValueTask<T> ReadStoredAsync<T>(ByteString envelope, TimeSpan? timeout, Func<ReadOnlyMemory<byte>, T> read)
     {
@@ -175,11 +171,7 @@ internal static class LocalObjectStore
     /// </summary>
     public static async ValueTask ReadArgumentsAsync(Type[] types, IReadOnlyList<ByteString> args, object?[] into, int offset = 0)
     {
-        for (var i = 0; i < types.Length; i++)
-        {
-            var bytes = args[i];
-            into[i + offset] = IsStored(bytes) ? await DeserializeAsync(types[i], bytes).ConfigureAwait(false) : ValueSerializer.Deserialize(types[i], bytes.Memory);
-        }
+        for (var i = 0; i < types.Length; i++) into[i + offset] = await DeserializeAsync(types[i], args[i]).ConfigureAwait(false);
     }
 
     /// <summary>What the node's store holds (for <c>raysharp memory</c> and tests).</summary>
@@ -234,33 +226,31 @@ internal sealed class RawLayout
 
     public int TotalLength => _header.Length + _raw.Length;
 
-    public static bool TryGet(Type type, object? value, out RawLayout layout)
+    /// <summary>
+    /// The layout of a primitive array taking more than <paramref name="above"/> bytes once written; false for anything
+    /// else. Every task argument and result comes through here, so small values are turned away before any allocation.
+    /// </summary>
+    public static bool TryGet(Type type, object? value, int above, out RawLayout layout)
     {
         layout = null!;
-        if (value is null) return false;
         if (value is byte[] bytes)
         {
+            if (5 + bytes.Length <= above) return false;
             layout = new RawLayout(BinHeader(bytes.Length), bytes, bytes);
             return true;
         }
-        if (value is Array array && type.IsArray && type.GetArrayRank() == 1 && RawArrayFormatters.TypeCode(type.GetElementType()!) is { } code)
-        {
-            var raw = MemoryMarshal.CreateReadOnlySpan(ref MemoryMarshal.GetArrayDataReference(array), array.Length * Marshal.SizeOf(type.GetElementType()!));
-            layout = new RawLayout(ExtHeader(code, raw.Length), ArrayBytes(array, raw.Length), array);
-            return true;
-        }
-        return false;
+        if (value is not Array array || !type.IsArray || type.GetArrayRank() != 1 || RawArrayFormatters.TypeCode(type.GetElementType()!) is not { } code)
+            return false;
+        var length = Buffer.ByteLength(array);
+        if (6 + length <= above) return false;
+        layout = new RawLayout(ExtHeader(code, length), new RawArrayMemory(array, length).Memory, array);
+        return true;
     }
-
-    private static ReadOnlyMemory<byte> ArrayBytes(Array array, int length) => new RawArrayMemory(array, length).Memory;
 
     public void WriteTo(Span<byte> destination)
     {
         _header.CopyTo(destination);
-        unsafe
-        {
-            fixed (byte* to = destination[_header.Length..]) ParallelCopy.Copy(_raw.Span, to);
-        }
+        ParallelCopy.Copy(_raw.Span, destination[_header.Length..]);
         GC.KeepAlive(_keep);
     }
 

@@ -73,15 +73,6 @@ internal sealed class PlasmaClient : IAsyncDisposable
         };
     }
 
-    /// <summary>Copies <paramref name="bytes"/> (a serialized value) into the store.</summary>
-    public Task<StoredObject> PutAsync(string objectId, string jobId, ReadOnlyMemory<byte> bytes) =>
-        PutAsync(objectId, jobId, bytes.Length, static (span, s) => ParallelCopyInto(((ReadOnlyMemory<byte>)s!).Span, span), bytes);
-
-    private static unsafe void ParallelCopyInto(ReadOnlySpan<byte> source, Span<byte> destination)
-    {
-        fixed (byte* to = destination) ParallelCopy.Copy(source, to);
-    }
-
     /// <summary>Maps an object, pulled from another node first when it is not on this one; pinned until the result is disposed or collected.</summary>
     public async Task<SharedObjectMemory> GetAsync(StoredObject obj, TimeSpan? timeout = null)
     {

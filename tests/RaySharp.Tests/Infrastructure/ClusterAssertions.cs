@@ -43,6 +43,14 @@ internal static class ClusterAssertions
     /// <summary>The session directories a host's node processes wrote.</summary>
     public static IReadOnlyList<SessionDirectory> Sessions(TestHost host) => SessionDirectory.EnumerateAll(host.TempDir).ToList();
 
+    /// <summary>Runs the test driver (RaySharp.TestDriver, one scenario per call) on a host and checks that it succeeded.</summary>
+    public static async Task<CliResult> RunDriverAsync(TestHost host, params string[] args)
+    {
+        var run = await Cli.RunDllAsync(Cli.ProgramDll("RaySharp.TestDriver"), host.Namespace, host.TempDir, host.Environment, TimeSpan.FromSeconds(180), args);
+        Assert.True(run.ExitCode == 0, run.ToString());
+        return run;
+    }
+
     /// <summary>Files of the given sessions left in /dev/shm.</summary>
     public static IReadOnlyList<string> SharedMemoryFiles(TestHost host) =>
         Directory.EnumerateFileSystemEntries("/dev/shm")
