@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole RaySharp test suite on this machine.
-# Installs what the tests need when it is missing (iproute2 for the network-namespace test hosts; root is required to
-# create them), builds everything in Release and prints a closing "Tests: N passed, N failed" line.
+# Installs what the tests need when it is missing (iproute2 for the network-namespace test hosts, root being required
+# to create them; redis-server for the control store tests, which start their own Redis on a free port), builds everything in Release and prints a closing "Tests: N passed, N failed" line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,9 +13,12 @@ if [ "$(id -u)" != "0" ]; then
   echo "error: the multi-node tests create network namespaces and bridges; run as root (for example: sudo $0)" >&2
   exit 1
 fi
-if ! command -v ip >/dev/null 2>&1; then
-  echo "Installing iproute2 (ip netns) for the multi-node tests..."
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null
+missing=()
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "Installing ${missing[*]} for the multi-node and control store tests..."
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1

@@ -44,10 +44,16 @@ var objectStoreMemory = new Option<long?>("--object-store-memory")
 };
 var plasmaDirectory = new Option<string?>("--plasma-directory") { Description = "Directory of the object store's shared-memory file (default /dev/shm)." };
 var spillDirectory = new Option<string?>("--object-spilling-directory") { Description = "Where objects are spilled when the store is full (default: the session directory)." };
+var redisAddress = new Option<string?>("--redis-address")
+{
+    Description = "Head only: keep the GCS's state in this Redis (host:port), so the GCS can be killed and started again with nothing lost. " +
+                  "Run the same command again on the head to restart a GCS that died.",
+};
+var redisPassword = new Option<string?>("--redis-password") { Description = "Password of the Redis given with --redis-address." };
 var start = new Command("start", "Start RaySharp on this machine: `--head` for the head node, `--address=<head-ip>:<port>` to join a cluster.")
 {
     head, address, port, numCpus, numGpus, resources, nodeIp, tempDir, block, nodeManagerPort, minWorkerPort, maxWorkerPort,
-    objectManagerPort, objectStoreMemory, plasmaDirectory, spillDirectory,
+    objectManagerPort, objectStoreMemory, plasmaDirectory, spillDirectory, redisAddress, redisPassword,
 };
 start.SetAction((parse, ct) => Run(() => StartCommand.RunAsync(new StartSettings
 {
@@ -67,6 +73,8 @@ start.SetAction((parse, ct) => Run(() => StartCommand.RunAsync(new StartSettings
     ObjectStoreMemory = parse.GetValue(objectStoreMemory),
     PlasmaDirectory = parse.GetValue(plasmaDirectory),
     ObjectSpillingDirectory = parse.GetValue(spillDirectory),
+    RedisAddress = parse.GetValue(redisAddress),
+    RedisPassword = parse.GetValue(redisPassword),
 }, ct)));
 
 // ---- stop ----

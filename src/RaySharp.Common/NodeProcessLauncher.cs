@@ -45,10 +45,10 @@ internal static class NodeProcessLauncher
     /// </summary>
     public static async Task<(ProcessRecord Record, Process Process)> StartAndWaitReadyAsync(
         SessionDirectory session, string component, IReadOnlyList<string> arguments, bool supervised, TimeSpan timeout,
-        CancellationToken cancellationToken = default)
+        IReadOnlyDictionary<string, string>? environment = null, CancellationToken cancellationToken = default)
     {
         var logFile = session.LogFile(component);
-        var process = Start(component, arguments, logFile, supervised);
+        var process = Start(component, arguments, logFile, supervised, environment);
         var record = new ProcessRecord(component, process.Id);
         session.RecordProcess(record);
         var deadline = DateTime.UtcNow + timeout;

@@ -92,6 +92,16 @@ internal sealed class SessionDirectory
     public ComponentPorts? ReadPorts(string component) =>
         TryReadJson<ComponentPorts>(System.IO.Path.Combine(PortsDir, component + ".json"));
 
+    /// <summary>Forgets a component's ports (it is being started again and will write them anew).</summary>
+    public void ForgetPorts(string component)
+    {
+        try { File.Delete(System.IO.Path.Combine(PortsDir, component + ".json")); }
+        catch (IOException) { }
+    }
+
+    /// <summary>File naming the Redis that holds the GCS state of this session, when there is one.</summary>
+    public string RedisAddressFile => System.IO.Path.Combine(Path, "gcs_redis_address");
+
     /// <summary>Where <c>status</c>, <c>stop</c> and <c>Ray.Init("auto")</c> look for the local cluster's GCS address.</summary>
     public static string CurrentClusterFile(string root) => System.IO.Path.Combine(root, CurrentClusterFileName);
 

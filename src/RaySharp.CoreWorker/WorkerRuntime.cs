@@ -36,7 +36,7 @@ internal sealed partial class WorkerRuntime : IAsyncDisposable
     {
         Execution.TaskOutputCapture.Install();
         Objects.LocalObjectStore.Configure(() => Task.FromResult(_options.RayletAddress));
-        var gcs = new Rpc.Clients.GcsClient(_channels, _options.GcsAddress);
+        var gcs = new Rpc.Clients.GcsClient(_channels, _options.GcsAddress, Rpc.Clients.GcsClient.ReconnectTimeoutFromEnvironment());
         var rayletClient = new NodeManagerService.NodeManagerServiceClient(_channels.Get(_options.RayletAddress));
         _submitter = new Submission.TaskSubmitter(_channels, () => Task.FromResult(_options.RayletAddress), loggerFactory.CreateLogger<Submission.TaskSubmitter>(),
             () => gcs.GetAllNodesAsync(aliveOnly: true), message => Console.Error.WriteLine(message),

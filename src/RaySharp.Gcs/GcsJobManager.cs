@@ -40,6 +40,10 @@ internal sealed class GcsJobManager(IGcsStore store, GcsPublisher publisher, Tim
         return true;
     }
 
+    /// <summary>Jobs the store says are running (a GCS restart): their drivers are expected to reconnect.</summary>
+    public async Task<IReadOnlyList<string>> LoadAliveAsync() =>
+        (await GetAllAsync().ConfigureAwait(false)).Where(j => !j.IsDead).Select(j => j.JobId).ToList();
+
     public async Task<IReadOnlyList<JobInfo>> GetAllAsync() =>
         (await store.GetAllAsync(GcsTables.Jobs).ConfigureAwait(false)).Select(kv => JobInfo.Parser.ParseFrom(kv.Value)).ToList();
 }

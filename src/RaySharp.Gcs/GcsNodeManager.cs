@@ -38,6 +38,22 @@ internal sealed partial class GcsNodeManager(IGcsStore store, GcsPublisher publi
         return true;
     }
 
+    /// <summary>
+    /// Takes the node table over from the store (a GCS restart). Alive nodes are health-checked again from now on:
+    /// their raylets kept running and reconnect by themselves; one that died meanwhile misses its checks and is marked dead.
+    /// </summary>
+    public async Task LoadAsync()
+    {
+        var alive = new List<NodeInfo>();
+        foreach (var (_, bytes) in await store.GetAllAsync(GcsTables.Nodes).ConfigureAwait(false))
+        {
+            var row = NodeInfo.Parser.ParseFrom(bytes);
+            lock (_gate) _nodes[row.NodeId] = row;
+            if (row.State == NodeState.Alive) alive.Add(row);
+        }
+        foreach (var row in alive) NodeAdded?.Invoke(row);
+    }
+
     /// <summary>Marks a node dead; false when it was unknown or dead already.</summary>
     public async Task<bool> MarkDeadAsync(string nodeId, string reason)
     {

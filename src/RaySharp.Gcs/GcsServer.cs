@@ -1,3 +1,4 @@
+using Google.Protobuf;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
@@ -9,8 +10,19 @@ using RaySharp.Rpc.Protocol;
 
 namespace RaySharp.Gcs;
 
-/// <summary>Identity of the cluster this GCS serves, fixed for the life of the process.</summary>
-internal sealed record GcsClusterIdentity(string ClusterId, string SessionName, string Version, long StartTimeMs);
+/// <summary>Identity of the cluster this GCS serves: fixed for the life of the cluster, kept across GCS restarts.</summary>
+internal sealed record GcsClusterIdentity(string ClusterId, string SessionName, string Version, long StartTimeMs, int GcsRestarts = 0, string Storage = "memory")
+{
+    public GetClusterInfoReply ToReply() => new()
+    {
+        ClusterId = ClusterId,
+        SessionName = SessionName,
+        Version = Version,
+        StartTimeMs = StartTimeMs,
+        GcsRestarts = GcsRestarts,
+        Storage = Storage,
+    };
+}
 
 /// <summary>
 /// The GCS server process: composes the node table, health checks, jobs, KV and pub/sub behind one RPC port.
@@ -22,10 +34,14 @@ internal sealed partial class GcsServer : IAsyncDisposable
     private readonly RpcChannelPool _channels;
 
     private readonly Actors.GcsActorManager _actors;
+    private readonly IGcsStore _store;
+    private readonly GcsDriverMonitor _drivers;
 
-    private GcsServer(RpcServer rpc, GcsHealthCheckManager health, RpcChannelPool channels, Actors.GcsActorManager actors)
+    private GcsServer(RpcServer rpc, GcsHealthCheckManager health, RpcChannelPool channels, Actors.GcsActorManager actors, IGcsStore store, GcsDriverMonitor drivers)
     {
         _actors = actors;
+        _store = store;
+        _drivers = drivers;
         _rpc = rpc;
         _health = health;
         _channels = channels;
@@ -33,8 +49,19 @@ internal sealed partial class GcsServer : IAsyncDisposable
 
     public int Port => _rpc.Port;
 
+    /// <summary>True when this GCS took over the stored state of an earlier one (a restart with Redis).</summary>
+    public bool Recovered { get; private set; }
+
     public static async Task<GcsServer> StartAsync(GcsServerOptions options, ILoggerFactory loggerFactory, TimeProvider time, IGcsStore? store = null, CancellationToken cancellationToken = default)
     {
+        var sessionName = string.IsNullOrEmpty(options.SessionDir) ? "" : Path.GetFileName(options.SessionDir);
+        var storage = "memory";
+        if (store is null && !string.IsNullOrEmpty(options.RedisAddress))
+        {
+            store = await RedisGcsStore.ConnectAsync(options.RedisAddress, options.RedisPassword,
+                string.IsNullOrEmpty(options.StorageNamespace) ? sessionName : options.StorageNamespace).ConfigureAwait(false);
+            storage = "redis " + options.RedisAddress;
+        }
         store ??= new InMemoryGcsStore();
         var logger = loggerFactory.CreateLogger<GcsServer>();
         var publisher = new GcsPublisher();
@@ -57,10 +84,19 @@ internal sealed partial class GcsServer : IAsyncDisposable
         nodes.NodeRemoved += n => health.RemoveNode(n.NodeId);
         var objects = new GcsObjectDirectory();
         nodes.NodeRemoved += objects.OnNodeRemoved;
+        var drivers = new GcsDriverMonitor(jobs, time, loggerFactory.CreateLogger<GcsDriverMonitor>());
 
-        var sessionName = string.IsNullOrEmpty(options.SessionDir) ? "" : Path.GetFileName(options.SessionDir);
-        var identity = new GcsClusterIdentity(UniqueId.New(), sessionName, typeof(GcsServer).Assembly.GetName().Version?.ToString() ?? "0",
-            time.GetUtcNow().ToUnixTimeMilliseconds());
+        // A GCS started on stored state takes the cluster over where the last one left it: same identity, nodes,
+        // jobs (their drivers reconnect), actors (their workers are found again) and key-value store.
+        var identity = await LoadIdentityAsync(store, sessionName, storage, time).ConfigureAwait(false);
+        var recovered = identity.GcsRestarts > 0;
+        if (recovered)
+        {
+            await nodes.LoadAsync().ConfigureAwait(false);
+            drivers.AwaitReconnects(await jobs.LoadAliveAsync().ConfigureAwait(false), options.DriverReconnectTimeout);
+            await actors.LoadAsync().ConfigureAwait(false);
+            LogRecovered(logger, identity.ClusterId, identity.GcsRestarts, storage, nodes.GetAll(aliveOnly: true).Count, actors.List(includeDead: false).Count);
+        }
 
         var rpc = await RpcServer.StartAsync("GCS server", RpcListenOptions.Fixed(options.Port), loggerFactory,
             services =>
@@ -82,20 +118,57 @@ internal sealed partial class GcsServer : IAsyncDisposable
                 endpoints.MapGrpcService<PubsubGcsServiceImpl>();
                 endpoints.MapGrpcService<ActorInfoGcsServiceImpl>();
                 endpoints.MapGrpcService<ObjectLocationGcsServiceImpl>();
-            }, cancellationToken: cancellationToken, framedHandler: new GcsDriverMonitor(jobs)).ConfigureAwait(false);
+            }, cancellationToken: cancellationToken, framedHandler: drivers).ConfigureAwait(false);
 
-        LogStarted(logger, rpc.Port, options.HealthCheckPeriod.TotalMilliseconds, options.HealthCheckFailureThreshold);
-        return new GcsServer(rpc, health, channels, actors);
+        LogStarted(logger, rpc.Port, storage, options.HealthCheckPeriod.TotalMilliseconds, options.HealthCheckFailureThreshold);
+        return new GcsServer(rpc, health, channels, actors, store, drivers) { Recovered = recovered };
     }
 
-    public async ValueTask DisposeAsync()
+    /// <summary>The cluster's identity from the store, or a new one; each start on stored state counts as a restart.</summary>
+    private static async Task<GcsClusterIdentity> LoadIdentityAsync(IGcsStore store, string sessionName, string storage, TimeProvider time)
     {
+        var version = typeof(GcsServer).Assembly.GetName().Version?.ToString() ?? "0";
+        var fresh = new GetClusterInfoReply
+        {
+            ClusterId = UniqueId.New(),
+            SessionName = sessionName,
+            Version = version,
+            StartTimeMs = time.GetUtcNow().ToUnixTimeMilliseconds(),
+        };
+        var stored = await store.PutIfAbsentAsync(GcsTables.Cluster, "identity", fresh.ToByteArray()).ConfigureAwait(false)
+            ? fresh
+            : GetClusterInfoReply.Parser.ParseFrom(await store.GetAsync(GcsTables.Cluster, "identity").ConfigureAwait(false));
+        var restarts = stored == fresh ? 0 : (int)await store.IncrementAsync(GcsTables.Counters, "gcs_restarts").ConfigureAwait(false);
+        return new GcsClusterIdentity(stored.ClusterId, stored.SessionName, version, stored.StartTimeMs, restarts, storage);
+    }
+
+    /// <summary>
+    /// Stops serving. <paramref name="clusterStopped"/>: the cluster is being stopped on purpose, so its stored state
+    /// (in Redis) is deleted; a GCS that merely crashes never gets here and leaves it for the next one.
+    /// </summary>
+    public async ValueTask StopAsync(bool clusterStopped)
+    {
+        _drivers.Dispose();
         await _health.DisposeAsync().ConfigureAwait(false);
         await _actors.DisposeAsync().ConfigureAwait(false);
         await _rpc.DisposeAsync().ConfigureAwait(false);
         _channels.Dispose();
+        if (_store is RedisGcsStore redis)
+        {
+            if (clusterStopped)
+            {
+                try { await redis.DeleteNamespaceAsync().ConfigureAwait(false); }
+                catch (StackExchange.Redis.RedisException) { /* Redis is gone too: nothing more to tidy */ }
+            }
+            await redis.DisposeAsync().ConfigureAwait(false);
+        }
     }
 
-    [LoggerMessage(EventId = 1, Level = LogLevel.Information, Message = "GCS server started on port {Port}; health checks every {PeriodMs} ms, dead after {Threshold} misses")]
-    private static partial void LogStarted(ILogger logger, int port, double periodMs, int threshold);
+    public ValueTask DisposeAsync() => StopAsync(clusterStopped: false);
+
+    [LoggerMessage(EventId = 1, Level = LogLevel.Information, Message = "GCS server started on port {Port}, state in {Storage}; health checks every {PeriodMs} ms, dead after {Threshold} misses")]
+    private static partial void LogStarted(ILogger logger, int port, string storage, double periodMs, int threshold);
+
+    [LoggerMessage(EventId = 2, Level = LogLevel.Warning, Message = "GCS restarted on the stored state of cluster {ClusterId} (restart {Restarts}, {Storage}): {Nodes} alive node(s), {Actors} live actor(s) recovered")]
+    private static partial void LogRecovered(ILogger logger, string clusterId, int restarts, string storage, int nodes, int actors);
 }

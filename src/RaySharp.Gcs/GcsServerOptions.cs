@@ -28,6 +28,27 @@ internal sealed class GcsServerOptions
     /// </summary>
     public int LightweightActorsPerWorker { get; set; } = 10_000;
 
+    /// <summary>
+    /// Redis (<c>host:port</c>) holding every GCS table, so that a GCS started again on it loses nothing. Default none:
+    /// the state lives in the GCS process and dies with it.
+    /// </summary>
+    public string? RedisAddress { get; set; }
+
+    /// <summary>Password of that Redis. Default none.</summary>
+    public string? RedisPassword { get; set; }
+
+    /// <summary>Prefix of this cluster's keys in Redis. Default: the head's session name, which a restarted GCS keeps.</summary>
+    public string? StorageNamespace { get; set; }
+
+    /// <summary>
+    /// After a restart on stored state, how long the drivers of running jobs have to reconnect before their jobs are
+    /// ended (and their actors with them). Default 60 s, Ray's <c>gcs_rpc_server_reconnect_timeout_s</c>.
+    /// </summary>
+    public TimeSpan DriverReconnectTimeout { get; set; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>Environment variable carrying the Redis password to the GCS process (kept off its command line).</summary>
+    public const string RedisPasswordEnv = "RAYSHARP_REDIS_PASSWORD";
+
     public TimeSpan EffectiveHealthCheckTimeout => HealthCheckTimeout ?? HealthCheckPeriod;
     public TimeSpan EffectiveInitialDelay => HealthCheckInitialDelay ?? HealthCheckPeriod;
 
@@ -41,5 +62,12 @@ internal sealed class GcsServerOptions
             HealthCheckPeriod = TimeSpan.FromMilliseconds(ms);
         if (int.TryParse(Environment.GetEnvironmentVariable(HealthCheckFailureThresholdEnv), out var n) && n > 0)
             HealthCheckFailureThreshold = n;
+        if (double.TryParse(Environment.GetEnvironmentVariable(ReconnectTimeoutEnv), System.Globalization.NumberStyles.Float,
+                System.Globalization.CultureInfo.InvariantCulture, out var s) && s > 0)
+            DriverReconnectTimeout = TimeSpan.FromSeconds(s);
+        if (Environment.GetEnvironmentVariable(RedisPasswordEnv) is { Length: > 0 } password) RedisPassword = password;
     }
+
+    /// <summary>The same variable the raylets and drivers read for how long they wait for a GCS to come back.</summary>
+    public const string ReconnectTimeoutEnv = "RAYSHARP_gcs_rpc_server_reconnect_timeout_s";
 }

@@ -94,11 +94,20 @@ async Task<int> RunGcsAsync()
     };
     if (arguments.Optional("--health-check-period-ms") is { } ms) options.HealthCheckPeriod = TimeSpan.FromMilliseconds(int.Parse(ms, System.Globalization.CultureInfo.InvariantCulture));
     if (arguments.Optional("--health-check-failure-threshold") is { } n) options.HealthCheckFailureThreshold = int.Parse(n, System.Globalization.CultureInfo.InvariantCulture);
+    options.RedisAddress = arguments.Optional("--redis-address");
     options.ApplyEnvironment();
-    await using var gcs = await GcsServer.StartAsync(options, loggerFactory, TimeProvider.System, cancellationToken: shutdown.Token);
-    session.WritePorts(Components.GcsServer, new ComponentPorts(Environment.ProcessId, gcs.Port));
-    await WaitForShutdownAsync(shutdown.Token);
-    logger.LogInformation("GCS server stopping ({Reason})", shutdownReason);
+    var gcs = await GcsServer.StartAsync(options, loggerFactory, TimeProvider.System, cancellationToken: shutdown.Token);
+    try
+    {
+        session.WritePorts(Components.GcsServer, new ComponentPorts(Environment.ProcessId, gcs.Port));
+        await WaitForShutdownAsync(shutdown.Token);
+        logger.LogInformation("GCS server stopping ({Reason})", shutdownReason);
+    }
+    finally
+    {
+        // Asked to stop (raysharp stop, Ctrl-C of --block): the cluster ends, and so does its stored state.
+        await gcs.StopAsync(clusterStopped: shutdown.IsCancellationRequested);
+    }
     return 0;
 }
 

@@ -38,7 +38,7 @@ internal sealed class EmbeddedCluster : IAsyncDisposable
         try
         {
             processes.Add(await NodeProcessLauncher.StartAndWaitReadyAsync(session, Components.GcsServer,
-                ["--session-dir", session.Path, "--port", port.ToString(CultureInfo.InvariantCulture)], supervised: true, s_readyTimeout, cancellationToken).ConfigureAwait(false));
+                ["--session-dir", session.Path, "--port", port.ToString(CultureInfo.InvariantCulture)], supervised: true, s_readyTimeout, cancellationToken: cancellationToken).ConfigureAwait(false));
             var gcsAddress = NodeAddress.Format(nodeIp, port);
             var rayletArgs = new List<string>
             {
@@ -54,7 +54,7 @@ internal sealed class EmbeddedCluster : IAsyncDisposable
                 if (!ResourceSet.TryParseJson(JsonSerializer.Serialize(custom), out _, out var error)) throw new RayException(error.Replace("--resources", "RayInitOptions.Resources", StringComparison.Ordinal));
                 rayletArgs.AddRange(["--resources", JsonSerializer.Serialize(custom)]);
             }
-            processes.Add(await NodeProcessLauncher.StartAndWaitReadyAsync(session, Components.Raylet, rayletArgs, supervised: true, s_readyTimeout, cancellationToken).ConfigureAwait(false));
+            processes.Add(await NodeProcessLauncher.StartAndWaitReadyAsync(session, Components.Raylet, rayletArgs, supervised: true, s_readyTimeout, cancellationToken: cancellationToken).ConfigureAwait(false));
             return new EmbeddedCluster(session, gcsAddress, nodeIp, processes);
         }
         catch (NodeStartupException e)

@@ -323,10 +323,12 @@ internal sealed class DriverSession : IAsyncDisposable
     private readonly RpcChannelPool _channels;
     private readonly EmbeddedCluster? _embedded;
 
-    private readonly Rpc.Transport.FramedConnection _driverConnection;
+    private Rpc.Transport.FramedConnection _driverConnection;
+    private readonly CancellationTokenSource _closing = new();
+    private readonly Task _registration;
 
     private DriverSession(RpcChannelPool channels, GcsClient gcs, string jobId, string nodeIp, EmbeddedCluster? embedded, string? ns,
-        Rpc.Transport.FramedConnection driverConnection)
+        Rpc.Transport.FramedConnection driverConnection, TimeSpan reconnectTimeout)
     {
         _driverConnection = driverConnection;
         _channels = channels;
@@ -342,6 +344,7 @@ internal sealed class DriverSession : IAsyncDisposable
             new CoreWorker.Submission.ActorTaskSubmitter(gcs, Submitter.CallerHandler, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance),
             LocalRayletAsync);
         CoreWorker.Objects.LocalObjectStore.Configure(LocalRayletAsync);
+        _registration = KeepRegisteredAsync(reconnectTimeout);
     }
 
     public CoreWorker.Submission.TaskSubmitter Submitter { get; }
@@ -401,7 +404,7 @@ internal sealed class DriverSession : IAsyncDisposable
                 gcsAddress = embedded.GcsAddress;
             }
 
-            var gcs = new GcsClient(channels, gcsAddress);
+            var gcs = new GcsClient(channels, gcsAddress, ReconnectTimeout(options));
             try
             {
                 await gcs.WaitReachableAsync(options.ConnectTimeout, cancellationToken).ConfigureAwait(false);
@@ -428,16 +431,69 @@ internal sealed class DriverSession : IAsyncDisposable
             // Ship the application's code once per job, so workers anywhere can run its functions.
             await CodePackage.UploadAsync(gcs, jobId, AppContext.BaseDirectory, System.Reflection.Assembly.GetEntryAssembly()?.GetName().Name, cancellationToken).ConfigureAwait(false);
             // The GCS learns of this driver's exit (even by SIGKILL) when this connection closes, and ends the job.
-            NodeAddress.TryParse(gcsAddress, out var gcsIp, out var gcsPort, out _);
-            var driverConnection = await Rpc.Transport.FramedClient.ConnectAsync(gcsIp, gcsPort, cancellationToken: cancellationToken).ConfigureAwait(false);
-            await driverConnection.CallAsync(Rpc.Transport.FramedMethods.RegisterDriver, new RegisterDriverRequest { JobId = jobId }.ToByteArray(), cancellationToken).ConfigureAwait(false);
-            return new DriverSession(channels, gcs, jobId, nodeIp, embedded, options.Namespace, driverConnection);
+            var driverConnection = await RegisterDriverAsync(gcsAddress, jobId, cancellationToken).ConfigureAwait(false);
+            return new DriverSession(channels, gcs, jobId, nodeIp, embedded, options.Namespace, driverConnection, ReconnectTimeout(options));
         }
         catch
         {
             if (embedded is not null) await embedded.DisposeAsync().ConfigureAwait(false);
             channels.Dispose();
             throw;
+        }
+    }
+
+    private static TimeSpan ReconnectTimeout(RayInitOptions options) => options.GcsReconnectTimeout ?? GcsClient.ReconnectTimeoutFromEnvironment();
+
+    /// <summary>Opens the connection whose closing tells the GCS this driver is gone, and names the job on it.</summary>
+    private static async Task<Rpc.Transport.FramedConnection> RegisterDriverAsync(string gcsAddress, string jobId, CancellationToken cancellationToken)
+    {
+        NodeAddress.TryParse(gcsAddress, out var gcsIp, out var gcsPort, out _);
+        var connection = await Rpc.Transport.FramedClient.ConnectAsync(gcsIp, gcsPort, cancellationToken: cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await connection.CallAsync(Rpc.Transport.FramedMethods.RegisterDriver, new RegisterDriverRequest { JobId = jobId }.ToByteArray(), cancellationToken).ConfigureAwait(false);
+            return connection;
+        }
+        catch
+        {
+            await connection.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// A GCS that goes away may come back (a head restarted on Redis): register with it again, so it keeps the job and
+    /// its actors. Tasks and calls to live actors go on meanwhile, as they need no GCS.
+    /// </summary>
+    private async Task KeepRegisteredAsync(TimeSpan reconnectTimeout)
+    {
+        var closing = _closing.Token;
+        while (true)
+        {
+            try { await _driverConnection.Completion.WaitAsync(closing).ConfigureAwait(false); }
+            catch (OperationCanceledException) { return; }
+            catch (Exception) { /* the connection failed: reconnect below */ }
+            var deadline = DateTime.UtcNow + reconnectTimeout;
+            while (true)
+            {
+                try
+                {
+                    _driverConnection = await RegisterDriverAsync(GcsAddress, JobId, closing).ConfigureAwait(false);
+                    break;
+                }
+                catch (OperationCanceledException) { return; }
+                catch (Exception) when (DateTime.UtcNow < deadline)
+                {
+                    try { await Task.Delay(500, closing).ConfigureAwait(false); }
+                    catch (OperationCanceledException) { return; }
+                }
+                catch (Exception e)
+                {
+                    Console.Error.WriteLine($"RaySharp: lost the cluster's GCS at {GcsAddress} for more than {reconnectTimeout.TotalSeconds:0} s ({e.Message}); " +
+                                            "the head is down. Tasks and actor calls that need it will fail; restart the head (with --redis-address to keep the cluster's state) and run the driver again.");
+                    return;
+                }
+            }
         }
     }
 
@@ -464,7 +520,10 @@ internal sealed class DriverSession : IAsyncDisposable
             await Gcs.Jobs.MarkJobFinishedAsync(new MarkJobFinishedRequest { JobId = JobId }, deadline: DateTime.UtcNow.AddSeconds(2)).ConfigureAwait(false);
         }
         catch (RpcException) { /* the cluster may be gone already */ }
+        await _closing.CancelAsync().ConfigureAwait(false);
+        await _registration.ConfigureAwait(false);
         await _driverConnection.DisposeAsync().ConfigureAwait(false);
+        _closing.Dispose();
         if (_embedded is not null) await _embedded.DisposeAsync().ConfigureAwait(false);
         _channels.Dispose();
     }

@@ -23,6 +23,13 @@ public sealed record RayInitOptions
 
     /// <summary>How long joining waits for the head to answer. Default 10 s.</summary>
     public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>
+    /// How long the driver keeps trying to register with a GCS that went away (a head restarted on Redis) before it
+    /// reports the cluster lost. Default 60 s, or <c>RAYSHARP_gcs_rpc_server_reconnect_timeout_s</c> when set, as for
+    /// the raylets; the GCS waits as long for the driver.
+    /// </summary>
+    public TimeSpan? GcsReconnectTimeout { get; init; }
 }
 
 /// <summary>One node of the cluster, as <see cref="Ray.Nodes"/> reports it.</summary>

@@ -174,6 +174,7 @@ switch (scenario)
     default:
         if (ActorScenarios.Run(scenario, args) is { } code) return code;
         if (ObjectStoreScenarios.Run(scenario, args) is { } storeCode) return storeCode;
+        if (FaultToleranceScenarios.Run(scenario, args) is { } faultCode) return faultCode;
         Console.Error.WriteLine("unknown scenario " + scenario);
         return 2;
 }

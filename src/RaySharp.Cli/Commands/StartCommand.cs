@@ -26,6 +26,8 @@ internal sealed record StartSettings
     public long? ObjectStoreMemory { get; init; }
     public string? PlasmaDirectory { get; init; }
     public string? ObjectSpillingDirectory { get; init; }
+    public string? RedisAddress { get; init; }
+    public string? RedisPassword { get; init; }
 }
 
 /// <summary>
@@ -50,6 +52,8 @@ internal static class StartCommand
         string gcsAddress;
         string nodeIp;
         int? gcsPort = null;
+        if (s.Head && s.RedisAddress is not null && HeadWithDeadGcs(root, s.RedisAddress) is { } orphaned)
+            return await RestartGcsAsync(orphaned, s, channels, cancellationToken).ConfigureAwait(false);
         if (s.Head)
         {
             nodeIp = s.NodeIpAddress ?? NodeAddress.DetectNodeIp();
@@ -70,8 +74,8 @@ internal static class StartCommand
         {
             if (s.Head)
             {
-                var gcs = await LaunchAsync(session, Components.GcsServer,
-                    ["--session-dir", session.Path, "--port", gcsPort!.Value.ToString(CultureInfo.InvariantCulture)], s.Block).ConfigureAwait(false);
+                var gcs = await LaunchAsync(session, Components.GcsServer, GcsArguments(session, gcsPort!.Value, s), s.Block, GcsEnvironment(s)).ConfigureAwait(false);
+                if (s.RedisAddress is not null) File.WriteAllText(session.RedisAddressFile, s.RedisAddress);
                 started.Add(gcs);
                 await GcsConnection.CheckReachableAsync(channels, gcsAddress, TimeSpan.FromSeconds(10), cancellationToken).ConfigureAwait(false);
             }
@@ -114,6 +118,51 @@ internal static class StartCommand
         return await BlockAsync(session, started, cancellationToken).ConfigureAwait(false);
     }
 
+    private static List<string> GcsArguments(SessionDirectory session, int port, StartSettings s)
+    {
+        var args = new List<string> { "--session-dir", session.Path, "--port", port.ToString(CultureInfo.InvariantCulture) };
+        if (s.RedisAddress is not null) args.AddRange(["--redis-address", s.RedisAddress]);
+        return args;
+    }
+
+    /// <summary>The Redis password travels in the environment, never on a command line that `ps` shows.</summary>
+    private static Dictionary<string, string>? GcsEnvironment(StartSettings s) =>
+        s.RedisPassword is null ? null : new() { ["RAYSHARP_REDIS_PASSWORD"] = s.RedisPassword };
+
+    /// <summary>A session of this machine whose head raylet runs but whose GCS, kept in this Redis, has died.</summary>
+    private static SessionDirectory? HeadWithDeadGcs(string root, string redisAddress)
+    {
+        foreach (var session in SessionDirectory.EnumerateAll(root))
+        {
+            if (!File.Exists(session.RedisAddressFile) || File.ReadAllText(session.RedisAddressFile).Trim() != redisAddress) continue;
+            var gcs = session.ReadPorts(Components.GcsServer);
+            var raylet = session.ReadPorts(Components.Raylet);
+            if (gcs is null || raylet is null || !ProcessTable.IsOurs(raylet.Pid, session)) continue;
+            if (!ProcessTable.IsOurs(gcs.Pid, session)) return session;
+        }
+        return null;
+    }
+
+    /// <summary>
+    /// Starts the GCS of a running head again, on its port and its Redis: it takes the cluster over from the stored
+    /// state, and the raylets and drivers, which kept running, reconnect to it.
+    /// </summary>
+    private static async Task<int> RestartGcsAsync(SessionDirectory session, StartSettings s, RpcChannelPool channels, CancellationToken cancellationToken)
+    {
+        var old = session.ReadPorts(Components.GcsServer)!;
+        var raylet = session.ReadPorts(Components.Raylet)!;
+        if (s.Port is { } p && p != old.Port)
+            throw new CliException($"The head of session {session.Path} runs with its GCS on port {old.Port}, not {p}; restart its GCS with --port={old.Port} (or leave --port out).");
+        session.ForgetProcess(new ProcessRecord(Components.GcsServer, old.Pid));
+        session.ForgetPorts(Components.GcsServer);
+        var gcsAddress = NodeAddress.Format(raylet.NodeIpAddress ?? NodeAddress.DetectNodeIp(), old.Port);
+        await LaunchAsync(session, Components.GcsServer, GcsArguments(session, old.Port, s), supervised: false, GcsEnvironment(s)).ConfigureAwait(false);
+        await GcsConnection.CheckReachableAsync(channels, gcsAddress, TimeSpan.FromSeconds(10), cancellationToken).ConfigureAwait(false);
+        AnsiConsole.MarkupLineInterpolated($"The GCS of this head (session {session.Path}) had died; restarted it on [bold]{gcsAddress}[/] with the cluster's state from Redis at {s.RedisAddress}.");
+        AnsiConsole.WriteLine("Nodes, jobs, actors and the key-value store are as they were; raylets and drivers reconnect by themselves.");
+        return 0;
+    }
+
     private static void Validate(StartSettings s, out Dictionary<string, double> customResources)
     {
         if (s.Head && s.Address is not null)
@@ -148,6 +197,12 @@ internal static class StartCommand
             throw new CliException(error + ".");
         if (s.Address is not null && !NodeAddress.TryParse(s.Address, out _, out _, out var addressError))
             throw new CliException($"Invalid --address '{s.Address}': {addressError}.");
+        if (s.RedisAddress is not null && !s.Head)
+            throw new CliException("--redis-address is for the head node, whose GCS keeps its state there; leave it out when joining a cluster with --address.");
+        if (s.RedisAddress is not null && !NodeAddress.TryParse(s.RedisAddress, out _, out _, out var redisError))
+            throw new CliException($"Invalid --redis-address '{s.RedisAddress}': {redisError}. Give it as <host>:<port>, for example 127.0.0.1:6380.");
+        if (s.RedisPassword is not null && s.RedisAddress is null)
+            throw new CliException("--redis-password needs --redis-address (the Redis that holds the GCS state).");
     }
 
     /// <summary>The GCS port: the one asked for (6379 by default), or a free one when it is taken by something else.</summary>
@@ -192,11 +247,12 @@ internal static class StartCommand
         throw new CliException($"Cannot resolve the head's host name '{host}' in --address. Use the head's IP address, as `raysharp start --head` printed it.");
     }
 
-    private static async Task<(ProcessRecord, Process)> LaunchAsync(SessionDirectory session, string component, IReadOnlyList<string> args, bool supervised)
+    private static async Task<(ProcessRecord, Process)> LaunchAsync(SessionDirectory session, string component, IReadOnlyList<string> args, bool supervised,
+        IReadOnlyDictionary<string, string>? environment = null)
     {
         try
         {
-            return await NodeProcessLauncher.StartAndWaitReadyAsync(session, component, args, supervised, s_readyTimeout).ConfigureAwait(false);
+            return await NodeProcessLauncher.StartAndWaitReadyAsync(session, component, args, supervised, s_readyTimeout, environment).ConfigureAwait(false);
         }
         catch (NodeStartupException e)
         {

@@ -18,9 +18,12 @@ internal static class StatusCommand
         var gcsAddress = GcsConnection.ResolveAddress(address, root);
         using var channels = new RpcChannelPool(connectTimeout: TimeSpan.FromSeconds(3));
         IReadOnlyList<NodeInfo> nodes;
+        GetClusterInfoReply cluster;
         try
         {
-            nodes = await new GcsClient(channels, gcsAddress).GetAllNodesAsync(aliveOnly: false, cancellationToken).ConfigureAwait(false);
+            var gcs = new GcsClient(channels, gcsAddress);
+            nodes = await gcs.GetAllNodesAsync(aliveOnly: false, cancellationToken).ConfigureAwait(false);
+            cluster = await gcs.Nodes.GetClusterInfoAsync(new GetClusterInfoRequest(), deadline: DateTime.UtcNow.AddSeconds(5), cancellationToken: cancellationToken).ConfigureAwait(false);
         }
         catch (RpcException e)
         {
@@ -32,6 +35,8 @@ internal static class StatusCommand
             Console.WriteLine(JsonSerializer.Serialize(new
             {
                 gcs_address = gcsAddress,
+                gcs_storage = cluster.Storage,
+                gcs_restarts = cluster.GcsRestarts,
                 nodes = nodes.Select(n => new
                 {
                     node_id = n.NodeId,
@@ -50,6 +55,8 @@ internal static class StatusCommand
         var console = AnsiConsole.Console;
         console.WriteLine($"======== Cluster status: {DateTime.Now:yyyy-MM-dd HH:mm:ss} ========");
         console.WriteLine($"GCS address: {gcsAddress}");
+        console.WriteLine($"GCS state: {(cluster.Storage.Length > 0 ? cluster.Storage : "memory")}" +
+                          (cluster.GcsRestarts > 0 ? $" (GCS restarted {cluster.GcsRestarts} time{(cluster.GcsRestarts == 1 ? "" : "s")})" : ""));
         console.WriteLine();
         console.WriteLine("Node status");
         console.WriteLine(new string('-', 60));

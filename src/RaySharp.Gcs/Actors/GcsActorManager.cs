@@ -104,6 +104,8 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
             _actors[id] = entry;
         }
         Persist(entry);
+        // The factory and options, to place the actor again should a restarted GCS find it pending or need to restart it.
+        _ = _store.PutAsync(GcsTables.ActorSpecs, id, request.ToByteArray());
         LogRegistered(_logger, id, request.Info.ClassName, request.Info.Name);
         _ = PlaceAsync(entry, entry.Incarnation);
         return new RegisterActorReply { ActorId = id, ClassName = request.Info.ClassName };
@@ -293,8 +295,8 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
             abandon = entry.Incarnation != incarnation || entry.KillRequested || entry.Info.State == ActorState.ActorDead;
             if (!abandon)
             {
-                entry.LeaseId = lease.LeaseId;
-                entry.RayletAddress = raylet;
+                entry.LeaseId = entry.Info.LeaseId = lease.LeaseId;
+                entry.RayletAddress = entry.Info.RayletAddress = raylet;
                 entry.Connection = connection;
             }
         }
@@ -344,6 +346,7 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
             (leaseId, raylet) = (entry.LeaseId, entry.RayletAddress);
             entry.Connection = null;
             entry.LeaseId = null;
+            entry.Info.LeaseId = entry.Info.RayletAddress = "";
             if (entry.Info.State != ActorState.ActorDead)
             {
                 if (entry.KillRequested) MarkDead(entry, entry.KillReason ?? "killed");
@@ -397,6 +400,7 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
         if (entry.Info.Name.Length > 0 && _named.TryGetValue((entry.Info.Namespace, entry.Info.Name), out var id) && id == entry.Info.ActorId)
             _named.Remove((entry.Info.Namespace, entry.Info.Name));
         Signal(entry);
+        _ = _store.DeleteAsync(GcsTables.ActorSpecs, entry.Info.ActorId);
         LogDead(_logger, entry.Info.ActorId, cause);
     }
 
@@ -506,6 +510,8 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
         var connection = await FramedClient.ConnectAsync(address.IpAddress, address.Port, handler: _output, cancellationToken: _disposed.Token).ConfigureAwait(false);
         var host = new ActorHost(nodeId, raylet, lease.LeaseId, address, connection);
         lock (_gate) _hosts.Add(host);
+        await _store.PutAsync(GcsTables.ActorHosts, host.LeaseId,
+            new ActorHostRecord { NodeId = nodeId, RayletAddress = raylet, LeaseId = lease.LeaseId, Address = address }.ToByteArray()).ConfigureAwait(false);
         LogHostStarted(_logger, address.IpAddress, address.Pid);
         _ = MonitorHostAsync(host);
         return host;
@@ -527,7 +533,134 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
             host.Actors.Clear();
         }
         if (!_disposed.IsCancellationRequested)
+        {
+            _ = _store.DeleteAsync(GcsTables.ActorHosts, host.LeaseId);
             await RayletLeaseClient.ReturnAsync(_channels, host.RayletAddress, host.LeaseId, disconnect: true).ConfigureAwait(false);
+        }
+    }
+
+    // ---- Taking over after a GCS restart ----
+
+    /// <summary>
+    /// Takes the actor directory over from the store (a GCS restart on Redis). Actor workers outlive the GCS: the
+    /// live ones are connected to again and watched as before, so their callers never notice; one whose worker is gone
+    /// restarts within its budget. Actors that were being placed are placed again (a lease granted to the GCS that
+    /// died in that instant stays with its raylet until the worker is reclaimed).
+    /// </summary>
+    public async Task LoadAsync()
+    {
+        var specs = (await _store.GetAllAsync(GcsTables.ActorSpecs).ConfigureAwait(false))
+            .ToDictionary(kv => kv.Key, kv => RegisterActorRequest.Parser.ParseFrom(kv.Value), StringComparer.Ordinal);
+        var hostRecords = (await _store.GetAllAsync(GcsTables.ActorHosts).ConfigureAwait(false))
+            .Select(kv => ActorHostRecord.Parser.ParseFrom(kv.Value)).ToList();
+        var rows = await _store.GetAllAsync(GcsTables.Actors).ConfigureAwait(false);
+        var reattach = new List<ActorEntry>();
+        var place = new List<ActorEntry>();
+        var lightweight = new Dictionary<string, List<ActorEntry>>(StringComparer.Ordinal);
+        lock (_gate)
+        {
+            foreach (var (id, bytes) in rows)
+            {
+                var info = ActorInfo.Parser.ParseFrom(bytes);
+                var live = info.State != ActorState.ActorDead;
+                var spec = specs.GetValueOrDefault(id);
+                var entry = new ActorEntry(info, spec ?? new RegisterActorRequest { Info = info });
+                _actors[id] = entry;
+                if (!live) continue;
+                if (info.Name.Length > 0) _named[(info.Namespace, info.Name)] = id;
+                if (spec is null)
+                {
+                    MarkDead(entry, "its registration was not found in the control store after a GCS restart");
+                }
+                else if (info.State == ActorState.ActorAlive && info.Address is { } address)
+                {
+                    if (info.Lightweight)
+                    {
+                        var key = NodeAddress.Format(address.IpAddress, address.Port);
+                        if (!lightweight.TryGetValue(key, out var list)) lightweight[key] = list = [];
+                        list.Add(entry);
+                    }
+                    else
+                    {
+                        (entry.LeaseId, entry.RayletAddress) = (info.LeaseId, info.RayletAddress);
+                        reattach.Add(entry);
+                    }
+                }
+                else
+                {
+                    place.Add(entry);
+                }
+            }
+        }
+        await Task.WhenAll(reattach.Select(e => ReattachAsync(e))
+            .Concat(hostRecords.Select(h => ReattachHostAsync(h, lightweight.GetValueOrDefault(NodeAddress.Format(h.Address.IpAddress, h.Address.Port)) ?? []))))
+            .ConfigureAwait(false);
+        foreach (var entry in place) _ = PlaceAsync(entry, entry.Incarnation);
+    }
+
+    private async Task ReattachAsync(ActorEntry entry)
+    {
+        var address = entry.Info.Address;
+        var incarnation = entry.Incarnation;
+        FramedConnection connection;
+        try
+        {
+            connection = await FramedClient.ConnectAsync(address.IpAddress, address.Port, handler: _output, cancellationToken: _disposed.Token).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            string? leaseId, raylet;
+            lock (_gate)
+            {
+                (leaseId, raylet) = (entry.LeaseId, entry.RayletAddress);
+                entry.LeaseId = null;
+                entry.Info.LeaseId = entry.Info.RayletAddress = "";
+                if (entry.Incarnation == incarnation && entry.Info.State != ActorState.ActorDead)
+                    OnWorkerLost(entry, $"its worker process (pid {address.Pid} on {address.IpAddress}) was gone when the GCS restarted");
+            }
+            if (leaseId is { Length: > 0 } && raylet is { Length: > 0 })
+            {
+                try { await RayletLeaseClient.ReturnAsync(_channels, raylet, leaseId, disconnect: true).ConfigureAwait(false); }
+                catch (Exception) { /* its raylet is gone too */ }
+            }
+            return;
+        }
+        lock (_gate) entry.Connection = connection;
+        LogReattached(_logger, $"actor {entry.Info.ActorId}", address.IpAddress, address.Pid);
+        _ = MonitorAsync(entry, incarnation, connection, address);
+    }
+
+    private async Task ReattachHostAsync(ActorHostRecord record, List<ActorEntry> actors)
+    {
+        FramedConnection connection;
+        try
+        {
+            connection = await FramedClient.ConnectAsync(record.Address.IpAddress, record.Address.Port, handler: _output, cancellationToken: _disposed.Token).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            lock (_gate)
+            {
+                foreach (var entry in actors.Where(a => a.Info.State != ActorState.ActorDead))
+                    OnWorkerLost(entry, $"its host worker process (pid {record.Address.Pid} on {record.Address.IpAddress}) was gone when the GCS restarted");
+            }
+            _ = _store.DeleteAsync(GcsTables.ActorHosts, record.LeaseId);
+            try { await RayletLeaseClient.ReturnAsync(_channels, record.RayletAddress, record.LeaseId, disconnect: true).ConfigureAwait(false); }
+            catch (Exception) { /* its raylet is gone too */ }
+            return;
+        }
+        var host = new ActorHost(record.NodeId, record.RayletAddress, record.LeaseId, record.Address, connection);
+        lock (_gate)
+        {
+            _hosts.Add(host);
+            foreach (var entry in actors)
+            {
+                host.Actors.Add(entry.Info.ActorId);
+                entry.Host = host;
+            }
+        }
+        LogReattached(_logger, $"{actors.Count} lightweight actor(s)", record.Address.IpAddress, record.Address.Pid);
+        _ = MonitorHostAsync(host);
     }
 
     public async ValueTask DisposeAsync()
@@ -572,6 +705,9 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
 
     [LoggerMessage(EventId = 307, Level = LogLevel.Information, Message = "Job {JobId} finished; killing the {Count} actor(s) it owned")]
     private static partial void LogJobFinished(ILogger logger, string jobId, int count);
+
+    [LoggerMessage(EventId = 308, Level = LogLevel.Information, Message = "After the GCS restart, found {What} again on {Ip} (pid {Pid})")]
+    private static partial void LogReattached(ILogger logger, string what, string ip, int pid);
 
     [LoggerMessage(EventId = 306, Level = LogLevel.Information, Message = "({Name} pid={Pid}) {Text}")]
     private static partial void LogActorOutput(ILogger logger, string name, int pid, string text);

@@ -7,13 +7,7 @@ internal sealed class NodeInfoGcsServiceImpl(GcsNodeManager nodes, GcsServerOpti
     : NodeInfoGcsService.NodeInfoGcsServiceBase
 {
     public override Task<GetClusterInfoReply> GetClusterInfo(GetClusterInfoRequest request, ServerCallContext context) =>
-        Task.FromResult(new GetClusterInfoReply
-        {
-            ClusterId = identity.ClusterId,
-            SessionName = identity.SessionName,
-            Version = identity.Version,
-            StartTimeMs = identity.StartTimeMs,
-        });
+        Task.FromResult(identity.ToReply());
 
     public override async Task<RegisterNodeReply> RegisterNode(RegisterNodeRequest request, ServerCallContext context)
     {

@@ -30,5 +30,9 @@ internal static class GcsTables
     public const string Jobs = "JOB";
     public const string Counters = "COUNTER";
     public const string Actors = "ACTOR";
+    /// <summary>Registration of each live actor (its factory and options), to place it again after a GCS restart.</summary>
+    public const string ActorSpecs = "ACTOR_SPEC";
+    public const string ActorHosts = "ACTOR_HOST";
+    public const string Cluster = "CLUSTER";
     public static string Kv(string ns) => "KV:" + ns;
 }

@@ -1,17 +1,66 @@
 using Grpc.Core;
+using Grpc.Core.Interceptors;
 using RaySharp.Rpc.Protocol;
 
 namespace RaySharp.Rpc.Clients;
 
-/// <summary>The GCS as every client process (CLI, driver, worker) uses it.</summary>
-internal sealed class GcsClient(RpcChannelPool channels, string address)
+/// <summary>
+/// The GCS as every client process (CLI, driver, worker) uses it. With <paramref name="rideThrough"/>, calls made
+/// while the GCS is unreachable (a head restarting on Redis) are retried until it answers again, for at most that
+/// long and never past the call's own deadline; without it (the CLI) they fail at once.
+/// </summary>
+internal sealed class GcsClient(RpcChannelPool channels, string address, TimeSpan? rideThrough = null)
 {
+    private readonly Interceptor? _retry = rideThrough is { } window ? new RetryWhileUnavailable(window) : null;
+
     public string Address { get; } = address;
 
-    public NodeInfoGcsService.NodeInfoGcsServiceClient Nodes => new(channels.Get(Address));
-    public JobInfoGcsService.JobInfoGcsServiceClient Jobs => new(channels.Get(Address));
-    public InternalKvGcsService.InternalKvGcsServiceClient Kv => new(channels.Get(Address));
-    public ActorInfoGcsService.ActorInfoGcsServiceClient Actors => new(channels.Get(Address));
+    private CallInvoker Invoker => _retry is null ? channels.Get(Address) : channels.Get(Address).Intercept(_retry);
+
+    public NodeInfoGcsService.NodeInfoGcsServiceClient Nodes => new(Invoker);
+    public JobInfoGcsService.JobInfoGcsServiceClient Jobs => new(Invoker);
+    public InternalKvGcsService.InternalKvGcsServiceClient Kv => new(Invoker);
+    public ActorInfoGcsService.ActorInfoGcsServiceClient Actors => new(Invoker);
+
+    /// <summary>How long drivers and workers ride through a GCS outage: <c>RAYSHARP_gcs_rpc_server_reconnect_timeout_s</c>, else 60 s.</summary>
+    public static TimeSpan ReconnectTimeoutFromEnvironment() =>
+        double.TryParse(Environment.GetEnvironmentVariable("RAYSHARP_gcs_rpc_server_reconnect_timeout_s"), System.Globalization.NumberStyles.Float,
+            System.Globalization.CultureInfo.InvariantCulture, out var s) && s > 0
+            ? TimeSpan.FromSeconds(s)
+            : TimeSpan.FromSeconds(60);
+
+    /// <summary>Retries unary calls that found no GCS listening, with a capped backoff, within the window.</summary>
+    private sealed class RetryWhileUnavailable(TimeSpan window) : Interceptor
+    {
+        public override AsyncUnaryCall<TResponse> AsyncUnaryCall<TRequest, TResponse>(TRequest request,
+            ClientInterceptorContext<TRequest, TResponse> context, AsyncUnaryCallContinuation<TRequest, TResponse> continuation)
+        {
+            var response = CallAsync(request, context, continuation);
+            return new AsyncUnaryCall<TResponse>(response, Task.FromResult(new Metadata()), () => Status.DefaultSuccess, () => [], () => { });
+        }
+
+        private async Task<TResponse> CallAsync<TRequest, TResponse>(TRequest request, ClientInterceptorContext<TRequest, TResponse> context,
+            AsyncUnaryCallContinuation<TRequest, TResponse> continuation)
+            where TRequest : class where TResponse : class
+        {
+            var giveUp = DateTime.UtcNow + window;
+            if (context.Options.Deadline is { } deadline && deadline < giveUp) giveUp = deadline;
+            var pause = TimeSpan.FromMilliseconds(100);
+            while (true)
+            {
+                try
+                {
+                    using var call = continuation(request, context);
+                    return await call.ResponseAsync.ConfigureAwait(false);
+                }
+                catch (RpcException e) when (e.StatusCode == StatusCode.Unavailable && DateTime.UtcNow + pause < giveUp)
+                {
+                    await Task.Delay(pause, context.Options.CancellationToken).ConfigureAwait(false);
+                    pause = TimeSpan.FromMilliseconds(Math.Min(pause.TotalMilliseconds * 2, 1000));
+                }
+            }
+        }
+    }
 
     /// <summary>
     /// Asks the GCS who it is, retrying while the connection is refused or unanswered (a head that is still starting)

@@ -1,0 +1,67 @@
+using RaySharp;
+
+/// <summary>
+/// Fault-tolerance scenarios of the test driver. They coordinate with the test through files in
+/// <c>TESTDRIVER_SIGNAL_DIR</c>: the driver writes one when it reaches the point where the test injects the fault,
+/// and waits for the test's file saying the fault is over.
+/// </summary>
+internal static class FaultToleranceScenarios
+{
+    public static int? Run(string scenario, string[] args)
+    {
+        switch (scenario)
+        {
+            case "gcs-restart":
+                GcsRestart();
+                return 0;
+            default:
+                return null;
+        }
+    }
+
+    private static string SignalDir => Environment.GetEnvironmentVariable("TESTDRIVER_SIGNAL_DIR")
+        ?? throw new InvalidOperationException("TESTDRIVER_SIGNAL_DIR is not set");
+
+    private static void Signal(string name) => File.WriteAllText(Path.Combine(SignalDir, name), "");
+
+    private static void WaitFor(string name)
+    {
+        var deadline = DateTime.UtcNow.AddMinutes(2);
+        while (!File.Exists(Path.Combine(SignalDir, name)))
+        {
+            if (DateTime.UtcNow > deadline) throw new TimeoutException($"the test never wrote {name}");
+            Thread.Sleep(50);
+        }
+    }
+
+    /// <summary>
+    /// A detached actor and 200 tasks exist when the test kills the GCS; after its restart the tasks' results all
+    /// arrive, the actor answers with its state, and new tasks and actors work.
+    /// </summary>
+    private static void GcsRestart()
+    {
+        var survivor = Ray.Actor(() => new Counter(0), new ActorOptions { Name = "survivor", Lifetime = ActorLifetime.Detached }).Remote();
+        Console.WriteLine("actor-before " + Ray.Get(survivor.Increment(1)));
+        var tasks = Enumerable.Range(0, 200).Select(i => Ray.Task(SlowSquare).Remote(i)).ToList();
+        Signal("submitted");
+        // While the GCS is down: calls to a live actor go straight to its worker.
+        Console.WriteLine("actor-during " + Ray.Get(survivor.Increment(1)));
+        WaitFor("restarted");
+        var results = Ray.Get(tasks);
+        var wrong = Enumerable.Range(0, 200).Count(i => results[i] != i * i);
+        Console.WriteLine($"tasks {results.Length} wrong {wrong}");
+        Console.WriteLine("actor-after " + Ray.Get(survivor.Increment(1)));
+        var lookedUp = Ray.GetActor<Counter>("survivor");
+        Console.WriteLine("actor-lookup " + Ray.Get(lookedUp.Increment(1)));
+        Console.WriteLine("new-tasks " + Ray.Get(Enumerable.Range(0, 20).Select(i => Ray.Task(SlowSquare).Remote(i))).Sum());
+        var fresh = Ray.Actor(() => new Counter(5)).Remote();
+        Console.WriteLine("new-actor " + Ray.Get(fresh.Increment(1)));
+        Console.WriteLine("nodes " + Ray.Nodes().Count(n => n.Alive));
+    }
+
+    private static int SlowSquare(int i)
+    {
+        Thread.Sleep(100);
+        return i * i;
+    }
+}

@@ -1,0 +1,80 @@
+using System.Text.Json;
+using RaySharp.Common;
+using RaySharp.Tests.Infrastructure;
+
+namespace RaySharp.Tests;
+
+/// <summary>The GCS keeps its tables in a real Redis, on a host of its own, and can be killed and started again.</summary>
+public sealed class ControlStoreTests : IDisposable
+{
+    private readonly TestNetwork _net = TestNetwork.Create(3);
+
+    public void Dispose() => _net.Dispose();
+
+    [Fact]
+    public async Task AGcsKilledWithSigkillAndStartedAgainOnRedisLosesNothing()
+    {
+        var (head, worker, redisHost) = (_net[0], _net[1], _net[2]);
+        using var redis = await RedisServer.StartAsync(redisHost);
+        var started = await Cli.RunAsync(head, "start", "--head", "--num-cpus=2", $"--redis-address={redis.Address}");
+        Assert.True(started.ExitCode == 0, started.ToString());
+        Assert.Equal(0, (await Cli.RunAsync(worker, "start", $"--address={head.Ip}:6379", "--num-cpus=2")).ExitCode);
+        var before = (await ClusterAssertions.StatusAsync(head)).Where(n => n.State == "ALIVE").Select(n => n.NodeId).Order().ToList();
+        Assert.Equal(2, before.Count);
+
+        var signals = Directory.CreateTempSubdirectory("raysharp-signals-").FullName;
+        head.Environment["TESTDRIVER_SIGNAL_DIR"] = signals;
+        head.Environment["TESTDRIVER_NAMESPACE"] = "control-store";
+        var driver = ClusterAssertions.RunDriverAsync(head, "gcs-restart", "auto");
+        await ClusterAssertions.EventuallyAsync(() => Task.FromResult(File.Exists(Path.Combine(signals, "submitted")) || driver.IsCompleted),
+            TimeSpan.FromSeconds(60), "the driver submitting its tasks");
+        Assert.False(driver.IsCompleted, driver.IsCompleted ? (await driver).ToString() : "");
+
+        // kill -9 the GCS while its actor lives and its tasks run.
+        var session = ClusterAssertions.Sessions(head).Single();
+        var gcsPid = session.ReadPorts(Components.GcsServer)!.Pid;
+        Posix.Kill(gcsPid, Posix.SIGKILL);
+        ClusterAssertions.Eventually(() => !Posix.IsAlive(gcsPid), TimeSpan.FromSeconds(5), "the GCS to die");
+        var down = await Cli.RunAsync(head, "status");
+        Assert.NotEqual(0, down.ExitCode);
+
+        // Started again by the same command on the head: it finds its state in Redis.
+        var restarted = await Cli.RunAsync(head, "start", "--head", $"--redis-address={redis.Address}");
+        Assert.True(restarted.ExitCode == 0, restarted.ToString());
+        Assert.Contains("restarted it on", restarted.Stdout);
+        File.WriteAllText(Path.Combine(signals, "restarted"), "");
+
+        var run = await driver;
+        Assert.Contains("actor-before 1\n", run.Stdout);
+        Assert.Contains("actor-during 2\n", run.Stdout);
+        Assert.Contains("tasks 200 wrong 0\n", run.Stdout);
+        Assert.Contains("actor-after 3\n", run.Stdout);
+        Assert.Contains("actor-lookup 4\n", run.Stdout);
+        Assert.Contains("new-tasks 2470\n", run.Stdout);
+        Assert.Contains("new-actor 6\n", run.Stdout);
+        Assert.Contains("nodes 2\n", run.Stdout);
+
+        // The same nodes, none dead; the detached actor alive, no restart of it needed.
+        var after = await ClusterAssertions.StatusAsync(head);
+        Assert.Equal(before, after.Where(n => n.State == "ALIVE").Select(n => n.NodeId).Order().ToList());
+        Assert.DoesNotContain(after, n => n.State == "DEAD");
+        var listed = await Cli.RunAsync(head, "list", "actors", "--format", "json");
+        var survivor = JsonDocument.Parse(listed.Stdout).RootElement.EnumerateArray().Single(a => a.GetProperty("name").GetString() == "survivor");
+        Assert.Equal("ALIVE", survivor.GetProperty("state").GetString());
+        Assert.Equal(0, survivor.GetProperty("num_restarts").GetInt32());
+        // The driver registered again with the new GCS, which therefore keeps its job running.
+        var gcsLog = File.ReadAllText(session.LogFile(Components.GcsServer));
+        Assert.Contains("GCS restarted on the stored state of cluster", gcsLog);
+        Assert.Matches(@"The driver of job \w+ reconnected", gcsLog);
+        Assert.Contains("found actor", gcsLog);
+        var statusText = await Cli.RunAsync(head, "status");
+        Assert.Contains($"redis {redis.Address}", statusText.Stdout);
+
+        Assert.NotEmpty((await redis.CliAsync("--scan", "--pattern", $"raysharp:{session.Name}:*")).Trim());
+        await ClusterAssertions.StopAndAssertCleanAsync(worker);
+        await ClusterAssertions.StopAndAssertCleanAsync(head);
+        // Stopped on purpose, the cluster takes its state out of Redis.
+        Assert.Empty((await redis.CliAsync("--scan", "--pattern", $"raysharp:{session.Name}:*")).Trim());
+        Directory.Delete(signals, recursive: true);
+    }
+}
