@@ -14,6 +14,9 @@ internal static class FaultToleranceScenarios
             case "gcs-restart":
                 GcsRestart();
                 return 0;
+            case "chaos":
+                Chaos();
+                return 0;
             default:
                 return null;
         }
@@ -59,9 +62,62 @@ internal static class FaultToleranceScenarios
         Console.WriteLine("nodes " + Ray.Nodes().Count(n => n.Alive));
     }
 
+    /// <summary>
+    /// 2,000 tasks that may be retried forever, and numbered messages to an actor that may restart forever, while the
+    /// test kills and restarts worker nodes. Prints what came back wrong (nothing, when all is well).
+    /// </summary>
+    private static void Chaos()
+    {
+        var retryForever = new TaskOptions { MaxRetries = -1, Strategy = SchedulingStrategy.Spread };
+        var tasks = Enumerable.Range(0, 2000).Select(i => Ray.Task(Compute, retryForever).Remote(i)).ToList();
+        var echo = Ray.Actor(() => new Echo(), new ActorOptions
+        {
+            MaxRestarts = -1,
+            MaxTaskRetries = -1,
+            Resources = new Dictionary<string, double> { ["worker"] = 1 },
+        }).Remote();
+        Signal("submitted");
+        var messages = new List<ObjectRef<int>>();
+        var n = 0;
+        // Messages go on for as long as tasks run (at least 200 of them), so both see the nodes die.
+        while (true)
+        {
+            var done = Ray.Wait(tasks, tasks.Count, TimeSpan.Zero).Ready.Count;
+            if (done == tasks.Count && n >= 200) break;
+            messages.Add(echo.Receive(n++));
+            Thread.Sleep(25);
+            if (n % 200 == 0) Console.WriteLine($"progress messages {n} tasks-done {done}");
+        }
+        var results = Ray.Get(tasks);
+        Console.WriteLine($"tasks {results.Length} wrong {Enumerable.Range(0, results.Length).Count(i => results[i] != Expected(i))}");
+        var echoed = Ray.Get(messages);
+        Console.WriteLine($"messages {echoed.Length} wrong {Enumerable.Range(0, echoed.Length).Count(i => echoed[i] != i)}");
+        Console.WriteLine("actor-restarts " + Ray.ListActors().Single(a => a.ActorId == echo.ActorId).NumRestarts);
+    }
+
+    private static int Expected(int i) => (i * 7919) % 10007;
+
+    private static int Compute(int i)
+    {
+        Thread.Sleep(150);
+        return Expected(i);
+    }
+
     private static int SlowSquare(int i)
     {
         Thread.Sleep(100);
         return i * i;
+    }
+}
+
+/// <summary>An actor that answers each numbered message with its number, proving it arrived.</summary>
+public sealed class Echo
+{
+    public int Received { get; private set; }
+
+    public int Receive(int n)
+    {
+        Received++;
+        return n;
     }
 }

@@ -232,14 +232,53 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
 
     private static bool RestartsLeft(ActorInfo info) => info.MaxRestarts == -1 || info.NumRestarts < info.MaxRestarts;
 
+    /// <summary>Longest pause between placement attempts that failed because a node went away under them.</summary>
+    private static readonly TimeSpan s_maxPlacementBackoff = TimeSpan.FromSeconds(2);
+
     private async Task PlaceAsync(ActorEntry entry, int incarnation)
     {
-        try
+        var pause = TimeSpan.FromMilliseconds(100);
+        while (true)
         {
-            if (entry.Spec.Info.Lightweight) await PlaceLightweightAsync(entry, incarnation).ConfigureAwait(false);
-            else await PlaceDedicatedAsync(entry, incarnation).ConfigureAwait(false);
+            try
+            {
+                if (entry.Spec.Info.Lightweight) await PlaceLightweightAsync(entry, incarnation).ConfigureAwait(false);
+                else await PlaceDedicatedAsync(entry, incarnation).ConfigureAwait(false);
+                return;
+            }
+            catch (Exception e) when (!_disposed.IsCancellationRequested && IsTransient(e))
+            {
+                // The node it was being placed on died (or none is up yet): nodes come and go, so try again, as Ray
+                // keeps such an actor pending rather than dead.
+                lock (_gate) if (entry.Incarnation != incarnation || entry.Info.State == ActorState.ActorDead) return;
+                LogPlacementRetry(_logger, entry.Info.ActorId, e.Message);
+                try { await Task.Delay(pause, _time, _disposed.Token).ConfigureAwait(false); }
+                catch (OperationCanceledException) { return; }
+                pause = TimeSpan.FromMilliseconds(Math.Min(pause.TotalMilliseconds * 2, s_maxPlacementBackoff.TotalMilliseconds));
+            }
+            catch (Exception e)
+            {
+                PlacementFailed(entry, incarnation, e);
+                return;
+            }
         }
-        catch (Exception e) when (!_disposed.IsCancellationRequested)
+    }
+
+    /// <summary>A failure that says a node or process went away, not that the actor can never be placed.</summary>
+    private static bool IsTransient(Exception e) => e switch
+    {
+        RpcException r => r.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded or StatusCode.Aborted or StatusCode.Cancelled,
+        IOException or System.Net.Sockets.SocketException or RemoteCallException or TimeoutException => true,
+        NodeUnavailableException => true,
+        _ => false,
+    };
+
+    /// <summary>No node, or not the chosen one, is alive at this moment (nodes may be restarting).</summary>
+    private sealed class NodeUnavailableException(string message) : Exception(message);
+
+    private void PlacementFailed(ActorEntry entry, int incarnation, Exception e)
+    {
+        if (_disposed.IsCancellationRequested) return; // shutting down
         {
             var reason = e is RpcException r ? $"{r.StatusCode}: {r.Status.Detail}" : e.Message;
             lock (_gate)
@@ -248,7 +287,6 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
                     MarkDead(entry, $"it could not be placed: {reason}");
             }
         }
-        catch (Exception) { /* shutting down */ }
     }
 
     private RequestWorkerLeaseRequest LeaseRequest(ActorEntry entry)
@@ -267,7 +305,7 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
     private string StartRaylet(ActorEntry entry)
     {
         var alive = _nodes.GetAll(aliveOnly: true);
-        if (alive.Count == 0) throw new InvalidOperationException("no node of the cluster is alive");
+        if (alive.Count == 0) throw new NodeUnavailableException("no node of the cluster is alive");
         var owner = entry.Spec.OwnerRayletAddress;
         if (owner.Length > 0 && alive.Any(n => NodeAddress.Format(n.NodeIpAddress, n.NodeManagerPort) == owner)) return owner;
         var head = alive.FirstOrDefault(n => n.IsHeadNode) ?? alive[0];
@@ -423,7 +461,7 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
     private string LightweightNode(ActorEntry entry)
     {
         var alive = _nodes.GetAll(aliveOnly: true);
-        if (alive.Count == 0) throw new InvalidOperationException("no node of the cluster is alive");
+        if (alive.Count == 0) throw new NodeUnavailableException("no node of the cluster is alive");
         var strategy = entry.Spec.Strategy ?? new SchedulingStrategy();
         switch (strategy.Kind)
         {
@@ -500,7 +538,7 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
 
     private async Task<ActorHost> StartHostAsync(string nodeId)
     {
-        var node = _nodes.Get(nodeId) ?? throw new InvalidOperationException($"node {nodeId} is gone");
+        var node = _nodes.Get(nodeId) ?? throw new NodeUnavailableException($"node {nodeId} is gone");
         var raylet = NodeAddress.Format(node.NodeIpAddress, node.NodeManagerPort);
         // A host holds nothing itself: each lightweight actor asks for no CPU or GPU.
         var (lease, _) = await RayletLeaseClient.RequestAsync(_channels, raylet,
@@ -708,6 +746,9 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
 
     [LoggerMessage(EventId = 308, Level = LogLevel.Information, Message = "After the GCS restart, found {What} again on {Ip} (pid {Pid})")]
     private static partial void LogReattached(ILogger logger, string what, string ip, int pid);
+
+    [LoggerMessage(EventId = 309, Level = LogLevel.Warning, Message = "Placing actor {ActorId} failed ({Reason}); trying again")]
+    private static partial void LogPlacementRetry(ILogger logger, string actorId, string reason);
 
     [LoggerMessage(EventId = 306, Level = LogLevel.Information, Message = "({Name} pid={Pid}) {Text}")]
     private static partial void LogActorOutput(ILogger logger, string name, int pid, string text);
