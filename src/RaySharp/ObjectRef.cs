@@ -69,9 +69,13 @@ public sealed class ObjectRef<T>
         {
             reply = await pending.ConfigureAwait(false);
         }
-        catch (WorkerCrashedException e)
+        catch (WorkerLostCoreException e) when (e.NodeDied)
         {
-            throw new RayException("The task's worker died before it answered: " + e.Message, e);
+            throw new NodeDiedException("The task's node died before it answered: " + e.Message, e, e.Attempts);
+        }
+        catch (WorkerLostCoreException e)
+        {
+            throw new WorkerCrashedException("The task's worker process died before it answered: " + e.Message, e, e.Attempts);
         }
         catch (InvalidOperationException e)
         {
@@ -176,6 +180,30 @@ public sealed class RayTaskException : RayException
 /// copies and spilling to disk. The message names the sizes.
 /// </summary>
 public sealed class ObjectStoreFullException(string message) : RayException(message);
+
+/// <summary>
+/// A task's worker process died (or was disconnected) under it on every attempt its <see cref="TaskOptions.MaxRetries"/>
+/// allowed. The message says how many attempts ran and where.
+/// </summary>
+public sealed class WorkerCrashedException : RayException
+{
+    internal WorkerCrashedException(string message, Exception inner, int attempts) : base(message, inner) => Attempts = attempts;
+
+    /// <summary>How many times the task was started.</summary>
+    public int Attempts { get; }
+}
+
+/// <summary>
+/// The node running a task died under it on its last allowed attempt (its raylet no longer answers). The message
+/// says how many attempts ran and where.
+/// </summary>
+public sealed class NodeDiedException : RayException
+{
+    internal NodeDiedException(string message, Exception inner, int attempts) : base(message, inner) => Attempts = attempts;
+
+    /// <summary>How many times the task was started.</summary>
+    public int Attempts { get; }
+}
 
 /// <summary>A stored value could not be read: every copy is gone (freed, or its node died), or it could not be transferred.</summary>
 public sealed class ObjectLostException(string message, Exception inner) : RayException(message, inner);

@@ -24,6 +24,34 @@ public sealed record TaskOptions
     /// <summary>Times a task is re-run when its worker or node dies under it (not when it throws); -1: no limit. Default 3.</summary>
     public int MaxRetries { get; init; } = 3;
 
+    /// <summary>
+    /// Whether an exception thrown by the task is retried too (within <see cref="MaxRetries"/>), as Ray's
+    /// <c>retry_exceptions=True</c>. Default false: the exception goes to the caller at once.
+    /// </summary>
+    public bool RetryExceptions { get; init; }
+
+    /// <summary>
+    /// Retry only exceptions of these types (or types derived from them), as Ray's <c>retry_exceptions=[...]</c>.
+    /// Setting it implies <see cref="RetryExceptions"/>. Default none.
+    /// </summary>
+    public IReadOnlyList<Type>? RetryExceptionTypes { get; init; }
+
+    /// <summary>The test that decides whether a task's exception is retried; null when none is.</summary>
+    internal Func<TaskError, bool>? RetryPredicate()
+    {
+        if (RetryExceptionTypes is { } types)
+        {
+            foreach (var t in types)
+            {
+                if (!typeof(Exception).IsAssignableFrom(t))
+                    throw new ArgumentException($"TaskOptions.RetryExceptionTypes lists {t.FullName}, which is not an exception type; list exception types only");
+            }
+            var names = types.Select(t => t.FullName ?? t.Name).ToHashSet(StringComparer.Ordinal);
+            return error => error.ExceptionTypes.Any(names.Contains);
+        }
+        return RetryExceptions ? static _ => true : null;
+    }
+
     /// <summary>Where tasks go. Default <see cref="SchedulingStrategy.Default"/> (pack the local node while lightly used, then spread).</summary>
     public SchedulingStrategy Strategy { get; init; } = SchedulingStrategy.Default;
 
@@ -94,13 +122,13 @@ public abstract class RemoteFunctionBase
     }
 
     /// <summary>The resource shape, strategy and queue key of these options: the same for every call, so built once.</summary>
-    private sealed record Placement(Dictionary<string, double> Shape, Rpc.Protocol.SchedulingStrategy Strategy, string QueueKey)
+    private sealed record Placement(Dictionary<string, double> Shape, Rpc.Protocol.SchedulingStrategy Strategy, string QueueKey, Func<TaskError, bool>? RetryOn)
     {
         public static Placement Of(TaskOptions options)
         {
             var shape = options.Shape();
             var strategy = options.Strategy.ToProto();
-            return new Placement(shape, strategy, CoreWorker.Submission.TaskSubmitter.QueueKey(shape, strategy));
+            return new Placement(shape, strategy, CoreWorker.Submission.TaskSubmitter.QueueKey(shape, strategy), options.RetryPredicate());
         }
     }
 
@@ -109,14 +137,14 @@ public abstract class RemoteFunctionBase
     private static Task<PushTaskReply> SubmitNow(CoreWorker.Submission.TaskSubmitter submitter, PushTaskRequest request, Placement placement, int maxRetries, Task<ByteString>[] args)
     {
         foreach (var a in args) request.Args.Add(a.Result);
-        return submitter.SubmitAsync(request, placement.Shape, placement.Strategy, maxRetries, placement.QueueKey);
+        return submitter.SubmitAsync(request, placement.Shape, placement.Strategy, maxRetries, placement.QueueKey, placement.RetryOn);
     }
 
     /// <summary>A task with references among its arguments is scheduled once they are all ready; a failed one fails it too.</summary>
     private static async Task<PushTaskReply> SubmitWhenReadyAsync(CoreWorker.Submission.TaskSubmitter submitter, PushTaskRequest request, Placement placement, int maxRetries, Task<ByteString>[] args)
     {
         foreach (var a in args) request.Args.Add(await a.ConfigureAwait(false));
-        return await submitter.SubmitAsync(request, placement.Shape, placement.Strategy, maxRetries, placement.QueueKey).ConfigureAwait(false);
+        return await submitter.SubmitAsync(request, placement.Shape, placement.Strategy, maxRetries, placement.QueueKey, placement.RetryOn).ConfigureAwait(false);
     }
 }
 

@@ -161,10 +161,32 @@ switch (scenario)
         {
             Ray.Get(Ray.Task(CrashAlways, new TaskOptions { MaxRetries = 1 }).Remote());
         }
-        catch (RayException e)
+        catch (WorkerCrashedException e)
         {
-            Console.WriteLine("gave-up " + e.Message.Replace('\n', ' '));
+            Console.WriteLine($"gave-up {e.GetType().Name} attempts={e.Attempts} " + e.Message.Replace('\n', ' '));
         }
+        // Exceptions are retried only when asked, and only those asked for.
+        string Flaky(TaskOptions options, int failures)
+        {
+            var counter = Path.Combine(Path.GetTempPath(), "raysharp-flaky-" + Guid.NewGuid().ToString("N"));
+            try
+            {
+                return "ok " + Ray.Get(Ray.Task(ThrowIOExceptionTimes, options).Remote(counter, failures)) + $" attempts={File.ReadAllLines(counter).Length}";
+            }
+            catch (RayTaskException e)
+            {
+                return $"failed {e.RemoteExceptionType} attempts={File.ReadAllLines(counter).Length}";
+            }
+            finally
+            {
+                File.Delete(counter);
+            }
+        }
+        Console.WriteLine("retry-exceptions " + Flaky(new TaskOptions { RetryExceptions = true }, 2));
+        Console.WriteLine("no-retry-exceptions " + Flaky(new TaskOptions(), 2));
+        Console.WriteLine("retry-listed " + Flaky(new TaskOptions { RetryExceptionTypes = [typeof(SystemException)] }, 1));
+        Console.WriteLine("retry-unlisted " + Flaky(new TaskOptions { RetryExceptionTypes = [typeof(TimeoutException)] }, 1));
+        Console.WriteLine("retry-budget " + Flaky(new TaskOptions { RetryExceptions = true, MaxRetries = 1 }, 5));
         var impossible = Ray.Task(NodeIp, new TaskOptions { Resources = new Dictionary<string, double> { ["unobtainium"] = 1 } }).Remote();
         var (done, waiting) = Ray.Wait([impossible], numReturns: 1, timeout: TimeSpan.FromSeconds(6));
         Console.WriteLine($"infeasible ready={done.Count} waiting={waiting.Count}");
@@ -230,6 +252,12 @@ static int Chatty(int lines)
     for (var i = 0; i < lines; i++) Console.WriteLine($"hello {i} from a task");
     Console.Error.WriteLine("a warning from a task");
     return lines;
+}
+static int ThrowIOExceptionTimes(string counter, int failures)
+{
+    File.AppendAllText(counter, "attempt\n");
+    if (File.ReadAllLines(counter).Length <= failures) throw new IOException("flaky on purpose");
+    return 42;
 }
 static int CrashAlways()
 {

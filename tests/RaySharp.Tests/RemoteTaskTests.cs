@@ -55,13 +55,18 @@ public sealed class RemoteTaskTests : IDisposable
     }
 
     [Fact]
-    public async Task WorkerDeathsAreRetriedAndInfeasibleTasksAreReportedAndWait()
+    public async Task WorkerDeathsAreRetriedExceptionsOnlyWhenAskedAndInfeasibleTasksAreReportedAndWait()
     {
         var run = await Cli.RunProgramAsync(_net[0], Driver, "failures");
         Assert.True(run.ExitCode == 0, run.ToString());
         Assert.Contains("retried after a crash", run.Stdout);
-        Assert.Contains("gave-up The task's worker died before it answered", run.Stdout);
-        Assert.Contains("2 attempt(s) ran and no retries are left", run.Stdout);
+        Assert.Contains("gave-up WorkerCrashedException attempts=2 The task's worker process died before it answered", run.Stdout);
+        Assert.Matches(@"lost its worker process on each of its 2 attempt\(s\) \(pid \d+ on [\d.]+, pid \d+ on [\d.]+; last: .*\) and no retries are left", run.Stdout);
+        Assert.Contains("retry-exceptions ok 42 attempts=3\n", run.Stdout);
+        Assert.Contains("no-retry-exceptions failed System.IO.IOException attempts=1\n", run.Stdout);
+        Assert.Contains("retry-listed ok 42 attempts=2\n", run.Stdout);
+        Assert.Contains("retry-unlisted failed System.IO.IOException attempts=1\n", run.Stdout);
+        Assert.Contains("retry-budget failed System.IO.IOException attempts=2\n", run.Stdout);
         Assert.Contains("infeasible ready=0 waiting=1", run.Stdout);
         Assert.Contains("Warning: tasks need {CPU: 1, unobtainium: 1}, which no node of the cluster has", run.Stderr);
         ClusterAssertions.Eventually(() => _net[0].Pids().Count == 0, TimeSpan.FromSeconds(15), "the embedded cluster stopping after its driver exited");

@@ -60,7 +60,7 @@ internal static class TaskResults
     public static PushTaskReply Failure(Exception e, CoreWorkerOptions options)
     {
         var error = e is TargetInvocationException { InnerException: { } inner } ? inner : e;
-        return new PushTaskReply
+        var reply = new PushTaskReply
         {
             Error = new TaskError
             {
@@ -72,5 +72,8 @@ internal static class TaskResults
                 Pid = Environment.ProcessId,
             },
         };
+        for (var type = error.GetType(); type is not null && type != typeof(object); type = type.BaseType)
+            reply.Error.ExceptionTypes.Add(type.FullName ?? type.Name);
+        return reply;
     }
 }

@@ -9,8 +9,15 @@ using RaySharp.Rpc.Transport;
 
 namespace RaySharp.CoreWorker.Submission;
 
-/// <summary>A task died with its worker (the connection broke before the reply).</summary>
-internal sealed class WorkerCrashedException(string message, Exception inner) : Exception(message, inner);
+/// <summary>
+/// A task's worker went away under it (the connection broke before the reply) on every attempt it was allowed;
+/// <see cref="NodeDied"/> when the last worker's raylet was gone too.
+/// </summary>
+internal sealed class WorkerLostCoreException(string message, Exception inner, bool nodeDied, int attempts) : Exception(message, inner)
+{
+    public bool NodeDied { get; } = nodeDied;
+    public int Attempts { get; } = attempts;
+}
 
 /// <summary>
 /// The owner's side of the hot path: per resource shape, a queue of tasks and a set of leased workers. Leases come
@@ -92,12 +99,15 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
     }
 
     /// <summary>A task waiting for (or running on) a worker; <see cref="RetriesLeft"/> counts re-runs after worker deaths.</summary>
-    private sealed class PendingTask(PushTaskRequest request, TaskCompletionSource<PushTaskReply> reply, int retriesLeft)
+    private sealed class PendingTask(PushTaskRequest request, TaskCompletionSource<PushTaskReply> reply, int retriesLeft, Func<TaskError, bool>? retryOn)
     {
         public PushTaskRequest Request { get; } = request;
         public TaskCompletionSource<PushTaskReply> Reply { get; } = reply;
         public int RetriesLeft { get; set; } = retriesLeft;
+        public Func<TaskError, bool>? RetryOn { get; } = retryOn;
         public int Attempts { get; set; }
+        /// <summary>Where each attempt ran ("pid N on ip"), for the error that ends the task.</summary>
+        public List<string> Places { get; } = [];
     }
 
     private sealed class LeasedWorker(string leaseId, string rayletAddress, WorkerAddress address, FramedConnection connection, IReadOnlyList<int>? gpuIds = null)
@@ -115,10 +125,12 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
     public static string QueueKey(IReadOnlyDictionary<string, double> resources, SchedulingStrategy strategy) =>
         $"{ResourceSet.Describe(resources)}|{(int)strategy.Kind}|{strategy.NodeId}|{strategy.Soft}";
 
-    /// <param name="maxRetries">Re-runs allowed when the task's worker dies (not when the task throws); -1: unlimited.</param>
+    /// <param name="maxRetries">Re-runs allowed when the task's worker dies (and when it throws, if <paramref name="retryOn"/> says so); -1: unlimited.</param>
+    /// <param name="retryOn">Which exceptions thrown by the task are retried (RetryExceptions); null: none.</param>
     /// <param name="queueKey">Identifies the (resources, strategy) queue; callers that submit the same shape repeatedly
     /// pass it precomputed (<see cref="QueueKey"/>) to keep it off the per-task path.</param>
-    public Task<PushTaskReply> SubmitAsync(PushTaskRequest request, Dictionary<string, double> resources, SchedulingStrategy? strategy = null, int maxRetries = 3, string? queueKey = null)
+    public Task<PushTaskReply> SubmitAsync(PushTaskRequest request, Dictionary<string, double> resources, SchedulingStrategy? strategy = null, int maxRetries = 3, string? queueKey = null,
+        Func<TaskError, bool>? retryOn = null)
     {
         strategy ??= new SchedulingStrategy();
         var key = queueKey ?? QueueKey(resources, strategy);
@@ -127,7 +139,7 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
         lock (_gate)
         {
             if (!_shapes.TryGetValue(key, out shape!)) _shapes[key] = shape = new ShapeQueue(resources, strategy);
-            shape.Pending.Enqueue(new PendingTask(request, reply, maxRetries));
+            shape.Pending.Enqueue(new PendingTask(request, reply, maxRetries, retryOn));
         }
         Pump(shape);
         NestedOutputRouter.Track(request.TaskId, reply.Task);
@@ -174,8 +186,20 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
         {
             task.Request.GpuIds.Clear();
             task.Request.GpuIds.Add(worker.GpuIds);
+            task.Places.Add($"pid {worker.Address.Pid} on {worker.Address.IpAddress}");
             var bytes = await worker.Connection.CallAsync(FramedMethods.PushTask, task.Request.ToByteArray()).ConfigureAwait(false);
-            task.Reply.TrySetResult(PushTaskReply.Parser.ParseFrom(bytes));
+            var reply = PushTaskReply.Parser.ParseFrom(bytes);
+            if (reply.Error is { } error && task.RetriesLeft != 0 && task.RetryOn?.Invoke(error) == true)
+            {
+                // An exception the caller asked to retry (RetryExceptions): run it again, within the same budget.
+                if (task.RetriesLeft > 0) task.RetriesLeft--;
+                LogExceptionRetry(_logger, task.Request.TaskId, error.ExceptionType, task.Attempts);
+                lock (_gate) shape.Pending.Enqueue(task);
+            }
+            else
+            {
+                task.Reply.TrySetResult(reply);
+            }
         }
         catch (Exception e) when (e is IOException or RemoteCallException)
         {
@@ -188,9 +212,11 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
             }
             else
             {
-                task.Reply.TrySetException(new WorkerCrashedException(
-                    $"the worker running task {task.Request.Name} ({task.Request.TaskId}) died or was disconnected " +
-                    $"(last: pid {worker.Address.Pid} on {worker.Address.IpAddress}, {e.Message}); {task.Attempts} attempt(s) ran and no retries are left", e));
+                var nodeDied = !await RayletAnswersAsync(worker.RayletAddress).ConfigureAwait(false);
+                task.Reply.TrySetException(new WorkerLostCoreException(
+                    $"task {task.Request.Name} ({task.Request.TaskId}) lost its {(nodeDied ? "node" : "worker process")} on each of its " +
+                    $"{task.Attempts} attempt(s) ({string.Join(", ", task.Places)}; last: {e.Message}) and no retries are left; " +
+                    "raise TaskOptions.MaxRetries (-1 for no limit) to keep retrying", e, nodeDied, task.Attempts));
             }
             bool first;
             lock (_gate) first = shape.Workers.Remove(worker);
@@ -320,6 +346,24 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
         await _disposed.CancelAsync().ConfigureAwait(false);
         await Task.WhenAll(idle.Select(w => ReturnAsync(w, disconnect: false))).ConfigureAwait(false);
     }
+
+    /// <summary>Whether the raylet that leased a lost worker still answers: if not, the node died, not just the worker.</summary>
+    private async Task<bool> RayletAnswersAsync(string rayletAddress)
+    {
+        try
+        {
+            await new NodeManagerService.NodeManagerServiceClient(_channels.Get(rayletAddress))
+                .HealthCheckAsync(new HealthCheckRequest(), deadline: DateTime.UtcNow.AddSeconds(2)).ConfigureAwait(false);
+            return true;
+        }
+        catch (RpcException)
+        {
+            return false;
+        }
+    }
+
+    [LoggerMessage(EventId = 702, Level = LogLevel.Warning, Message = "Task {TaskId} threw {ExceptionType} on attempt {Attempt}; retrying as RetryExceptions asks")]
+    private static partial void LogExceptionRetry(ILogger logger, string taskId, string exceptionType, int attempt);
 
     [LoggerMessage(EventId = 701, Level = LogLevel.Warning, Message = "Task {TaskId} lost its worker (pid {Pid} on {Ip}) after attempt {Attempt}; retrying")]
     private static partial void LogRetry(ILogger logger, string taskId, int pid, string ip, int attempt);
