@@ -38,13 +38,34 @@ public sealed class ObjectRef<T>
 
     private static async Task<T> DeserializeAsync(Task<ByteString> bytes)
     {
+        var value = CoreWorker.Objects.Lineage.Latest(await bytes.ConfigureAwait(false));
         try
         {
-            return await CoreWorker.Objects.LocalObjectStore.DeserializeAsync<T>(await bytes.ConfigureAwait(false)).ConfigureAwait(false);
+            return await CoreWorker.Objects.LocalObjectStore.DeserializeAsync<T>(value).ConfigureAwait(false);
         }
-        catch (IOException e)
+        catch (IOException lost)
         {
-            throw new ObjectLostException(e.Message, e);
+            // Every copy is gone: make it again from its lineage, when this process made it with a task.
+            var rebuilding = CoreWorker.Objects.Lineage.TryRebuildAsync(value)
+                ?? throw new ObjectLostException(lost.Message + ". It cannot be rebuilt: it was made by Ray.Put (or is owned by another process), " +
+                                                 "and only task results are made again from their lineage", lost);
+            ByteString rebuilt;
+            try
+            {
+                rebuilt = await rebuilding.ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is IOException or RayException or CoreWorker.Submission.WorkerLostCoreException or InvalidOperationException)
+            {
+                throw new ObjectLostException($"{lost.Message}; rebuilding it from its lineage failed: {e.Message}", e);
+            }
+            try
+            {
+                return await CoreWorker.Objects.LocalObjectStore.DeserializeAsync<T>(rebuilt).ConfigureAwait(false);
+            }
+            catch (IOException e)
+            {
+                throw new ObjectLostException(e.Message, e);
+            }
         }
     }
 
@@ -62,7 +83,8 @@ public sealed class ObjectRef<T>
     }
 
     /// <summary>The result bytes of a task's reply; a failed task becomes the exception its readers see.</summary>
-    internal static async Task<ByteString> FromReply(Task<PushTaskReply> pending)
+    /// <param name="request">With <paramref name="lineage"/>: the task, recorded with a stored result so it can be made again.</param>
+    internal static async Task<ByteString> FromReply(Task<PushTaskReply> pending, PushTaskRequest? request = null, CoreWorker.Objects.ILineageSource? lineage = null)
     {
         PushTaskReply reply;
         try
@@ -91,7 +113,9 @@ public sealed class ObjectRef<T>
         }
         if (reply.Error is { } error) throw new RayTaskException(error);
         // A result left in the worker's node store becomes this process's to free.
-        return CoreWorker.Objects.LocalObjectStore.TakeOwnership(reply.Result);
+        var result = CoreWorker.Objects.LocalObjectStore.TakeOwnership(reply.Result);
+        if (lineage is not null) CoreWorker.Objects.Lineage.Record(result, request!, lineage);
+        return result;
     }
 
     public override string ToString() => $"ObjectRef<{typeof(T).Name}>({Id})";

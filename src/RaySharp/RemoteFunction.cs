@@ -74,7 +74,7 @@ public sealed record TaskOptions
 }
 
 /// <summary>What every remote function shares: its descriptor, its options, and submission.</summary>
-public abstract class RemoteFunctionBase
+public abstract class RemoteFunctionBase : CoreWorker.Objects.ILineageSource
 {
     private protected RemoteFunctionBase(Delegate function, TaskOptions options)
     {
@@ -118,7 +118,16 @@ public abstract class RemoteFunctionBase
         var reply = args.All(a => a.IsCompletedSuccessfully)
             ? SubmitNow(submitter, request, placement, Options.MaxRetries, args)
             : SubmitWhenReadyAsync(submitter, request, placement, Options.MaxRetries, args);
-        return new ObjectRef<TResult>(request.TaskId, ObjectRef<TResult>.FromReply(reply));
+        return new ObjectRef<TResult>(request.TaskId, ObjectRef<TResult>.FromReply(reply, request, this));
+    }
+
+    int CoreWorker.Objects.ILineageSource.MaxRetries => Options.MaxRetries;
+
+    Task<PushTaskReply> CoreWorker.Objects.ILineageSource.ResubmitAsync(PushTaskRequest request)
+    {
+        var (_, submitter) = Ray.SubmitContext();
+        var placement = _placement ??= Placement.Of(Options);
+        return submitter.SubmitAsync(request, placement.Shape, placement.Strategy, Options.MaxRetries, placement.QueueKey, placement.RetryOn);
     }
 
     /// <summary>The resource shape, strategy and queue key of these options: the same for every call, so built once.</summary>
@@ -188,7 +197,13 @@ internal static class TaskArgs
     /// <summary>A serialized argument now, or the bytes of a referenced object once it is ready.</summary>
     public static Task<ByteString> Serialize<TArg>(Arg<TArg> arg, string name, string forWhat)
     {
-        if (arg.Reference is { } reference) return reference.Bytes;
+        if (arg.Reference is { } reference)
+        {
+            // A ref whose object was rebuilt since travels with its new location.
+            return reference.Bytes.IsCompletedSuccessfully && CoreWorker.Objects.LocalObjectStore.IsStored(reference.Bytes.Result)
+                ? Task.FromResult(CoreWorker.Objects.Lineage.Latest(reference.Bytes.Result))
+                : reference.Bytes;
+        }
         try
         {
             // A large value goes into the object store once and travels as a reference, freed when the task is done.

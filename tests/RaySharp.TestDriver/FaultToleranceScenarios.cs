@@ -17,6 +17,9 @@ internal static class FaultToleranceScenarios
             case "chaos":
                 Chaos();
                 return 0;
+            case "lineage":
+                LineageAfterNodeDeath(args[2]);
+                return 0;
             default:
                 return null;
         }
@@ -93,6 +96,54 @@ internal static class FaultToleranceScenarios
         var echoed = Ray.Get(messages);
         Console.WriteLine($"messages {echoed.Length} wrong {Enumerable.Range(0, echoed.Length).Count(i => echoed[i] != i)}");
         Console.WriteLine("actor-restarts " + Ray.ListActors().Single(a => a.ActorId == echo.ActorId).NumRestarts);
+    }
+
+    /// <summary>
+    /// A chain of three tasks whose large results all live on the victim node; once it is killed, reading the last
+    /// result makes all three again elsewhere. A task pinned to the victim with no retries fails with NodeDiedException.
+    /// </summary>
+    private static void LineageAfterNodeDeath(string victimIp)
+    {
+        var victim = Ray.Nodes().Single(n => n.Alive && n.NodeIpAddress == victimIp);
+        var there = new TaskOptions { Strategy = SchedulingStrategy.NodeAffinity(victim.NodeId, soft: true) };
+        var a = Ray.Task(Seed, there).Remote(300_000);
+        var b = Ray.Task(AddOne, there).Remote(a);
+        var c = Ray.Task(AddOne, there).Remote(b);
+        var doomed = Ray.Task(SleepThenNodeIp, new TaskOptions { Strategy = SchedulingStrategy.NodeAffinity(victim.NodeId), MaxRetries = 0 }).Remote(120_000);
+        var (ready, _) = Ray.Wait([c], 1, TimeSpan.FromSeconds(60));
+        Console.WriteLine("chain-ready " + ready.Count);
+        Thread.Sleep(500); // the doomed task is running by now
+        Signal("computed");
+        WaitFor("killed");
+        var values = Ray.Get(c);
+        Console.WriteLine($"chain length {values.Length} first {values[0]} last {values[^1]}");
+        try
+        {
+            Ray.Get(doomed);
+            Console.WriteLine("doomed no-exception");
+        }
+        catch (RayException e)
+        {
+            Console.WriteLine($"doomed {e.GetType().Name} attempts={(e as NodeDiedException)?.Attempts} {e.Message.Split('\n')[0]}");
+        }
+    }
+
+    private static int[] Seed(int n)
+    {
+        Console.WriteLine($"ran Seed on {Ray.NodeIpAddress}");
+        return Enumerable.Range(0, n).ToArray();
+    }
+
+    private static int[] AddOne(int[] values)
+    {
+        Console.WriteLine($"ran AddOne on {Ray.NodeIpAddress}");
+        return values.Select(v => v + 1).ToArray();
+    }
+
+    private static string SleepThenNodeIp(int ms)
+    {
+        Thread.Sleep(ms);
+        return Ray.NodeIpAddress;
     }
 
     private static int Expected(int i) => (i * 7919) % 10007;

@@ -14,14 +14,29 @@ internal static class RayletLeaseClient
         RpcChannelPool channels, string rayletAddress, Func<RequestWorkerLeaseRequest> newRequest, bool grantOrReject = false,
         Action<Task<RequestWorkerLeaseReply>>? onPending = null, CancellationToken cancellationToken = default)
     {
+        var (origin, originGrantOrReject) = (rayletAddress, grantOrReject);
+        var pause = TimeSpan.FromMilliseconds(100);
         while (true)
         {
             var request = newRequest();
             request.GrantOrReject = grantOrReject;
             var client = new NodeManagerService.NodeManagerServiceClient(channels.Get(rayletAddress));
-            var call = client.RequestWorkerLeaseAsync(request, cancellationToken: cancellationToken).ResponseAsync;
-            onPending?.Invoke(call);
-            var reply = await call.ConfigureAwait(false);
+            RequestWorkerLeaseReply reply;
+            try
+            {
+                var call = client.RequestWorkerLeaseAsync(request, cancellationToken: cancellationToken).ResponseAsync;
+                onPending?.Invoke(call);
+                reply = await call.ConfigureAwait(false);
+            }
+            catch (Grpc.Core.RpcException e) when (rayletAddress != origin && e.StatusCode is Grpc.Core.StatusCode.Unavailable or Grpc.Core.StatusCode.DeadlineExceeded)
+            {
+                // The node it was spilled to died before its death was known: ask the first raylet again, which
+                // picks another node once the GCS has marked that one dead.
+                await Task.Delay(pause, cancellationToken).ConfigureAwait(false);
+                pause = TimeSpan.FromMilliseconds(Math.Min(pause.TotalMilliseconds * 2, 2000));
+                (rayletAddress, grantOrReject) = (origin, originGrantOrReject);
+                continue;
+            }
             if (reply.WorkerAddress is not null) return (reply, rayletAddress);
             if (reply.Rejected) throw new InvalidOperationException(reply.FailureMessage);
             rayletAddress = NodeAddress.Format(reply.RetryAtIpAddress, reply.RetryAtPort);

@@ -1,0 +1,47 @@
+using System.Text.RegularExpressions;
+using RaySharp.Common;
+using RaySharp.Tests.Infrastructure;
+
+namespace RaySharp.Tests;
+
+/// <summary>Objects lost with their node are made again from their lineage; tasks that cannot be retried say the node died.</summary>
+public sealed class LineageTests : IDisposable
+{
+    private readonly TestNetwork _net = TestNetwork.Create(3);
+
+    public void Dispose() => _net.Dispose();
+
+    [Fact]
+    public async Task AChainOfThreeTasksIsRebuiltAfterTheNodeHoldingAllItsResultsDied()
+    {
+        var (head, victim, survivor) = (_net[0], _net[1], _net[2]);
+        Assert.Equal(0, (await Cli.RunAsync(head, "start", "--head", "--num-cpus=1")).ExitCode);
+        Assert.Equal(0, (await Cli.RunAsync(victim, "start", $"--address={head.Ip}:6379", "--num-cpus=2")).ExitCode);
+        Assert.Equal(0, (await Cli.RunAsync(survivor, "start", $"--address={head.Ip}:6379", "--num-cpus=1")).ExitCode);
+
+        var signals = Directory.CreateTempSubdirectory("raysharp-signals-").FullName;
+        head.Environment["TESTDRIVER_SIGNAL_DIR"] = signals;
+        var driver = ClusterAssertions.RunDriverAsync(head, "lineage", "auto", victim.Ip);
+        await ClusterAssertions.EventuallyAsync(() => Task.FromResult(File.Exists(Path.Combine(signals, "computed")) || driver.IsCompleted),
+            TimeSpan.FromSeconds(90), "the chain computed on the victim node");
+        Assert.False(driver.IsCompleted, driver.IsCompleted ? (await driver).ToString() : "");
+
+        var raylet = ClusterAssertions.Sessions(victim).Single().ReadPorts(Components.Raylet)!.Pid;
+        Posix.Kill(raylet, Posix.SIGKILL);
+        File.WriteAllText(Path.Combine(signals, "killed"), "");
+
+        var run = await driver;
+        Assert.Contains("chain-ready 1\n", run.Stdout);
+        Assert.Contains("chain length 300000 first 2 last 300001\n", run.Stdout);
+        // Each task ran once on the victim, then once more elsewhere to rebuild.
+        Assert.Single(Regex.Matches(run.Stdout, $@"ran Seed on {Regex.Escape(victim.Ip)}\n"));
+        Assert.Equal(2, Regex.Matches(run.Stdout, $@"ran AddOne on {Regex.Escape(victim.Ip)}\n").Count);
+        Assert.Equal(2, Regex.Matches(run.Stdout, @"ran Seed on ").Count);
+        Assert.Equal(4, Regex.Matches(run.Stdout, @"ran AddOne on ").Count);
+        Assert.Matches(@"doomed NodeDiedException attempts=1 The task's node died before it answered: task SleepThenNodeIp \(\w+\) lost its node", run.Stdout);
+
+        await ClusterAssertions.StopAndAssertCleanAsync(survivor);
+        await ClusterAssertions.StopAndAssertCleanAsync(head);
+        Directory.Delete(signals, recursive: true);
+    }
+}
