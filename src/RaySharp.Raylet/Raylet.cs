@@ -232,8 +232,11 @@ internal sealed partial class Raylet : IAsyncDisposable
                 using var call = client.Subscribe(request, cancellationToken: stop);
                 await foreach (var message in call.ResponseStream.ReadAllAsync(stop).ConfigureAwait(false))
                 {
-                    if (message.JobInfo is { IsDead: true } job && _store!.FreeJob(job.JobId) is > 0 and var freed)
-                        LogJobObjectsFreed(_logger, freed, job.JobId);
+                    if (message.JobInfo is { IsDead: true } job)
+                    {
+                        if (_store!.FreeJob(job.JobId) is > 0 and var freed) LogJobObjectsFreed(_logger, freed, job.JobId);
+                        if (_leases?.ReclaimJob(job.JobId) is > 0 and var reclaimed) LogJobLeasesReclaimed(_logger, reclaimed, job.JobId);
+                    }
                     if (message.NodeInfo is { } node)
                     {
                         if (node.NodeId == _options.NodeId && node.State == NodeState.Dead)
@@ -295,6 +298,9 @@ internal sealed partial class Raylet : IAsyncDisposable
 
     [LoggerMessage(EventId = 503, Level = LogLevel.Information, Message = "Freed {Count} objects of finished job {JobId}")]
     private static partial void LogJobObjectsFreed(ILogger logger, int count, string jobId);
+
+    [LoggerMessage(EventId = 504, Level = LogLevel.Information, Message = "Took back {Count} lease(s) of finished job {JobId}")]
+    private static partial void LogJobLeasesReclaimed(ILogger logger, int count, string jobId);
 
     [LoggerMessage(EventId = 501, Level = LogLevel.Warning, Message = "Cannot reach the GCS at {GcsAddress}: {Detail}")]
     private static partial void LogGcsUnreachable(ILogger logger, string gcsAddress, string detail);

@@ -71,17 +71,19 @@ internal static class FaultToleranceScenarios
     /// </summary>
     private static void Chaos()
     {
-        var retryForever = new TaskOptions { MaxRetries = -1, Strategy = SchedulingStrategy.Spread };
-        var tasks = Enumerable.Range(0, 2000).Select(i => Ray.Task(Compute, retryForever).Remote(i)).ToList();
+        // The actor first: placing it needs a free CPU, which the tasks would otherwise hold for their whole run.
         var echo = Ray.Actor(() => new Echo(), new ActorOptions
         {
             MaxRestarts = -1,
             MaxTaskRetries = -1,
             Resources = new Dictionary<string, double> { ["worker"] = 1 },
         }).Remote();
+        var messages = new List<ObjectRef<int>> { echo.Receive(0) };
+        Ray.Get(messages[0]);
+        var retryForever = new TaskOptions { MaxRetries = -1, Strategy = SchedulingStrategy.Spread };
+        var tasks = Enumerable.Range(0, 2000).Select(i => Ray.Task(Compute, retryForever).Remote(i)).ToList();
         Signal("submitted");
-        var messages = new List<ObjectRef<int>>();
-        var n = 0;
+        var n = 1;
         // Messages go on for as long as tasks run (at least 200 of them), so both see the nodes die.
         while (true)
         {

@@ -54,11 +54,20 @@ public sealed class ChaosTests(ITestOutputHelper output) : IDisposable
         Assert.Matches(@"actor-restarts [1-9]\d*\n", run.Stdout);
 
         // Nothing leaked: once idle, every live node's CPUs are all available again.
-        await ClusterAssertions.EventuallyAsync(async () =>
+        var view = "";
+        try
         {
-            var alive = (await ClusterAssertions.StatusAsync(head)).Where(n => n.State == "ALIVE").ToList();
-            return alive.Count == 4 && alive.Sum(n => n.Available.GetValueOrDefault("CPU")) == alive.Sum(n => n.Total.GetValueOrDefault("CPU"));
-        }, TimeSpan.FromSeconds(30), "every CPU of the cluster available again");
+            await ClusterAssertions.EventuallyAsync(async () =>
+            {
+                var alive = (await ClusterAssertions.StatusAsync(head)).Where(n => n.State == "ALIVE").ToList();
+                view = string.Join("; ", alive.Select(n => $"{n.Ip} CPU {n.Available.GetValueOrDefault("CPU")}/{n.Total.GetValueOrDefault("CPU")}"));
+                return alive.Count == 4 && alive.Sum(n => n.Available.GetValueOrDefault("CPU")) == alive.Sum(n => n.Total.GetValueOrDefault("CPU"));
+            }, TimeSpan.FromSeconds(30), "every CPU of the cluster available again");
+        }
+        finally
+        {
+            output.WriteLine("alive nodes: " + view);
+        }
         output.WriteLine($"{kills} kill(s); the run took {clock.Elapsed.TotalSeconds:0} s");
 
         foreach (var w in workers) await ClusterAssertions.StopAndAssertCleanAsync(w);
@@ -66,11 +75,18 @@ public sealed class ChaosTests(ITestOutputHelper output) : IDisposable
         Directory.Delete(signals, recursive: true);
     }
 
+    /// <summary>The worker host the actor lives on, once it is placed.</summary>
     private async Task<TestHost> ActorHostAsync(IReadOnlyList<TestHost> workers)
     {
-        var listed = await Cli.RunAsync(_net[0], "list", "actors", "--format", "json");
-        var ip = System.Text.Json.JsonDocument.Parse(listed.Stdout).RootElement.EnumerateArray()
-            .Select(a => a.GetProperty("node_ip_address").GetString()).Single(a => !string.IsNullOrEmpty(a));
+        string? ip = null;
+        await ClusterAssertions.EventuallyAsync(async () =>
+        {
+            var listed = await Cli.RunAsync(_net[0], "list", "actors", "--format", "json");
+            ip = System.Text.Json.JsonDocument.Parse(listed.Stdout).RootElement.EnumerateArray()
+                .Where(a => a.GetProperty("state").GetString() == "ALIVE")
+                .Select(a => a.GetProperty("node_ip_address").GetString()).SingleOrDefault(a => !string.IsNullOrEmpty(a));
+            return ip is not null;
+        }, TimeSpan.FromSeconds(60), "the actor alive on a worker node");
         return workers.Single(w => w.Ip == ip);
     }
 

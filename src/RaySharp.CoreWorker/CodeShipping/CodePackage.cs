@@ -44,6 +44,15 @@ internal static class CodePackage
     private static HashSet<string> RuntimeAssemblyNames(string baseDirectory)
     {
         var names = new HashSet<string>(StringComparer.OrdinalIgnoreCase) { "raysharp-node" };
+        // The node host runs on the ASP.NET Core shared framework: what it provides (logging and DI abstractions,
+        // say, which an application may carry as packages) is on every node already.
+        var netCore = Path.GetDirectoryName(typeof(object).Assembly.Location);
+        var shared = netCore is null ? null : Directory.GetParent(netCore)?.Parent;
+        if (shared is not null && Directory.Exists(Path.Combine(shared.FullName, "Microsoft.AspNetCore.App")))
+        {
+            foreach (var dll in Directory.EnumerateFiles(Path.Combine(shared.FullName, "Microsoft.AspNetCore.App"), "*.dll", SearchOption.AllDirectories))
+                names.Add(Path.GetFileNameWithoutExtension(dll));
+        }
         var deps = Path.Combine(baseDirectory, "raysharp-node.deps.json");
         if (!File.Exists(deps)) return names;
         using var doc = JsonDocument.Parse(File.ReadAllText(deps));

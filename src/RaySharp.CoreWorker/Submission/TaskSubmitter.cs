@@ -96,6 +96,8 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
         /// <summary>Every worker leased for this shape, busy or idle.</summary>
         public List<LeasedWorker> Workers { get; } = [];
         public int Leasing { get; set; }
+        /// <summary>The job of the tasks queued here, named in lease requests.</summary>
+        public string JobId { get; set; } = "";
     }
 
     /// <summary>A task waiting for (or running on) a worker; <see cref="RetriesLeft"/> counts re-runs after worker deaths.</summary>
@@ -139,6 +141,8 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
         lock (_gate)
         {
             if (!_shapes.TryGetValue(key, out shape!)) _shapes[key] = shape = new ShapeQueue(resources, strategy);
+            // A worker may run tasks of several jobs in turn: leases are asked for the job of the latest task.
+            shape.JobId = request.JobId;
             shape.Pending.Enqueue(new PendingTask(request, reply, maxRetries, retryOn));
         }
         Pump(shape);
@@ -275,7 +279,7 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
             {
                 var (reply, grantedBy) = await RayletLeaseClient.RequestAsync(_channels, raylet, () =>
                 {
-                    var request = new RequestWorkerLeaseRequest { LeaseRequestId = UniqueId.New(), Strategy = shape.Strategy };
+                    var request = new RequestWorkerLeaseRequest { LeaseRequestId = UniqueId.New(), Strategy = shape.Strategy, JobId = shape.JobId };
                     request.Resources.Add(shape.Resources);
                     return request;
                 }, grantOrReject, call => _ = WarnIfInfeasibleAsync(shape, call), _disposed.Token).ConfigureAwait(false);

@@ -28,7 +28,7 @@ internal sealed partial class LeaseManager
     // GPU indices not held by a lease; a lease asking for n GPUs (rounded up) gets n of them.
     private readonly SortedSet<int> _freeGpus;
 
-    private sealed record Lease(string LeaseId, WorkerHandle Worker, IReadOnlyDictionary<string, double> Resources, IReadOnlyList<int> GpuIds)
+    private sealed record Lease(string LeaseId, WorkerHandle Worker, IReadOnlyDictionary<string, double> Resources, IReadOnlyList<int> GpuIds, string JobId)
     {
         /// <summary>True while the worker is blocked in Get and has lent its CPUs back.</summary>
         public bool Blocked { get; set; }
@@ -146,6 +146,15 @@ internal sealed partial class LeaseManager
         return true;
     }
 
+    /// <summary>Takes back every lease of a job that ended, stopping their workers (which may hold the job's state).</summary>
+    public int ReclaimJob(string jobId)
+    {
+        List<string> ids;
+        lock (_gate) ids = _leases.Values.Where(l => l.JobId == jobId).Select(l => l.LeaseId).ToList();
+        foreach (var id in ids) Return(id, disconnect: true);
+        return ids.Count;
+    }
+
     public IReadOnlyDictionary<string, string> LeaseOfWorker()
     {
         lock (_gate) return _leases.Values.ToDictionary(l => l.Worker.WorkerId, l => l.LeaseId, StringComparer.Ordinal);
@@ -212,7 +221,7 @@ internal sealed partial class LeaseManager
                         ResourceSet.Subtract(_available, p.Shape);
                         var gpuIds = _freeGpus.Take((int)Math.Ceiling(p.Shape.GetValueOrDefault(ResourceSet.Gpu))).ToList();
                         foreach (var id in gpuIds) _freeGpus.Remove(id);
-                        _leases[leaseId] = new Lease(leaseId, worker, p.Shape, gpuIds);
+                        _leases[leaseId] = new Lease(leaseId, worker, p.Shape, gpuIds, p.Request.JobId);
                         _queue.RemoveAt(i--);
                         changed = true;
                         var granted = new RequestWorkerLeaseReply
