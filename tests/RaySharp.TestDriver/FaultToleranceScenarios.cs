@@ -53,10 +53,14 @@ internal static class FaultToleranceScenarios
         // While the GCS is down: calls to a live actor go straight to its worker.
         Console.WriteLine("actor-during " + Ray.Get(survivor.Increment(1)));
         WaitFor("restarted");
+        var clock = System.Diagnostics.Stopwatch.StartNew();
         var results = Ray.Get(tasks);
         var wrong = Enumerable.Range(0, 200).Count(i => results[i] != i * i);
         Console.WriteLine($"tasks {results.Length} wrong {wrong}");
+        Console.WriteLine($"tasks done {clock.Elapsed.TotalSeconds:0.0} s after the restart");
+        clock.Restart();
         Console.WriteLine("actor-after " + Ray.Get(survivor.Increment(1)));
+        Console.WriteLine($"actor answered in {clock.Elapsed.TotalMilliseconds:0} ms after the restart");
         var lookedUp = Ray.GetActor<Counter>("survivor");
         Console.WriteLine("actor-lookup " + Ray.Get(lookedUp.Increment(1)));
         Console.WriteLine("new-tasks " + Ray.Get(Enumerable.Range(0, 20).Select(i => Ray.Task(SlowSquare).Remote(i))).Sum());
@@ -117,8 +121,10 @@ internal static class FaultToleranceScenarios
         Thread.Sleep(500); // the doomed task is running by now
         Signal("computed");
         WaitFor("killed");
+        var clock = System.Diagnostics.Stopwatch.StartNew();
         var values = Ray.Get(c);
         Console.WriteLine($"chain length {values.Length} first {values[0]} last {values[^1]}");
+        Console.WriteLine($"rebuilt in {clock.Elapsed.TotalSeconds:0.0} s after the kill");
         try
         {
             Ray.Get(doomed);

@@ -5,7 +5,7 @@ using RaySharp.Tests.Infrastructure;
 namespace RaySharp.Tests;
 
 /// <summary>The GCS keeps its tables in a real Redis, on a host of its own, and can be killed and started again.</summary>
-public sealed class ControlStoreTests : IDisposable
+public sealed class ControlStoreTests(Xunit.Abstractions.ITestOutputHelper output) : IDisposable
 {
     private readonly TestNetwork _net = TestNetwork.Create(3);
 
@@ -33,18 +33,21 @@ public sealed class ControlStoreTests : IDisposable
         // kill -9 the GCS while its actor lives and its tasks run.
         var session = ClusterAssertions.Sessions(head).Single();
         var gcsPid = session.ReadPorts(Components.GcsServer)!.Pid;
+        var down = System.Diagnostics.Stopwatch.StartNew();
         Posix.Kill(gcsPid, Posix.SIGKILL);
         ClusterAssertions.Eventually(() => !Posix.IsAlive(gcsPid), TimeSpan.FromSeconds(5), "the GCS to die");
-        var down = await Cli.RunAsync(head, "status");
-        Assert.NotEqual(0, down.ExitCode);
+        var unreachable = await Cli.RunAsync(head, "status");
+        Assert.NotEqual(0, unreachable.ExitCode);
 
         // Started again by the same command on the head: it finds its state in Redis.
         var restarted = await Cli.RunAsync(head, "start", "--head", $"--redis-address={redis.Address}");
         Assert.True(restarted.ExitCode == 0, restarted.ToString());
         Assert.Contains("restarted it on", restarted.Stdout);
+        output.WriteLine($"GCS down {down.Elapsed.TotalSeconds:0.0} s (the restart command itself took {restarted.Elapsed.TotalSeconds:0.0} s)");
         File.WriteAllText(Path.Combine(signals, "restarted"), "");
 
         var run = await driver;
+        output.WriteLine(run.Stdout);
         Assert.Contains("actor-before 1\n", run.Stdout);
         Assert.Contains("actor-during 2\n", run.Stdout);
         Assert.Contains("tasks 200 wrong 0\n", run.Stdout);

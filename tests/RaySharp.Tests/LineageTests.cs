@@ -5,7 +5,7 @@ using RaySharp.Tests.Infrastructure;
 namespace RaySharp.Tests;
 
 /// <summary>Objects lost with their node are made again from their lineage; tasks that cannot be retried say the node died.</summary>
-public sealed class LineageTests : IDisposable
+public sealed class LineageTests(Xunit.Abstractions.ITestOutputHelper output) : IDisposable
 {
     private readonly TestNetwork _net = TestNetwork.Create(3);
 
@@ -31,6 +31,7 @@ public sealed class LineageTests : IDisposable
         File.WriteAllText(Path.Combine(signals, "killed"), "");
 
         var run = await driver;
+        output.WriteLine(run.Stdout);
         Assert.Contains("chain-ready 1\n", run.Stdout);
         Assert.Contains("chain length 300000 first 2 last 300001\n", run.Stdout);
         // Each task ran once on the victim, then once more elsewhere to rebuild.
