@@ -49,6 +49,12 @@ internal sealed class RpcGatekeeper(RpcSecurityOptions security, ILogger<RpcGate
     private void Admit<TRequest>(TRequest request, ServerCallContext context)
     {
         Authenticate(context);
+        var method = context.Method[(context.Method.LastIndexOf('/') + 1)..];
+        if (Common.FaultInjection.FailRpc(method, out var ordinal, out var total))
+        {
+            RpcLog.FailureInjected(logger, method, ordinal, total);
+            throw new RpcException(new Status(StatusCode.Unavailable, $"failure of {method} injected for a test ({ordinal} of {total})"));
+        }
         if (request is IValidatedRequest validated && validated.Validate() is { } problem)
         {
             RpcLog.RequestRejected(logger, context.Method, context.Peer, problem);
@@ -124,4 +130,7 @@ internal static partial class RpcLog
 
     [LoggerMessage(EventId = 103, Level = LogLevel.Information, Message = "{Name} listening on port {Port}")]
     public static partial void Listening(ILogger logger, string name, int port);
+
+    [LoggerMessage(EventId = 104, Level = LogLevel.Warning, Message = "Injected failure of {Method} ({Ordinal} of {Total}), as RAYSHARP_testing_rpc_failure asks")]
+    public static partial void FailureInjected(ILogger logger, string method, int ordinal, int total);
 }

@@ -17,6 +17,18 @@ internal static class FaultToleranceScenarios
             case "chaos":
                 Chaos();
                 return 0;
+            case "injected":
+                Console.WriteLine("victim-retried " + Ray.Get(Ray.Task(InjectedVictim).Remote()));
+                try
+                {
+                    Ray.Get(Ray.Task(InjectedVictim, new TaskOptions { MaxRetries = 0 }).Remote());
+                    Console.WriteLine("victim-no-retries no-exception");
+                }
+                catch (WorkerCrashedException e)
+                {
+                    Console.WriteLine($"victim-no-retries {e.GetType().Name} attempts={e.Attempts}");
+                }
+                return 0;
             case "lineage":
                 LineageAfterNodeDeath(args[2]);
                 return 0;
@@ -135,6 +147,9 @@ internal static class FaultToleranceScenarios
             Console.WriteLine($"doomed {e.GetType().Name} attempts={(e as NodeDiedException)?.Attempts} {e.Message.Split('\n')[0]}");
         }
     }
+
+    /// <summary>Killed on its first attempt by the test's RAYSHARP_testing_die_at.</summary>
+    private static string InjectedVictim() => "survived";
 
     private static int[] Seed(int n)
     {

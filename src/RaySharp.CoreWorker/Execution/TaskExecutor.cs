@@ -110,6 +110,7 @@ internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient 
                 await Objects.LocalObjectStore.ReadArgumentsAsync(parameters, request.Args, args).ConfigureAwait(false);
             }
 
+            Common.FaultInjection.AtTaskStart(request.Name, request.Attempt);
             WorkerContext.CurrentJobId = request.JobId;
             WorkerContext.CurrentTaskId = request.TaskId;
             // Tasks run one at a time per worker, so the process environment can carry the lease's GPUs, as in Ray.

@@ -191,6 +191,7 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
             task.Request.GpuIds.Clear();
             task.Request.GpuIds.Add(worker.GpuIds);
             task.Places.Add($"pid {worker.Address.Pid} on {worker.Address.IpAddress}");
+            task.Request.Attempt = task.Attempts;
             var bytes = await worker.Connection.CallAsync(FramedMethods.PushTask, task.Request.ToByteArray()).ConfigureAwait(false);
             var reply = PushTaskReply.Parser.ParseFrom(bytes);
             if (reply.Error is { } error && task.RetriesLeft != 0 && task.RetryOn?.Invoke(error) == true)

@@ -1,0 +1,36 @@
+using RaySharp.Common;
+using RaySharp.Tests.Infrastructure;
+
+namespace RaySharp.Tests;
+
+/// <summary>The fault-injection hooks make failures happen where a test asks, and the failure paths handle them.</summary>
+public sealed class FaultInjectionTests : IDisposable
+{
+    private readonly TestNetwork _net = TestNetwork.Create(1);
+
+    public void Dispose() => _net.Dispose();
+
+    [Fact]
+    public async Task InjectedGcsFailuresAreRiddenThroughAndAWorkerKilledAtAChosenAttemptIsRetried()
+    {
+        var head = _net[0];
+        // The GCS fails the first 3 reads of its key-value store (workers load the job's code through them), and a
+        // worker dies as it starts the first attempt of any task named InjectedVictim.
+        head.Environment[FaultInjection.RpcFailureEnv] = "KvGet=3";
+        head.Environment[FaultInjection.DieAtEnv] = "task:InjectedVictim:1";
+        Assert.Equal(0, (await Cli.RunAsync(head, "start", "--head", "--num-cpus=1")).ExitCode);
+
+        var run = await ClusterAssertions.RunDriverAsync(head, "injected", "auto");
+        Assert.Contains("victim-retried survived\n", run.Stdout);
+        Assert.Contains("victim-no-retries WorkerCrashedException attempts=1\n", run.Stdout);
+
+        var session = ClusterAssertions.Sessions(head).Single();
+        var gcsLog = File.ReadAllText(session.LogFile(Components.GcsServer));
+        Assert.Contains("Injected failure of KvGet (3 of 3)", gcsLog);
+        Assert.DoesNotContain("Injected failure of KvGet (4 of", gcsLog);
+        var workerLogs = string.Concat(Directory.EnumerateFiles(session.LogsDir, "worker*").Select(File.ReadAllText));
+        Assert.Equal(2, System.Text.RegularExpressions.Regex.Matches(workerLogs,
+            @"\[fault injection\] RAYSHARP_testing_die_at: killing worker pid \d+ at attempt 1 of task InjectedVictim").Count);
+        await ClusterAssertions.StopAndAssertCleanAsync(head);
+    }
+}
