@@ -344,7 +344,7 @@ internal sealed class DriverSession : IAsyncDisposable
             new CoreWorker.Submission.ActorTaskSubmitter(gcs, Submitter.CallerHandler, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance),
             LocalRayletAsync);
         CoreWorker.Objects.LocalObjectStore.Configure(LocalRayletAsync);
-        _registration = KeepRegisteredAsync(reconnectTimeout);
+        _registration = Task.WhenAll(KeepRegisteredAsync(reconnectTimeout), ReportNodeDeathsAsync());
     }
 
     public CoreWorker.Submission.TaskSubmitter Submitter { get; }
@@ -494,6 +494,40 @@ internal sealed class DriverSession : IAsyncDisposable
                     return;
                 }
             }
+        }
+    }
+
+    /// <summary>Tells the user, on the driver's console, of each node the cluster loses while the driver runs, as Ray does.</summary>
+    private async Task ReportNodeDeathsAsync()
+    {
+        var closing = _closing.Token;
+        var reported = new HashSet<string>(StringComparer.Ordinal);
+        while (!closing.IsCancellationRequested)
+        {
+            try
+            {
+                var request = new SubscribeRequest { SubscriberId = "driver-" + JobId };
+                request.Channels.Add(Channel.NodeInfo);
+                using var call = new PubsubGcsService.PubsubGcsServiceClient(_channels.Get(GcsAddress)).Subscribe(request, cancellationToken: closing);
+                await foreach (var message in call.ResponseStream.ReadAllAsync(closing).ConfigureAwait(false))
+                {
+                    if (message.NodeInfo is { State: NodeState.Dead } node && reported.Add(node.NodeId))
+                    {
+                        Console.Error.WriteLine($"RaySharp: node {node.NodeIpAddress} ({node.NodeId}) died: " +
+                                                $"{(node.DeathReason.Length > 0 ? node.DeathReason : "no reason given")}. Its tasks are retried elsewhere and its lost objects rebuilt where they can be.");
+                    }
+                }
+            }
+            catch (Exception) when (closing.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (RpcException)
+            {
+                // The GCS is away (restarting on Redis, or gone): subscribe again shortly.
+            }
+            try { await Task.Delay(1000, closing).ConfigureAwait(false); }
+            catch (OperationCanceledException) { return; }
         }
     }
 

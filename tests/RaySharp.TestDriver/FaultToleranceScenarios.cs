@@ -146,6 +146,9 @@ internal static class FaultToleranceScenarios
         {
             Console.WriteLine($"doomed {e.GetType().Name} attempts={(e as NodeDiedException)?.Attempts} {e.Message.Split('\n')[0]}");
         }
+        // Stay until the cluster has declared the node dead, so the driver's notice of it is printed before exit.
+        for (var i = 0; i < 300 && Ray.Nodes().Single(n => n.NodeId == victim.NodeId).Alive; i++) Thread.Sleep(100);
+        Thread.Sleep(1000);
     }
 
     /// <summary>Killed on its first attempt by the test's RAYSHARP_testing_die_at.</summary>

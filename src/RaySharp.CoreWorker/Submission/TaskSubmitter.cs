@@ -108,8 +108,8 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
         public int RetriesLeft { get; set; } = retriesLeft;
         public Func<TaskError, bool>? RetryOn { get; } = retryOn;
         public int Attempts { get; set; }
-        /// <summary>Where each attempt ran ("pid N on ip"), for the error that ends the task.</summary>
-        public List<string> Places { get; } = [];
+        /// <summary>Where each lost attempt ran ("pid N on ip"), for the error that ends the task; made on the first loss.</summary>
+        public List<string>? LostOn { get; set; }
     }
 
     private sealed class LeasedWorker(string leaseId, string rayletAddress, WorkerAddress address, FramedConnection connection, IReadOnlyList<int>? gpuIds = null)
@@ -190,7 +190,6 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
         {
             task.Request.GpuIds.Clear();
             task.Request.GpuIds.Add(worker.GpuIds);
-            task.Places.Add($"pid {worker.Address.Pid} on {worker.Address.IpAddress}");
             task.Request.Attempt = task.Attempts;
             var bytes = await worker.Connection.CallAsync(FramedMethods.PushTask, task.Request.ToByteArray()).ConfigureAwait(false);
             var reply = PushTaskReply.Parser.ParseFrom(bytes);
@@ -208,6 +207,7 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
         }
         catch (Exception e) when (e is IOException or RemoteCallException)
         {
+            (task.LostOn ??= []).Add($"pid {worker.Address.Pid} on {worker.Address.IpAddress}");
             if (task.RetriesLeft != 0)
             {
                 // The worker died under the task (not the task's own exception): run it again elsewhere.
@@ -220,7 +220,7 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
                 var nodeDied = !await RayletAnswersAsync(worker.RayletAddress).ConfigureAwait(false);
                 task.Reply.TrySetException(new WorkerLostCoreException(
                     $"task {task.Request.Name} ({task.Request.TaskId}) lost its {(nodeDied ? "node" : "worker process")} on each of its " +
-                    $"{task.Attempts} attempt(s) ({string.Join(", ", task.Places)}; last: {e.Message}) and no retries are left; " +
+                    $"{task.Attempts} attempt(s) ({string.Join(", ", task.LostOn)}; last: {e.Message}) and no retries are left; " +
                     "raise TaskOptions.MaxRetries (-1 for no limit) to keep retrying", e, nodeDied, task.Attempts));
             }
             bool first;
