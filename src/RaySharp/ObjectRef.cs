@@ -38,7 +38,15 @@ public sealed class ObjectRef<T>
 
     private static async Task<T> DeserializeAsync(Task<ByteString> bytes)
     {
-        var value = CoreWorker.Objects.Lineage.Latest(await bytes.ConfigureAwait(false));
+        ByteString value;
+        try
+        {
+            value = CoreWorker.Objects.Lineage.Latest(await bytes.ConfigureAwait(false));
+        }
+        catch (CoreWorker.Objects.OwnerDiedCoreException e)
+        {
+            throw new OwnerDiedException(e.Message, e);
+        }
         try
         {
             return await CoreWorker.Objects.LocalObjectStore.DeserializeAsync<T>(value).ConfigureAwait(false);
@@ -227,6 +235,15 @@ public sealed class NodeDiedException : RayException
 
     /// <summary>How many times the task was started.</summary>
     public int Attempts { get; }
+}
+
+/// <summary>
+/// A borrowed reference (one that arrived inside a value from another process) could not be read because the process
+/// that owns the object died before its value was known. Objects live only as long as their owner, as in Ray.
+/// </summary>
+public sealed class OwnerDiedException : RayException
+{
+    internal OwnerDiedException(string message, Exception inner) : base(message, inner) { }
 }
 
 /// <summary>A stored value could not be read: every copy is gone (freed, or its node died), or it could not be transferred.</summary>

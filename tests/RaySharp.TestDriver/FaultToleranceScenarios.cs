@@ -29,6 +29,9 @@ internal static class FaultToleranceScenarios
                     Console.WriteLine($"victim-no-retries {e.GetType().Name} attempts={e.Attempts}");
                 }
                 return 0;
+            case "owner-died":
+                OwnerDied();
+                return 0;
             case "lineage":
                 LineageAfterNodeDeath(args[2]);
                 return 0;
@@ -61,6 +64,10 @@ internal static class FaultToleranceScenarios
         var survivor = Ray.Actor(() => new Counter(0), new ActorOptions { Name = "survivor", Lifetime = ActorLifetime.Detached }).Remote();
         Console.WriteLine("actor-before " + Ray.Get(survivor.Increment(1)));
         var tasks = Enumerable.Range(0, 200).Select(i => Ray.Task(SlowSquare).Remote(i)).ToList();
+        // Objects in the store, one put and one a task made, both on the other node for the task.
+        var put = Ray.Put(Enumerable.Range(0, 200_000).ToArray());
+        var made = Ray.Task(Seed, new TaskOptions { Strategy = SchedulingStrategy.Spread }).Remote(200_000);
+        Ray.Wait([made], 1, TimeSpan.FromSeconds(30));
         Signal("submitted");
         // While the GCS is down: calls to a live actor go straight to its worker.
         Console.WriteLine("actor-during " + Ray.Get(survivor.Increment(1)));
@@ -79,6 +86,7 @@ internal static class FaultToleranceScenarios
         var fresh = Ray.Actor(() => new Counter(5)).Remote();
         Console.WriteLine("new-actor " + Ray.Get(fresh.Increment(1)));
         Console.WriteLine("nodes " + Ray.Nodes().Count(n => n.Alive));
+        Console.WriteLine($"objects {Ray.Get(put).Sum(x => (long)x)} {Ray.Get(made).Sum(x => (long)x)}");
     }
 
     /// <summary>
@@ -151,6 +159,40 @@ internal static class FaultToleranceScenarios
         Thread.Sleep(1000);
     }
 
+    /// <summary>
+    /// A task creates an object (it owns it), passes a reference to it inside a list to an actor, and dies before the
+    /// value exists: the actor's read fails with OwnerDiedException.
+    /// </summary>
+    private static void OwnerDied()
+    {
+        var sink = Ray.Actor(() => new Sink()).Remote();
+        try
+        {
+            Ray.Get(Ray.Task<ActorHandle<Sink>, int>(PassThenCrash, new TaskOptions { MaxRetries = 0 }).Remote(sink));
+            Console.WriteLine("owner no-exception");
+        }
+        catch (WorkerCrashedException)
+        {
+            Console.WriteLine("owner crashed");
+        }
+        Console.WriteLine("borrower saw " + Ray.Get(sink.Outcome()));
+    }
+
+    private static int PassThenCrash(ActorHandle<Sink> sink)
+    {
+        var slow = Ray.Task(SleepThenReturn).Remote(30_000);
+        _ = sink.Consume(new List<ObjectRef<int>> { slow });
+        Thread.Sleep(1500); // the sink is now waiting for the value from this process
+        Environment.Exit(1);
+        return 0;
+    }
+
+    private static int SleepThenReturn(int ms)
+    {
+        Thread.Sleep(ms);
+        return ms;
+    }
+
     /// <summary>Killed on its first attempt by the test's RAYSHARP_testing_die_at.</summary>
     private static string InjectedVictim() => "survived";
 
@@ -197,4 +239,27 @@ public sealed class Echo
         Received++;
         return n;
     }
+}
+
+/// <summary>An actor that reads a reference it was given inside a list and remembers what happened.</summary>
+public sealed class Sink
+{
+    private string _outcome = "nothing yet";
+
+    public int Consume(List<ObjectRef<int>> refs)
+    {
+        try
+        {
+            var value = Ray.Get(refs[0]);
+            _outcome = "value " + value;
+            return value;
+        }
+        catch (RayException e)
+        {
+            _outcome = $"{e.GetType().Name}: {e.Message}";
+            return -1;
+        }
+    }
+
+    public string Outcome() => _outcome;
 }

@@ -56,6 +56,7 @@ public sealed class ControlStoreTests(Xunit.Abstractions.ITestOutputHelper outpu
         Assert.Contains("new-tasks 2470\n", run.Stdout);
         Assert.Contains("new-actor 6\n", run.Stdout);
         Assert.Contains("nodes 2\n", run.Stdout);
+        Assert.Contains("objects 19999900000 19999900000\n", run.Stdout);
 
         // The same nodes, none dead; the detached actor alive, no restart of it needed.
         var after = await ClusterAssertions.StatusAsync(head);

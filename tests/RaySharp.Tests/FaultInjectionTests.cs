@@ -33,4 +33,16 @@ public sealed class FaultInjectionTests : IDisposable
             @"\[fault injection\] RAYSHARP_testing_die_at: killing worker pid \d+ at attempt 1 of task InjectedVictim").Count);
         await ClusterAssertions.StopAndAssertCleanAsync(head);
     }
+
+    [Fact]
+    public async Task ABorrowedReferenceWhoseOwnerDiedFailsWithOwnerDiedException()
+    {
+        var head = _net[0];
+        Assert.Equal(0, (await Cli.RunAsync(head, "start", "--head", "--num-cpus=3")).ExitCode);
+        var run = await ClusterAssertions.RunDriverAsync(head, "owner-died", "auto");
+        Assert.Contains("owner crashed\n", run.Stdout);
+        Assert.Contains("borrower saw OwnerDiedException: object ", run.Stdout);
+        Assert.Contains("the process that owns it (the one that passed this reference) died before its value was known", run.Stdout);
+        await ClusterAssertions.StopAndAssertCleanAsync(head);
+    }
 }

@@ -43,8 +43,23 @@ internal static class ObjectDirectory
         return fetched;
     }
 
-    private static async Task<ByteString> FetchAsync(FramedConnection source, string id) =>
-        ByteString.CopyFrom(await source.CallAsync(FramedMethods.GetObject, Encoding.UTF8.GetBytes(id)).ConfigureAwait(false));
+    private static async Task<ByteString> FetchAsync(FramedConnection source, string id)
+    {
+        try
+        {
+            return ByteString.CopyFrom(await source.CallAsync(FramedMethods.GetObject, Encoding.UTF8.GetBytes(id)).ConfigureAwait(false));
+        }
+        catch (Exception e) when (e is IOException or RemoteCallException or ObjectDisposedException)
+        {
+            // The connection to the process that passed the reference broke: that process, the owner (or the borrower
+            // it came through), is gone, and with it the only record of the value.
+            await Task.WhenAny(source.Completion, Task.Delay(200)).ConfigureAwait(false);
+            if (!source.Completion.IsCompleted) throw;
+            throw new OwnerDiedCoreException(
+                $"object {id} cannot be read: the process that owns it (the one that passed this reference) died before its value was known; " +
+                "an object lives only as long as its owner, so return values rather than references from work that may fail", e);
+        }
+    }
 
     /// <summary>Serves <see cref="FramedMethods.GetObject"/>.</summary>
     public static async ValueTask<ReadOnlyMemory<byte>> ServeAsync(byte[] payload)
@@ -59,3 +74,6 @@ internal static class ObjectDirectory
         public void Dispose() => s_source.Value = previous;
     }
 }
+
+/// <summary>A borrowed object's owner died before its value could be fetched.</summary>
+internal sealed class OwnerDiedCoreException(string message, Exception inner) : Exception(message, inner);
