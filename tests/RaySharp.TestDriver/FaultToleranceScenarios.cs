@@ -136,6 +136,8 @@ internal static class FaultToleranceScenarios
         var b = Ray.Task(AddOne, there).Remote(a);
         var c = Ray.Task(AddOne, there).Remote(b);
         var doomed = Ray.Task(SleepThenNodeIp, new TaskOptions { Strategy = SchedulingStrategy.NodeAffinity(victim.NodeId), MaxRetries = 0 }).Remote(120_000);
+        // An object put by a task on the victim, its reference returned inside a list: no task made it, none can remake it.
+        var putThere = Ray.Get(Ray.Task(PutInside, there).Remote(300_000))[0];
         var (ready, _) = Ray.Wait([c], 1, TimeSpan.FromSeconds(60));
         Console.WriteLine("chain-ready " + ready.Count);
         Thread.Sleep(500); // the doomed task is running by now
@@ -153,6 +155,14 @@ internal static class FaultToleranceScenarios
         catch (RayException e)
         {
             Console.WriteLine($"doomed {e.GetType().Name} attempts={(e as NodeDiedException)?.Attempts} {e.Message.Split('\n')[0]}");
+        }
+        try
+        {
+            Console.WriteLine("put-there " + Ray.Get(putThere).Length);
+        }
+        catch (RayException e)
+        {
+            Console.WriteLine($"put-there {e.GetType().Name}: {e.Message.Split('\n')[0]}");
         }
         // Stay until the cluster has declared the node dead, so the driver's notice of it is printed before exit.
         for (var i = 0; i < 300 && Ray.Nodes().Single(n => n.NodeId == victim.NodeId).Alive; i++) Thread.Sleep(100);
@@ -201,6 +211,8 @@ internal static class FaultToleranceScenarios
         Console.WriteLine($"ran Seed on {Ray.NodeIpAddress}");
         return Enumerable.Range(0, n).ToArray();
     }
+
+    private static List<ObjectRef<int[]>> PutInside(int n) => [Ray.Put(Enumerable.Range(0, n).ToArray())];
 
     private static int[] AddOne(int[] values)
     {

@@ -39,6 +39,7 @@ public sealed class LineageTests(Xunit.Abstractions.ITestOutputHelper output) : 
         Assert.Equal(2, Regex.Matches(run.Stdout, $@"ran AddOne on {Regex.Escape(victim.Ip)}\n").Count);
         Assert.Equal(2, Regex.Matches(run.Stdout, @"ran Seed on ").Count);
         Assert.Equal(4, Regex.Matches(run.Stdout, @"ran AddOne on ").Count);
+        Assert.Matches(@"put-there ObjectLostException: .* It cannot be rebuilt: it was made by Ray.Put", run.Stdout);
         // The driver is told of the node's death.
         Assert.Matches($@"RaySharp: node {Regex.Escape(victim.Ip)} \(\w+\) died: ", run.Stderr);
         Assert.Matches(@"doomed NodeDiedException attempts=1 The task's node died before it answered: task SleepThenNodeIp \(\w+\) lost its node", run.Stdout);
