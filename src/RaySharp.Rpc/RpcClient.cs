@@ -42,6 +42,10 @@ internal sealed class RpcChannelPool : IDisposable
             HttpHandler = handler,
             HttpVersion = HttpVersion.Version20,
             MaxReceiveMessageSize = 64 * 1024 * 1024,
+            // A peer that went away and came back (a GCS restarted on Redis) is reconnected to within a second, not
+            // after the default backoff of up to two minutes.
+            InitialReconnectBackoff = TimeSpan.FromMilliseconds(200),
+            MaxReconnectBackoff = TimeSpan.FromSeconds(1),
         });
         CallInvoker invoker = channel.CreateCallInvoker();
         if (_security.ClusterToken is { Length: > 0 } token)

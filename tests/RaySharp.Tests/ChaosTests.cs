@@ -23,12 +23,10 @@ public sealed class ChaosTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(0, (await Cli.RunAsync(head, "start", "--head", "--num-cpus=1")).ExitCode);
         foreach (var w in workers) Assert.Equal(0, (await StartWorkerAsync(w)).ExitCode);
 
-        var signals = Directory.CreateTempSubdirectory("raysharp-signals-").FullName;
-        head.Environment["TESTDRIVER_SIGNAL_DIR"] = signals;
         var clock = Stopwatch.StartNew();
-        var driver = ClusterAssertions.RunDriverAsync(head, "chaos", "auto");
-        await ClusterAssertions.EventuallyAsync(() => Task.FromResult(File.Exists(Path.Combine(signals, "submitted")) || driver.IsCompleted),
-            TimeSpan.FromSeconds(60), "the driver submitting its work");
+        using var chaos = new SignalledDriver(head, "chaos", "auto");
+        var driver = chaos.Run;
+        await chaos.WaitForAsync("submitted", TimeSpan.FromSeconds(60));
 
         var kills = 0;
         while (!driver.IsCompleted)
@@ -72,7 +70,6 @@ public sealed class ChaosTests(ITestOutputHelper output) : IDisposable
 
         foreach (var w in workers) await ClusterAssertions.StopAndAssertCleanAsync(w);
         await ClusterAssertions.StopAndAssertCleanAsync(head);
-        Directory.Delete(signals, recursive: true);
     }
 
     /// <summary>The worker host the actor lives on, once it is placed.</summary>

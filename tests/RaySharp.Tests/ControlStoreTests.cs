@@ -22,13 +22,9 @@ public sealed class ControlStoreTests(Xunit.Abstractions.ITestOutputHelper outpu
         var before = (await ClusterAssertions.StatusAsync(head)).Where(n => n.State == "ALIVE").Select(n => n.NodeId).Order().ToList();
         Assert.Equal(2, before.Count);
 
-        var signals = Directory.CreateTempSubdirectory("raysharp-signals-").FullName;
-        head.Environment["TESTDRIVER_SIGNAL_DIR"] = signals;
         head.Environment["TESTDRIVER_NAMESPACE"] = "control-store";
-        var driver = ClusterAssertions.RunDriverAsync(head, "gcs-restart", "auto");
-        await ClusterAssertions.EventuallyAsync(() => Task.FromResult(File.Exists(Path.Combine(signals, "submitted")) || driver.IsCompleted),
-            TimeSpan.FromSeconds(60), "the driver submitting its tasks");
-        Assert.False(driver.IsCompleted, driver.IsCompleted ? (await driver).ToString() : "");
+        using var driver = new SignalledDriver(head, "gcs-restart", "auto");
+        await driver.WaitForAsync("submitted", TimeSpan.FromSeconds(60));
 
         // kill -9 the GCS while its actor lives and its tasks run.
         var session = ClusterAssertions.Sessions(head).Single();
@@ -44,9 +40,9 @@ public sealed class ControlStoreTests(Xunit.Abstractions.ITestOutputHelper outpu
         Assert.True(restarted.ExitCode == 0, restarted.ToString());
         Assert.Contains("restarted it on", restarted.Stdout);
         output.WriteLine($"GCS down {down.Elapsed.TotalSeconds:0.0} s (the restart command itself took {restarted.Elapsed.TotalSeconds:0.0} s)");
-        File.WriteAllText(Path.Combine(signals, "restarted"), "");
+        driver.Signal("restarted");
 
-        var run = await driver;
+        var run = await driver.Run;
         output.WriteLine(run.Stdout);
         Assert.Contains("actor-before 1\n", run.Stdout);
         Assert.Contains("actor-during 2\n", run.Stdout);
@@ -79,6 +75,5 @@ public sealed class ControlStoreTests(Xunit.Abstractions.ITestOutputHelper outpu
         await ClusterAssertions.StopAndAssertCleanAsync(head);
         // Stopped on purpose, the cluster takes its state out of Redis.
         Assert.Empty((await redis.CliAsync("--scan", "--pattern", $"raysharp:{session.Name}:*")).Trim());
-        Directory.Delete(signals, recursive: true);
     }
 }

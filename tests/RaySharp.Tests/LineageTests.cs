@@ -19,24 +19,19 @@ public sealed class LineageTests(Xunit.Abstractions.ITestOutputHelper output) : 
         Assert.Equal(0, (await Cli.RunAsync(victim, "start", $"--address={head.Ip}:6379", "--num-cpus=2")).ExitCode);
         Assert.Equal(0, (await Cli.RunAsync(survivor, "start", $"--address={head.Ip}:6379", "--num-cpus=1")).ExitCode);
 
-        var signals = Directory.CreateTempSubdirectory("raysharp-signals-").FullName;
-        head.Environment["TESTDRIVER_SIGNAL_DIR"] = signals;
-        var driver = ClusterAssertions.RunDriverAsync(head, "lineage", "auto", victim.Ip);
-        await ClusterAssertions.EventuallyAsync(() => Task.FromResult(File.Exists(Path.Combine(signals, "computed")) || driver.IsCompleted),
-            TimeSpan.FromSeconds(90), "the chain computed on the victim node");
-        Assert.False(driver.IsCompleted, driver.IsCompleted ? (await driver).ToString() : "");
+        using var driver = new SignalledDriver(head, "lineage", "auto", victim.Ip);
+        await driver.WaitForAsync("computed", TimeSpan.FromSeconds(90));
 
         var raylet = ClusterAssertions.Sessions(victim).Single().ReadPorts(Components.Raylet)!.Pid;
         Posix.Kill(raylet, Posix.SIGKILL);
-        File.WriteAllText(Path.Combine(signals, "killed"), "");
+        driver.Signal("killed");
 
-        var run = await driver;
+        var run = await driver.Run;
         output.WriteLine(run.Stdout);
         Assert.Contains("chain-ready 1\n", run.Stdout);
         Assert.Contains("chain length 300000 first 2 last 300001\n", run.Stdout);
-        // Each task ran once on the victim, then once more elsewhere to rebuild.
-        Assert.Single(Regex.Matches(run.Stdout, $@"ran Seed on {Regex.Escape(victim.Ip)}\n"));
-        Assert.Equal(2, Regex.Matches(run.Stdout, $@"ran AddOne on {Regex.Escape(victim.Ip)}\n").Count);
+        // Each task ran twice: once to make its result, once to make it again. (Where the second run happens depends on
+        // timing: a worker of the dead raylet can still take a task in the instant before it exits.)
         Assert.Equal(2, Regex.Matches(run.Stdout, @"ran Seed on ").Count);
         Assert.Equal(4, Regex.Matches(run.Stdout, @"ran AddOne on ").Count);
         Assert.Matches(@"put-there ObjectLostException: .* It cannot be rebuilt: it was made by Ray.Put", run.Stdout);
@@ -46,6 +41,5 @@ public sealed class LineageTests(Xunit.Abstractions.ITestOutputHelper output) : 
 
         await ClusterAssertions.StopAndAssertCleanAsync(survivor);
         await ClusterAssertions.StopAndAssertCleanAsync(head);
-        Directory.Delete(signals, recursive: true);
     }
 }

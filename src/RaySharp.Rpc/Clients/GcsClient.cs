@@ -39,12 +39,41 @@ internal sealed class GcsClient(RpcChannelPool channels, string address, TimeSpa
             return new AsyncUnaryCall<TResponse>(response, Task.FromResult(new Metadata()), () => Status.DefaultSuccess, () => [], () => { });
         }
 
+        public override TResponse BlockingUnaryCall<TRequest, TResponse>(TRequest request,
+            ClientInterceptorContext<TRequest, TResponse> context, BlockingUnaryCallContinuation<TRequest, TResponse> continuation)
+        {
+            var giveUp = GiveUp(context.Options);
+            var pause = TimeSpan.FromMilliseconds(100);
+            while (true)
+            {
+                try
+                {
+                    return continuation(request, context);
+                }
+                catch (RpcException e) when (e.StatusCode == StatusCode.Unavailable && DateTime.UtcNow + pause < giveUp)
+                {
+                    var token = context.Options.CancellationToken;
+                    if (token.CanBeCanceled) token.WaitHandle.WaitOne(pause);
+                    else Thread.Sleep(pause);
+                    token.ThrowIfCancellationRequested();
+                    pause = Next(pause);
+                }
+            }
+        }
+
+        private DateTime GiveUp(CallOptions options)
+        {
+            var giveUp = DateTime.UtcNow + window;
+            return options.Deadline is { } deadline && deadline < giveUp ? deadline : giveUp;
+        }
+
+        private static TimeSpan Next(TimeSpan pause) => TimeSpan.FromMilliseconds(Math.Min(pause.TotalMilliseconds * 2, 1000));
+
         private async Task<TResponse> CallAsync<TRequest, TResponse>(TRequest request, ClientInterceptorContext<TRequest, TResponse> context,
             AsyncUnaryCallContinuation<TRequest, TResponse> continuation)
             where TRequest : class where TResponse : class
         {
-            var giveUp = DateTime.UtcNow + window;
-            if (context.Options.Deadline is { } deadline && deadline < giveUp) giveUp = deadline;
+            var giveUp = GiveUp(context.Options);
             var pause = TimeSpan.FromMilliseconds(100);
             while (true)
             {
@@ -56,7 +85,7 @@ internal sealed class GcsClient(RpcChannelPool channels, string address, TimeSpa
                 catch (RpcException e) when (e.StatusCode == StatusCode.Unavailable && DateTime.UtcNow + pause < giveUp)
                 {
                     await Task.Delay(pause, context.Options.CancellationToken).ConfigureAwait(false);
-                    pause = TimeSpan.FromMilliseconds(Math.Min(pause.TotalMilliseconds * 2, 1000));
+                    pause = Next(pause);
                 }
             }
         }
