@@ -60,6 +60,13 @@ if (arguments.Flag(NodeProcessLauncher.ExitWithParentFlag))
             while (stdin.Read(buffer, 0, buffer.Length) > 0) { }
         }
         catch (IOException) { }
+        if (arguments.Component == Components.Worker)
+        {
+            // A worker whose raylet is gone has no node left to serve: exit now, before it can take another task
+            // (its results could not be stored, and its lessees retry elsewhere).
+            Console.Error.WriteLine("worker exiting: its raylet is gone");
+            Environment.Exit(1);
+        }
         RequestShutdown("parent process exited");
     }) { IsBackground = true, Name = "parent-watch" };
     watcher.Start();
