@@ -49,9 +49,6 @@ internal sealed partial class GcsServer : IAsyncDisposable
 
     public int Port => _rpc.Port;
 
-    /// <summary>True when this GCS took over the stored state of an earlier one (a restart with Redis).</summary>
-    public bool Recovered { get; private set; }
-
     public static async Task<GcsServer> StartAsync(GcsServerOptions options, ILoggerFactory loggerFactory, TimeProvider time, IGcsStore? store = null, CancellationToken cancellationToken = default)
     {
         var sessionName = string.IsNullOrEmpty(options.SessionDir) ? "" : Path.GetFileName(options.SessionDir);
@@ -121,7 +118,7 @@ internal sealed partial class GcsServer : IAsyncDisposable
             }, cancellationToken: cancellationToken, framedHandler: drivers).ConfigureAwait(false);
 
         LogStarted(logger, rpc.Port, storage, options.HealthCheckPeriod.TotalMilliseconds, options.HealthCheckFailureThreshold);
-        return new GcsServer(rpc, health, channels, actors, store, drivers) { Recovered = recovered };
+        return new GcsServer(rpc, health, channels, actors, store, drivers);
     }
 
     /// <summary>The cluster's identity from the store, or a new one; each start on stored state counts as a restart.</summary>

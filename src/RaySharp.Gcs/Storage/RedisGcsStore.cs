@@ -20,8 +20,6 @@ internal sealed class RedisGcsStore : IGcsStore, IAsyncDisposable
         _prefix = $"raysharp:{ns}:";
     }
 
-    public string Namespace => _prefix[9..^1];
-
     /// <summary>Connects, failing within a few seconds with what to check when Redis does not answer.</summary>
     public static async Task<RedisGcsStore> ConnectAsync(string address, string? password, string ns)
     {
