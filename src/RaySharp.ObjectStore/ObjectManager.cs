@@ -128,6 +128,17 @@ internal sealed partial class ObjectManager : IFramedHandler, IAsyncDisposable
         return holders;
     }
 
+    /// <summary>
+    /// Lists every copy this node holds in the location table again (the GCS restarted: that table is not stored), so
+    /// readers find them as before. Returns how many were listed.
+    /// </summary>
+    public int ReportCopiesAgain()
+    {
+        var copies = store.SecondaryCopies();
+        foreach (var id in copies) Report(id, added: true);
+        return copies.Count;
+    }
+
     private void Report(string objectId, bool added)
     {
         if (_locations is null || Address.Length == 0) return;

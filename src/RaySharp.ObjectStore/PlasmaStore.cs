@@ -375,6 +375,12 @@ internal sealed partial class PlasmaStore : IDisposable
         entry.SpillPath = null;
     }
 
+    /// <summary>The objects this store holds a whole copy of that another node made (what the location table lists).</summary>
+    public IReadOnlyList<string> SecondaryCopies()
+    {
+        lock (_gate) return _objects.Values.Where(e => !e.Primary && e.Sealed.Task.IsCompletedSuccessfully).Select(e => e.Id).ToList();
+    }
+
     /// <summary>A secondary copy left this store (freed or evicted). Raised under the store's lock: keep handlers short.</summary>
     public event Action<string>? SecondaryCopyDropped;
 

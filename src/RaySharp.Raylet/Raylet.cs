@@ -173,6 +173,7 @@ internal sealed partial class Raylet : IAsyncDisposable
     {
         var failures = 0;
         DateTimeOffset? unreachableSince = null;
+        int? gcsRestarts = null;
         while (!stop.IsCancellationRequested)
         {
             try
@@ -192,6 +193,9 @@ internal sealed partial class Raylet : IAsyncDisposable
                     _fatal.TrySetResult("the GCS declared this node dead");
                     return;
                 }
+                if (gcsRestarts is { } known && reply.GcsRestarts != known)
+                    LogCopiesReported(_logger, reply.GcsRestarts, _objectManager!.ReportCopiesAgain());
+                gcsRestarts = reply.GcsRestarts;
                 var all = await Gcs.GetAllNodeInfoAsync(new GetAllNodeInfoRequest(), deadline: DateTime.UtcNow.AddSeconds(5), cancellationToken: stop).ConfigureAwait(false);
                 UpdateView(all.Nodes);
                 _leases.OnViewRefreshed();
@@ -298,6 +302,9 @@ internal sealed partial class Raylet : IAsyncDisposable
 
     [LoggerMessage(EventId = 503, Level = LogLevel.Information, Message = "Freed {Count} objects of finished job {JobId}")]
     private static partial void LogJobObjectsFreed(ILogger logger, int count, string jobId);
+
+    [LoggerMessage(EventId = 505, Level = LogLevel.Information, Message = "The GCS was restarted (restart {Restarts}); listed {Count} object copies of this node again")]
+    private static partial void LogCopiesReported(ILogger logger, int restarts, int count);
 
     [LoggerMessage(EventId = 504, Level = LogLevel.Information, Message = "Took back {Count} lease(s) of finished job {JobId}")]
     private static partial void LogJobLeasesReclaimed(ILogger logger, int count, string jobId);

@@ -64,10 +64,12 @@ internal static class FaultToleranceScenarios
         var survivor = Ray.Actor(() => new Counter(0), new ActorOptions { Name = "survivor", Lifetime = ActorLifetime.Detached }).Remote();
         Console.WriteLine("actor-before " + Ray.Get(survivor.Increment(1)));
         var tasks = Enumerable.Range(0, 200).Select(i => Ray.Task(SlowSquare).Remote(i)).ToList();
-        // Objects in the store, one put and one a task made, both on the other node for the task.
+        // Objects in the store: one put here, one a task made on the other node and read here (so this node holds a
+        // copy, listed in the GCS's location table).
         var put = Ray.Put(Enumerable.Range(0, 200_000).ToArray());
-        var made = Ray.Task(Seed, new TaskOptions { Strategy = SchedulingStrategy.Spread }).Remote(200_000);
-        Ray.Wait([made], 1, TimeSpan.FromSeconds(30));
+        var other = Ray.Nodes().Single(n => n.Alive && !n.IsHeadNode);
+        var made = Ray.Task(Seed, new TaskOptions { Strategy = SchedulingStrategy.NodeAffinity(other.NodeId) }).Remote(200_000);
+        Console.WriteLine($"copied {Ray.Get(made).Length} object {made.Id}");
         Signal("submitted");
         // While the GCS is down: calls to a live actor go straight to its worker.
         Console.WriteLine("actor-during " + Ray.Get(survivor.Increment(1)));

@@ -53,6 +53,11 @@ public sealed class ControlStoreTests(Xunit.Abstractions.ITestOutputHelper outpu
         Assert.Contains("new-actor 6\n", run.Stdout);
         Assert.Contains("nodes 2\n", run.Stdout);
         Assert.Contains("objects 19999900000 19999900000\n", run.Stdout);
+        // The head's raylet listed its copy of the object made on the other node in the new GCS's location table again
+        // (that table is not stored), so readers elsewhere find it as before.
+        Assert.Matches(@"copied 200000 object \w+", run.Stdout);
+        Assert.Matches(@"The GCS was restarted \(restart 1\); listed [1-9]\d* object copies of this node again",
+            File.ReadAllText(session.LogFile(Components.Raylet)));
 
         // The same nodes, none dead; the detached actor alive, no restart of it needed.
         var after = await ClusterAssertions.StatusAsync(head);

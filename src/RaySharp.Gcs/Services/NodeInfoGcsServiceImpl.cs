@@ -36,5 +36,5 @@ internal sealed class NodeInfoGcsServiceImpl(GcsNodeManager nodes, GcsServerOpti
     }
 
     public override Task<ReportResourceUsageReply> ReportResourceUsage(ReportResourceUsageRequest request, ServerCallContext context) =>
-        Task.FromResult(new ReportResourceUsageReply { NodeAlive = nodes.UpdateResourceUsage(request) });
+        Task.FromResult(new ReportResourceUsageReply { NodeAlive = nodes.UpdateResourceUsage(request), GcsRestarts = identity.GcsRestarts });
 }
