@@ -44,7 +44,7 @@ internal sealed class GcsServerOptions
     /// After a restart on stored state, how long the drivers of running jobs have to reconnect before their jobs are
     /// ended (and their actors with them). Default 60 s, Ray's <c>gcs_rpc_server_reconnect_timeout_s</c>.
     /// </summary>
-    public TimeSpan DriverReconnectTimeout { get; set; } = TimeSpan.FromSeconds(60);
+    public TimeSpan DriverReconnectTimeout { get; set; } = Rpc.Clients.GcsClient.DefaultReconnectTimeout;
 
     /// <summary>Environment variable carrying the Redis password to the GCS process (kept off its command line).</summary>
     public const string RedisPasswordEnv = "RAYSHARP_REDIS_PASSWORD";
@@ -62,12 +62,7 @@ internal sealed class GcsServerOptions
             HealthCheckPeriod = TimeSpan.FromMilliseconds(ms);
         if (int.TryParse(Environment.GetEnvironmentVariable(HealthCheckFailureThresholdEnv), out var n) && n > 0)
             HealthCheckFailureThreshold = n;
-        if (double.TryParse(Environment.GetEnvironmentVariable(ReconnectTimeoutEnv), System.Globalization.NumberStyles.Float,
-                System.Globalization.CultureInfo.InvariantCulture, out var s) && s > 0)
-            DriverReconnectTimeout = TimeSpan.FromSeconds(s);
+        if (Rpc.Clients.GcsClient.ReconnectTimeoutOverride() is { } reconnect) DriverReconnectTimeout = reconnect;
         if (Environment.GetEnvironmentVariable(RedisPasswordEnv) is { Length: > 0 } password) RedisPassword = password;
     }
-
-    /// <summary>The same variable the raylets and drivers read for how long they wait for a GCS to come back.</summary>
-    public const string ReconnectTimeoutEnv = "RAYSHARP_gcs_rpc_server_reconnect_timeout_s";
 }

@@ -56,16 +56,12 @@ internal sealed class RayletOptions
     /// How long the raylet keeps running without reaching the GCS before it stops itself (and its workers), so that a
     /// dead head leaves no orphan nodes behind. Default 60 s (Ray's <c>gcs_rpc_server_reconnect_timeout_s</c>).
     /// </summary>
-    public TimeSpan GcsReconnectTimeout { get; set; } = TimeSpan.FromSeconds(60);
+    public TimeSpan GcsReconnectTimeout { get; set; } = Rpc.Clients.GcsClient.DefaultReconnectTimeout;
 
-    /// <summary>Environment variable that overrides <see cref="GcsReconnectTimeout"/> (seconds) for every raylet of a host.</summary>
-    public const string GcsReconnectTimeoutEnv = "RAYSHARP_gcs_rpc_server_reconnect_timeout_s";
-
+    /// <summary>Applies <c>RAYSHARP_gcs_rpc_server_reconnect_timeout_s</c> (<see cref="Rpc.Clients.GcsClient.ReconnectTimeoutEnv"/>) when set.</summary>
     public void ApplyEnvironment()
     {
-        if (double.TryParse(Environment.GetEnvironmentVariable(GcsReconnectTimeoutEnv), System.Globalization.NumberStyles.Float,
-                System.Globalization.CultureInfo.InvariantCulture, out var s) && s > 0)
-            GcsReconnectTimeout = TimeSpan.FromSeconds(s);
+        if (Rpc.Clients.GcsClient.ReconnectTimeoutOverride() is { } reconnect) GcsReconnectTimeout = reconnect;
     }
 
     public int CpuCount => (int)Math.Floor(Resources.GetValueOrDefault(Common.ResourceSet.Cpu));

@@ -22,12 +22,24 @@ internal sealed class GcsClient(RpcChannelPool channels, string address, TimeSpa
     public InternalKvGcsService.InternalKvGcsServiceClient Kv => new(Invoker);
     public ActorInfoGcsService.ActorInfoGcsServiceClient Actors => new(Invoker);
 
-    /// <summary>How long drivers and workers ride through a GCS outage: <c>RAYSHARP_gcs_rpc_server_reconnect_timeout_s</c>, else 60 s.</summary>
-    public static TimeSpan ReconnectTimeoutFromEnvironment() =>
-        double.TryParse(Environment.GetEnvironmentVariable("RAYSHARP_gcs_rpc_server_reconnect_timeout_s"), System.Globalization.NumberStyles.Float,
+    /// <summary>
+    /// How long every process waits for a GCS that went away (raylets before stopping, drivers and workers retrying,
+    /// a restarted GCS for drivers to register again), in seconds: Ray's <c>gcs_rpc_server_reconnect_timeout_s</c>.
+    /// </summary>
+    public const string ReconnectTimeoutEnv = "RAYSHARP_gcs_rpc_server_reconnect_timeout_s";
+
+    /// <summary>The default of that wait, 60 s.</summary>
+    public static readonly TimeSpan DefaultReconnectTimeout = TimeSpan.FromSeconds(60);
+
+    /// <summary>The wait <see cref="ReconnectTimeoutEnv"/> sets on this host, if it sets one.</summary>
+    public static TimeSpan? ReconnectTimeoutOverride() =>
+        double.TryParse(Environment.GetEnvironmentVariable(ReconnectTimeoutEnv), System.Globalization.NumberStyles.Float,
             System.Globalization.CultureInfo.InvariantCulture, out var s) && s > 0
             ? TimeSpan.FromSeconds(s)
-            : TimeSpan.FromSeconds(60);
+            : null;
+
+    /// <summary>How long drivers and workers ride through a GCS outage: the override, else 60 s.</summary>
+    public static TimeSpan ReconnectTimeoutFromEnvironment() => ReconnectTimeoutOverride() ?? DefaultReconnectTimeout;
 
     /// <summary>Retries unary calls that found no GCS listening, with a capped backoff, within the window.</summary>
     private sealed class RetryWhileUnavailable(TimeSpan window) : Interceptor
