@@ -12,7 +12,9 @@ var quick = args.Contains("--quick");
 var peers = args.Contains("--peers");
 var measured = new Dictionary<string, double>(StringComparer.Ordinal);
 var filter = args.FirstOrDefault(a => !a.StartsWith("--", StringComparison.Ordinal));
-var trials = quick ? 1 : 4;
+var trials = args.FirstOrDefault(a => a.StartsWith("--trials=", StringComparison.Ordinal)) is { } t ? int.Parse(t["--trials=".Length..], System.Globalization.CultureInfo.InvariantCulture) : quick ? 1 : 4;
+// --each: every trial's rate on its own line too (for A/B comparisons on a noisy machine, where the median says more than the mean).
+var each = args.Contains("--each");
 var trialTime = TimeSpan.FromSeconds(quick ? 1 : 2);
 var warmup = TimeSpan.FromSeconds(quick ? 0.3 : 1);
 
@@ -216,16 +218,27 @@ void Run(string name, double rayFigure, Func<int> op, double scale = 1)
     var end = Stopwatch.StartNew();
     while (end.Elapsed < warmup) op();
     var rates = new List<double>();
+    var costs = new List<string>();
     for (var t = 0; t < trials; t++)
     {
         long n = 0;
+        var before = MachineCounters.Read();
         var sw = Stopwatch.StartNew();
         while (sw.Elapsed < trialTime) n += op();
         rates.Add(n * scale / sw.Elapsed.TotalSeconds);
+        if (each && before is not null && MachineCounters.Read() is { } after)
+            costs.Add($"{(after.ContextSwitches - before.ContextSwitches) / (double)n:F1}cs/{(after.CpuSeconds - before.CpuSeconds) * 1e6 / n:F0}us");
     }
     var mean = rates.Average();
     var sd = Math.Sqrt(rates.Sum(r => (r - mean) * (r - mean)) / rates.Count);
     measured[name] = mean;
+    if (each)
+    {
+        var sorted = rates.Order().ToList();
+        Console.WriteLine($"  {name} trials: {string.Join(' ', rates.Select(r => r.ToString("F0", System.Globalization.CultureInfo.InvariantCulture)))}; median {sorted[sorted.Count / 2]:F0}, best {sorted[^1]:F0}");
+        // Per operation, machine-wide (the machine is otherwise idle): context switches and CPU time of every process.
+        if (costs.Count > 0) Console.WriteLine($"    per op: {string.Join(' ', costs)}");
+    }
     Console.WriteLine($"{name,-52} {mean,14:N2} {sd,10:N2} {rayFigure,10:N2} {mean / rayFigure,8:N2}");
 }
 
@@ -252,6 +265,25 @@ static int PutSmall()
 
 static int CallActors(ActorHandle<BenchActor>[] actors, int n) =>
     Ray.Get(Enumerable.Range(0, n).Select(i => actors[i % actors.Length].SmallValue()).ToList()).Length;
+
+/// <summary>Machine-wide context switches and busy CPU time since boot, from /proc/stat (Linux); null elsewhere.</summary>
+internal sealed record MachineCounters(long ContextSwitches, double CpuSeconds)
+{
+    public static MachineCounters? Read()
+    {
+        if (!File.Exists("/proc/stat")) return null;
+        long switches = 0;
+        double busy = 0;
+        foreach (var line in File.ReadLines("/proc/stat"))
+        {
+            var f = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            if (f[0] == "ctxt") switches = long.Parse(f[1], System.Globalization.CultureInfo.InvariantCulture);
+            // cpu user nice system idle iowait irq softirq steal: busy = all but idle and iowait, in clock ticks (100/s).
+            else if (f[0] == "cpu") busy = f.Skip(1).Take(8).Select((v, i) => i is 3 or 4 ? 0 : long.Parse(v, System.Globalization.CultureInfo.InvariantCulture)).Sum() / 100.0;
+        }
+        return new MachineCounters(switches, busy);
+    }
+}
 
 public sealed class BenchActor
 {

@@ -15,12 +15,13 @@ using RaySharp.Rpc.Transport;
 // Usage: dotnet run -c Release --project bench/RaySharp.Bench.Transport -- [--quick]
 // Starts an echo server in a second process, then measures small request/response round trips over each transport:
 // one call at a time, and pipelined with 1000 in flight.
-if (args.Length > 0 && args[0] == "server") return await Server.RunAsync();
+if (args.Contains("server")) return await Server.RunAsync();
 
 var quick = args.Contains("--quick");
 var duration = TimeSpan.FromSeconds(quick ? 1 : 3);
 var warmup = TimeSpan.FromSeconds(quick ? 0.3 : 1);
 const int InFlight = 1000;
+var costs = "";
 var payload = ByteString.CopyFrom(new byte[16]);
 
 using var server = StartServer(out var grpcPort, out var tcpPort);
@@ -28,6 +29,19 @@ try
 {
     using var channels = new RpcChannelPool();
     var client = new EchoService.EchoServiceClient(channels.Get("127.0.0.1", grpcPort));
+    if (args.Contains("--framed"))
+    {
+        // Only the framed rows, several times: for comparing changes to the hot-path transport on a noisy machine.
+        await using var only = await FramedClient.ConnectAsync("127.0.0.1", grpcPort, new RpcSecurityOptions());
+        var data = payload.ToByteArray();
+        for (var i = 0; i < 3; i++)
+        {
+            Report("RaySharp framed, one at a time", await Measure(async () => { await only.CallAsync(1, data); return 1; }));
+            Report("RaySharp framed, one at a time, blocking caller", await Measure(() => Task.FromResult(BlockingCall(only, data))));
+            Report($"RaySharp framed, {InFlight} in flight", await MeasureConcurrent(() => only.CallAsync(1, data)));
+        }
+        return 0;
+    }
     Console.WriteLine($"Transport round trips between two processes on loopback ({Environment.ProcessorCount} cores), {duration.TotalSeconds:0} s each after {warmup.TotalSeconds:0.#} s warm-up, 16-byte payload");
     Console.WriteLine($"{"transport",-44} {"calls/s",12}");
     Report("gRPC unary, one at a time", await Measure(async () => { await client.EchoAsync(new EchoMessage { Payload = payload }); return 1; }));
@@ -49,16 +63,40 @@ finally
 }
 return 0;
 
-void Report(string name, double rate) => Console.WriteLine($"{name,-44} {rate,12:N0}");
+static int BlockingCall(FramedConnection connection, byte[] data)
+{
+    connection.CallAsync(1, data).GetAwaiter().GetResult();
+    return 1;
+}
+
+void Report(string name, double rate) => Console.WriteLine($"{name,-44} {rate,12:N0}   {costs}");
 
 async Task<double> Measure(Func<Task<int>> op)
 {
     var end = DateTime.UtcNow + warmup;
     while (DateTime.UtcNow < end) await op();
     long n = 0;
+    var before = ProcStat();
     var sw = Stopwatch.StartNew();
     while (sw.Elapsed < duration) n += await op();
-    return n / sw.Elapsed.TotalSeconds;
+    var rate = n / sw.Elapsed.TotalSeconds;
+    var after = ProcStat();
+    costs = $"{(after.Switches - before.Switches) / (double)n,5:F1} cs/call {(after.Busy - before.Busy) * 1e6 / n,6:F1} us cpu/call";
+    return rate;
+}
+
+// Machine-wide context switches and busy CPU seconds (the machine is otherwise idle), from /proc/stat.
+static (long Switches, double Busy) ProcStat()
+{
+    long switches = 0;
+    double busy = 0;
+    foreach (var line in File.ReadLines("/proc/stat"))
+    {
+        var f = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        if (f[0] == "ctxt") switches = long.Parse(f[1]);
+        else if (f[0] == "cpu") busy = f.Skip(1).Take(8).Select((v, i) => i is 3 or 4 ? 0 : long.Parse(v)).Sum() / 100.0;
+    }
+    return (switches, busy);
 }
 
 // InFlight concurrent callers, each issuing calls back to back: calls per second over the run.
@@ -80,8 +118,12 @@ async Task<double> MeasureConcurrent(Func<Task> call)
     }
     await Run(warmup);
     var timer = Stopwatch.StartNew();
+    var before = ProcStat();
     var count = await Run(duration);
-    return count / timer.Elapsed.TotalSeconds;
+    var rate = count / timer.Elapsed.TotalSeconds;
+    var after = ProcStat();
+    costs = $"{(after.Switches - before.Switches) / (double)count,5:F1} cs/call {(after.Busy - before.Busy) * 1e6 / count,6:F1} us cpu/call";
+    return rate;
 }
 
 // Sends while the window has room (a reader releases it per reply); replies per second after the warm-up.
@@ -166,8 +208,11 @@ async Task<double> MeasureTcp(int port, int inFlight)
 
 static Process StartServer(out int grpcPort, out int tcpPort)
 {
-    var self = typeof(Server).Assembly.Location;
-    var psi = new ProcessStartInfo(Environment.ProcessPath!, [self, "server"]) { RedirectStandardOutput = true, UseShellExecute = false };
+    // Under `dotnet run` the process is the app host, which takes no assembly path; under `dotnet x.dll`, it is dotnet.
+    var host = Environment.ProcessPath!;
+    string[] arguments = Path.GetFileNameWithoutExtension(host) == "dotnet" ? [typeof(Server).Assembly.Location, "server"] : ["server"];
+    // Standard input stays open as long as this process lives: the server exits when it closes, even after a crash here.
+    var psi = new ProcessStartInfo(host, arguments) { RedirectStandardOutput = true, RedirectStandardInput = true, UseShellExecute = false };
     var p = Process.Start(psi)!;
     var line = p.StandardOutput.ReadLine() ?? throw new InvalidOperationException("echo server did not start");
     var parts = line.Split(' ');
@@ -218,6 +263,11 @@ internal static class Server
         listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
         listener.Listen(16);
         Console.WriteLine($"PORTS {rpc.Port} {((IPEndPoint)listener.LocalEndPoint!).Port}");
+        _ = Task.Run(() =>
+        {
+            Console.In.ReadToEnd();
+            Environment.Exit(0);
+        });
         while (true)
         {
             var socket = await listener.AcceptAsync();

@@ -276,6 +276,8 @@ public sealed class ActorHandle<TActor> where TActor : class
         Task<PushTaskReply> reply;
         try
         {
+            // A call in flight keeps the actor's handle alive (the submitter holds Token until the reply), as a pending
+            // task holds a reference in Ray.
             reply = args.All(a => a.IsCompletedSuccessfully)
                 ? SubmitNow(context.Submitter, request, args)
                 : SubmitWhenReadyAsync(context.Submitter, request, args);
@@ -284,22 +286,20 @@ public sealed class ActorHandle<TActor> where TActor : class
         {
             throw new PendingCallsLimitExceededException(e.Message);
         }
-        // A call in flight keeps the actor's handle alive, as a pending task holds a reference in Ray.
-        if (Token is { } token && !reply.IsCompleted) reply.ContinueWith(static (_, t) => GC.KeepAlive(t), token, TaskScheduler.Default);
         return new ObjectRef<TResult>(request.TaskId, ObjectRef<TResult>.FromReply(reply));
     }
 
     private Task<PushTaskReply> SubmitNow(ActorTaskSubmitter submitter, PushTaskRequest request, Task<ByteString>[] args)
     {
         foreach (var a in args) request.Args.Add(a.Result);
-        return submitter.SubmitAsync(ActorId, request, MaxTaskRetries, MaxPendingCalls);
+        return submitter.SubmitAsync(ActorId, request, MaxTaskRetries, MaxPendingCalls, keepAlive: Token);
     }
 
     private async Task<PushTaskReply> SubmitWhenReadyAsync(ActorTaskSubmitter submitter, PushTaskRequest request, Task<ByteString>[] args)
     {
         // Refs among the arguments are resolved first; order with later calls is kept only among ready calls, as in Ray.
         await TaskArgs.Fill(request, args).ConfigureAwait(false);
-        return await submitter.SubmitAsync(ActorId, request, MaxTaskRetries, MaxPendingCalls).ConfigureAwait(false);
+        return await submitter.SubmitAsync(ActorId, request, MaxTaskRetries, MaxPendingCalls, keepAlive: Token).ConfigureAwait(false);
     }
 
     private static Task<ByteString> Arg<T>(ActorMethod method, Arg<T> arg, int index) =>

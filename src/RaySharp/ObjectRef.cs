@@ -14,13 +14,13 @@ namespace RaySharp;
 /// </summary>
 public sealed class ObjectRef<T>
 {
-    private readonly Lazy<Task<T>> _value;
+    // Deserialized on first use (most refs passed along as arguments are never read here).
+    private Task<T>? _value;
 
     internal ObjectRef(string id, Task<ByteString> bytes)
     {
         Id = id;
         Bytes = bytes;
-        _value = new Lazy<Task<T>>(() => DeserializeAsync(bytes));
     }
 
     /// <summary>The id of the object (for a task's result, the task's id).</summary>
@@ -32,9 +32,19 @@ public sealed class ObjectRef<T>
     /// <summary>The serialized value, as it travels to tasks that take it as an argument.</summary>
     internal Task<ByteString> Bytes { get; }
 
-    internal Task<T> Value => _value.Value;
+    internal Task<T> Value
+    {
+        get
+        {
+            if (_value is { } known) return known;
+            var made = DeserializeAsync(Bytes);
+            // Two first readers at once: one deserialization wins, both see it.
+            return Interlocked.CompareExchange(ref _value, made, null) ?? made;
+        }
+    }
 
-    public TaskAwaiter<T> GetAwaiter() => Value.GetAwaiter();
+    /// <summary>Awaits the value; the code after the <c>await</c> continues on the caller's context or the thread pool.</summary>
+    public ObjectRefAwaiter<T> GetAwaiter() => new(Value);
 
     private static async Task<T> DeserializeAsync(Task<ByteString> bytes)
     {
@@ -127,6 +137,40 @@ public sealed class ObjectRef<T>
     }
 
     public override string ToString() => $"ObjectRef<{typeof(T).Name}>({Id})";
+}
+
+/// <summary>
+/// Awaits an <see cref="ObjectRef{T}"/>. Values are completed on the connection that brought the reply (no thread hop
+/// on the way to a waiting <c>Get</c>), so code awaiting one is never continued there: it goes to the captured
+/// synchronization context, as with any task, or else to the thread pool.
+/// </summary>
+public readonly struct ObjectRefAwaiter<T> : ICriticalNotifyCompletion
+{
+    private readonly Task<T> _value;
+
+    internal ObjectRefAwaiter(Task<T> value) => _value = value;
+
+    public bool IsCompleted => _value.IsCompleted;
+
+    public T GetResult() => _value.GetAwaiter().GetResult();
+
+    public void OnCompleted(Action continuation) => Schedule(continuation, flowContext: true);
+
+    public void UnsafeOnCompleted(Action continuation) => Schedule(continuation, flowContext: false);
+
+    private void Schedule(Action continuation, bool flowContext)
+    {
+        var context = SynchronizationContext.Current;
+        if (context is not null && context.GetType() != typeof(SynchronizationContext) || TaskScheduler.Current != TaskScheduler.Default)
+        {
+            // Posted to the context or scheduler, never run inline: what a TaskAwaiter does anyway.
+            if (flowContext) _value.GetAwaiter().OnCompleted(continuation);
+            else _value.GetAwaiter().UnsafeOnCompleted(continuation);
+            return;
+        }
+        // Not ExecuteSynchronously: queued to the thread pool once the value is known.
+        _value.ContinueWith(static (_, c) => ((Action)c!)(), continuation, CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
+    }
 }
 
 /// <summary>

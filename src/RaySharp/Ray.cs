@@ -257,7 +257,16 @@ public static class Ray
     }
 
     /// <summary>Awaits the values of <paramref name="references"/>, in order.</summary>
-    public static Task<T[]> GetAsync<T>(IEnumerable<ObjectRef<T>> references) => System.Threading.Tasks.Task.WhenAll(references.Select(r => r.Value));
+    public static Task<T[]> GetAsync<T>(IEnumerable<ObjectRef<T>> references)
+    {
+        var all = System.Threading.Tasks.Task.WhenAll(references.Select(r => r.Value));
+        if (all.IsCompleted) return all;
+        // Values complete on connection read loops: the caller's continuation must not run there.
+        var detached = new TaskCompletionSource<T[]>(TaskCreationOptions.RunContinuationsAsynchronously);
+        all.ContinueWith(static (t, d) => ((TaskCompletionSource<T[]>)d!).TrySetFromTask(t), detached, CancellationToken.None,
+            TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        return detached.Task;
+    }
 
     /// <summary>Who submits: the driver's session, or, inside a task, the worker running it (nested tasks).</summary>
     internal static (string JobId, CoreWorker.Submission.TaskSubmitter Submitter) SubmitContext()

@@ -67,9 +67,11 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
     private sealed class PendingCall(PushTaskRequest request, int retriesLeft, long sequence)
     {
         public PushTaskRequest Request { get; } = request;
-        public TaskCompletionSource<PushTaskReply> Reply { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        // Completed on a connection's read loop; its awaiters are internal (ObjectRef hands user code to the thread pool).
+        public TaskCompletionSource<PushTaskReply> Reply { get; } = new();
         public int RetriesLeft { get; set; } = retriesLeft;
         public long Sequence { get; } = sequence;
+        public object? KeepAlive { get; init; }
     }
 
     /// <summary>Calls to an actor this process is creating wait for its registration with the GCS first.</summary>
@@ -86,7 +88,8 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
 
     /// <param name="maxTaskRetries">Re-sends after the actor restarts under a call; -1: no limit; 0: the call fails instead.</param>
     /// <param name="maxPendingCalls">Most calls from this process in flight to the actor; -1: no limit.</param>
-    public Task<PushTaskReply> SubmitAsync(string actorId, PushTaskRequest request, int maxTaskRetries, int maxPendingCalls)
+    /// <param name="keepAlive">Held while the call is pending (the handle's lifetime token: a call in flight keeps its actor).</param>
+    public Task<PushTaskReply> SubmitAsync(string actorId, PushTaskRequest request, int maxTaskRetries, int maxPendingCalls, object? keepAlive = null)
     {
         PendingCall call;
         var resolve = false;
@@ -99,7 +102,7 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
                 throw new PendingCallsLimitCoreException(
                     $"actor {actorId} already has {state.InFlight} calls pending from this caller, its MaxPendingCalls; wait for some results before calling again, or raise MaxPendingCalls");
             state.InFlight++;
-            call = new PendingCall(request, maxTaskRetries, state.NextSequence++);
+            call = new PendingCall(request, maxTaskRetries, state.NextSequence++) { KeepAlive = keepAlive };
             if (state.Connection is { } connection && state.Waiting.Count == 0 && !state.Resolving) Send(state, connection, call);
             else
             {
@@ -115,7 +118,7 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
     /// <summary>Under the lock, so calls leave in the order they were made.</summary>
     private void Send(ActorState state, FramedConnection connection, PendingCall call)
     {
-        var sent = connection.CallAsync(FramedMethods.ActorCall, call.Request.ToByteArray());
+        var sent = connection.CallCompletingOnReadLoopAsync(FramedMethods.ActorCall, call.Request.ToByteArray());
         // Failed at once (the connection just closed): handle it off this thread, which holds the lock.
         if (sent.IsCompleted) _ = Task.Run(() => CompleteAsync(state, connection, call, sent));
         else _ = CompleteAsync(state, connection, call, sent);

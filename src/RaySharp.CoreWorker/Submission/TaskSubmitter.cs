@@ -136,7 +136,8 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
     {
         strategy ??= new SchedulingStrategy();
         var key = queueKey ?? QueueKey(resources, strategy);
-        var reply = new TaskCompletionSource<PushTaskReply>(TaskCreationOptions.RunContinuationsAsynchronously);
+        // Completed on a connection's read loop; its awaiters are internal (ObjectRef hands user code to the thread pool).
+        var reply = new TaskCompletionSource<PushTaskReply>();
         ShapeQueue shape;
         lock (_gate)
         {
@@ -191,7 +192,9 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
             task.Request.GpuIds.Clear();
             task.Request.GpuIds.Add(worker.GpuIds);
             task.Request.Attempt = task.Attempts;
-            var bytes = await worker.Connection.CallAsync(FramedMethods.PushTask, task.Request.ToByteArray()).ConfigureAwait(false);
+            // Continues on the connection's read loop: what follows only parses, requeues or completes the task's reply,
+            // whose own awaiters are internal too (user code behind an ObjectRef always continues on the thread pool).
+            var bytes = await worker.Connection.CallCompletingOnReadLoopAsync(FramedMethods.PushTask, task.Request.ToByteArray()).ConfigureAwait(false);
             var reply = PushTaskReply.Parser.ParseFrom(bytes);
             if (reply.Error is { } error && task.RetriesLeft != 0 && task.RetryOn?.Invoke(error) == true)
             {
