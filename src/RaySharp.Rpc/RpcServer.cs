@@ -93,7 +93,7 @@ internal sealed class RpcServer : IAsyncDisposable
         // completions themselves are not inlined) and a flushed reply is sent by the thread that flushed it. Nothing
         // that reads a connection here blocks: framed handlers hand their work off before it can, and HTTP/2 runs each
         // gRPC call as its own work item.
-        if (Environment.GetEnvironmentVariable("RAYSHARP_EXP_NOINLINE") != "1") builder.WebHost.UseSockets(o => o.UnsafePreferInlineScheduling = true);
+        builder.WebHost.UseSockets(o => o.UnsafePreferInlineScheduling = true);
         builder.WebHost.ConfigureKestrel(k =>
         {
             k.AddServerHeader = false;

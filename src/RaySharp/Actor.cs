@@ -269,10 +269,10 @@ public sealed class ActorHandle<TActor> where TActor : class
             JobId = context.JobId,
             TaskId = UniqueId.New(),
             ActorId = ActorId,
-            Function = method.Descriptor,
             Name = method.Name,
             LambdaCall = method.IsLambda,
         };
+        FunctionDescriptors.SetFunction(request, method.Descriptor);
         Task<PushTaskReply> reply;
         try
         {

@@ -111,9 +111,9 @@ public abstract class RemoteFunctionBase : CoreWorker.Objects.ILineageSource
         {
             JobId = jobId,
             TaskId = UniqueId.New(),
-            Function = Descriptor,
-            Name = Options.Name ?? DisplayName(Descriptor.Method),
+            Name = Options.Name ?? (_displayName ??= DisplayName(Descriptor.Method)),
         };
+        FunctionDescriptors.SetFunction(request, Descriptor);
         var placement = _placement ??= Placement.Of(Options);
         var reply = args.All(a => a.IsCompletedSuccessfully)
             ? SubmitNow(submitter, request, placement, Options.MaxRetries, args)
@@ -142,6 +142,7 @@ public abstract class RemoteFunctionBase : CoreWorker.Objects.ILineageSource
     }
 
     private Placement? _placement;
+    private string? _displayName;
 
     private static Task<PushTaskReply> SubmitNow(CoreWorker.Submission.TaskSubmitter submitter, PushTaskRequest request, Placement placement, int maxRetries, Task<ByteString>[] args)
     {

@@ -21,14 +21,12 @@ internal sealed partial class ActorExecutor(CoreWorkerOptions options, JobCodeCa
         try
         {
             var job = await code.GetAsync(request.JobId).ConfigureAwait(false);
-            var (method, invoker, target, parameters) = FunctionDescriptors.Resolve(request.JobId, request.Function, JobCodeCache.Loader(job));
+            var (method, invoker, target, parameters) = FunctionDescriptors.Resolve(request.JobId, FunctionDescriptors.Unpack(request), JobCodeCache.Loader(job));
             var args = new object?[parameters.Length];
-            using (Objects.ObjectDirectory.ReceivingFrom(creator))
-            {
-                await Objects.LocalObjectStore.ReadArgumentsAsync(parameters, request.Args, args).ConfigureAwait(false);
-            }
-            WorkerContext.CurrentJobId = request.JobId;
-            WorkerContext.CurrentActorId = request.ActorId;
+            var running = new RunningTask(request.JobId, null, request.ActorId) { ArgumentSource = creator };
+            WorkerContext.Enter(running);
+            await Objects.LocalObjectStore.ReadArgumentsAsync(parameters, request.Args, args).ConfigureAwait(false);
+            running.ArgumentSource = null;
             // A dedicated actor keeps its lease's GPUs for life; lightweight actors hold none.
             if (request.GpuIds.Count > 0) Environment.SetEnvironmentVariable("CUDA_VISIBLE_DEVICES", string.Join(",", request.GpuIds));
             var instance = invoker.Invoke(target, args.AsSpan());

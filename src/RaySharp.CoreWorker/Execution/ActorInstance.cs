@@ -127,6 +127,17 @@ internal sealed class ActorInstance
         }
     }
 
+    private readonly ConcurrentDictionary<ulong, Method> _methodsByKey = new();
+
+    /// <summary>The method a call names: by its function key once seen (no descriptor parsed), else by its descriptor.</summary>
+    private Method Resolve(PushTaskRequest request)
+    {
+        if (request.FunctionKey != 0 && _methodsByKey.TryGetValue(request.FunctionKey, out var known)) return known;
+        var method = Resolve(FunctionDescriptors.Unpack(request), request.LambdaCall);
+        if (request.FunctionKey != 0) _methodsByKey.TryAdd(request.FunctionKey, method);
+        return method;
+    }
+
     private Method Resolve(FunctionDescriptor descriptor, bool lambda) => _methods.GetOrAdd(descriptor, d =>
     {
         var (method, invoker, target, parameters) = FunctionDescriptors.Resolve(JobId, d, JobCodeCache.Loader(_code), ofActor: !lambda);
@@ -139,23 +150,21 @@ internal sealed class ActorInstance
     private async ValueTask<PushTaskReply> ExecuteAsync(Call call)
     {
         var request = call.Request;
+        var running = new RunningTask(JobId, request.TaskId, ActorId);
+        WorkerContext.Enter(running);
         try
         {
-            var method = Resolve(request.Function, request.LambdaCall);
+            var method = Resolve(request);
             if (method.ParameterTypes.Length != request.Args.Count)
                 throw new ArgumentException($"{request.Name} takes {method.ParameterTypes.Length} arguments, the call carried {request.Args.Count}");
             var offset = method.Lambda ? 1 : 0;
             var args = new object?[method.ParameterTypes.Length + offset];
             if (method.Lambda) args[0] = Instance;
-            using (Objects.ObjectDirectory.ReceivingFrom(call.Caller))
-            {
-                // No ConfigureAwait(false): an async actor's calls stay on its serial context.
-                await Objects.LocalObjectStore.ReadArgumentsAsync(method.ParameterTypes, request.Args, args, offset);
-            }
-            WorkerContext.CurrentJobId = JobId;
-            WorkerContext.CurrentTaskId = request.TaskId;
-            WorkerContext.CurrentActorId = ActorId;
-            TaskOutputCapture.BeginStreamingTo(call.Caller, request.Name, request.TaskId, _options.NodeIpAddress);
+            running.ArgumentSource = call.Caller;
+            // No ConfigureAwait(false): an async actor's calls stay on its serial context.
+            await Objects.LocalObjectStore.ReadArgumentsAsync(method.ParameterTypes, request.Args, args, offset);
+            running.ArgumentSource = null;
+            TaskOutputCapture.BeginStreamingTo(running, call.Caller, request.Name, request.TaskId, _options.NodeIpAddress);
             var result = method.Invoker.Invoke(method.Lambda ? method.Target : Instance, args.AsSpan());
             return new PushTaskReply { Result = await TaskResults.SerializeAsync(result, method.ReturnType, JobId) };
         }
@@ -165,7 +174,7 @@ internal sealed class ActorInstance
         }
         finally
         {
-            TaskOutputCapture.End();
+            TaskOutputCapture.End(running);
         }
     }
 }

@@ -43,6 +43,41 @@ internal static class FunctionDescriptors
         return s_cache.GetValue(method, Describe);
     }
 
+    private static readonly ConditionalWeakTable<FunctionDescriptor, PackedFunction> s_packed = new();
+
+    /// <summary>The descriptor as tasks and actor calls carry it: serialized once, with its key.</summary>
+    public static PackedFunction Pack(FunctionDescriptor descriptor) => s_packed.GetValue(descriptor, static d =>
+    {
+        var bytes = Google.Protobuf.MessageExtensions.ToByteString(d);
+        return new PackedFunction(bytes, System.IO.Hashing.XxHash64.HashToUInt64(bytes.Span));
+    });
+
+    /// <summary>Sets the function of a task or actor call in its packed form.</summary>
+    public static void SetFunction(PushTaskRequest request, FunctionDescriptor descriptor)
+    {
+        var packed = Pack(descriptor);
+        request.FunctionBytes = packed.Bytes;
+        request.FunctionKey = packed.Key;
+    }
+
+    /// <summary>The function a request names, in whichever form it came.</summary>
+    public static FunctionDescriptor Unpack(PushTaskRequest request) =>
+        request.FunctionBytes.IsEmpty ? request.Function : FunctionDescriptor.Parser.ParseFrom(request.FunctionBytes);
+
+    private static readonly ConcurrentDictionary<(ulong Key, string JobId), (MethodInfo, MethodInvoker, object?, Type[])> s_resolvedByKey = new();
+
+    /// <summary>
+    /// Worker side, per task: <see cref="Resolve"/> for the function a request names, found by its key (no parsing, no
+    /// string built) once the first request with that key was resolved.
+    /// </summary>
+    public static (MethodInfo Method, MethodInvoker Invoker, object? Target, Type[] ParameterTypes) Resolve(PushTaskRequest request, Func<string, Assembly> loadAssembly)
+    {
+        if (request.FunctionKey != 0 && s_resolvedByKey.TryGetValue((request.FunctionKey, request.JobId), out var known)) return known;
+        var resolved = Resolve(request.JobId, Unpack(request), loadAssembly);
+        if (request.FunctionKey != 0) s_resolvedByKey.TryAdd((request.FunctionKey, request.JobId), resolved);
+        return resolved;
+    }
+
     private static FunctionDescriptor Describe(MethodInfo method)
     {
         var d = new FunctionDescriptor
@@ -80,3 +115,6 @@ internal static class FunctionDescriptors
 
     private static readonly ConcurrentDictionary<string, (MethodInfo, MethodInvoker, object?, Type[])> s_resolved = new(StringComparer.Ordinal);
 }
+
+/// <summary>A function descriptor serialized once, and the 64-bit hash of those bytes that workers cache it under.</summary>
+internal sealed record PackedFunction(Google.Protobuf.ByteString Bytes, ulong Key);

@@ -97,25 +97,23 @@ internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient 
 
     private async Task<PushTaskReply> ExecuteAsync(PushTaskRequest request, FramedConnection? submitter)
     {
+        // References inside the arguments are borrowed from the process that pushed the task.
+        var running = new RunningTask(request.JobId, request.TaskId, null) { ArgumentSource = submitter };
+        WorkerContext.Enter(running);
         try
         {
             var code = await _code.GetAsync(request.JobId).ConfigureAwait(false);
-            var (method, invoker, target, parameters) = FunctionDescriptors.Resolve(request.JobId, request.Function, JobCodeCache.Loader(code));
+            var (method, invoker, target, parameters) = FunctionDescriptors.Resolve(request, JobCodeCache.Loader(code));
             if (parameters.Length != request.Args.Count)
                 throw new ArgumentException($"{method.Name} takes {parameters.Length} arguments, the task carried {request.Args.Count}");
             var args = new object?[parameters.Length];
-            // References inside the arguments are borrowed from the process that pushed the task.
-            using (Objects.ObjectDirectory.ReceivingFrom(submitter))
-            {
-                await Objects.LocalObjectStore.ReadArgumentsAsync(parameters, request.Args, args).ConfigureAwait(false);
-            }
+            await Objects.LocalObjectStore.ReadArgumentsAsync(parameters, request.Args, args).ConfigureAwait(false);
+            running.ArgumentSource = null;
 
             Common.FaultInjection.AtTaskStart(request.Name, request.Attempt);
-            WorkerContext.CurrentJobId = request.JobId;
-            WorkerContext.CurrentTaskId = request.TaskId;
             // Tasks run one at a time per worker, so the process environment can carry the lease's GPUs, as in Ray.
             Environment.SetEnvironmentVariable("CUDA_VISIBLE_DEVICES", request.GpuIds.Count > 0 ? string.Join(",", request.GpuIds) : null);
-            TaskOutputCapture.BeginStreamingTo(submitter, request.Name, request.TaskId, options.NodeIpAddress);
+            TaskOutputCapture.BeginStreamingTo(running, submitter, request.Name, request.TaskId, options.NodeIpAddress);
             var result = invoker.Invoke(target, args.AsSpan());
             return new PushTaskReply { Result = await TaskResults.SerializeAsync(result, method.ReturnType, request.JobId).ConfigureAwait(false) };
         }
@@ -127,8 +125,7 @@ internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient 
         }
         finally
         {
-            WorkerContext.CurrentTaskId = null;
-            TaskOutputCapture.End();
+            TaskOutputCapture.End(running);
         }
     }
 

@@ -9,18 +9,29 @@ namespace RaySharp.CoreWorker.Execution;
 /// </summary>
 internal sealed class TaskOutputCapture(TextWriter log, bool isError) : TextWriter
 {
-    /// <summary>Receives whole lines (without the final newline) and whether they came from Console.Error.</summary>
-    public delegate void Sink(string text, bool isError);
-
-    private sealed class Capture(Sink sink, Rpc.Transport.FramedConnection? caller)
+    /// <summary>A flow's captured output: streamed to the submitter as TaskOutput frames, a whole line at a time.</summary>
+    internal sealed class Capture(Rpc.Transport.FramedConnection? caller, string taskName, string taskId, string nodeIpAddress)
     {
-        public Sink Sink { get; } = sink;
         public Rpc.Transport.FramedConnection? Caller { get; } = caller;
-        public StringBuilder Out { get; } = new();
-        public StringBuilder Error { get; } = new();
-    }
+        // Made on the first write: most tasks print nothing.
+        private StringBuilder? _out;
+        private StringBuilder? _error;
 
-    private static readonly AsyncLocal<Capture?> s_current = new();
+        public StringBuilder Buffer(bool isError) =>
+            isError ? LazyInitializer.EnsureInitialized(ref _error) : LazyInitializer.EnsureInitialized(ref _out);
+
+        public StringBuilder? Written(bool isError) => isError ? _error : _out;
+
+        public void Send(string text, bool isError) => Caller?.Notify(Rpc.Transport.FramedMethods.TaskOutput, Google.Protobuf.MessageExtensions.ToByteArray(new Rpc.Protocol.TaskOutput
+        {
+            TaskName = taskName,
+            TaskId = taskId,
+            Pid = Environment.ProcessId,
+            NodeIpAddress = nodeIpAddress,
+            IsStderr = isError,
+            Text = text,
+        }));
+    }
 
     public override Encoding Encoding => log.Encoding;
 
@@ -31,41 +42,31 @@ internal sealed class TaskOutputCapture(TextWriter log, bool isError) : TextWrit
         Console.SetError(TextWriter.Synchronized(new TaskOutputCapture(Console.Error, isError: true)));
     }
 
-    /// <summary>Starts capturing for the current flow (a task).</summary>
-    public static void Begin(Sink sink, Rpc.Transport.FramedConnection? caller = null) => s_current.Value = new Capture(sink, caller);
+    private static Capture? Current => WorkerContext.Running?.Output;
 
     /// <summary>The connection the running task's output streams to (its submitter), if any: where nested output goes too.</summary>
-    public static Rpc.Transport.FramedConnection? CurrentCaller => s_current.Value?.Caller;
+    public static Rpc.Transport.FramedConnection? CurrentCaller => Current?.Caller;
 
-    /// <summary>Starts capturing for the current flow, streaming whole lines to <paramref name="caller"/> as TaskOutput frames.</summary>
-    public static void BeginStreamingTo(Rpc.Transport.FramedConnection? caller, string taskName, string taskId, string nodeIpAddress) =>
-        Begin((text, isError) => caller?.Notify(Rpc.Transport.FramedMethods.TaskOutput, Google.Protobuf.MessageExtensions.ToByteArray(new Rpc.Protocol.TaskOutput
-        {
-            TaskName = taskName,
-            TaskId = taskId,
-            Pid = Environment.ProcessId,
-            NodeIpAddress = nodeIpAddress,
-            IsStderr = isError,
-            Text = text,
-        })), caller);
+    /// <summary>Starts capturing the output of <paramref name="running"/> (this flow's task), streaming whole lines to <paramref name="caller"/>.</summary>
+    public static void BeginStreamingTo(RunningTask running, Rpc.Transport.FramedConnection? caller, string taskName, string taskId, string nodeIpAddress) =>
+        running.Output = new Capture(caller, taskName, taskId, nodeIpAddress);
 
     /// <summary>Sends what is left of an unfinished line and stops capturing.</summary>
-    public static void End()
+    public static void End(RunningTask running)
     {
-        if (s_current.Value is { } capture)
+        if (running.Output is not { } capture) return;
+        running.Output = null;
+        foreach (var error in (ReadOnlySpan<bool>)[false, true])
         {
-            foreach (var (buffer, error) in new[] { (capture.Out, false), (capture.Error, true) })
+            if (capture.Written(error) is not { } buffer) continue;
+            string rest;
+            lock (buffer)
             {
-                string rest;
-                lock (buffer)
-                {
-                    rest = buffer.ToString();
-                    buffer.Clear();
-                }
-                if (rest.Length > 0) capture.Sink(rest, error);
+                rest = buffer.ToString();
+                buffer.Clear();
             }
+            if (rest.Length > 0) capture.Send(rest, error);
         }
-        s_current.Value = null;
     }
 
     public override void Write(char value) => Write(value.ToString());
@@ -75,12 +76,12 @@ internal sealed class TaskOutputCapture(TextWriter log, bool isError) : TextWrit
     public override void Write(string? value)
     {
         if (value is null) return;
-        if (s_current.Value is not { } capture)
+        if (Current is not { } capture)
         {
             log.Write(value);
             return;
         }
-        var buffer = isError ? capture.Error : capture.Out;
+        var buffer = capture.Buffer(isError);
         string? lines = null;
         lock (buffer)
         {
@@ -92,7 +93,7 @@ internal sealed class TaskOutputCapture(TextWriter log, bool isError) : TextWrit
                 buffer.Remove(0, end + 1);
             }
         }
-        if (lines is not null) capture.Sink(lines.Replace("\r", "", StringComparison.Ordinal), isError);
+        if (lines is not null) capture.Send(lines.Replace("\r", "", StringComparison.Ordinal), isError);
     }
 
     public override void Flush() => log.Flush();

@@ -14,9 +14,15 @@ internal sealed record WorkerContext(string NodeId, string NodeIpAddress, string
     /// <summary>Tells the raylet this worker is blocked waiting for other tasks (true) or running again (false).</summary>
     public Func<bool, Task>? NotifyBlocked { get; init; }
 
-    private static readonly AsyncLocal<string?> s_jobId = new();
-    private static readonly AsyncLocal<string?> s_taskId = new();
-    private static readonly AsyncLocal<string?> s_actorId = new();
+    // One flow-local for everything about the task or call being run: each AsyncLocal write copies the execution
+    // context, and a call used to make seven of them.
+    private static readonly AsyncLocal<RunningTask?> s_running = new();
+
+    /// <summary>The task, actor call or actor construction running on this flow, if any.</summary>
+    public static RunningTask? Running => s_running.Value;
+
+    /// <summary>Marks this flow (until the async method that calls it returns) as running <paramref name="task"/>.</summary>
+    public static void Enter(RunningTask task) => s_running.Value = task;
 
     /// <summary>The raylet of this worker's node: where actors created here start looking for a place.</summary>
     public string? RayletAddress { get; init; }
@@ -25,21 +31,23 @@ internal sealed record WorkerContext(string NodeId, string NodeIpAddress, string
     public Submission.ActorTaskSubmitter? ActorSubmitter { get; init; }
 
     /// <summary>The actor whose constructor or method runs on this flow, if any.</summary>
-    public static string? CurrentActorId
-    {
-        get => s_actorId.Value;
-        set => s_actorId.Value = value;
-    }
+    public static string? CurrentActorId => s_running.Value?.ActorId;
 
-    public static string? CurrentJobId
-    {
-        get => s_jobId.Value;
-        set => s_jobId.Value = value;
-    }
+    public static string? CurrentJobId => s_running.Value?.JobId;
 
-    public static string? CurrentTaskId
-    {
-        get => s_taskId.Value;
-        set => s_taskId.Value = value;
-    }
+    public static string? CurrentTaskId => s_running.Value?.TaskId;
+}
+
+/// <summary>What one flow is running: its ids, where references in its arguments come from, where its output goes.</summary>
+internal sealed class RunningTask(string jobId, string? taskId, string? actorId)
+{
+    public string JobId { get; } = jobId;
+    public string? TaskId { get; } = taskId;
+    public string? ActorId { get; } = actorId;
+
+    /// <summary>While its arguments are read: the connection references inside them can be fetched over (its submitter).</summary>
+    public Rpc.Transport.FramedConnection? ArgumentSource { get; set; }
+
+    /// <summary>Its console output, while captured (see <see cref="TaskOutputCapture"/>).</summary>
+    public TaskOutputCapture.Capture? Output { get; set; }
 }

@@ -14,24 +14,15 @@ internal static class ObjectDirectory
 {
     private static readonly ConcurrentDictionary<string, Task<ByteString>> s_objects = new(StringComparer.Ordinal);
 
-    /// <summary>Where a reference being deserialized came from: the connection of the task that carries it.</summary>
-    private static readonly AsyncLocal<FramedConnection?> s_source = new();
-
     public static void Register(string id, Task<ByteString> value) => s_objects.TryAdd(id, value);
 
-    /// <summary>Marks the connection that references deserialized in this flow can be fetched over.</summary>
-    public static IDisposable ReceivingFrom(FramedConnection? connection)
-    {
-        var previous = s_source.Value;
-        s_source.Value = connection;
-        return new Restore(previous);
-    }
 
     /// <summary>The value of a reference received inside a value: from this process if it has it, else from the sender.</summary>
     public static Task<ByteString> Fetch(string id)
     {
         if (s_objects.TryGetValue(id, out var local)) return local;
-        var source = s_source.Value;
+        // Where a reference being deserialized came from: the connection of the task that carries it.
+        var source = Execution.WorkerContext.Running?.ArgumentSource;
         if (source is null)
         {
             return Task.FromException<ByteString>(new InvalidOperationException(
@@ -67,11 +58,6 @@ internal static class ObjectDirectory
         var id = Encoding.UTF8.GetString(payload);
         if (!s_objects.TryGetValue(id, out var value)) throw new KeyNotFoundException($"object {id} is not known here");
         return (await value.ConfigureAwait(false)).Memory;
-    }
-
-    private sealed class Restore(FramedConnection? previous) : IDisposable
-    {
-        public void Dispose() => s_source.Value = previous;
     }
 }
 

@@ -198,10 +198,9 @@ internal sealed class FramedConnection : IAsyncDisposable
     /// Writes and flushes a frame on the calling thread when no other writer holds the pipe and no frame is queued
     /// (a queued frame must go first: calls from one caller keep their order). False: queue it instead.
     /// </summary>
-    private static readonly bool s_noInline = Environment.GetEnvironmentVariable("RAYSHARP_EXP_NOINLINE") == "1";
     private bool TryWriteInline(FrameType type, long id, int method, ReadOnlyMemory<byte> payload)
     {
-        if (s_noInline || Volatile.Read(ref _queued) > 0 || !_writing.Wait(0)) return false;
+        if (Volatile.Read(ref _queued) > 0 || !_writing.Wait(0)) return false;
         var handedOff = false;
         try
         {

@@ -59,7 +59,11 @@ internal static class Cli
         catch (OperationCanceledException)
         {
             p.Kill(entireProcessTree: true);
-            throw new TimeoutException($"{Path.GetFileName(dll)} {string.Join(' ', args)} did not finish within {timeout.TotalSeconds} s");
+            // What it printed before it hung says where it hung.
+            var printed = await Task.WhenAll(stdout, stderr).WaitAsync(TimeSpan.FromSeconds(10)).ConfigureAwait(false);
+            static string Tail(string text) => text.Length <= 4000 ? text : "..." + text[^4000..];
+            throw new TimeoutException($"{Path.GetFileName(dll)} {string.Join(' ', args)} did not finish within {timeout.TotalSeconds} s; " +
+                                       $"stdout:\n{Tail(printed[0])}\nstderr:\n{Tail(printed[1])}");
         }
         return new CliResult(p.ExitCode, await stdout, await stderr, sw.Elapsed);
     }
