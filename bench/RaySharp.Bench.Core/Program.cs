@@ -1,4 +1,6 @@
-// Usage: dotnet run -c Release --project bench/RaySharp.Bench.Core -- [filter] [--quick] [--peers]
+// Usage: dotnet run -c Release --project bench/RaySharp.Bench.Core -- [filter] [--quick] [--peers] [--trials=N] [--each]
+// --each: every trial's rate, the median and the best, and per operation the machine's context switches and busy CPU
+// time (from /proc/stat: all processes count, so keep the machine otherwise idle).
 // (or `raysharp microbenchmark [filter] [--quick]`, which runs this program from next to the CLI)
 // --peers: afterwards, runs the Orleans and Akka.NET peers (bench/RaySharp.Bench.Orleans, bench/RaySharp.Bench.Akka; build
 // them first) with the same call shapes and prints them beside RaySharp's actor rows, with the ratios.
