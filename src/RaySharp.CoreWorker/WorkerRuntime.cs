@@ -1,23 +1,22 @@
+using Google.Protobuf;
 using Grpc.Core;
-using Microsoft.AspNetCore.Builder;
-using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using RaySharp.Rpc;
 using RaySharp.Rpc.Protocol;
+using RaySharp.Rpc.Transport;
 
 namespace RaySharp.CoreWorker;
 
 /// <summary>
-/// A worker process's runtime: serves the core worker RPCs on a port of the worker range, registers with its raylet and
-/// stays ready until told to exit. Task execution joins this runtime with the tasks work.
+/// A worker process's runtime: serves its tasks and actor calls on a port of the worker range (the framed transport,
+/// a thread per connection: <see cref="FramedListener"/>), registers with its raylet and stays ready until stopped.
 /// </summary>
 internal sealed partial class WorkerRuntime : IAsyncDisposable
 {
     private readonly CoreWorkerOptions _options;
     private readonly ILogger _logger;
     private readonly RpcChannelPool _channels = new();
-    private readonly TaskCompletionSource<string> _exitRequested = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    private RpcServer? _rpc;
+    private FramedListener? _rpc;
     private Submission.TaskSubmitter? _submitter;
     private Submission.ActorTaskSubmitter? _actorSubmitter;
 
@@ -26,9 +25,6 @@ internal sealed partial class WorkerRuntime : IAsyncDisposable
         _options = options;
         _logger = logger;
     }
-
-    /// <summary>Completes when the raylet (or anyone allowed to) asked this worker to exit.</summary>
-    public Task<string> ExitRequested => _exitRequested.Task;
 
     public int Port => _rpc?.Port ?? 0;
 
@@ -58,13 +54,7 @@ internal sealed partial class WorkerRuntime : IAsyncDisposable
             },
         };
         var executor = new Execution.TaskExecutor(_options, gcs, loggerFactory.CreateLogger<Execution.TaskExecutor>());
-        _rpc = await RpcServer.StartAsync("core worker", RpcListenOptions.Range(_options.MinWorkerPort, _options.MaxWorkerPort), loggerFactory,
-            services =>
-            {
-                services.AddSingleton(_options);
-                services.AddSingleton(this);
-            },
-            endpoints => endpoints.MapGrpcService<CoreWorkerServiceImpl>(), cancellationToken: cancellationToken, framedHandler: executor).ConfigureAwait(false);
+        _rpc = FramedListener.Start("core worker", RpcListenOptions.Range(_options.MinWorkerPort, _options.MaxWorkerPort), new WorkerHandler(_options, executor), loggerFactory);
 
         var raylet = new NodeManagerService.NodeManagerServiceClient(_channels.Get(_options.RayletAddress));
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
@@ -89,8 +79,6 @@ internal sealed partial class WorkerRuntime : IAsyncDisposable
         }
     }
 
-    internal void RequestExit(string reason) => _exitRequested.TrySetResult(reason);
-
     public async ValueTask DisposeAsync()
     {
         if (_actorSubmitter is not null) await _actorSubmitter.DisposeAsync().ConfigureAwait(false);
@@ -103,14 +91,13 @@ internal sealed partial class WorkerRuntime : IAsyncDisposable
     private static partial void LogRegistered(ILogger logger, string workerId, string raylet, int port);
 }
 
-internal sealed class CoreWorkerServiceImpl(CoreWorkerOptions options, WorkerRuntime runtime) : CoreWorkerService.CoreWorkerServiceBase
+/// <summary>What a worker serves on its port (framed only, no gRPC): its tasks and actors, and a ping that names it.</summary>
+internal sealed class WorkerHandler(CoreWorkerOptions options, IFramedHandler executor) : IFramedHandler
 {
-    public override Task<PingReply> Ping(PingRequest request, ServerCallContext context) =>
-        Task.FromResult(new PingReply { WorkerId = options.WorkerId, Pid = Environment.ProcessId });
+    public ValueTask<ReadOnlyMemory<byte>> HandleAsync(int method, byte[] payload, CancellationToken cancellationToken) =>
+        method == FramedMethods.WorkerPing
+            ? new(new PingReply { WorkerId = options.WorkerId, Pid = Environment.ProcessId }.ToByteArray())
+            : executor.HandleAsync(method, payload, cancellationToken);
 
-    public override Task<ExitReply> Exit(ExitRequest request, ServerCallContext context)
-    {
-        runtime.RequestExit(request.Force ? "forced exit requested" : "exit requested");
-        return Task.FromResult(new ExitReply { Accepted = true });
-    }
+    public void OnNotify(int method, byte[] payload) => executor.OnNotify(method, payload);
 }

@@ -171,8 +171,8 @@ async Task<int> RunWorkerAsync()
     };
     await using var worker = new WorkerRuntime(options, loggerFactory.CreateLogger<WorkerRuntime>());
     await worker.StartAsync(loggerFactory, shutdown.Token);
-    await Task.WhenAny(WaitForShutdownAsync(shutdown.Token), worker.ExitRequested);
-    logger.LogInformation("Worker exiting ({Reason})", worker.ExitRequested.IsCompleted ? worker.ExitRequested.Result : shutdownReason);
+    await WaitForShutdownAsync(shutdown.Token);
+    logger.LogInformation("Worker exiting ({Reason})", shutdownReason);
     return 0;
 }
 

@@ -15,6 +15,20 @@ internal sealed record RpcListenOptions(int Port, int RangeMin = 0, int RangeMax
 {
     public static RpcListenOptions Fixed(int port) => new(port);
     public static RpcListenOptions Range(int min, int max) => new(0, min, max);
+
+    /// <summary>The ports to try in turn: the fixed one, or the range's from a random start (so that many workers starting
+    /// at once rarely collide on the same port).</summary>
+    public IEnumerable<int> Candidates()
+    {
+        if (RangeMax <= 0)
+        {
+            yield return Port;
+            yield break;
+        }
+        var count = RangeMax - RangeMin + 1;
+        var start = Random.Shared.Next(count);
+        for (var i = 0; i < count; i++) yield return RangeMin + (start + i) % count;
+    }
 }
 
 /// <summary>
@@ -45,13 +59,10 @@ internal sealed class RpcServer : IAsyncDisposable
         Transport.IFramedHandler? framedHandler = null)
     {
         security ??= RpcSecurityOptions.FromEnvironment();
-        var candidates = listen.RangeMax > 0
-            ? ShuffledRange(listen.RangeMin, listen.RangeMax)
-            : [listen.Port];
         IOException? lastError = null;
-        foreach (var port in candidates)
+        foreach (var port in listen.Candidates())
         {
-            var app = Build(listen.RangeMax > 0 ? port : listen.Port, loggerFactory, configureServices, mapServices, security, framedHandler);
+            var app = Build(port, loggerFactory, configureServices, mapServices, security, framedHandler);
             try
             {
                 await app.StartAsync(cancellationToken).ConfigureAwait(false);
@@ -132,14 +143,6 @@ internal sealed class RpcServer : IAsyncDisposable
             if (Uri.TryCreate(a.Replace("0.0.0.0", "localhost", StringComparison.Ordinal).Replace("[::]", "localhost", StringComparison.Ordinal), UriKind.Absolute, out var uri)) return uri.Port;
         }
         throw new InvalidOperationException("server started without an address");
-    }
-
-    private static IEnumerable<int> ShuffledRange(int min, int max)
-    {
-        // Random start so that many workers starting at once rarely collide on the same port.
-        var count = max - min + 1;
-        var start = Random.Shared.Next(count);
-        for (var i = 0; i < count; i++) yield return min + (start + i) % count;
     }
 
     public async ValueTask DisposeAsync()

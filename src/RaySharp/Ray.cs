@@ -280,7 +280,10 @@ public static class Ray
     /// <summary>Inside a task, a wait for other tasks lends the worker's CPUs back to its node (no nested deadlock).</summary>
     private static bool WaitLendingCpus(System.Threading.Tasks.Task value, TimeSpan timeout)
     {
-        if (value.IsCompleted || CoreWorker.Execution.WorkerContext.Current?.NotifyBlocked is not { } notify) return value.Wait(timeout);
+        // A reply usually comes within tens of microseconds: stay awake for it before sleeping.
+        // Wait(0) on a completed task: throws its failure as Wait does.
+        if (Common.YieldingSpin.Until(static t => t.IsCompleted, value)) return value.Wait(0);
+        if (CoreWorker.Execution.WorkerContext.Current?.NotifyBlocked is not { } notify) return value.Wait(timeout);
         notify(true).GetAwaiter().GetResult();
         try
         {

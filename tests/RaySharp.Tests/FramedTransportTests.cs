@@ -8,7 +8,10 @@ using RaySharp.Rpc.Transport;
 
 namespace RaySharp.Tests;
 
-/// <summary>The hot-path framing, served on the same port as gRPC by a real <see cref="RpcServer"/> over TCP.</summary>
+/// <summary>
+/// The hot-path framing over TCP, served on the same port as gRPC by a real <see cref="RpcServer"/>, or alone by a
+/// <see cref="FramedListener"/> (a worker's port): the theories run against both.
+/// </summary>
 public sealed class FramedTransportTests
 {
     private sealed class TestHandler : IFramedHandler
@@ -30,19 +33,35 @@ public sealed class FramedTransportTests
         }
     }
 
-    private sealed class PingService : CoreWorkerService.CoreWorkerServiceBase
+    private sealed class PingService : NodeManagerService.NodeManagerServiceBase
     {
-        public override Task<PingReply> Ping(PingRequest request, ServerCallContext context) => Task.FromResult(new PingReply { WorkerId = "pong" });
+        public override Task<HealthCheckReply> HealthCheck(HealthCheckRequest request, ServerCallContext context) => Task.FromResult(new HealthCheckReply { NodeId = "pong" });
     }
 
-    private static Task<RpcServer> StartServer(RpcSecurityOptions security) =>
-        RpcServer.StartAsync("test", RpcListenOptions.Fixed(0), NullLoggerFactory.Instance, _ => { },
-            e => e.MapGrpcService<PingService>(), security, framedHandler: new TestHandler());
-
-    [Fact]
-    public async Task ManyCallsInFlightAreEachAnsweredWithTheirOwnReply()
+    private sealed class Served(int port, IAsyncDisposable server) : IAsyncDisposable
     {
-        await using var server = await StartServer(new RpcSecurityOptions());
+        public int Port => port;
+        public ValueTask DisposeAsync() => server.DisposeAsync();
+    }
+
+    private static async Task<Served> StartServer(RpcSecurityOptions security, bool framedOnly = false)
+    {
+        if (framedOnly)
+        {
+            var listener = FramedListener.Start("test", RpcListenOptions.Fixed(0), new TestHandler(), NullLoggerFactory.Instance, security);
+            return new Served(listener.Port, listener);
+        }
+        var server = await RpcServer.StartAsync("test", RpcListenOptions.Fixed(0), NullLoggerFactory.Instance, _ => { },
+            e => e.MapGrpcService<PingService>(), security, framedHandler: new TestHandler());
+        return new Served(server.Port, server);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task ManyCallsInFlightAreEachAnsweredWithTheirOwnReply(bool framedOnly)
+    {
+        await using var server = await StartServer(new RpcSecurityOptions(), framedOnly);
         await using var connection = await FramedClient.ConnectAsync("127.0.0.1", server.Port, new RpcSecurityOptions());
 
         var calls = Enumerable.Range(0, 10_000).Select(async i =>
@@ -59,10 +78,12 @@ public sealed class FramedTransportTests
         Assert.Equal(big, await connection.CallAsync(1, big));
     }
 
-    [Fact]
-    public async Task HandlerErrorsComeBackAsRemoteErrorsAndTheConnectionLivesOn()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task HandlerErrorsComeBackAsRemoteErrorsAndTheConnectionLivesOn(bool framedOnly)
     {
-        await using var server = await StartServer(new RpcSecurityOptions());
+        await using var server = await StartServer(new RpcSecurityOptions(), framedOnly);
         await using var connection = await FramedClient.ConnectAsync("127.0.0.1", server.Port, new RpcSecurityOptions());
         var error = await Assert.ThrowsAsync<RemoteCallException>(() => connection.CallAsync(2, new byte[3]));
         Assert.Equal("InvalidOperationException: the handler refused 3 bytes", error.Message);
@@ -83,14 +104,33 @@ public sealed class FramedTransportTests
         Assert.Equal(new byte[] { 1, 2 }, await connection.CallAsync(1, new byte[] { 1, 2 }));
 
         using var channels = new RpcChannelPool(security);
-        var ping = await new CoreWorkerService.CoreWorkerServiceClient(channels.Get("127.0.0.1", server.Port)).PingAsync(new PingRequest());
-        Assert.Equal("pong", ping.WorkerId);
+        var ping = await new NodeManagerService.NodeManagerServiceClient(channels.Get("127.0.0.1", server.Port)).HealthCheckAsync(new HealthCheckRequest());
+        Assert.Equal("pong", ping.NodeId);
     }
 
     [Fact]
-    public async Task CallsInFlightFailWhenTheServerGoesAway()
+    public async Task AFramedOnlyPortChecksTheClusterTokenAndClosesOnOtherProtocols()
     {
-        var server = await StartServer(new RpcSecurityOptions());
+        var security = new RpcSecurityOptions { ClusterToken = "s3cret" };
+        await using var server = await StartServer(security, framedOnly: true);
+        var refused = await Assert.ThrowsAsync<RemoteCallException>(() => FramedClient.ConnectAsync("127.0.0.1", server.Port, new RpcSecurityOptions { ClusterToken = "guess" }));
+        Assert.Contains("cluster token", refused.Message);
+
+        // An HTTP/2 (gRPC) client gets the connection closed, and the port keeps serving.
+        using var channels = new RpcChannelPool(security);
+        var grpc = await Assert.ThrowsAsync<RpcException>(async () =>
+            await new NodeManagerService.NodeManagerServiceClient(channels.Get("127.0.0.1", server.Port)).HealthCheckAsync(new HealthCheckRequest(), deadline: DateTime.UtcNow.AddSeconds(10)));
+        Assert.Equal(StatusCode.Unavailable, grpc.StatusCode);
+        await using var connection = await FramedClient.ConnectAsync("127.0.0.1", server.Port, security);
+        Assert.Equal(new byte[] { 9 }, await connection.CallAsync(1, new byte[] { 9 }));
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task CallsInFlightFailWhenTheServerGoesAway(bool framedOnly)
+    {
+        var server = await StartServer(new RpcSecurityOptions(), framedOnly);
         var connection = await FramedClient.ConnectAsync("127.0.0.1", server.Port, new RpcSecurityOptions());
         var hanging = connection.CallAsync(4, new byte[1]);
         await Task.Delay(100);

@@ -1,7 +1,9 @@
+using Google.Protobuf;
 using Grpc.Core;
 using RaySharp.Common;
 using RaySharp.Rpc;
 using RaySharp.Rpc.Protocol;
+using RaySharp.Rpc.Transport;
 using RaySharp.Tests.Infrastructure;
 
 namespace RaySharp.Tests;
@@ -46,8 +48,8 @@ public sealed class LeaseProtocolTests : IDisposable
         var first = await headRaylet.RequestWorkerLeaseAsync(Lease(("CPU", 1)));
         Assert.NotNull(first.WorkerAddress);
         Assert.Equal(head.Ip, first.WorkerAddress.IpAddress);
-        var ping = await new CoreWorkerService.CoreWorkerServiceClient(_channels.Get(first.WorkerAddress.IpAddress, first.WorkerAddress.Port))
-            .PingAsync(new PingRequest());
+        await using var toWorker = await FramedClient.ConnectAsync(first.WorkerAddress.IpAddress, first.WorkerAddress.Port);
+        var ping = PingReply.Parser.ParseFrom(await toWorker.CallAsync(FramedMethods.WorkerPing, new PingRequest().ToByteArray()));
         Assert.Equal(first.WorkerAddress.WorkerId, ping.WorkerId);
         Assert.Equal(first.WorkerAddress.Pid, ping.Pid);
 

@@ -36,7 +36,7 @@ internal sealed partial class ActorExecutor(CoreWorkerOptions options, JobCodeCa
                 instance = task.GetType().GetProperty("Result")?.GetValue(task);
             }
             if (instance is null) throw new InvalidOperationException($"the factory of actor {request.ClassName} returned null");
-            var actor = new ActorInstance(request.ActorId, request.JobId, request.ClassName, instance, request.MaxConcurrency, options, job);
+            var actor = new ActorInstance(request.ActorId, request.JobId, request.ClassName, instance, request.MaxConcurrency, options, job, request.DedicatedWorker);
             _actors[request.ActorId] = actor;
             LogCreated(logger, request.ActorId, instance.GetType().FullName ?? request.ClassName, actor.MaxConcurrency);
             return new PushTaskReply { Result = Google.Protobuf.ByteString.Empty };

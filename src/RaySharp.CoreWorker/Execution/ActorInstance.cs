@@ -1,6 +1,6 @@
 using System.Collections.Concurrent;
-using System.Threading.Channels;
 using System.Reflection;
+using System.Threading.Channels;
 using Google.Protobuf;
 using RaySharp.CoreWorker.CodeShipping;
 using RaySharp.CoreWorker.Serialization;
@@ -10,30 +10,38 @@ using RaySharp.Rpc.Transport;
 namespace RaySharp.CoreWorker.Execution;
 
 /// <summary>
-/// One live actor in this worker: its object and its mailbox. Calls start in arrival order (so each caller's calls run
-/// in the order it made them). How many run at once depends on the actor: one at a time by default; for a class with
-/// async methods up to <c>MaxConcurrency</c> (default 1000) interleaved at their awaits on one serial context, as Ray's
-/// async actors run on one event loop; for a class with only synchronous methods and <c>MaxConcurrency</c> &gt; 1, up to
-/// that many on threads of its own (Ray's threaded actors).
+/// One live actor in this worker: its object and how its calls run. Calls start in arrival order (so each caller's calls
+/// run in the order it made them). How many run at once depends on the actor: one at a time by default; for a class
+/// with async methods up to <c>MaxConcurrency</c> (default 1000) interleaved at their awaits on one serial context, as
+/// Ray's async actors run on one event loop; for a class with only synchronous methods and <c>MaxConcurrency</c> &gt; 1,
+/// up to that many on threads of its own (Ray's threaded actors). An actor with a worker process of its own runs on
+/// threads of its own in every case; lightweight actors share the process's thread pool.
 /// </summary>
 internal sealed class ActorInstance
 {
     /// <summary>Default concurrency of a class with async methods, as Ray's async actors.</summary>
     public const int DefaultAsyncConcurrency = 1000;
 
-    private readonly System.Threading.Channels.Channel<Call> _mailbox = System.Threading.Channels.Channel.CreateUnbounded<Call>(new UnboundedChannelOptions { SingleReader = true });
     private readonly ConcurrentDictionary<FunctionDescriptor, Method> _methods = new();
     private readonly CoreWorkerOptions _options;
     private readonly JobAssemblyLoadContext _code;
-    private readonly SemaphoreSlim? _slots;
+    // Exactly one of these runs the calls: the serial context (async actors), the actor's threads (threaded actors and
+    // dedicated synchronous ones), or the mailbox drained on the thread pool (lightweight synchronous actors).
     private readonly SerialSynchronizationContext? _context;
-    private readonly System.Collections.Concurrent.BlockingCollection<Call>? _threaded;
+    private readonly BlockingCollection<Call>? _threaded;
+    private readonly System.Threading.Channels.Channel<Call>? _mailbox;
+    // Async actors, touched on the serial context only: calls running, and calls waiting for one of them to end.
+    private int _running;
+    private readonly Queue<Call> _admitting = new();
+    private volatile bool _stopped;
 
     private sealed record Call(PushTaskRequest Request, FramedConnection? Caller, TaskCompletionSource<PushTaskReply> Reply);
 
     private sealed record Method(MethodInvoker Invoker, object? Target, Type[] ParameterTypes, Type ReturnType, bool Lambda);
 
-    public ActorInstance(string actorId, string jobId, string name, object instance, int maxConcurrency, CoreWorkerOptions options, JobAssemblyLoadContext code)
+    /// <param name="dedicatedWorker">The worker process is this actor's alone (not a host of lightweight actors).</param>
+    public ActorInstance(string actorId, string jobId, string name, object instance, int maxConcurrency, CoreWorkerOptions options, JobAssemblyLoadContext code,
+        bool dedicatedWorker = false)
     {
         ActorId = actorId;
         JobId = jobId;
@@ -46,20 +54,23 @@ internal sealed class ActorInstance
         MaxConcurrency = maxConcurrency > 0 ? maxConcurrency : IsAsync ? DefaultAsyncConcurrency : 1;
         if (IsAsync)
         {
-            _slots = new SemaphoreSlim(MaxConcurrency);
-            _context = new SerialSynchronizationContext();
+            _context = new SerialSynchronizationContext(dedicatedWorker ? new ExecutionThread($"actor {Name}") : null);
         }
-        else if (MaxConcurrency > 1)
+        else if (MaxConcurrency > 1 || dedicatedWorker)
         {
             // Threaded actor: its own threads, as Ray's thread pool per actor. Calls block, so borrowing the shared
             // pool would leave them waiting for the pool to grow.
-            _threaded = new System.Collections.Concurrent.BlockingCollection<Call>();
+            _threaded = new BlockingCollection<Call>();
             for (var i = 0; i < MaxConcurrency; i++)
             {
-                new Thread(RunThreaded) { IsBackground = true, Name = $"actor {Name} #{i}" }.Start();
+                new Thread(RunThreaded) { IsBackground = true, Name = $"actor {Name} #{i}" }.UnsafeStart();
             }
         }
-        _ = PumpAsync();
+        else
+        {
+            _mailbox = System.Threading.Channels.Channel.CreateUnbounded<Call>(new UnboundedChannelOptions { SingleReader = true });
+            _ = PumpAsync(_mailbox.Reader);
+        }
     }
 
     public string ActorId { get; }
@@ -73,57 +84,119 @@ internal sealed class ActorInstance
     {
         // Completed inline by whoever ran the call: what waits on it only queues the reply frame, so no thread hop is needed.
         var reply = new TaskCompletionSource<PushTaskReply>();
-        if (!_mailbox.Writer.TryWrite(new Call(request, caller, reply)))
-            reply.TrySetResult(new PushTaskReply { ActorMissing = $"actor {ActorId} was killed" });
+        var call = new Call(request, caller, reply);
+        if (_stopped) Missing(call);
+        else if (_context is not null) _context.Post(static state => { var (actor, c) = ((ActorInstance, Call))state!; actor.Admit(c); }, (this, call));
+        else if (_threaded is not null) { if (!TryAdd(_threaded, call)) Missing(call); }
+        else if (!_mailbox!.Writer.TryWrite(call)) Missing(call);
         return reply.Task;
     }
 
-    /// <summary>The actor was killed: calls still queued are answered as if it never existed here.</summary>
-    public void Stop()
+    private static bool TryAdd(BlockingCollection<Call> calls, Call call)
     {
-        _mailbox.Writer.TryComplete();
-        _threaded?.CompleteAdding();
-        while (_mailbox.Reader.TryRead(out var call)) call.Reply.TrySetResult(new PushTaskReply { ActorMissing = $"actor {ActorId} was killed" });
+        try
+        {
+            return calls.TryAdd(call);
+        }
+        catch (InvalidOperationException)
+        {
+            // Stopped meanwhile.
+            return false;
+        }
     }
 
-    private async Task PumpAsync()
+    private void Missing(Call call) => call.Reply.TrySetResult(new PushTaskReply { ActorMissing = $"actor {ActorId} was killed" });
+
+    /// <summary>The actor was killed: calls not yet started are answered as if it never existed here.</summary>
+    public void Stop()
     {
-        var reader = _mailbox.Reader;
-        while (await reader.WaitToReadAsync().ConfigureAwait(false))
+        _stopped = true;
+        if (_mailbox is not null)
         {
-            while (reader.TryRead(out var call))
-            {
-                if (_threaded is not null)
-                {
-                    _threaded.Add(call);
-                    continue;
-                }
-                if (_slots is null)
-                {
-                    call.Reply.TrySetResult(await ExecuteAsync(call).ConfigureAwait(false));
-                    continue;
-                }
-                await _slots.WaitAsync().ConfigureAwait(false);
-                _context!.Post(static state => { var (actor, c) = ((ActorInstance, Call))state!; actor.RunConcurrently(c); }, (this, call));
-            }
+            _mailbox.Writer.TryComplete();
+            while (_mailbox.Reader.TryRead(out var call)) Missing(call);
+        }
+        if (_threaded is not null)
+        {
+            _threaded.CompleteAdding();
+            while (_threaded.TryTake(out var call)) Missing(call);
+        }
+        _context?.Post(static state =>
+        {
+            var actor = (ActorInstance)state!;
+            while (actor._admitting.TryDequeue(out var call)) actor.Missing(call);
+        }, this);
+    }
+
+    private async Task PumpAsync(ChannelReader<Call> calls)
+    {
+        while (await calls.WaitToReadAsync().ConfigureAwait(false))
+        {
+            while (calls.TryRead(out var call)) call.Reply.TrySetResult(await ExecuteAsync(call).ConfigureAwait(false));
         }
     }
 
     private void RunThreaded()
     {
-        foreach (var call in _threaded!.GetConsumingEnumerable())
-            call.Reply.TrySetResult(ExecuteAsync(call).AsTask().GetAwaiter().GetResult());
+        var calls = _threaded!;
+        while (!calls.IsCompleted)
+        {
+            Common.YieldingSpin.Until(static c => c.Count > 0 || c.IsAddingCompleted, calls);
+            Call call;
+            try
+            {
+                call = calls.Take();
+            }
+            catch (InvalidOperationException)
+            {
+                return;
+            }
+            var running = ExecuteAsync(call);
+            call.Reply.TrySetResult(running.IsCompletedSuccessfully ? running.Result : running.AsTask().GetAwaiter().GetResult());
+        }
     }
 
+    /// <summary>On the serial context: starts the call, or keeps it until a running one ends.</summary>
+    private void Admit(Call call)
+    {
+        if (_stopped)
+        {
+            Missing(call);
+        }
+        else if (_running >= MaxConcurrency)
+        {
+            _admitting.Enqueue(call);
+        }
+        else
+        {
+            _running++;
+            RunConcurrently(call);
+        }
+    }
+
+    // Starts and ends on the serial context (its awaits capture it).
     private async void RunConcurrently(Call call)
     {
         try
         {
-            call.Reply.TrySetResult(await ExecuteAsync(call));
+            var reply = await ExecuteAsync(call);
+            // Off the context while the reply completes: awaiters of a task completed under a custom context never
+            // run inline (the runtime queues them to the pool), and the reply's awaiter only writes it out.
+            SynchronizationContext.SetSynchronizationContext(null);
+            try
+            {
+                call.Reply.TrySetResult(reply);
+            }
+            finally
+            {
+                SynchronizationContext.SetSynchronizationContext(_context);
+            }
         }
         finally
         {
-            _slots!.Release();
+            _running--;
+            // Posted, not run here: calls that end without awaiting would otherwise nest one frame deeper each.
+            if (_admitting.TryDequeue(out var next)) _context!.Post(static state => { var (actor, c) = ((ActorInstance, Call))state!; actor.Admit(c); }, (this, next));
         }
     }
 

@@ -1,11 +1,11 @@
 namespace RaySharp.CoreWorker.Execution;
 
 /// <summary>
-/// Runs what is posted to it one callback at a time, in order, on thread-pool threads: an async actor's calls
-/// interleave at their awaits but never run in parallel, as on Ray's per-actor event loop, without a thread per actor
-/// (a process may host thousands of lightweight actors).
+/// Runs what is posted to it one callback at a time, in order: an async actor's calls interleave at their awaits but
+/// never run in parallel, as on Ray's per-actor event loop. An actor with a worker of its own runs on a thread of its
+/// own (<see cref="ExecutionThread"/>); lightweight actors, thousands to a process, share the thread pool.
 /// </summary>
-internal sealed class SerialSynchronizationContext : SynchronizationContext
+internal sealed class SerialSynchronizationContext(ExecutionThread? thread = null) : SynchronizationContext
 {
     private readonly System.Collections.Concurrent.ConcurrentQueue<(SendOrPostCallback Callback, object? State)> _queue = new();
     private int _scheduled;
@@ -13,7 +13,9 @@ internal sealed class SerialSynchronizationContext : SynchronizationContext
     public override void Post(SendOrPostCallback d, object? state)
     {
         _queue.Enqueue((d, state));
-        if (Interlocked.CompareExchange(ref _scheduled, 1, 0) == 0) ThreadPool.UnsafeQueueUserWorkItem(static c => c.Drain(), this, preferLocal: true);
+        if (Interlocked.CompareExchange(ref _scheduled, 1, 0) != 0) return;
+        if (thread is not null) thread.Post(static c => ((SerialSynchronizationContext)c!).Drain(), this);
+        else ThreadPool.UnsafeQueueUserWorkItem(static c => c.Drain(), this, preferLocal: true);
     }
 
     public override void Send(SendOrPostCallback d, object? state) => throw new NotSupportedException("an actor's context runs callbacks asynchronously only");

@@ -28,6 +28,10 @@ internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient 
     private readonly Lock _gate = new();
     private readonly Queue<(PushTaskRequest Request, FramedConnection? Submitter, TaskCompletionSource<PushTaskReply> Reply)> _waiting = new();
     private bool _busy;
+    // Tasks start here, off the connection's read loop (user code may block); made on the first task.
+    private ExecutionThread? _thread;
+
+    private ExecutionThread Runner => LazyInitializer.EnsureInitialized(ref _thread, () => new ExecutionThread("task executor"));
 
     public async ValueTask<ReadOnlyMemory<byte>> HandleAsync(int method, byte[] payload, CancellationToken cancellationToken)
     {
@@ -66,8 +70,7 @@ internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient 
         PushTaskReply reply;
         if (queued is null)
         {
-            // Off the connection's read loop: user code may block.
-            reply = await Task.Run(() => ExecuteAsync(request, submitter), CancellationToken.None).ConfigureAwait(false);
+            reply = await Runner.Run(() => ExecuteAsync(request, submitter)).ConfigureAwait(false);
             RunNext();
         }
         else
@@ -88,11 +91,12 @@ internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient 
                 return;
             }
         }
-        _ = Task.Run(async () =>
+        Runner.Run(() => ExecuteAsync(next.Request, next.Submitter)).ContinueWith(static (done, state) =>
         {
-            next.Reply.TrySetResult(await ExecuteAsync(next.Request, next.Submitter).ConfigureAwait(false));
-            RunNext();
-        });
+            var (executor, reply) = ((TaskExecutor, TaskCompletionSource<PushTaskReply>))state!;
+            reply.TrySetResult(done.Result);
+            executor.RunNext();
+        }, (this, next.Reply), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
     }
 
     private async Task<PushTaskReply> ExecuteAsync(PushTaskRequest request, FramedConnection? submitter)

@@ -121,6 +121,8 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
         public FramedConnection Connection { get; } = connection;
         public int InFlight { get; set; }
         public long IdleSince { get; set; }
+        /// <summary>A timer will look at this worker's idleness (one per worker, not one per task that leaves it idle).</summary>
+        public bool ReturnArmed { get; set; }
     }
 
     /// <summary>The queue a (resources, strategy) pair submits into.</summary>
@@ -232,14 +234,13 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
             Pump(shape);
             return;
         }
-        bool idle;
+        bool arm;
         lock (_gate)
         {
-            idle = --worker.InFlight == 0;
-            if (idle) worker.IdleSince = Environment.TickCount64;
+            arm = --worker.InFlight == 0 && BecameIdle(worker);
         }
         Pump(shape);
-        if (idle) _ = ReturnIfStillIdleAsync(shape, worker);
+        if (arm) _ = ReturnWhenIdleAsync(shape, worker);
     }
 
     /// <summary>Prints the console output workers stream back, each line prefixed as Ray does: <c>(name pid=…, ip=…)</c>.</summary>
@@ -261,16 +262,38 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
         }
     }
 
-    private async Task ReturnIfStillIdleAsync(ShapeQueue shape, LeasedWorker worker)
+    /// <summary>Under the lock: notes when the worker went idle; true when the caller must arm its return timer.</summary>
+    private static bool BecameIdle(LeasedWorker worker)
     {
-        var since = worker.IdleSince;
-        try { await Task.Delay(IdleLeaseTimeout, _disposed.Token).ConfigureAwait(false); }
-        catch (OperationCanceledException) { return; }
-        lock (_gate)
+        worker.IdleSince = Environment.TickCount64;
+        if (worker.ReturnArmed) return false;
+        worker.ReturnArmed = true;
+        return true;
+    }
+
+    /// <summary>Returns the worker once it has stayed idle for <see cref="IdleLeaseTimeout"/>; stops watching while it is busy.</summary>
+    private async Task ReturnWhenIdleAsync(ShapeQueue shape, LeasedWorker worker)
+    {
+        var wait = IdleLeaseTimeout;
+        while (true)
         {
-            if (worker.InFlight > 0 || worker.IdleSince != since || !shape.Workers.Remove(worker)) return;
+            try { await Task.Delay(wait, _disposed.Token).ConfigureAwait(false); }
+            catch (OperationCanceledException) { return; }
+            lock (_gate)
+            {
+                var idleFor = TimeSpan.FromMilliseconds(Environment.TickCount64 - worker.IdleSince);
+                if (worker.InFlight == 0 && idleFor < IdleLeaseTimeout)
+                {
+                    wait = IdleLeaseTimeout - idleFor;
+                    continue;
+                }
+                // Busy again: the next time it goes idle arms a new timer.
+                worker.ReturnArmed = false;
+                if (worker.InFlight > 0 || !shape.Workers.Remove(worker)) return;
+            }
+            await ReturnAsync(worker, disconnect: false).ConfigureAwait(false);
+            return;
         }
-        await ReturnAsync(worker, disconnect: false).ConfigureAwait(false);
     }
 
     private async Task AcquireLeaseAsync(ShapeQueue shape)
@@ -308,14 +331,13 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
                     shape.Workers.Add(leased);
                 }
                 Pump(shape);
-                bool unused;
+                bool arm;
                 lock (_gate)
                 {
-                    unused = leased.InFlight == 0;
-                    if (unused) leased.IdleSince = Environment.TickCount64;
+                    arm = leased.InFlight == 0 && BecameIdle(leased);
                 }
                 // Granted after the work ran out: hand it back unless a task comes soon.
-                if (unused) _ = ReturnIfStillIdleAsync(shape, leased);
+                if (arm) _ = ReturnWhenIdleAsync(shape, leased);
                 return;
             }
         }

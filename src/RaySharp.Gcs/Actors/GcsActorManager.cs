@@ -350,6 +350,7 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
         creation.ActorId = entry.Info.ActorId;
         creation.GpuIds.Clear();
         creation.GpuIds.Add(lease.GpuIds);
+        creation.DedicatedWorker = true;
         var reply = await CreateAsync(connection, creation).ConfigureAwait(false);
         lock (_gate)
         {

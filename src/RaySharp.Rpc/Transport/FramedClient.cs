@@ -1,14 +1,17 @@
 using System.Buffers;
-using System.IO.Pipelines;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
+using RaySharp.Common;
 
 namespace RaySharp.Rpc.Transport;
 
 /// <summary>Opens hot-path connections to RaySharp servers (the port every <see cref="RpcServer"/> serves).</summary>
 internal static class FramedClient
 {
+    /// <summary>How long the server may take to answer the handshake.</summary>
+    private static readonly TimeSpan HandshakeTimeout = TimeSpan.FromSeconds(10);
+
     public static async Task<FramedConnection> ConnectAsync(string host, int port, RpcSecurityOptions? security = null,
         IFramedHandler? handler = null, CancellationToken cancellationToken = default)
     {
@@ -16,20 +19,22 @@ internal static class FramedClient
         var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
         try
         {
-            await socket.ConnectAsync(IPAddress.TryParse(host, out var ip) ? new IPEndPoint(ip, port) : new DnsEndPoint(host, port), cancellationToken).ConfigureAwait(false);
-            var stream = new NetworkStream(socket, ownsSocket: true);
-            var pipe = new StreamDuplexPipe(stream);
-            pipe.Output.Write(FrameFormat.Preface);
-            FrameFormat.Write(pipe.Output, FrameType.Hello, 0, 0, Encoding.UTF8.GetBytes(security.ClusterToken ?? ""));
-            await pipe.Output.FlushAsync(cancellationToken).ConfigureAwait(false);
-            var answer = await FrameFormat.ReadOneAsync(pipe.Input, cancellationToken).ConfigureAwait(false);
-            if (answer.Type != FrameType.HelloAck)
+            // Connected and greeted with blocking calls, off the caller's thread: the socket stays in blocking mode for
+            // the receiving thread (see ReceiveThreadPipe). Cancelling closes the socket, which ends a connect in progress.
+            await using (cancellationToken.Register(socket.Dispose))
             {
-                throw new RemoteCallException(answer.Type == FrameType.Error ? Encoding.UTF8.GetString(answer.Payload) : $"unexpected {answer.Type} during the handshake");
+                await Task.Run(() => Handshake(socket, host, port, security.ClusterToken), cancellationToken).ConfigureAwait(false);
             }
+            cancellationToken.ThrowIfCancellationRequested();
+            var pipe = new ReceiveThreadPipe(socket);
             var connection = new FramedConnection(pipe, handler);
             connection.Start();
+            pipe.Start(NodeAddress.Format(host, port));
             return connection;
+        }
+        catch (ObjectDisposedException) when (cancellationToken.IsCancellationRequested)
+        {
+            throw new OperationCanceledException(cancellationToken);
         }
         catch
         {
@@ -38,11 +43,28 @@ internal static class FramedClient
         }
     }
 
-    private sealed class StreamDuplexPipe(Stream stream) : IDuplexPipe
+    private static void Handshake(Socket socket, string host, int port, string? clusterToken)
     {
-        // Larger than the 4 KiB defaults: object chunks are MiBs, and a socket read per 4 KiB caps a transfer far
-        // below what the network gives.
-        public PipeReader Input { get; } = PipeReader.Create(stream, new StreamPipeReaderOptions(bufferSize: 256 * 1024, minimumReadSize: 64 * 1024));
-        public PipeWriter Output { get; } = PipeWriter.Create(stream, new StreamPipeWriterOptions(minimumBufferSize: 64 * 1024));
+        socket.Connect(IPAddress.TryParse(host, out var ip) ? new IPEndPoint(ip, port) : new DnsEndPoint(host, port));
+        var hello = new ArrayBufferWriter<byte>();
+        hello.Write(FrameFormat.Preface);
+        FrameFormat.Write(hello, FrameType.Hello, 0, 0, Encoding.UTF8.GetBytes(clusterToken ?? ""));
+        socket.Send(hello.WrittenSpan);
+        socket.ReceiveTimeout = (int)HandshakeTimeout.TotalMilliseconds;
+        // Exactly one frame is read here: whatever follows belongs to the connection's read loop.
+        Frame answer;
+        try
+        {
+            answer = ReceiveThreadPipe.ReceiveFrame(socket, maxPayload: 64 * 1024);
+        }
+        catch (InvalidDataException e)
+        {
+            throw new RemoteCallException($"the server at {host}:{port} is not a RaySharp server ({e.Message})");
+        }
+        socket.ReceiveTimeout = 0;
+        if (answer.Type != FrameType.HelloAck)
+        {
+            throw new RemoteCallException(answer.Type == FrameType.Error ? Encoding.UTF8.GetString(answer.Payload) : $"unexpected {answer.Type} during the handshake");
+        }
     }
 }

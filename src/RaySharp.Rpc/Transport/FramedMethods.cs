@@ -63,4 +63,7 @@ internal static class FramedMethods
     /// when the views are garbage collected, so the worker collects (at most once a second) to let the memory go.
     /// </summary>
     public const int ObjectStoreCollect = 17;
+
+    /// <summary>PingRequest → PingReply, anyone → a worker: which worker (id, pid) serves this address.</summary>
+    public const int WorkerPing = 18;
 }

@@ -1,0 +1,79 @@
+using System.Collections.Concurrent;
+
+namespace RaySharp.CoreWorker.Execution;
+
+/// <summary>
+/// A thread of its own that runs what is posted to it one item at a time, in order: where a worker runs its tasks and
+/// a dedicated actor its calls. A call handed from the connection's thread to this one wakes exactly this thread, where
+/// the shared pool would wake (and leave spinning) several of its own on a machine with few cores.
+/// </summary>
+internal sealed class ExecutionThread
+{
+    private readonly ConcurrentQueue<(SendOrPostCallback Callback, object? State)> _queue = new();
+    private readonly SemaphoreSlim _ready = new(0);
+
+    public ExecutionThread(string name)
+    {
+        // Unflowed: the thread must not carry the creator's flow-locals (the connection it was made on, a running task).
+        new Thread(Run) { IsBackground = true, Name = name }.UnsafeStart();
+    }
+
+    public void Post(SendOrPostCallback callback, object? state)
+    {
+        _queue.Enqueue((callback, state));
+        _ready.Release();
+    }
+
+    /// <summary>
+    /// Starts <paramref name="work"/> on this thread; the returned task completes where the work completes (on this
+    /// thread when it finishes without awaiting, so its awaiter, such as the reply's write, runs without a hop).
+    /// </summary>
+    public Task<T> Run<T>(Func<Task<T>> work)
+    {
+        var done = new TaskCompletionSource<T>();
+        Post(static state =>
+        {
+            var (work, done) = ((Func<Task<T>>, TaskCompletionSource<T>))state!;
+            Task<T> running;
+            try
+            {
+                running = work();
+            }
+            catch (Exception e)
+            {
+                done.TrySetException(e);
+                return;
+            }
+            if (running.IsCompleted) Complete(running, done);
+            else running.ContinueWith(static (t, d) => Complete(t, (TaskCompletionSource<T>)d!), done, CancellationToken.None,
+                TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        }, (work, done));
+        return done.Task;
+    }
+
+    private static void Complete<T>(Task<T> task, TaskCompletionSource<T> done)
+    {
+        if (task.IsCompletedSuccessfully) done.TrySetResult(task.Result);
+        else if (task.IsCanceled) done.TrySetCanceled();
+        else done.TrySetException(task.Exception!.InnerExceptions);
+    }
+
+    private void Run()
+    {
+        while (true)
+        {
+            Common.YieldingSpin.Until(static q => !q.IsEmpty, _queue);
+            _ready.Wait();
+            if (!_queue.TryDequeue(out var item)) continue;
+            try
+            {
+                item.Callback(item.State);
+            }
+            catch (Exception e)
+            {
+                // What runs here catches its own exceptions (task and call failures travel back as replies): this is a bug.
+                Console.Error.WriteLine($"unhandled exception on {Thread.CurrentThread.Name}: {e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,133 @@
+using System.Collections.Concurrent;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using Microsoft.Extensions.Logging;
+
+namespace RaySharp.Rpc.Transport;
+
+/// <summary>
+/// Serves framed connections alone on a port (a worker's: it serves no gRPC), each connection on a thread of its own
+/// that sleeps in <c>recv</c> and runs the connection's read loop (<see cref="ReceiveThreadPipe"/>). A request thus
+/// reaches its handler in one wake-up by the kernel, where Kestrel's sockets take two (the epoll thread, then a pool
+/// thread). Admission is the <see cref="RpcGatekeeper"/>'s, as on every RaySharp port.
+/// </summary>
+internal sealed class FramedListener : IAsyncDisposable
+{
+    /// <summary>How long a new connection may take to send its preface and hello.</summary>
+    private static readonly TimeSpan HandshakeTimeout = TimeSpan.FromSeconds(10);
+
+    private readonly Socket _listener;
+    private readonly IFramedHandler _handler;
+    private readonly RpcGatekeeper _gatekeeper;
+    private readonly ConcurrentDictionary<FramedConnection, byte> _connections = new();
+    private volatile bool _disposed;
+
+    private FramedListener(Socket listener, IFramedHandler handler, RpcGatekeeper gatekeeper)
+    {
+        _listener = listener;
+        _handler = handler;
+        _gatekeeper = gatekeeper;
+        Port = ((IPEndPoint)listener.LocalEndPoint!).Port;
+    }
+
+    public int Port { get; }
+
+    /// <summary>Binds the port (the first free one of a range, tried in random order) and starts accepting.</summary>
+    /// <exception cref="IOException">The port, or every port of the range, is in use.</exception>
+    public static FramedListener Start(string name, RpcListenOptions listen, IFramedHandler handler, ILoggerFactory loggerFactory, RpcSecurityOptions? security = null)
+    {
+        security ??= RpcSecurityOptions.FromEnvironment();
+        var gatekeeper = new RpcGatekeeper(security, loggerFactory.CreateLogger<RpcGatekeeper>());
+        SocketException? lastError = null;
+        foreach (var port in listen.Candidates())
+        {
+            var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            try
+            {
+                socket.Bind(new IPEndPoint(IPAddress.Any, port));
+                socket.Listen(512);
+            }
+            catch (SocketException e) when (e.SocketErrorCode == SocketError.AddressAlreadyInUse)
+            {
+                socket.Dispose();
+                lastError = e;
+                if (listen.RangeMax > 0) continue;
+                throw new IOException($"port {port} for {name} is in use: {e.Message}", e);
+            }
+            var listener = new FramedListener(socket, handler, gatekeeper);
+            new Thread(listener.Accept) { IsBackground = true, Name = $"{name} accept" }.UnsafeStart();
+            RpcLog.Listening(loggerFactory.CreateLogger<RpcServer>(), name, listener.Port);
+            return listener;
+        }
+        throw new IOException($"no free port in {listen.RangeMin}-{listen.RangeMax} for {name}; widen --min-worker-port/--max-worker-port", lastError);
+    }
+
+    private void Accept()
+    {
+        while (!_disposed)
+        {
+            Socket socket;
+            try
+            {
+                socket = _listener.Accept();
+            }
+            catch (Exception e) when (e is SocketException or ObjectDisposedException)
+            {
+                if (_disposed) return;
+                continue;
+            }
+            new Thread(Serve) { IsBackground = true, Name = $"framed recv {socket.RemoteEndPoint}" }.UnsafeStart(socket);
+        }
+    }
+
+    private void Serve(object? state)
+    {
+        var socket = (Socket)state!;
+        socket.NoDelay = true;
+        if (!_gatekeeper.AcceptConnection(socket.RemoteEndPoint) || !Handshake(socket))
+        {
+            socket.Dispose();
+            return;
+        }
+        var pipe = new ReceiveThreadPipe(socket);
+        var connection = new FramedConnection(pipe, _handler);
+        _connections[connection] = 0;
+        connection.Completion.ContinueWith(_ => _connections.TryRemove(connection, out var _), TaskScheduler.Default);
+        connection.Start();
+        if (_disposed) _ = connection.DisposeAsync();
+        pipe.Receive();
+    }
+
+    private bool Handshake(Socket socket)
+    {
+        try
+        {
+            socket.ReceiveTimeout = (int)HandshakeTimeout.TotalMilliseconds;
+            Span<byte> preface = stackalloc byte[FrameFormat.Preface.Length];
+            ReceiveThreadPipe.ReceiveExactly(socket, preface);
+            // Not the framing (an HTTP/2 client, a port scanner): close without a word, as nothing here speaks anything else.
+            if (!preface.SequenceEqual(FrameFormat.Preface)) return false;
+            var hello = ReceiveThreadPipe.ReceiveFrame(socket, maxPayload: 64 * 1024);
+            var token = hello.Payload.Length == 0 ? null : Encoding.UTF8.GetString(hello.Payload);
+            var admitted = hello.Type == FrameType.Hello && _gatekeeper.AdmitFramedConnection(token, socket.RemoteEndPoint?.ToString() ?? "?");
+            var answer = new System.Buffers.ArrayBufferWriter<byte>();
+            if (admitted) FrameFormat.Write(answer, FrameType.HelloAck, hello.Id, 0, default);
+            else FrameFormat.Write(answer, FrameType.Error, hello.Id, 0, Encoding.UTF8.GetBytes(RpcGatekeeper.UnauthenticatedMessage));
+            socket.Send(answer.WrittenSpan);
+            socket.ReceiveTimeout = 0;
+            return admitted;
+        }
+        catch (Exception e) when (e is IOException or InvalidDataException or SocketException or ObjectDisposedException)
+        {
+            return false;
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        _disposed = true;
+        _listener.Dispose();
+        await Task.WhenAll(_connections.Keys.Select(c => c.DisposeAsync().AsTask())).ConfigureAwait(false);
+    }
+}
