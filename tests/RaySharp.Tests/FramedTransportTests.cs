@@ -28,6 +28,10 @@ public sealed class FramedTransportTests
                 case 4:
                     await Task.Delay(Timeout.Infinite, cancellationToken);
                     return payload;
+                case 5:
+                    // Calls the caller back with the payload, on the same connection, before answering with it.
+                    var back = await FramedConnection.Current!.CallAsync(1, payload, cancellationToken);
+                    return back;
                 default: throw new NotSupportedException($"method {method}");
             }
         }
@@ -106,6 +110,20 @@ public sealed class FramedTransportTests
         using var channels = new RpcChannelPool(security);
         var ping = await new NodeManagerService.NodeManagerServiceClient(channels.Get("127.0.0.1", server.Port)).HealthCheckAsync(new HealthCheckRequest());
         Assert.Equal("pong", ping.NodeId);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task BulkBothWaysOnOneConnectionDoesNotStall(bool framedOnly)
+    {
+        // Each call sends 4 MiB, is called back with the same 4 MiB and answered with it: both directions full at once,
+        // far beyond the sockets' buffers. A side whose reading waited on its own writing would stop both.
+        await using var server = await StartServer(new RpcSecurityOptions(), framedOnly);
+        await using var connection = await FramedClient.ConnectAsync("127.0.0.1", server.Port, new RpcSecurityOptions(), handler: new TestHandler());
+        var payloads = Enumerable.Range(0, 24).Select(i => Enumerable.Repeat((byte)i, 4 * 1024 * 1024).ToArray()).ToList();
+        var replies = await Task.WhenAll(payloads.Select(p => connection.CallAsync(5, p))).WaitAsync(TimeSpan.FromSeconds(60));
+        for (var i = 0; i < payloads.Count; i++) Assert.Equal(payloads[i], replies[i]);
     }
 
     [Fact]

@@ -200,6 +200,8 @@ internal sealed class FramedConnection : IAsyncDisposable
     /// </summary>
     private bool TryWriteInline(FrameType type, long id, int method, ReadOnlyMemory<byte> payload)
     {
+        // A blocking socket's receiving thread never writes: a full peer would stop it from draining its own side.
+        if (_pipe is ReceiveThreadPipe { OnReceivingThread: true }) return false;
         if (Volatile.Read(ref _queued) > 0 || !_writing.Wait(0)) return false;
         var handedOff = false;
         try

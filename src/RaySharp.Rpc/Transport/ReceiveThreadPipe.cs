@@ -35,6 +35,15 @@ internal sealed class ReceiveThreadPipe : IDuplexPipe
 
     public PipeReader Input => _received.Reader;
 
+    [ThreadStatic]
+    private static ReceiveThreadPipe? t_receiving;
+
+    /// <summary>
+    /// True on this pipe's receiving thread. That thread must never block in <c>send</c>: it is what drains the socket,
+    /// and two peers whose receiving threads both waited for the other to read would wait forever.
+    /// </summary>
+    public bool OnReceivingThread => ReferenceEquals(t_receiving, this);
+
     public PipeWriter Output { get; }
 
     /// <summary>Starts the receiving thread; call once the handshake has been read off the socket.</summary>
@@ -44,6 +53,7 @@ internal sealed class ReceiveThreadPipe : IDuplexPipe
     /// <summary>Receives on the calling thread until the connection ends.</summary>
     public void Receive()
     {
+        t_receiving = this;
         var writer = _received.Writer;
         Exception? failure = null;
         try
