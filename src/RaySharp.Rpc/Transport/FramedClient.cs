@@ -20,10 +20,12 @@ internal static class FramedClient
         try
         {
             // Connected and greeted with blocking calls, off the caller's thread: the socket stays in blocking mode for
-            // the receiving thread (see ReceiveThreadPipe). Cancelling closes the socket, which ends a connect in progress.
+            // the receiving thread (see ReceiveThreadPipe). On a thread of its own, not the pool's: a connect to an
+            // unreachable host blocks until TCP gives up (minutes). Cancelling closes the socket, which ends it.
             await using (cancellationToken.Register(socket.Dispose))
             {
-                await Task.Run(() => Handshake(socket, host, port, security.ClusterToken), cancellationToken).ConfigureAwait(false);
+                await Task.Factory.StartNew(() => Handshake(socket, host, port, security.ClusterToken), cancellationToken,
+                    TaskCreationOptions.LongRunning, TaskScheduler.Default).ConfigureAwait(false);
             }
             cancellationToken.ThrowIfCancellationRequested();
             var pipe = new ReceiveThreadPipe(socket);
