@@ -30,6 +30,12 @@ internal static class FrameFormat
     public const int HeaderSize = 4 + 1 + 8 + 4;
     private const int BodyHeaderSize = HeaderSize - 4;
 
+    /// <summary>How long either side of a new connection may take to send its part of the handshake.</summary>
+    public static readonly TimeSpan HandshakeTimeout = TimeSpan.FromSeconds(10);
+
+    /// <summary>Largest handshake frame accepted (a cluster token, an error message).</summary>
+    public const int MaxHandshakePayload = 64 * 1024;
+
     /// <summary>Largest frame accepted (1 GiB: large task arguments and results travel inline until the object store exists); a peer announcing more is cut off.</summary>
     public const int MaxFrameSize = 1024 * 1024 * 1024;
 

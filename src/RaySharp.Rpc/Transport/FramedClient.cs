@@ -9,9 +9,6 @@ namespace RaySharp.Rpc.Transport;
 /// <summary>Opens hot-path connections to RaySharp servers (the port every <see cref="RpcServer"/> serves).</summary>
 internal static class FramedClient
 {
-    /// <summary>How long the server may take to answer the handshake.</summary>
-    private static readonly TimeSpan HandshakeTimeout = TimeSpan.FromSeconds(10);
-
     public static async Task<FramedConnection> ConnectAsync(string host, int port, RpcSecurityOptions? security = null,
         IFramedHandler? handler = null, CancellationToken cancellationToken = default)
     {
@@ -52,12 +49,12 @@ internal static class FramedClient
         hello.Write(FrameFormat.Preface);
         FrameFormat.Write(hello, FrameType.Hello, 0, 0, Encoding.UTF8.GetBytes(clusterToken ?? ""));
         socket.Send(hello.WrittenSpan);
-        socket.ReceiveTimeout = (int)HandshakeTimeout.TotalMilliseconds;
+        socket.ReceiveTimeout = (int)FrameFormat.HandshakeTimeout.TotalMilliseconds;
         // Exactly one frame is read here: whatever follows belongs to the connection's read loop.
         Frame answer;
         try
         {
-            answer = ReceiveThreadPipe.ReceiveFrame(socket, maxPayload: 64 * 1024);
+            answer = ReceiveThreadPipe.ReceiveFrame(socket, maxPayload: FrameFormat.MaxHandshakePayload);
         }
         catch (InvalidDataException e)
         {

@@ -14,9 +14,6 @@ namespace RaySharp.Rpc.Transport;
 /// </summary>
 internal sealed class FramedListener : IAsyncDisposable
 {
-    /// <summary>How long a new connection may take to send its preface and hello.</summary>
-    private static readonly TimeSpan HandshakeTimeout = TimeSpan.FromSeconds(10);
-
     private readonly Socket _listener;
     private readonly IFramedHandler _handler;
     private readonly RpcGatekeeper _gatekeeper;
@@ -103,12 +100,12 @@ internal sealed class FramedListener : IAsyncDisposable
     {
         try
         {
-            socket.ReceiveTimeout = (int)HandshakeTimeout.TotalMilliseconds;
+            socket.ReceiveTimeout = (int)FrameFormat.HandshakeTimeout.TotalMilliseconds;
             Span<byte> preface = stackalloc byte[FrameFormat.Preface.Length];
             ReceiveThreadPipe.ReceiveExactly(socket, preface);
             // Not the framing (an HTTP/2 client, a port scanner): close without a word, as nothing here speaks anything else.
             if (!preface.SequenceEqual(FrameFormat.Preface)) return false;
-            var hello = ReceiveThreadPipe.ReceiveFrame(socket, maxPayload: 64 * 1024);
+            var hello = ReceiveThreadPipe.ReceiveFrame(socket, maxPayload: FrameFormat.MaxHandshakePayload);
             var token = hello.Payload.Length == 0 ? null : Encoding.UTF8.GetString(hello.Payload);
             var admitted = hello.Type == FrameType.Hello && _gatekeeper.AdmitFramedConnection(token, socket.RemoteEndPoint?.ToString() ?? "?");
             var answer = new System.Buffers.ArrayBufferWriter<byte>();

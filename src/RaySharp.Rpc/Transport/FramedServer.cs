@@ -42,7 +42,7 @@ internal static class FramedServer
             var preface = await input.ReadAtLeastAsync(FrameFormat.Preface.Length, connection.ConnectionClosed).ConfigureAwait(false);
             input.AdvanceTo(preface.Buffer.GetPosition(FrameFormat.Preface.Length));
             using var handshakeTimeout = CancellationTokenSource.CreateLinkedTokenSource(connection.ConnectionClosed);
-            handshakeTimeout.CancelAfter(TimeSpan.FromSeconds(10));
+            handshakeTimeout.CancelAfter(FrameFormat.HandshakeTimeout);
             var hello = await FrameFormat.ReadOneAsync(input, handshakeTimeout.Token).ConfigureAwait(false);
             var token = hello.Payload.Length == 0 ? null : Encoding.UTF8.GetString(hello.Payload);
             if (hello.Type != FrameType.Hello || !gatekeeper.AdmitFramedConnection(token, connection.RemoteEndPoint?.ToString() ?? "?"))
