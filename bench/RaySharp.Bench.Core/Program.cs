@@ -1,6 +1,6 @@
 // Usage: dotnet run -c Release --project bench/RaySharp.Bench.Core -- [filter] [--quick] [--peers] [--trials=N] [--each]
 // --each: every trial's rate, the median and the best, and per operation the machine's context switches and busy CPU
-// time (from /proc/stat: all processes count, so keep the machine otherwise idle).
+// time (from /proc/stat: all processes count, so keep the machine otherwise idle) and the bytes the driver allocated.
 // (or `raysharp microbenchmark [filter] [--quick]`, which runs this program from next to the CLI)
 // --peers: afterwards, runs the Orleans and Akka.NET peers (bench/RaySharp.Bench.Orleans, bench/RaySharp.Bench.Akka; build
 // them first) with the same call shapes and prints them beside RaySharp's actor rows, with the ratios.
@@ -225,11 +225,12 @@ void Run(string name, double rayFigure, Func<int> op, double scale = 1)
     {
         long n = 0;
         var before = MachineCounters.Read();
+        var allocatedBefore = GC.GetTotalAllocatedBytes();
         var sw = Stopwatch.StartNew();
         while (sw.Elapsed < trialTime) n += op();
         rates.Add(n * scale / sw.Elapsed.TotalSeconds);
         if (each && before is not null && MachineCounters.Read() is { } after)
-            costs.Add($"{(after.ContextSwitches - before.ContextSwitches) / (double)n:F1}cs/{(after.CpuSeconds - before.CpuSeconds) * 1e6 / n:F0}us");
+            costs.Add($"{(after.ContextSwitches - before.ContextSwitches) / (double)n:F1}cs/{(after.CpuSeconds - before.CpuSeconds) * 1e6 / n:F0}us/{(GC.GetTotalAllocatedBytes() - allocatedBefore) / (double)n:F0}B");
     }
     var mean = rates.Average();
     var sd = Math.Sqrt(rates.Sum(r => (r - mean) * (r - mean)) / rates.Count);

@@ -100,4 +100,6 @@ internal sealed class WorkerHandler(CoreWorkerOptions options, IFramedHandler ex
             : executor.HandleAsync(method, payload, cancellationToken);
 
     public void OnNotify(int method, byte[] payload) => executor.OnNotify(method, payload);
+
+    public bool TryHandle(int method, byte[] payload, FramedRequest request) => executor.TryHandle(method, payload, request);
 }

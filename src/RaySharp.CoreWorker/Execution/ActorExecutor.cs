@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using Google.Protobuf;
 using Microsoft.Extensions.Logging;
 using RaySharp.CoreWorker.Serialization;
 using RaySharp.Rpc.Protocol;
@@ -49,10 +50,12 @@ internal sealed partial class ActorExecutor(CoreWorkerOptions options, JobCodeCa
         }
     }
 
-    public Task<PushTaskReply> CallAsync(PushTaskRequest request, FramedConnection? caller) =>
-        _actors.TryGetValue(request.ActorId, out var actor)
-            ? actor.Enqueue(request, caller)
-            : Task.FromResult(new PushTaskReply { ActorMissing = $"worker {options.WorkerId} holds no actor {request.ActorId}" });
+    /// <summary>Starts a call on its actor; whoever runs it answers <paramref name="reply"/>.</summary>
+    public void Call(PushTaskRequest request, FramedRequest reply)
+    {
+        if (_actors.TryGetValue(request.ActorId, out var actor)) actor.Enqueue(request, reply);
+        else reply.Reply(new PushTaskReply { ActorMissing = $"worker {options.WorkerId} holds no actor {request.ActorId}" }.ToByteArray());
+    }
 
     public void Kill(string actorId)
     {

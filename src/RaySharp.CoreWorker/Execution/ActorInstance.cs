@@ -15,7 +15,8 @@ namespace RaySharp.CoreWorker.Execution;
 /// with async methods up to <c>MaxConcurrency</c> (default 1000) interleaved at their awaits on one serial context, as
 /// Ray's async actors run on one event loop; for a class with only synchronous methods and <c>MaxConcurrency</c> &gt; 1,
 /// up to that many on threads of its own (Ray's threaded actors). An actor with a worker process of its own runs on
-/// threads of its own in every case; lightweight actors share the process's thread pool.
+/// threads of its own in every case; lightweight actors share the process's thread pool. Whoever runs a call answers
+/// it: the reply goes straight to the caller's connection.
 /// </summary>
 internal sealed class ActorInstance
 {
@@ -25,9 +26,11 @@ internal sealed class ActorInstance
     private readonly ConcurrentDictionary<FunctionDescriptor, Method> _methods = new();
     private readonly CoreWorkerOptions _options;
     private readonly JobAssemblyLoadContext _code;
-    // Exactly one of these runs the calls: the serial context (async actors), the actor's threads (threaded actors and
-    // dedicated synchronous ones), or the mailbox drained on the thread pool (lightweight synchronous actors).
+    // Exactly one of these runs the calls: the serial context (async actors), the actor's thread (a dedicated
+    // synchronous actor), the actor's threads (threaded actors), or the mailbox drained on the thread pool (lightweight
+    // synchronous actors).
     private readonly SerialSynchronizationContext? _context;
+    private readonly ExecutionThread? _thread;
     private readonly BlockingCollection<Call>? _threaded;
     private readonly System.Threading.Channels.Channel<Call>? _mailbox;
     // Async actors, touched on the serial context only: calls running, and calls waiting for one of them to end.
@@ -35,7 +38,13 @@ internal sealed class ActorInstance
     private readonly Queue<Call> _admitting = new();
     private volatile bool _stopped;
 
-    private sealed record Call(PushTaskRequest Request, FramedConnection? Caller, TaskCompletionSource<PushTaskReply> Reply);
+    private sealed class Call(ActorInstance actor, PushTaskRequest request, FramedRequest reply)
+    {
+        public ActorInstance Actor => actor;
+        public PushTaskRequest Request => request;
+        public FramedConnection Caller => reply.Connection;
+        public void Answer(PushTaskReply outcome) => reply.Reply(outcome.ToByteArray());
+    }
 
     private sealed record Method(MethodInvoker Invoker, object? Target, Type[] ParameterTypes, Type ReturnType, bool Lambda);
 
@@ -56,7 +65,11 @@ internal sealed class ActorInstance
         {
             _context = new SerialSynchronizationContext(dedicatedWorker ? new ExecutionThread($"actor {Name}") : null);
         }
-        else if (MaxConcurrency > 1 || dedicatedWorker)
+        else if (MaxConcurrency == 1 && dedicatedWorker)
+        {
+            _thread = new ExecutionThread($"actor {Name}");
+        }
+        else if (MaxConcurrency > 1)
         {
             // Threaded actor: its own threads, as Ray's thread pool per actor. Calls block, so borrowing the shared
             // pool would leave them waiting for the pool to grow.
@@ -80,16 +93,15 @@ internal sealed class ActorInstance
     public bool IsAsync { get; }
     public int MaxConcurrency { get; }
 
-    public Task<PushTaskReply> Enqueue(PushTaskRequest request, FramedConnection? caller)
+    /// <summary>Starts a call, in arrival order; whoever runs it answers <paramref name="reply"/>.</summary>
+    public void Enqueue(PushTaskRequest request, FramedRequest reply)
     {
-        // Completed inline by whoever ran the call: what waits on it only queues the reply frame, so no thread hop is needed.
-        var reply = new TaskCompletionSource<PushTaskReply>();
-        var call = new Call(request, caller, reply);
+        var call = new Call(this, request, reply);
         if (_stopped) Missing(call);
-        else if (_context is not null) _context.Post(static state => { var (actor, c) = ((ActorInstance, Call))state!; actor.Admit(c); }, (this, call));
+        else if (_context is not null) _context.Post(static state => ((Call)state!).Actor.Admit((Call)state!), call);
+        else if (_thread is not null) _thread.Post(static state => ((Call)state!).Actor.RunOne((Call)state!), call);
         else if (_threaded is not null) { if (!TryAdd(_threaded, call)) Missing(call); }
         else if (!_mailbox!.Writer.TryWrite(call)) Missing(call);
-        return reply.Task;
     }
 
     private static bool TryAdd(BlockingCollection<Call> calls, Call call)
@@ -105,7 +117,7 @@ internal sealed class ActorInstance
         }
     }
 
-    private void Missing(Call call) => call.Reply.TrySetResult(new PushTaskReply { ActorMissing = $"actor {ActorId} was killed" });
+    private void Missing(Call call) => call.Answer(new PushTaskReply { ActorMissing = $"actor {ActorId} was killed" });
 
     /// <summary>The actor was killed: calls not yet started are answered as if it never existed here.</summary>
     public void Stop()
@@ -126,13 +138,14 @@ internal sealed class ActorInstance
             var actor = (ActorInstance)state!;
             while (actor._admitting.TryDequeue(out var call)) actor.Missing(call);
         }, this);
+        // Calls already posted to _thread see _stopped when their turn comes.
     }
 
     private async Task PumpAsync(ChannelReader<Call> calls)
     {
         while (await calls.WaitToReadAsync().ConfigureAwait(false))
         {
-            while (calls.TryRead(out var call)) call.Reply.TrySetResult(await ExecuteAsync(call).ConfigureAwait(false));
+            while (calls.TryRead(out var call)) call.Answer(await ExecuteAsync(call).ConfigureAwait(false));
         }
     }
 
@@ -151,9 +164,22 @@ internal sealed class ActorInstance
             {
                 return;
             }
-            var running = ExecuteAsync(call);
-            call.Reply.TrySetResult(running.IsCompletedSuccessfully ? running.Result : running.AsTask().GetAwaiter().GetResult());
+            RunSynchronously(call);
         }
+    }
+
+    /// <summary>On the actor's own thread.</summary>
+    private void RunOne(Call call)
+    {
+        if (_stopped) Missing(call);
+        else RunSynchronously(call);
+    }
+
+    // A synchronous actor's call on one of its threads: only an argument still being fetched makes it wait.
+    private void RunSynchronously(Call call)
+    {
+        var running = ExecuteAsync(call);
+        call.Answer(running.IsCompletedSuccessfully ? running.Result : running.AsTask().GetAwaiter().GetResult());
     }
 
     /// <summary>On the serial context: starts the call, or keeps it until a running one ends.</summary>
@@ -179,18 +205,7 @@ internal sealed class ActorInstance
     {
         try
         {
-            var reply = await ExecuteAsync(call);
-            // Off the context while the reply completes: awaiters of a task completed under a custom context never
-            // run inline (the runtime queues them to the pool), and the reply's awaiter only writes it out.
-            SynchronizationContext.SetSynchronizationContext(null);
-            try
-            {
-                call.Reply.TrySetResult(reply);
-            }
-            finally
-            {
-                SynchronizationContext.SetSynchronizationContext(_context);
-            }
+            call.Answer(await ExecuteAsync(call));
         }
         finally
         {

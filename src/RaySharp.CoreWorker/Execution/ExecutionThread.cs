@@ -11,6 +11,9 @@ internal sealed class ExecutionThread
 {
     private readonly ConcurrentQueue<(SendOrPostCallback Callback, object? State)> _queue = new();
     private readonly SemaphoreSlim _ready = new(0);
+    // 1 while the thread is about to block or blocked on _ready. Posts release _ready only then: a busy thread (the
+    // usual case when calls come pipelined) costs a post no lock and no kernel call.
+    private int _sleeping;
 
     public ExecutionThread(string name)
     {
@@ -21,7 +24,9 @@ internal sealed class ExecutionThread
     public void Post(SendOrPostCallback callback, object? state)
     {
         _queue.Enqueue((callback, state));
-        _ready.Release();
+        // The enqueue is a full fence, as is the thread's exchange before its last look at the queue: either it sees
+        // the item, or this sees it sleeping.
+        if (Volatile.Read(ref _sleeping) == 1 && Interlocked.Exchange(ref _sleeping, 0) == 1) _ready.Release();
     }
 
     /// <summary>
@@ -62,9 +67,15 @@ internal sealed class ExecutionThread
     {
         while (true)
         {
-            Common.YieldingSpin.Until(static q => !q.IsEmpty, _queue);
-            _ready.Wait();
-            if (!_queue.TryDequeue(out var item)) continue;
+            if (!_queue.TryDequeue(out var item))
+            {
+                if (Common.YieldingSpin.Until(static q => !q.IsEmpty, _queue)) continue;
+                Interlocked.Exchange(ref _sleeping, 1);
+                // Not empty after all: take back the flag, unless a post already took it (and so releases _ready once).
+                if (!_queue.IsEmpty && Interlocked.Exchange(ref _sleeping, 0) == 1) continue;
+                _ready.Wait();
+                continue;
+            }
             try
             {
                 item.Callback(item.State);

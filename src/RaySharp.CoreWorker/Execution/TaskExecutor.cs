@@ -33,11 +33,17 @@ internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient 
 
     private ExecutionThread Runner => LazyInitializer.EnsureInitialized(ref _thread, () => new ExecutionThread("task executor"));
 
+    /// <summary>Actor calls, the hottest requests, are answered by whoever runs them: no async frame per call.</summary>
+    public bool TryHandle(int method, byte[] payload, FramedRequest request)
+    {
+        if (method != FramedMethods.ActorCall) return false;
+        Actors.Call(PushTaskRequest.Parser.ParseFrom(payload), request);
+        return true;
+    }
+
     public async ValueTask<ReadOnlyMemory<byte>> HandleAsync(int method, byte[] payload, CancellationToken cancellationToken)
     {
         if (method == FramedMethods.GetObject) return await Objects.ObjectDirectory.ServeAsync(payload).ConfigureAwait(false);
-        if (method == FramedMethods.ActorCall)
-            return (await Actors.CallAsync(PushTaskRequest.Parser.ParseFrom(payload), FramedConnection.Current).ConfigureAwait(false)).ToByteArray();
         if (method == FramedMethods.ActorCreate)
         {
             var creation = PushTaskRequest.Parser.ParseFrom(payload);

@@ -64,7 +64,8 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
         public long NextSequence { get; set; }
     }
 
-    private sealed class PendingCall(PushTaskRequest request, int retriesLeft, long sequence)
+    /// <summary>A call until its outcome is known; its reply comes straight from the connection's read loop.</summary>
+    private sealed class PendingCall(ActorTaskSubmitter submitter, ActorState state, PushTaskRequest request, int retriesLeft, long sequence) : IReplySink
     {
         public PushTaskRequest Request { get; } = request;
         // Completed on a connection's read loop; its awaiters are internal (ObjectRef hands user code to the thread pool).
@@ -72,6 +73,26 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
         public int RetriesLeft { get; set; } = retriesLeft;
         public long Sequence { get; } = sequence;
         public object? KeepAlive { get; init; }
+        /// <summary>The connection the call was last sent on (set under the submitter's lock before each send).</summary>
+        public FramedConnection? SentOn { get; set; }
+
+        public void OnReply(byte[] payload)
+        {
+            PushTaskReply reply;
+            try
+            {
+                reply = PushTaskReply.Parser.ParseFrom(payload);
+            }
+            catch (InvalidProtocolBufferException e)
+            {
+                submitter.Finish(state, this, null, new IOException($"the reply to {Request.Name} was malformed: {e.Message}", e));
+                return;
+            }
+            if (reply.OutcomeCase == PushTaskReply.OutcomeOneofCase.ActorMissing) submitter.OnInterrupted(state, SentOn!, this);
+            else submitter.Finish(state, this, reply, null);
+        }
+
+        public void OnFailure(Exception error) => submitter.OnInterrupted(state, SentOn!, this);
     }
 
     /// <summary>Calls to an actor this process is creating wait for its registration with the GCS first.</summary>
@@ -102,8 +123,8 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
                 throw new PendingCallsLimitCoreException(
                     $"actor {actorId} already has {state.InFlight} calls pending from this caller, its MaxPendingCalls; wait for some results before calling again, or raise MaxPendingCalls");
             state.InFlight++;
-            call = new PendingCall(request, maxTaskRetries, state.NextSequence++) { KeepAlive = keepAlive };
-            if (state.Connection is { } connection && state.Waiting.Count == 0 && !state.Resolving) Send(state, connection, call);
+            call = new PendingCall(this, state, request, maxTaskRetries, state.NextSequence++) { KeepAlive = keepAlive };
+            if (state.Connection is { } connection && state.Waiting.Count == 0 && !state.Resolving) Send(connection, call);
             else
             {
                 state.Waiting.Enqueue(call);
@@ -116,32 +137,12 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
     }
 
     /// <summary>Under the lock, so calls leave in the order they were made.</summary>
-    private void Send(ActorState state, FramedConnection connection, PendingCall call)
+    private static void Send(FramedConnection connection, PendingCall call)
     {
-        var sent = connection.CallCompletingOnReadLoopAsync(FramedMethods.ActorCall, call.Request.ToByteArray());
-        // Failed at once (the connection just closed): handle it off this thread, which holds the lock.
-        if (sent.IsCompleted) _ = Task.Run(() => CompleteAsync(state, connection, call, sent));
-        else _ = CompleteAsync(state, connection, call, sent);
-    }
-
-    private async Task CompleteAsync(ActorState state, FramedConnection connection, PendingCall call, Task<byte[]> sent)
-    {
-        PushTaskReply reply;
-        try
-        {
-            reply = PushTaskReply.Parser.ParseFrom(await sent.ConfigureAwait(false));
-        }
-        catch (Exception e) when (e is IOException or RemoteCallException)
-        {
-            OnInterrupted(state, connection, call);
-            return;
-        }
-        if (reply.OutcomeCase == PushTaskReply.OutcomeOneofCase.ActorMissing)
-        {
-            OnInterrupted(state, connection, call);
-            return;
-        }
-        Finish(state, call, reply, null);
+        call.SentOn = connection;
+        // Failed at once (the connection just closed): handled off this thread, which holds the lock.
+        if (!connection.Call(FramedMethods.ActorCall, call.Request.ToByteArray(), call))
+            ThreadPool.UnsafeQueueUserWorkItem(static c => c.OnFailure(new IOException("the connection is closed")), call, preferLocal: false);
     }
 
     private void Finish(ActorState state, PendingCall call, PushTaskReply? reply, Exception? error)
@@ -243,8 +244,8 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
                     state.Resolving = false;
                     var retrying = state.Retrying.OrderBy(c => c.Sequence).ToList();
                     state.Retrying.Clear();
-                    foreach (var call in retrying) Send(state, connection, call);
-                    while (state.Waiting.TryDequeue(out var call)) Send(state, connection, call);
+                    foreach (var call in retrying) Send(connection, call);
+                    while (state.Waiting.TryDequeue(out var call)) Send(connection, call);
                 }
                 foreach (var call in interrupted)
                 {

@@ -16,6 +16,50 @@ internal interface IFramedHandler
 
     /// <summary>A one-way message from the peer. Called on the read loop: keep it short.</summary>
     void OnNotify(int method, byte[] payload) { }
+
+    /// <summary>
+    /// Takes a request without an async frame per request: true when the handler will answer it, once and from any
+    /// thread, through <paramref name="request"/>; false to have <see cref="HandleAsync"/> serve it. Called on the read
+    /// loop in arrival order, like the synchronous part of <see cref="HandleAsync"/>. For the hottest requests (actor
+    /// calls), where the awaits between the work and its reply cost more than the work.
+    /// </summary>
+    bool TryHandle(int method, byte[] payload, FramedRequest request) => false;
+}
+
+/// <summary>A request taken by <see cref="IFramedHandler.TryHandle"/>: answer it exactly once.</summary>
+internal readonly struct FramedRequest
+{
+    private readonly FramedConnection _connection;
+    private readonly long _id;
+    private readonly int _method;
+
+    internal FramedRequest(FramedConnection connection, long id, int method)
+    {
+        _connection = connection;
+        _id = id;
+        _method = method;
+    }
+
+    /// <summary>The connection the request came on (the caller, for output and borrowed references).</summary>
+    public FramedConnection Connection => _connection;
+
+    public void Reply(ReadOnlyMemory<byte> payload) => _connection.Answer(FrameType.Response, _id, _method, payload);
+
+    /// <summary>Answers with an error: the caller's call fails with a <see cref="RemoteCallException"/> of this message.</summary>
+    public void Fail(Exception error) => _connection.Answer(FrameType.Error, _id, _method, FramedConnection.ErrorPayload(error));
+}
+
+/// <summary>
+/// Where a call's reply goes, when the caller takes it straight from the read loop rather than through a task: called
+/// once, on the connection's read loop (keep it short, never block), or on whichever thread closes the connection.
+/// </summary>
+internal interface IReplySink
+{
+    void OnReply(byte[] payload);
+
+    /// <summary>No reply will come: the connection closed (<see cref="IOException"/>), the peer's handler failed
+    /// (<see cref="RemoteCallException"/>) or the call was cancelled (<see cref="OperationCanceledException"/>).</summary>
+    void OnFailure(Exception error);
 }
 
 /// <summary>
@@ -41,7 +85,7 @@ internal sealed class FramedConnection : IAsyncDisposable
     private readonly IFramedHandler? _handler;
     private readonly Channel<(FrameType Type, long Id, int Method, ReadOnlyMemory<byte> Payload)> _outgoing =
         Channel.CreateUnbounded<(FrameType, long, int, ReadOnlyMemory<byte>)>(new UnboundedChannelOptions { SingleReader = true });
-    private readonly ConcurrentDictionary<long, TaskCompletionSource<byte[]>> _pending = new();
+    private readonly ConcurrentDictionary<long, IReplySink> _pending = new();
     private readonly Func<long, int, Memory<byte>?> _sinkFor;
     private readonly CancellationTokenSource _closed = new();
     private long _nextId;
@@ -93,6 +137,16 @@ internal sealed class FramedConnection : IAsyncDisposable
         Call(method, payload, null, cancellationToken, out _);
 
     /// <summary>
+    /// A call whose reply is handed to <paramref name="sink"/> on the read loop, with no task in between. False, with
+    /// the sink not called, when the connection is closed.
+    /// </summary>
+    public bool Call(int method, ReadOnlyMemory<byte> payload, IReplySink sink)
+    {
+        var id = Interlocked.Increment(ref _nextId);
+        return Send(id, method, payload, sink);
+    }
+
+    /// <summary>
     /// A call whose awaiter continues on the connection's read loop as soon as the reply is read (no thread-pool hop in
     /// between). Only for callers whose continuation is short and never blocks nor runs user code: it holds up every
     /// other reply of the connection while it runs.
@@ -135,13 +189,9 @@ internal sealed class FramedConnection : IAsyncDisposable
     {
         id = Interlocked.Increment(ref _nextId);
         if (sink is { } destination) _sinks[id] = destination;
-        var reply = new TaskCompletionSource<byte[]>(completion);
-        _pending[id] = reply;
-        var alone = Interlocked.Increment(ref _callsInFlight) == 1;
-        if (_closed.IsCancellationRequested
-            || !(alone && TryWriteInline(FrameType.Request, id, method, payload)) && !Enqueue(FrameType.Request, id, method, payload))
+        var reply = new TaskReply(completion);
+        if (!Send(id, method, payload, reply))
         {
-            if (_pending.TryRemove(id, out _)) Interlocked.Decrement(ref _callsInFlight);
             _sinks.TryRemove(id, out _);
             return Task.FromException<byte[]>(new IOException("the connection is closed"));
         }
@@ -152,10 +202,34 @@ internal sealed class FramedConnection : IAsyncDisposable
             {
                 // The sink goes first: once cancelled, nothing may be written into the caller's destination.
                 _sinks.TryRemove(callId, out _);
-                if (TryTakePending(callId, out var r)) r.TrySetCanceled(cancellationToken);
+                if (TryTakePending(callId, out var r)) r.OnFailure(new OperationCanceledException(cancellationToken));
             });
         }
         return reply.Task;
+    }
+
+    private bool Send(long id, int method, ReadOnlyMemory<byte> payload, IReplySink reply)
+    {
+        _pending[id] = reply;
+        var alone = Interlocked.Increment(ref _callsInFlight) == 1;
+        if (_closed.IsCancellationRequested
+            || !(alone && TryWriteInline(FrameType.Request, id, method, payload)) && !Enqueue(FrameType.Request, id, method, payload))
+        {
+            if (_pending.TryRemove(id, out _)) Interlocked.Decrement(ref _callsInFlight);
+            return false;
+        }
+        return true;
+    }
+
+    private sealed class TaskReply(TaskCreationOptions options) : TaskCompletionSource<byte[]>(options), IReplySink
+    {
+        public void OnReply(byte[] payload) => TrySetResult(payload);
+
+        public void OnFailure(Exception error)
+        {
+            if (error is OperationCanceledException cancelled) TrySetCanceled(cancelled.CancellationToken);
+            else TrySetException(error);
+        }
     }
 
     private async Task WriteLoopAsync()
@@ -264,7 +338,7 @@ internal sealed class FramedConnection : IAsyncDisposable
         return false;
     }
 
-    private bool TryTakePending(long id, [System.Diagnostics.CodeAnalysis.MaybeNullWhen(false)] out TaskCompletionSource<byte[]> reply)
+    private bool TryTakePending(long id, [System.Diagnostics.CodeAnalysis.MaybeNullWhen(false)] out IReplySink reply)
     {
         if (!_pending.TryRemove(id, out reply)) return false;
         Interlocked.Decrement(ref _callsInFlight);
@@ -319,18 +393,31 @@ internal sealed class FramedConnection : IAsyncDisposable
         switch (frame.Type)
         {
             case FrameType.Response when TryTakePending(frame.Id, out var ok):
-                ok.TrySetResult(frame.Payload);
+                ok.OnReply(frame.Payload);
                 break;
             case FrameType.Error when TryTakePending(frame.Id, out var failed):
-                failed.TrySetException(new RemoteCallException(Encoding.UTF8.GetString(frame.Payload)));
+                failed.OnFailure(new RemoteCallException(Encoding.UTF8.GetString(frame.Payload)));
                 break;
             case FrameType.Request when _handler is not null:
                 Interlocked.Increment(ref _requestsInHand);
-                _ = HandleAsync(frame);
+                if (!TryHandle(frame)) _ = HandleAsync(frame);
                 break;
             case FrameType.Notify when _handler is not null:
                 _handler.OnNotify(frame.Method, frame.Payload);
                 break;
+        }
+    }
+
+    private bool TryHandle(Frame frame)
+    {
+        try
+        {
+            return _handler!.TryHandle(frame.Method, frame.Payload, new FramedRequest(this, frame.Id, frame.Method));
+        }
+        catch (Exception e)
+        {
+            Answer(FrameType.Error, frame.Id, frame.Method, ErrorPayload(e));
+            return true;
         }
     }
 
@@ -340,19 +427,21 @@ internal sealed class FramedConnection : IAsyncDisposable
         try
         {
             var reply = await _handler!.HandleAsync(frame.Method, frame.Payload, _closed.Token).ConfigureAwait(false);
-            Answer(FrameType.Response, frame, reply);
+            Answer(FrameType.Response, frame.Id, frame.Method, reply);
         }
         catch (Exception e)
         {
-            Answer(FrameType.Error, frame, Encoding.UTF8.GetBytes($"{e.GetType().Name}: {e.Message}"));
+            Answer(FrameType.Error, frame.Id, frame.Method, ErrorPayload(e));
         }
     }
 
-    private void Answer(FrameType type, Frame request, ReadOnlyMemory<byte> payload)
+    internal static byte[] ErrorPayload(Exception e) => Encoding.UTF8.GetBytes($"{e.GetType().Name}: {e.Message}");
+
+    internal void Answer(FrameType type, long id, int method, ReadOnlyMemory<byte> payload)
     {
         var alone = Interlocked.Decrement(ref _requestsInHand) == 0;
-        if (alone && TryWriteInline(type, request.Id, request.Method, payload)) return;
-        if (!Enqueue(type, request.Id, request.Method, payload)) Release(payload);
+        if (alone && TryWriteInline(type, id, method, payload)) return;
+        if (!Enqueue(type, id, method, payload)) Release(payload);
     }
 
     private void Close()
@@ -361,7 +450,7 @@ internal sealed class FramedConnection : IAsyncDisposable
         _outgoing.Writer.TryComplete();
         foreach (var id in _pending.Keys)
         {
-            if (TryTakePending(id, out var r)) r.TrySetException(new IOException("the connection closed before the reply arrived"));
+            if (TryTakePending(id, out var r)) r.OnFailure(new IOException("the connection closed before the reply arrived"));
         }
         _completion.TrySetResult();
     }
