@@ -273,12 +273,12 @@ public sealed class ActorHandle<TActor> where TActor : class
             LambdaCall = method.IsLambda,
         };
         FunctionDescriptors.SetFunction(request, method.Descriptor);
-        Task<PushTaskReply> reply;
+        Task<ByteString> result;
         try
         {
             // A call in flight keeps the actor's handle alive (the submitter holds Token until the reply), as a pending
             // task holds a reference in Ray.
-            reply = args.All(a => a.IsCompletedSuccessfully)
+            result = args.All(a => a.IsCompletedSuccessfully)
                 ? SubmitNow(context.Submitter, request, args)
                 : SubmitWhenReadyAsync(context.Submitter, request, args);
         }
@@ -286,20 +286,27 @@ public sealed class ActorHandle<TActor> where TActor : class
         {
             throw new PendingCallsLimitExceededException(e.Message);
         }
-        return new ObjectRef<TResult>(request.TaskId, ObjectRef<TResult>.FromReply(reply));
+        return new ObjectRef<TResult>(request.TaskId, result);
     }
 
-    private Task<PushTaskReply> SubmitNow(ActorTaskSubmitter submitter, PushTaskRequest request, Task<ByteString>[] args)
+    private Task<ByteString> SubmitNow(ActorTaskSubmitter submitter, PushTaskRequest request, Task<ByteString>[] args)
     {
         foreach (var a in args) request.Args.Add(a.Result);
-        return submitter.SubmitAsync(ActorId, request, MaxTaskRetries, MaxPendingCalls, keepAlive: Token);
+        return submitter.SubmitAsync(ActorId, request, MaxTaskRetries, MaxPendingCalls, TaskOutcome.Instance, keepAlive: Token);
     }
 
-    private async Task<PushTaskReply> SubmitWhenReadyAsync(ActorTaskSubmitter submitter, PushTaskRequest request, Task<ByteString>[] args)
+    private async Task<ByteString> SubmitWhenReadyAsync(ActorTaskSubmitter submitter, PushTaskRequest request, Task<ByteString>[] args)
     {
         // Refs among the arguments are resolved first; order with later calls is kept only among ready calls, as in Ray.
-        await TaskArgs.Fill(request, args).ConfigureAwait(false);
-        return await submitter.SubmitAsync(ActorId, request, MaxTaskRetries, MaxPendingCalls, keepAlive: Token).ConfigureAwait(false);
+        try
+        {
+            await TaskArgs.Fill(request, args).ConfigureAwait(false);
+        }
+        catch (Exception e) when (TaskOutcome.ApiFailure(e) is { } failure)
+        {
+            throw failure;
+        }
+        return await submitter.SubmitAsync(ActorId, request, MaxTaskRetries, MaxPendingCalls, TaskOutcome.Instance, keepAlive: Token).ConfigureAwait(false);
     }
 
     private static Task<ByteString> Arg<T>(ActorMethod method, Arg<T> arg, int index) =>

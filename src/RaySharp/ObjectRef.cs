@@ -109,34 +109,42 @@ public sealed class ObjectRef<T>
         {
             reply = await pending.ConfigureAwait(false);
         }
-        catch (WorkerLostCoreException e) when (e.NodeDied)
+        catch (Exception e) when (TaskOutcome.ApiFailure(e) is { } failure)
         {
-            throw new NodeDiedException("The task's node died before it answered: " + e.Message, e, e.Attempts);
+            throw failure;
         }
-        catch (WorkerLostCoreException e)
-        {
-            throw new WorkerCrashedException("The task's worker process died before it answered: " + e.Message, e, e.Attempts);
-        }
-        catch (InvalidOperationException e)
-        {
-            throw new RayException("The task could not be scheduled: " + e.Message, e);
-        }
-        catch (ActorDiedCoreException e)
-        {
-            throw new ActorDiedException(e.ActorId, e.Cause, e);
-        }
-        catch (ActorUnavailableCoreException e)
-        {
-            throw new ActorUnavailableException(e.Message, e);
-        }
-        if (reply.Error is { } error) throw new RayTaskException(error);
-        // A result left in the worker's node store becomes this process's to free.
-        var result = CoreWorker.Objects.LocalObjectStore.TakeOwnership(reply.Result);
+        var result = TaskOutcome.Instance.Result(reply);
         if (lineage is not null) CoreWorker.Objects.Lineage.Record(result, request!, lineage);
         return result;
     }
 
     public override string ToString() => $"ObjectRef<{typeof(T).Name}>({Id})";
+}
+
+/// <summary>What a task's or actor call's outcome becomes for the readers of its result: the API's exceptions.</summary>
+internal sealed class TaskOutcome : ICallOutcome
+{
+    public static readonly TaskOutcome Instance = new();
+
+    public ByteString Result(PushTaskReply reply)
+    {
+        if (reply.Error is { } error) throw new RayTaskException(error);
+        // A result left in the worker's node store becomes this process's to free.
+        return CoreWorker.Objects.LocalObjectStore.TakeOwnership(reply.Result);
+    }
+
+    public Exception Failure(Exception coreFailure) => ApiFailure(coreFailure) ?? coreFailure;
+
+    /// <summary>The API's exception for a failure of the runtime's; null for one that readers see as it is.</summary>
+    public static Exception? ApiFailure(Exception e) => e switch
+    {
+        WorkerLostCoreException { NodeDied: true } lost => new NodeDiedException("The task's node died before it answered: " + lost.Message, lost, lost.Attempts),
+        WorkerLostCoreException lost => new WorkerCrashedException("The task's worker process died before it answered: " + lost.Message, lost, lost.Attempts),
+        InvalidOperationException unscheduled => new RayException("The task could not be scheduled: " + unscheduled.Message, unscheduled),
+        ActorDiedCoreException died => new ActorDiedException(died.ActorId, died.Cause, died),
+        ActorUnavailableCoreException unavailable => new ActorUnavailableException(unavailable.Message, unavailable),
+        _ => null,
+    };
 }
 
 /// <summary>

@@ -178,10 +178,12 @@ public static class Ray
     public static T Get<T>(ObjectRef<T> reference, TimeSpan? timeout = null)
     {
         ArgumentNullException.ThrowIfNull(reference);
-        var value = reference.Value;
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
+        // The bytes first: a small value then deserializes at once, with no asynchronous state per read.
+        var value = WaitForBytes(reference.Bytes, timeout) ? reference.Value : null;
         try
         {
-            if (!WaitLendingCpus(value, timeout ?? Timeout.InfiniteTimeSpan))
+            if (value is null || !WaitLendingCpus(value, Remaining(timeout, started)))
                 throw new GetTimeoutException($"{reference} was not ready within {timeout!.Value.TotalSeconds:0.###} s");
         }
         catch (AggregateException e) when (e.InnerExceptions.Count == 1)
@@ -195,11 +197,15 @@ public static class Ray
     public static T[] Get<T>(IEnumerable<ObjectRef<T>> references, TimeSpan? timeout = null)
     {
         var list = references.ToList();
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
+        string NotReady() => $"{list.Count(r => !r.IsReady)} of {list.Count} objects were not ready within {timeout!.Value.TotalSeconds:0.###} s";
+        // As for one reference: the bytes of all, then the values (started together: large ones may be fetched).
+        if (!WaitForBytes(System.Threading.Tasks.Task.WhenAll(list.Select(r => (System.Threading.Tasks.Task)r.Bytes)), timeout))
+            throw new GetTimeoutException(NotReady());
         var all = System.Threading.Tasks.Task.WhenAll(list.Select(r => r.Value));
         try
         {
-            if (!WaitLendingCpus(all, timeout ?? Timeout.InfiniteTimeSpan))
-                throw new GetTimeoutException($"{list.Count(r => !r.IsReady)} of {list.Count} objects were not ready within {timeout!.Value.TotalSeconds:0.###} s");
+            if (!WaitLendingCpus(all, Remaining(timeout, started))) throw new GetTimeoutException(NotReady());
         }
         catch (AggregateException)
         {
@@ -208,6 +214,26 @@ public static class Ray
         }
         return all.Result;
     }
+
+    /// <summary>
+    /// Waits for serialized values; false when the time ran out. A failure is left for the values, which turn it into
+    /// the API's exception.
+    /// </summary>
+    private static bool WaitForBytes(System.Threading.Tasks.Task bytes, TimeSpan? timeout)
+    {
+        try
+        {
+            return WaitLendingCpus(bytes, timeout ?? Timeout.InfiniteTimeSpan);
+        }
+        catch (AggregateException)
+        {
+            return true;
+        }
+    }
+
+    private static TimeSpan Remaining(TimeSpan? timeout, long started) => timeout is { } limit
+        ? TimeSpan.FromTicks(Math.Max(0, (limit - System.Diagnostics.Stopwatch.GetElapsedTime(started)).Ticks))
+        : Timeout.InfiniteTimeSpan;
 
     /// <summary>Stores <paramref name="value"/> in the cluster and returns a reference to it, owned by this driver.</summary>
     public static ObjectRef<T> Put<T>(T value)

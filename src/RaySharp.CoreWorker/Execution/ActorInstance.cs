@@ -43,7 +43,7 @@ internal sealed class ActorInstance
         public ActorInstance Actor => actor;
         public PushTaskRequest Request => request;
         public FramedConnection Caller => reply.Connection;
-        public void Answer(PushTaskReply outcome) => reply.Reply(outcome.ToByteArray());
+        public void Answer(PushTaskReply outcome) => reply.Reply(MessageBytes.ToBytes(outcome));
     }
 
     private sealed record Method(MethodInvoker Invoker, object? Target, Type[] ParameterTypes, Type ReturnType, bool Lambda);

@@ -37,7 +37,7 @@ internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient 
     public bool TryHandle(int method, byte[] payload, FramedRequest request)
     {
         if (method != FramedMethods.ActorCall) return false;
-        Actors.Call(PushTaskRequest.Parser.ParseFrom(payload), request);
+        Actors.Call(MessageBytes.Parse(PushTaskRequest.Parser, payload), request);
         return true;
     }
 
@@ -57,7 +57,7 @@ internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient 
             return ReadOnlyMemory<byte>.Empty;
         }
         if (method != FramedMethods.PushTask) throw new NotSupportedException($"method {method} is not served by a worker");
-        var request = PushTaskRequest.Parser.ParseFrom(payload);
+        var request = MessageBytes.Parse(PushTaskRequest.Parser, payload);
         // The task's output streams back over the connection that pushed it.
         var submitter = FramedConnection.Current;
         TaskCompletionSource<PushTaskReply>? queued = null;
@@ -83,7 +83,7 @@ internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient 
         {
             reply = await queued.Task.ConfigureAwait(false);
         }
-        return reply.ToByteArray();
+        return MessageBytes.ToBytes(reply);
     }
 
     private void RunNext()

@@ -22,6 +22,16 @@ internal sealed class ActorUnavailableCoreException(string message) : Exception(
 /// <summary>A caller already has MaxPendingCalls calls in flight to the actor.</summary>
 internal sealed class PendingCallsLimitCoreException(string message) : Exception(message);
 
+/// <summary>How a call's reply or failure becomes what readers of its result see (the API layer's types).</summary>
+internal interface ICallOutcome
+{
+    /// <summary>The result bytes of a reply; throws what a failed call's readers see.</summary>
+    ByteString Result(PushTaskReply reply);
+
+    /// <summary>What readers see of a failure of the runtime's (the actor died, the connection broke, ...).</summary>
+    Exception Failure(Exception coreFailure);
+}
+
 /// <summary>
 /// The caller's side of actor calls: per actor, one ordered stream of calls over a framed connection to the actor's
 /// worker (shared by every actor that worker hosts). The actor's address comes from the GCS; calls made before it is
@@ -65,11 +75,14 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
     }
 
     /// <summary>A call until its outcome is known; its reply comes straight from the connection's read loop.</summary>
-    private sealed class PendingCall(ActorTaskSubmitter submitter, ActorState state, PushTaskRequest request, int retriesLeft, long sequence) : IReplySink
+    private sealed class PendingCall(ActorTaskSubmitter submitter, ActorState state, PushTaskRequest request, ICallOutcome outcome, int retriesLeft, long sequence)
+        : IReplySink
     {
         public PushTaskRequest Request { get; } = request;
-        // Completed on a connection's read loop; its awaiters are internal (ObjectRef hands user code to the thread pool).
-        public TaskCompletionSource<PushTaskReply> Reply { get; } = new();
+        public ICallOutcome Outcome { get; } = outcome;
+        // The call's result as its ObjectRef holds it. Completed on a connection's read loop; its awaiters are internal
+        // (ObjectRef hands user code to the thread pool).
+        public TaskCompletionSource<ByteString> Result { get; } = new();
         public int RetriesLeft { get; set; } = retriesLeft;
         public long Sequence { get; } = sequence;
         public object? KeepAlive { get; init; }
@@ -81,7 +94,7 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
             PushTaskReply reply;
             try
             {
-                reply = PushTaskReply.Parser.ParseFrom(payload);
+                reply = MessageBytes.Parse(PushTaskReply.Parser, payload);
             }
             catch (InvalidProtocolBufferException e)
             {
@@ -109,8 +122,9 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
 
     /// <param name="maxTaskRetries">Re-sends after the actor restarts under a call; -1: no limit; 0: the call fails instead.</param>
     /// <param name="maxPendingCalls">Most calls from this process in flight to the actor; -1: no limit.</param>
+    /// <param name="outcome">Turns the reply into the result (or the exception) the returned task holds.</param>
     /// <param name="keepAlive">Held while the call is pending (the handle's lifetime token: a call in flight keeps its actor).</param>
-    public Task<PushTaskReply> SubmitAsync(string actorId, PushTaskRequest request, int maxTaskRetries, int maxPendingCalls, object? keepAlive = null)
+    public Task<ByteString> SubmitAsync(string actorId, PushTaskRequest request, int maxTaskRetries, int maxPendingCalls, ICallOutcome outcome, object? keepAlive = null)
     {
         PendingCall call;
         var resolve = false;
@@ -118,12 +132,12 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
         lock (_gate)
         {
             state = State(actorId);
-            if (state.Dead is { } dead) return Task.FromException<PushTaskReply>(dead);
+            if (state.Dead is { } dead) return Task.FromException<ByteString>(outcome.Failure(dead));
             if (maxPendingCalls >= 0 && state.InFlight >= maxPendingCalls)
                 throw new PendingCallsLimitCoreException(
                     $"actor {actorId} already has {state.InFlight} calls pending from this caller, its MaxPendingCalls; wait for some results before calling again, or raise MaxPendingCalls");
             state.InFlight++;
-            call = new PendingCall(this, state, request, maxTaskRetries, state.NextSequence++) { KeepAlive = keepAlive };
+            call = new PendingCall(this, state, request, outcome, maxTaskRetries, state.NextSequence++) { KeepAlive = keepAlive };
             if (state.Connection is { } connection && state.Waiting.Count == 0 && !state.Resolving) Send(connection, call);
             else
             {
@@ -132,8 +146,8 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
             }
         }
         if (resolve) _ = ResolveAsync(state);
-        NestedOutputRouter.Track(request.TaskId, call.Reply.Task);
-        return call.Reply.Task;
+        NestedOutputRouter.Track(request.TaskId, call.Result.Task);
+        return call.Result.Task;
     }
 
     /// <summary>Under the lock, so calls leave in the order they were made.</summary>
@@ -141,15 +155,29 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
     {
         call.SentOn = connection;
         // Failed at once (the connection just closed): handled off this thread, which holds the lock.
-        if (!connection.Call(FramedMethods.ActorCall, call.Request.ToByteArray(), call))
+        if (!connection.Call(FramedMethods.ActorCall, MessageBytes.ToBytes(call.Request), call))
             ThreadPool.UnsafeQueueUserWorkItem(static c => c.OnFailure(new IOException("the connection is closed")), call, preferLocal: false);
     }
 
     private void Finish(ActorState state, PendingCall call, PushTaskReply? reply, Exception? error)
     {
         lock (_gate) state.InFlight--;
-        if (error is not null) call.Reply.TrySetException(error);
-        else call.Reply.TrySetResult(reply!);
+        if (error is not null)
+        {
+            call.Result.TrySetException(call.Outcome.Failure(error));
+            return;
+        }
+        ByteString result;
+        try
+        {
+            result = call.Outcome.Result(reply!);
+        }
+        catch (Exception e)
+        {
+            call.Result.TrySetException(e);
+            return;
+        }
+        call.Result.TrySetResult(result);
     }
 
     /// <summary>The call's connection broke or the worker no longer holds the actor: ask the GCS what became of it.</summary>

@@ -196,8 +196,8 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
             task.Request.Attempt = task.Attempts;
             // Continues on the connection's read loop: what follows only parses, requeues or completes the task's reply,
             // whose own awaiters are internal too (user code behind an ObjectRef always continues on the thread pool).
-            var bytes = await worker.Connection.CallCompletingOnReadLoopAsync(FramedMethods.PushTask, task.Request.ToByteArray()).ConfigureAwait(false);
-            var reply = PushTaskReply.Parser.ParseFrom(bytes);
+            var bytes = await worker.Connection.CallCompletingOnReadLoopAsync(FramedMethods.PushTask, MessageBytes.ToBytes(task.Request)).ConfigureAwait(false);
+            var reply = MessageBytes.Parse(PushTaskReply.Parser, bytes);
             if (reply.Error is { } error && task.RetriesLeft != 0 && task.RetryOn?.Invoke(error) == true)
             {
                 // An exception the caller asked to retry (RetryExceptions): run it again, within the same budget.
