@@ -29,40 +29,6 @@ internal sealed class ExecutionThread
         if (Volatile.Read(ref _sleeping) == 1 && Interlocked.Exchange(ref _sleeping, 0) == 1) _ready.Release();
     }
 
-    /// <summary>
-    /// Starts <paramref name="work"/> on this thread; the returned task completes where the work completes (on this
-    /// thread when it finishes without awaiting, so its awaiter, such as the reply's write, runs without a hop).
-    /// </summary>
-    public Task<T> Run<T>(Func<Task<T>> work)
-    {
-        var done = new TaskCompletionSource<T>();
-        Post(static state =>
-        {
-            var (work, done) = ((Func<Task<T>>, TaskCompletionSource<T>))state!;
-            Task<T> running;
-            try
-            {
-                running = work();
-            }
-            catch (Exception e)
-            {
-                done.TrySetException(e);
-                return;
-            }
-            if (running.IsCompleted) Complete(running, done);
-            else running.ContinueWith(static (t, d) => Complete(t, (TaskCompletionSource<T>)d!), done, CancellationToken.None,
-                TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
-        }, (work, done));
-        return done.Task;
-    }
-
-    private static void Complete<T>(Task<T> task, TaskCompletionSource<T> done)
-    {
-        if (task.IsCompletedSuccessfully) done.TrySetResult(task.Result);
-        else if (task.IsCanceled) done.TrySetCanceled();
-        else done.TrySetException(task.Exception!.InnerExceptions);
-    }
-
     private void Run()
     {
         while (true)

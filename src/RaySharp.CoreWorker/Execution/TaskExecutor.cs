@@ -24,21 +24,78 @@ internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient 
     private ActorExecutor Actors => LazyInitializer.EnsureInitialized(ref _actors, () => new ActorExecutor(options, _code, logger));
 
     // Tasks pushed ahead (pipelined by the lessee) wait here and run one at a time, in arrival order: a worker is
-    // leased for one task's resources. A task that finds the worker free runs at once, with no queue hop.
+    // leased for one task's resources. The runner takes the next one itself when a task ends without awaiting.
     private readonly Lock _gate = new();
-    private readonly Queue<(PushTaskRequest Request, FramedConnection? Submitter, TaskCompletionSource<PushTaskReply> Reply)> _waiting = new();
+    private readonly Queue<PushedTask> _waiting = new();
     private bool _busy;
+
+    /// <summary>A task pushed to this worker, answered through the request it came in.</summary>
+    private sealed class PushedTask(TaskExecutor executor, PushTaskRequest request, FramedRequest reply)
+    {
+        public TaskExecutor Executor => executor;
+        public PushTaskRequest Request => request;
+        public FramedRequest Reply => reply;
+    }
     // Tasks start here, off the connection's read loop (user code may block); made on the first task.
     private ExecutionThread? _thread;
 
     private ExecutionThread Runner => LazyInitializer.EnsureInitialized(ref _thread, () => new ExecutionThread("task executor"));
 
-    /// <summary>Actor calls, the hottest requests, are answered by whoever runs them: no async frame per call.</summary>
+    /// <summary>Tasks and actor calls, the hottest requests, are answered by whoever runs them: no async frame per call.</summary>
     public bool TryHandle(int method, byte[] payload, FramedRequest request)
     {
-        if (method != FramedMethods.ActorCall) return false;
-        Actors.Call(MessageBytes.Parse(PushTaskRequest.Parser, payload), request);
+        if (method == FramedMethods.ActorCall)
+        {
+            Actors.Call(MessageBytes.Parse(PushTaskRequest.Parser, payload), request);
+            return true;
+        }
+        if (method != FramedMethods.PushTask) return false;
+        var task = new PushedTask(this, MessageBytes.Parse(PushTaskRequest.Parser, payload), request);
+        lock (_gate)
+        {
+            if (_busy)
+            {
+                _waiting.Enqueue(task);
+                return true;
+            }
+            _busy = true;
+        }
+        Runner.Post(static state => RunFrom((PushedTask)state!), task);
         return true;
+    }
+
+    /// <summary>On the runner: runs this task, then the next ones queued, as long as each ends without awaiting.</summary>
+    private static void RunFrom(PushedTask? task)
+    {
+        while (task is not null)
+        {
+            var executor = task.Executor;
+            var running = executor.ExecuteAsync(task.Request, task.Reply.Connection);
+            if (!running.IsCompleted)
+            {
+                // It awaits (an argument being fetched, an async function): the next one starts when it ends.
+                running.ContinueWith(static (done, state) =>
+                {
+                    var ended = (PushedTask)state!;
+                    ended.Reply.Reply(MessageBytes.ToBytes(done.Result));
+                    if (ended.Executor.Next() is { } next) ended.Executor.Runner.Post(static s => RunFrom((PushedTask)s!), next);
+                }, task, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+                return;
+            }
+            task.Reply.Reply(MessageBytes.ToBytes(running.Result));
+            task = executor.Next();
+        }
+    }
+
+    /// <summary>The next task waiting, now running; null when none waits (the worker is free).</summary>
+    private PushedTask? Next()
+    {
+        lock (_gate)
+        {
+            if (_waiting.TryDequeue(out var next)) return next;
+            _busy = false;
+            return null;
+        }
     }
 
     public async ValueTask<ReadOnlyMemory<byte>> HandleAsync(int method, byte[] payload, CancellationToken cancellationToken)
@@ -56,53 +113,7 @@ internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient 
             Actors.Kill(ActorKillRequest.Parser.ParseFrom(payload).ActorId);
             return ReadOnlyMemory<byte>.Empty;
         }
-        if (method != FramedMethods.PushTask) throw new NotSupportedException($"method {method} is not served by a worker");
-        var request = MessageBytes.Parse(PushTaskRequest.Parser, payload);
-        // The task's output streams back over the connection that pushed it.
-        var submitter = FramedConnection.Current;
-        TaskCompletionSource<PushTaskReply>? queued = null;
-        lock (_gate)
-        {
-            if (_busy)
-            {
-                queued = new TaskCompletionSource<PushTaskReply>(TaskCreationOptions.RunContinuationsAsynchronously);
-                _waiting.Enqueue((request, submitter, queued));
-            }
-            else
-            {
-                _busy = true;
-            }
-        }
-        PushTaskReply reply;
-        if (queued is null)
-        {
-            reply = await Runner.Run(() => ExecuteAsync(request, submitter)).ConfigureAwait(false);
-            RunNext();
-        }
-        else
-        {
-            reply = await queued.Task.ConfigureAwait(false);
-        }
-        return MessageBytes.ToBytes(reply);
-    }
-
-    private void RunNext()
-    {
-        (PushTaskRequest Request, FramedConnection? Submitter, TaskCompletionSource<PushTaskReply> Reply) next;
-        lock (_gate)
-        {
-            if (!_waiting.TryDequeue(out next))
-            {
-                _busy = false;
-                return;
-            }
-        }
-        Runner.Run(() => ExecuteAsync(next.Request, next.Submitter)).ContinueWith(static (done, state) =>
-        {
-            var (executor, reply) = ((TaskExecutor, TaskCompletionSource<PushTaskReply>))state!;
-            reply.TrySetResult(done.Result);
-            executor.RunNext();
-        }, (this, next.Reply), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        throw new NotSupportedException($"method {method} is not served by a worker");
     }
 
     private async Task<PushTaskReply> ExecuteAsync(PushTaskRequest request, FramedConnection? submitter)

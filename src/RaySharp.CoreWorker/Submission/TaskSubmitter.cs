@@ -100,8 +100,12 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
         public string JobId { get; set; } = "";
     }
 
-    /// <summary>A task waiting for (or running on) a worker; <see cref="RetriesLeft"/> counts re-runs after worker deaths.</summary>
-    private sealed class PendingTask(PushTaskRequest request, TaskCompletionSource<PushTaskReply> reply, int retriesLeft, Func<TaskError, bool>? retryOn)
+    /// <summary>
+    /// A task waiting for (or running on) a worker; <see cref="RetriesLeft"/> counts re-runs after worker deaths. While
+    /// it runs, it is the connection's sink for its reply.
+    /// </summary>
+    private sealed class PendingTask(TaskSubmitter submitter, PushTaskRequest request, TaskCompletionSource<PushTaskReply> reply, int retriesLeft,
+        Func<TaskError, bool>? retryOn) : IReplySink
     {
         public PushTaskRequest Request { get; } = request;
         public TaskCompletionSource<PushTaskReply> Reply { get; } = reply;
@@ -110,6 +114,14 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
         public int Attempts { get; set; }
         /// <summary>Where each lost attempt ran ("pid N on ip"), for the error that ends the task; made on the first loss.</summary>
         public List<string>? LostOn { get; set; }
+        /// <summary>The attempt in flight: its queue and worker (set before each push).</summary>
+        public ShapeQueue? Shape { get; set; }
+        public LeasedWorker? Worker { get; set; }
+
+        // Read at once: a task lost and queued again may be given to another worker while the loss is handled.
+        public void OnReply(byte[] payload) => submitter.OnReply(Shape!, Worker!, this, payload);
+
+        public void OnFailure(Exception error) => _ = submitter.OnLostAsync(Shape!, Worker!, this, error);
     }
 
     private sealed class LeasedWorker(string leaseId, string rayletAddress, WorkerAddress address, FramedConnection connection, IReadOnlyList<int>? gpuIds = null)
@@ -146,7 +158,7 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
             if (!_shapes.TryGetValue(key, out shape!)) _shapes[key] = shape = new ShapeQueue(resources, strategy);
             // A worker may run tasks of several jobs in turn: leases are asked for the job of the latest task.
             shape.JobId = request.JobId;
-            shape.Pending.Enqueue(new PendingTask(request, reply, maxRetries, retryOn));
+            shape.Pending.Enqueue(new PendingTask(this, request, reply, maxRetries, retryOn));
         }
         Pump(shape);
         NestedOutputRouter.Track(request.TaskId, reply.Task);
@@ -182,57 +194,48 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
                 runs.Add((worker, shape.Pending.Dequeue()));
             }
         }
-        foreach (var (worker, task) in runs) _ = RunAsync(shape, worker, task);
+        foreach (var (worker, task) in runs) Run(shape, worker, task);
         for (var i = 0; i < leases; i++) _ = AcquireLeaseAsync(shape);
     }
 
-    private async Task RunAsync(ShapeQueue shape, LeasedWorker worker, PendingTask task)
+    private static void Run(ShapeQueue shape, LeasedWorker worker, PendingTask task)
     {
         task.Attempts++;
+        task.Request.GpuIds.Clear();
+        task.Request.GpuIds.Add(worker.GpuIds);
+        task.Request.Attempt = task.Attempts;
+        task.Shape = shape;
+        task.Worker = worker;
+        if (!worker.Connection.Call(FramedMethods.PushTask, MessageBytes.ToBytes(task.Request), task))
+            ThreadPool.UnsafeQueueUserWorkItem(static t => t.OnFailure(new IOException("the connection is closed")), task, preferLocal: false);
+    }
+
+    /// <summary>
+    /// On the connection's read loop: what happens here only parses, requeues or completes the task's reply, whose own
+    /// awaiters are internal too (user code behind an ObjectRef always continues on the thread pool).
+    /// </summary>
+    private void OnReply(ShapeQueue shape, LeasedWorker worker, PendingTask task, byte[] payload)
+    {
+        PushTaskReply reply;
         try
         {
-            task.Request.GpuIds.Clear();
-            task.Request.GpuIds.Add(worker.GpuIds);
-            task.Request.Attempt = task.Attempts;
-            // Continues on the connection's read loop: what follows only parses, requeues or completes the task's reply,
-            // whose own awaiters are internal too (user code behind an ObjectRef always continues on the thread pool).
-            var bytes = await worker.Connection.CallCompletingOnReadLoopAsync(FramedMethods.PushTask, MessageBytes.ToBytes(task.Request)).ConfigureAwait(false);
-            var reply = MessageBytes.Parse(PushTaskReply.Parser, bytes);
-            if (reply.Error is { } error && task.RetriesLeft != 0 && task.RetryOn?.Invoke(error) == true)
-            {
-                // An exception the caller asked to retry (RetryExceptions): run it again, within the same budget.
-                if (task.RetriesLeft > 0) task.RetriesLeft--;
-                LogExceptionRetry(_logger, task.Request.TaskId, error.ExceptionType, task.Attempts);
-                lock (_gate) shape.Pending.Enqueue(task);
-            }
-            else
-            {
-                task.Reply.TrySetResult(reply);
-            }
+            reply = MessageBytes.Parse(PushTaskReply.Parser, payload);
         }
-        catch (Exception e) when (e is IOException or RemoteCallException)
+        catch (InvalidProtocolBufferException e)
         {
-            (task.LostOn ??= []).Add($"pid {worker.Address.Pid} on {worker.Address.IpAddress}");
-            if (task.RetriesLeft != 0)
-            {
-                // The worker died under the task (not the task's own exception): run it again elsewhere.
-                if (task.RetriesLeft > 0) task.RetriesLeft--;
-                LogRetry(_logger, task.Request.TaskId, worker.Address.Pid, worker.Address.IpAddress, task.Attempts);
-                lock (_gate) shape.Pending.Enqueue(task);
-            }
-            else
-            {
-                var nodeDied = !await RayletAnswersAsync(worker.RayletAddress).ConfigureAwait(false);
-                task.Reply.TrySetException(new WorkerLostCoreException(
-                    $"task {task.Request.Name} ({task.Request.TaskId}) lost its {(nodeDied ? "node" : "worker process")} on each of its " +
-                    $"{task.Attempts} attempt(s) ({string.Join(", ", task.LostOn)}; last: {e.Message}) and no retries are left; " +
-                    "raise TaskOptions.MaxRetries (-1 for no limit) to keep retrying", e, nodeDied, task.Attempts));
-            }
-            bool first;
-            lock (_gate) first = shape.Workers.Remove(worker);
-            if (first) await ReturnAsync(worker, disconnect: true).ConfigureAwait(false);
-            Pump(shape);
+            _ = OnLostAsync(shape, worker, task, e);
             return;
+        }
+        if (reply.Error is { } error && task.RetriesLeft != 0 && task.RetryOn?.Invoke(error) == true)
+        {
+            // An exception the caller asked to retry (RetryExceptions): run it again, within the same budget.
+            if (task.RetriesLeft > 0) task.RetriesLeft--;
+            LogExceptionRetry(_logger, task.Request.TaskId, error.ExceptionType, task.Attempts);
+            lock (_gate) shape.Pending.Enqueue(task);
+        }
+        else
+        {
+            task.Reply.TrySetResult(reply);
         }
         bool arm;
         lock (_gate)
@@ -241,6 +244,31 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
         }
         Pump(shape);
         if (arm) _ = ReturnWhenIdleAsync(shape, worker);
+    }
+
+    /// <summary>The worker's connection broke under the task (or the reply was unreadable): run it again elsewhere, or fail it.</summary>
+    private async Task OnLostAsync(ShapeQueue shape, LeasedWorker worker, PendingTask task, Exception e)
+    {
+        (task.LostOn ??= []).Add($"pid {worker.Address.Pid} on {worker.Address.IpAddress}");
+        if (task.RetriesLeft != 0)
+        {
+            // The worker died under the task (not the task's own exception): run it again elsewhere.
+            if (task.RetriesLeft > 0) task.RetriesLeft--;
+            LogRetry(_logger, task.Request.TaskId, worker.Address.Pid, worker.Address.IpAddress, task.Attempts);
+            lock (_gate) shape.Pending.Enqueue(task);
+        }
+        else
+        {
+            var nodeDied = !await RayletAnswersAsync(worker.RayletAddress).ConfigureAwait(false);
+            task.Reply.TrySetException(new WorkerLostCoreException(
+                $"task {task.Request.Name} ({task.Request.TaskId}) lost its {(nodeDied ? "node" : "worker process")} on each of its " +
+                $"{task.Attempts} attempt(s) ({string.Join(", ", task.LostOn)}; last: {e.Message}) and no retries are left; " +
+                "raise TaskOptions.MaxRetries (-1 for no limit) to keep retrying", e, nodeDied, task.Attempts));
+        }
+        bool first;
+        lock (_gate) first = shape.Workers.Remove(worker);
+        if (first) await ReturnAsync(worker, disconnect: true).ConfigureAwait(false);
+        Pump(shape);
     }
 
     /// <summary>Prints the console output workers stream back, each line prefixed as Ray does: <c>(name pid=…, ip=…)</c>.</summary>

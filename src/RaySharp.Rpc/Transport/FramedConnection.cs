@@ -137,22 +137,15 @@ internal sealed class FramedConnection : IAsyncDisposable
         Call(method, payload, null, cancellationToken, out _);
 
     /// <summary>
-    /// A call whose reply is handed to <paramref name="sink"/> on the read loop, with no task in between. False, with
-    /// the sink not called, when the connection is closed.
+    /// A call whose reply is handed to <paramref name="reply"/> on the read loop, with no task in between (for callers
+    /// whose handling is short and never blocks nor runs user code: it holds up every other reply of the connection).
+    /// False, with <paramref name="reply"/> not called, when the connection is closed.
     /// </summary>
-    public bool Call(int method, ReadOnlyMemory<byte> payload, IReplySink sink)
+    public bool Call(int method, ReadOnlyMemory<byte> payload, IReplySink reply)
     {
         var id = Interlocked.Increment(ref _nextId);
-        return Send(id, method, payload, sink);
+        return Send(id, method, payload, reply);
     }
-
-    /// <summary>
-    /// A call whose awaiter continues on the connection's read loop as soon as the reply is read (no thread-pool hop in
-    /// between). Only for callers whose continuation is short and never blocks nor runs user code: it holds up every
-    /// other reply of the connection while it runs.
-    /// </summary>
-    public Task<byte[]> CallCompletingOnReadLoopAsync(int method, ReadOnlyMemory<byte> payload) =>
-        Call(method, payload, null, default, out _, TaskCreationOptions.None);
 
     /// <summary>
     /// A call whose reply is written straight into <paramref name="destination"/> by the read loop (no array in
@@ -184,12 +177,11 @@ internal sealed class FramedConnection : IAsyncDisposable
         return destination;
     }
 
-    private Task<byte[]> Call(int method, ReadOnlyMemory<byte> payload, Memory<byte>? sink, CancellationToken cancellationToken, out long id,
-        TaskCreationOptions completion = TaskCreationOptions.RunContinuationsAsynchronously)
+    private Task<byte[]> Call(int method, ReadOnlyMemory<byte> payload, Memory<byte>? sink, CancellationToken cancellationToken, out long id)
     {
         id = Interlocked.Increment(ref _nextId);
         if (sink is { } destination) _sinks[id] = destination;
-        var reply = new TaskReply(completion);
+        var reply = new TaskReply();
         if (!Send(id, method, payload, reply))
         {
             _sinks.TryRemove(id, out _);
@@ -221,7 +213,8 @@ internal sealed class FramedConnection : IAsyncDisposable
         return true;
     }
 
-    private sealed class TaskReply(TaskCreationOptions options) : TaskCompletionSource<byte[]>(options), IReplySink
+    // Continued off the read loop: what awaits a call may block or take long.
+    private sealed class TaskReply() : TaskCompletionSource<byte[]>(TaskCreationOptions.RunContinuationsAsynchronously), IReplySink
     {
         public void OnReply(byte[] payload) => TrySetResult(payload);
 
