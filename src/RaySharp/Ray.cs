@@ -178,9 +178,10 @@ public static class Ray
     public static T Get<T>(ObjectRef<T> reference, TimeSpan? timeout = null)
     {
         ArgumentNullException.ThrowIfNull(reference);
-        var started = System.Diagnostics.Stopwatch.GetTimestamp();
+        var started = timeout is null ? 0 : System.Diagnostics.Stopwatch.GetTimestamp();
         // The bytes first: a small value then deserializes at once, with no asynchronous state per read.
-        var value = WaitForBytes(reference.Bytes, timeout) ? reference.Value : null;
+        var value = reference.Bytes.IsCompleted || WaitForBytes(reference.Bytes, timeout) ? reference.Value : null;
+        if (value is { IsCompletedSuccessfully: true }) return value.Result;
         try
         {
             if (value is null || !WaitLendingCpus(value, Remaining(timeout, started)))
@@ -197,10 +198,11 @@ public static class Ray
     public static T[] Get<T>(IEnumerable<ObjectRef<T>> references, TimeSpan? timeout = null)
     {
         var list = references.ToList();
-        var started = System.Diagnostics.Stopwatch.GetTimestamp();
+        var started = timeout is null ? 0 : System.Diagnostics.Stopwatch.GetTimestamp();
         string NotReady() => $"{list.Count(r => !r.IsReady)} of {list.Count} objects were not ready within {timeout!.Value.TotalSeconds:0.###} s";
         // As for one reference: the bytes of all, then the values (started together: large ones may be fetched).
-        if (!WaitForBytes(System.Threading.Tasks.Task.WhenAll(list.Select(r => (System.Threading.Tasks.Task)r.Bytes)), timeout))
+        if (!list.TrueForAll(static r => r.Bytes.IsCompleted)
+            && !WaitForBytes(System.Threading.Tasks.Task.WhenAll(list.Select(r => (System.Threading.Tasks.Task)r.Bytes)), timeout))
             throw new GetTimeoutException(NotReady());
         var all = System.Threading.Tasks.Task.WhenAll(list.Select(r => r.Value));
         try

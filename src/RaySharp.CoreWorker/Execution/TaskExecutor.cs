@@ -77,14 +77,21 @@ internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient 
                 running.ContinueWith(static (done, state) =>
                 {
                     var ended = (PushedTask)state!;
-                    ended.Reply.Reply(MessageBytes.ToBytes(done.Result));
+                    Answer(ended, done);
                     if (ended.Executor.Next() is { } next) ended.Executor.Runner.Post(static s => RunFrom((PushedTask)s!), next);
                 }, task, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
                 return;
             }
-            task.Reply.Reply(MessageBytes.ToBytes(running.Result));
+            Answer(task, running);
             task = executor.Next();
         }
+    }
+
+    // ExecuteAsync answers a task's own failure itself; a fault here is the executor's, and must not stall the queue.
+    private static void Answer(PushedTask task, Task<PushTaskReply> done)
+    {
+        if (done.IsCompletedSuccessfully) task.Reply.Reply(MessageBytes.ToBytes(done.Result));
+        else task.Reply.Fail(done.Exception?.GetBaseException() ?? new OperationCanceledException("the task was cancelled"));
     }
 
     /// <summary>The next task waiting, now running; null when none waits (the worker is free).</summary>
