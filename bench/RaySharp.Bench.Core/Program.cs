@@ -71,6 +71,14 @@ Run("1_n_actor_calls_async", 8_575, () => Ray.Get(client.SmallValueBatch(5000)))
 Run("n_n_actor_calls_async", 27_277, () => Ray.Get(Enumerable.Range(0, 4).Select(_ => Ray.Task<ActorHandle<BenchActor>[], int, int>(CallActors).Remote(targets, 5000)).ToList()).Sum());
 var clients = targets.Select(t => Ray.Actor((ActorHandle<BenchActor>[] a) => new BenchClient(a)).Remote(new[] { t })).ToList();
 Run("n_n_actor_calls_with_arg_async", 2_632, () => Ray.Get(clients.Select(c => c.SmallValueBatchArg(1000)).ToList()).Sum());
+// Not one of Ray's rows: the peers' n:n shape, for a like-for-like comparison (ray_perf's n:n above has its callers in
+// worker processes of their own): 2 callers in this process, each with its own actor and 1000 calls in flight.
+var pipelinedTargets = Enumerable.Range(0, 2).Select(_ => Ray.Actor(() => new BenchActor()).Remote()).ToArray();
+Run("n_n_actor_calls_pipelined", double.NaN, () => Task.WhenAll(pipelinedTargets.Select(a => Task.Run(() =>
+{
+    Ray.Get(Enumerable.Range(0, 1000).Select(_ => a.SmallValue()).ToList());
+    return 1000;
+}))).GetAwaiter().GetResult().Sum());
 var asyncActor = Ray.Actor(() => new BenchAsyncActor()).Remote();
 Run("1_1_async_actor_calls_sync", 1_438, () => { Ray.Get(asyncActor.SmallValueAsync()); return 1; });
 Run("1_1_async_actor_calls_async", 4_785, () => { Ray.Get(Enumerable.Range(0, 1000).Select(_ => asyncActor.SmallValueAsync()).ToList()); return 1000; });
@@ -173,7 +181,7 @@ static double LoopbackTcpGBps(long bytes)
 // The peers run as separate programs (their own processes and dependencies) and report through a JSON file.
 void ComparePeers()
 {
-    var shapes = new[] { ("1_1_sync", "1_1_actor_calls_sync"), ("1_1_pipelined", "1_1_actor_calls_async"), ("n_n", "n_n_actor_calls_async") };
+    var shapes = new[] { ("1_1_sync", "1_1_actor_calls_sync"), ("1_1_pipelined", "1_1_actor_calls_async"), ("n_n", "n_n_actor_calls_pipelined") };
     var results = new Dictionary<string, Dictionary<string, double>>();
     foreach (var peer in new[] { "Orleans", "Akka" })
     {
@@ -242,7 +250,10 @@ void Run(string name, double rayFigure, Func<int> op, double scale = 1)
         // Per operation, machine-wide (the machine is otherwise idle): context switches and CPU time of every process.
         if (costs.Count > 0) Console.WriteLine($"    per op: {string.Join(' ', costs)}");
     }
-    Console.WriteLine($"{name,-52} {mean,14:N2} {sd,10:N2} {rayFigure,10:N2} {mean / rayFigure,8:N2}");
+    // NaN: a row of our own, with no Ray figure to compare with.
+    Console.WriteLine(double.IsNaN(rayFigure)
+        ? $"{name,-52} {mean,14:N2} {sd,10:N2}"
+        : $"{name,-52} {mean,14:N2} {sd,10:N2} {rayFigure,10:N2} {mean / rayFigure,8:N2}");
 }
 
 void Missing(string name, double rayFigure)
