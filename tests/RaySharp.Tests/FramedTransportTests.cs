@@ -35,6 +35,44 @@ public sealed class FramedTransportTests
                 default: throw new NotSupportedException($"method {method}");
             }
         }
+
+        // Taken without an async handler, as workers take tasks and actor calls: 6 echoes from a pool thread, 7 fails,
+        // 8 is never answered.
+        public bool TryHandle(int method, byte[] payload, FramedRequest request)
+        {
+            switch (method)
+            {
+                case 6:
+                    ThreadPool.QueueUserWorkItem(_ => request.Reply(payload));
+                    return true;
+                case 7:
+                    request.Fail(new InvalidOperationException($"refused {payload.Length} bytes"));
+                    return true;
+                case 8:
+                    return true;
+                default:
+                    return false;
+            }
+        }
+    }
+
+    /// <summary>Collects what reaches it, as the submitters' pending calls do.</summary>
+    private sealed class CollectingSink : IReplySink
+    {
+        public TaskCompletionSource<byte[]> Outcome { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public int Calls;
+
+        public void OnReply(byte[] payload)
+        {
+            Interlocked.Increment(ref Calls);
+            Outcome.TrySetResult(payload);
+        }
+
+        public void OnFailure(Exception error)
+        {
+            Interlocked.Increment(ref Calls);
+            Outcome.TrySetException(error);
+        }
     }
 
     private sealed class PingService : NodeManagerService.NodeManagerServiceBase
@@ -92,6 +130,41 @@ public sealed class FramedTransportTests
         var error = await Assert.ThrowsAsync<RemoteCallException>(() => connection.CallAsync(2, new byte[3]));
         Assert.Equal("InvalidOperationException: the handler refused 3 bytes", error.Message);
         Assert.Equal(new byte[] { 7 }, await connection.CallAsync(1, new byte[] { 7 }));
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task RequestsTakenWithoutAnAsyncHandlerAreAnsweredOnceFromAnyThreadIntoReplySinks(bool framedOnly)
+    {
+        var server = await StartServer(new RpcSecurityOptions(), framedOnly);
+        await using var connection = await FramedClient.ConnectAsync("127.0.0.1", server.Port, new RpcSecurityOptions());
+
+        var echoes = Enumerable.Range(0, 2_000).Select(i =>
+        {
+            var sink = new CollectingSink();
+            var payload = new byte[4];
+            BinaryPrimitives.WriteInt32LittleEndian(payload, i);
+            Assert.True(connection.Call(6, payload, sink));
+            return (i, sink);
+        }).ToList();
+        foreach (var (sent, sink) in echoes) Assert.Equal(sent, BinaryPrimitives.ReadInt32LittleEndian(await sink.Outcome.Task.WaitAsync(TimeSpan.FromSeconds(30))));
+
+        var refused = new CollectingSink();
+        Assert.True(connection.Call(7, new byte[5], refused));
+        var error = await Assert.ThrowsAsync<RemoteCallException>(() => refused.Outcome.Task.WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Equal("InvalidOperationException: refused 5 bytes", error.Message);
+
+        // A request the server never answers: its sink hears of the connection's end instead.
+        var unanswered = new CollectingSink();
+        Assert.True(connection.Call(8, new byte[1], unanswered));
+        await Task.Delay(100);
+        await server.DisposeAsync();
+        await Assert.ThrowsAsync<IOException>(() => unanswered.Outcome.Task.WaitAsync(TimeSpan.FromSeconds(10)));
+        Assert.False(connection.Call(1, new byte[1], new CollectingSink()));
+        Assert.All(echoes, e => Assert.Equal(1, e.sink.Calls));
+        Assert.Equal(1, refused.Calls);
+        Assert.Equal(1, unanswered.Calls);
     }
 
     [Fact]
