@@ -61,6 +61,8 @@ Run("multi_client_tasks_async", 22_009, () => Ray.Get(taskClients.Select(c => c.
 // Actor rows, as ray_perf.py runs them; n = CPUs / 2 actors for the 1:n and n:n rows (1 on 2 CPUs, as Ray's script would).
 var actor = Ray.Actor(() => new BenchActor()).Remote();
 Run("1_1_actor_calls_sync", 1_950, () => { Ray.Get(actor.SmallValue()); return 1; });
+// Not one of Ray's rows: one call at a time, awaited instead of waited for (async code's way, and the peers' 1:1 sync).
+Run("1_1_actor_calls_awaited", double.NaN, () => { AwaitEach(actor, 100).GetAwaiter().GetResult(); return 100; });
 Run("1_1_actor_calls_async", 7_956, () => { Ray.Get(Enumerable.Range(0, 1000).Select(_ => actor.SmallValue()).ToList()); return 1000; });
 var concurrent = Ray.Actor(() => new BenchActor(), new ActorOptions { MaxConcurrency = 16 }).Remote();
 Run("1_1_actor_calls_concurrent", 5_304, () => { Ray.Get(Enumerable.Range(0, 1000).Select(_ => concurrent.SmallValue()).ToList()); return 1000; });
@@ -275,6 +277,11 @@ static int PutSmall()
 {
     for (var i = 0; i < 1000; i++) Ray.Put(0);
     return 0;
+}
+
+static async Task AwaitEach(ActorHandle<BenchActor> actor, int n)
+{
+    for (var i = 0; i < n; i++) await actor.SmallValue();
 }
 
 static int CallActors(ActorHandle<BenchActor>[] actors, int n) =>
