@@ -20,8 +20,8 @@ internal interface IFramedHandler
     /// <summary>
     /// Takes a request without an async frame per request: true when the handler will answer it, once and from any
     /// thread, through <paramref name="request"/>; false to have <see cref="HandleAsync"/> serve it. Called on the read
-    /// loop in arrival order, like the synchronous part of <see cref="HandleAsync"/>. For the hottest requests (actor
-    /// calls), where the awaits between the work and its reply cost more than the work.
+    /// loop in arrival order, like the synchronous part of <see cref="HandleAsync"/>. For the hottest requests (tasks
+    /// and actor calls), where the awaits between the work and its reply cost more than the work.
     /// </summary>
     bool TryHandle(int method, byte[] payload, FramedRequest request) => false;
 }
