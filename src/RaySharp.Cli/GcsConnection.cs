@@ -20,10 +20,31 @@ internal static class GcsConnection
                                       "Start one with `raysharp start --head`, or pass --address=<head-ip>:<port>.");
     }
 
-    /// <summary>The error of a command whose GCS did not answer.</summary>
+    /// <summary>
+    /// Channels to the cluster at <paramref name="gcsAddress"/> that present this machine's token for it
+    /// (RAYSHARP_CLUSTER_TOKEN, else the local node's session), which also becomes this process's for framed connections.
+    /// </summary>
+    public static RpcChannelPool Channels(string root, string gcsAddress)
+    {
+        string? token;
+        try
+        {
+            token = ClusterToken.ForCluster(root, gcsAddress);
+        }
+        catch (InvalidOperationException e)
+        {
+            throw new CliException(e.Message);
+        }
+        RpcSecurityOptions.Current = new RpcSecurityOptions { ClusterToken = token };
+        return new RpcChannelPool(RpcSecurityOptions.Current, connectTimeout: TimeSpan.FromSeconds(3));
+    }
+
+    /// <summary>The error of a command whose GCS did not answer, or refused it.</summary>
     public static CliException Unreachable(string address, Grpc.Core.RpcException e) =>
-        new($"Could not reach the RaySharp GCS at {address} ({e.Status.Detail}). Is the cluster running? " +
-            "Start it with `raysharp start --head`, or pass the right --address.");
+        e.StatusCode == Grpc.Core.StatusCode.Unauthenticated
+            ? new($"The RaySharp GCS at {address} refused this command: {e.Status.Detail}")
+            : new($"Could not reach the RaySharp GCS at {address} ({e.Status.Detail}). Is the cluster running? " +
+                  "Start it with `raysharp start --head`, or pass the right --address.");
 
     public static string Normalize(string address)
     {

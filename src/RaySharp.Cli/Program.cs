@@ -50,10 +50,21 @@ var redisAddress = new Option<string?>("--redis-address")
                   "Run the same command again on the head to restart a GCS that died.",
 };
 var redisPassword = new Option<string?>("--redis-password") { Description = "Password of the Redis given with --redis-address." };
+var token = new Option<string?>("--token")
+{
+    Description = "The cluster token: on the head, use this one instead of a new one; when joining, the head's. " +
+                  "Prefer RAYSHARP_CLUSTER_TOKEN or --token-file, which `ps` does not show.",
+};
+var tokenFile = new Option<string?>("--token-file") { Description = "A file holding the cluster token (a copy of the head's <session>/cluster_token)." };
+var auth = new Option<string?>("--auth")
+{
+    Description = "Head only: 'token' (default: every connection must carry the cluster token) or 'none' (no authentication; " +
+                  "anyone who can reach the ports can run code; for a trusted network only).",
+};
 var start = new Command("start", "Start RaySharp on this machine: `--head` for the head node, `--address=<head-ip>:<port>` to join a cluster.")
 {
     head, address, port, numCpus, numGpus, resources, nodeIp, tempDir, block, nodeManagerPort, minWorkerPort, maxWorkerPort,
-    objectManagerPort, objectStoreMemory, plasmaDirectory, spillDirectory, redisAddress, redisPassword,
+    objectManagerPort, objectStoreMemory, plasmaDirectory, spillDirectory, redisAddress, redisPassword, token, tokenFile, auth,
 };
 start.SetAction((parse, ct) => Run(() => StartCommand.RunAsync(new StartSettings
 {
@@ -75,6 +86,9 @@ start.SetAction((parse, ct) => Run(() => StartCommand.RunAsync(new StartSettings
     ObjectSpillingDirectory = parse.GetValue(spillDirectory),
     RedisAddress = parse.GetValue(redisAddress),
     RedisPassword = parse.GetValue(redisPassword),
+    Token = parse.GetValue(token),
+    TokenFile = parse.GetValue(tokenFile),
+    Auth = parse.GetValue(auth),
 }, ct)));
 
 // ---- stop ----

@@ -99,7 +99,12 @@ internal static class NodeProcessLauncher
         psi.ArgumentList.Add(supervised ? ExitWithParentFlag : DetachFlag);
         if (environment is not null)
         {
-            foreach (var (k, v) in environment) psi.Environment[k] = v;
+            // An empty value unsets a variable the launcher has (a --auth none cluster's processes get no token).
+            foreach (var (k, v) in environment)
+            {
+                if (v.Length == 0) psi.Environment.Remove(k);
+                else psi.Environment[k] = v;
+            }
         }
         // Children must not inherit the test host's or an IDE's diagnostics hooks.
         psi.Environment.Remove("DOTNET_STARTUP_HOOKS");

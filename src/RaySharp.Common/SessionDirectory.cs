@@ -105,23 +105,31 @@ internal sealed class SessionDirectory
     /// <summary>Where <c>status</c>, <c>stop</c> and <c>Ray.Init("auto")</c> look for the local cluster's GCS address.</summary>
     public static string CurrentClusterFile(string root) => System.IO.Path.Combine(root, CurrentClusterFileName);
 
-    public static string? ReadCurrentClusterAddress(string root)
+    public static string? ReadCurrentClusterAddress(string root) => ReadCurrentCluster(root)?.Address;
+
+    /// <summary>
+    /// The local cluster's GCS address and the session directory of this machine's node of it (where its token is),
+    /// from <c>current_cluster</c>: the address on the first line, the session on the second.
+    /// </summary>
+    public static (string Address, SessionDirectory? Session)? ReadCurrentCluster(string root)
     {
+        string[] lines;
         try
         {
-            var text = File.ReadAllText(CurrentClusterFile(root)).Trim();
-            return text.Length == 0 ? null : text;
+            lines = File.ReadAllLines(CurrentClusterFile(root)).Select(l => l.Trim()).Where(l => l.Length > 0).ToArray();
         }
         catch (IOException) { return null; }
         catch (UnauthorizedAccessException) { return null; }
+        if (lines.Length == 0) return null;
+        return (lines[0], lines.Length > 1 && Directory.Exists(lines[1]) ? new SessionDirectory(lines[1]) : null);
     }
 
-    public static void WriteCurrentClusterAddress(string root, string address)
+    public static void WriteCurrentCluster(string root, string address, SessionDirectory session)
     {
         Directory.CreateDirectory(root);
         var file = CurrentClusterFile(root);
         var tmp = file + ".tmp" + Environment.ProcessId;
-        File.WriteAllText(tmp, address + "\n");
+        File.WriteAllText(tmp, address + "\n" + session.Path + "\n");
         File.Move(tmp, file, overwrite: true);
     }
 

@@ -13,6 +13,9 @@ namespace RaySharp.Gcs;
 /// <summary>Identity of the cluster this GCS serves: fixed for the life of the cluster, kept across GCS restarts.</summary>
 internal sealed record GcsClusterIdentity(string ClusterId, string SessionName, string Version, long StartTimeMs, int GcsRestarts = 0, string Storage = "memory")
 {
+    /// <summary>Whether this cluster's servers require its token: the GCS's own setting, not stored (a GCS restarted with the cluster's token requires it).</summary>
+    public bool AuthRequired { get; } = RpcSecurityOptions.Current.ClusterToken is { Length: > 0 };
+
     public GetClusterInfoReply ToReply() => new()
     {
         ClusterId = ClusterId,
@@ -21,6 +24,7 @@ internal sealed record GcsClusterIdentity(string ClusterId, string SessionName, 
         StartTimeMs = StartTimeMs,
         GcsRestarts = GcsRestarts,
         Storage = Storage,
+        AuthRequired = AuthRequired,
     };
 }
 

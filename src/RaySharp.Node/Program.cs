@@ -145,7 +145,7 @@ async Task<int> RunRayletAsync()
 
     await using var raylet = new Raylet(options, session, TimeProvider.System, loggerFactory.CreateLogger<Raylet>());
     await raylet.StartAsync(loggerFactory, shutdown.Token);
-    session.WritePorts(Components.Raylet, new ComponentPorts(Environment.ProcessId, raylet.Port, options.NodeId, options.NodeIpAddress));
+    session.WritePorts(Components.Raylet, new ComponentPorts(Environment.ProcessId, raylet.Port, options.NodeId, options.NodeIpAddress, raylet.ObjectManagerPort));
     var finished = await Task.WhenAny(WaitForShutdownAsync(shutdown.Token), raylet.Fatal);
     if (finished == raylet.Fatal)
     {

@@ -46,6 +46,9 @@ internal sealed partial class Raylet : IAsyncDisposable
 
     public int Port => _rpc?.Port ?? 0;
 
+    /// <summary>The object manager's port, where other nodes pull objects from.</summary>
+    public int ObjectManagerPort => _objectManagerServer?.Port ?? 0;
+
     /// <summary>Completes with a reason when the raylet must stop on its own (its node was declared dead, the GCS is gone).</summary>
     public Task<string> Fatal => _fatal.Task;
 

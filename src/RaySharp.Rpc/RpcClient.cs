@@ -17,7 +17,7 @@ internal sealed class RpcChannelPool : IDisposable
 
     public RpcChannelPool(RpcSecurityOptions? security = null, TimeSpan? connectTimeout = null)
     {
-        _security = security ?? RpcSecurityOptions.FromEnvironment();
+        _security = security ?? RpcSecurityOptions.Current;
         _connectTimeout = connectTimeout ?? TimeSpan.FromSeconds(5);
     }
 

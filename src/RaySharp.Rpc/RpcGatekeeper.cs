@@ -34,21 +34,11 @@ internal sealed class RpcGatekeeper(RpcSecurityOptions security, ILogger<RpcGate
         return continuation(request, responseStream, context);
     }
 
-    public override Task<TResponse> ClientStreamingServerHandler<TRequest, TResponse>(IAsyncStreamReader<TRequest> requestStream, ServerCallContext context, ClientStreamingServerMethod<TRequest, TResponse> continuation)
-    {
-        Authenticate(context);
-        return continuation(requestStream, context);
-    }
-
-    public override Task DuplexStreamingServerHandler<TRequest, TResponse>(IAsyncStreamReader<TRequest> requestStream, IServerStreamWriter<TResponse> responseStream, ServerCallContext context, DuplexStreamingServerMethod<TRequest, TResponse> continuation)
-    {
-        Authenticate(context);
-        return continuation(requestStream, responseStream, context);
-    }
+    // Streaming calls were authenticated by AuthenticateHttpAsync before their first message was read; the interceptor
+    // validates what it can see of a request (a whole message), and there is none here.
 
     private void Admit<TRequest>(TRequest request, ServerCallContext context)
     {
-        Authenticate(context);
         var method = context.Method[(context.Method.LastIndexOf('/') + 1)..];
         if (Common.FaultInjection.FailRpc(method, out var ordinal, out var total))
         {
@@ -62,33 +52,90 @@ internal sealed class RpcGatekeeper(RpcSecurityOptions security, ILogger<RpcGate
         }
     }
 
-    public const string UnauthenticatedMessage =
-        "this RaySharp cluster requires its cluster token; connect with the token printed by `raysharp start --head`";
+    /// <summary>What a refused peer is told: what was wrong, and where the token is.</summary>
+    public static string RefusalMessage(bool presented) =>
+        (presented ? "the cluster token presented is not this RaySharp cluster's" : "this RaySharp cluster requires its cluster token, and none was presented") +
+        ". Processes on a node of the cluster find it by themselves; elsewhere set " + Common.ClusterToken.EnvironmentVariable +
+        " (or RayInitOptions.Token for a driver, --token-file for `raysharp start`) to the token in the head's session directory " +
+        "(<session>/" + Common.ClusterToken.FileName + ", as `raysharp start --head` printed).";
 
     /// <summary>True when no token is required, or <paramref name="presentedToken"/> is the cluster's token.</summary>
-    public bool IsTokenValid(string? presentedToken) =>
-        security.ClusterToken is not { Length: > 0 } token
-        || (presentedToken is not null && System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(
-            System.Text.Encoding.UTF8.GetBytes(presentedToken), System.Text.Encoding.UTF8.GetBytes(token)));
-
-    /// <summary>Admits a hot-path connection by the token of its Hello frame.</summary>
-    public bool AdmitFramedConnection(string? presentedToken, string peer)
+    public bool IsTokenValid(string? presentedToken)
     {
-        if (IsTokenValid(presentedToken)) return true;
-        RpcLog.Unauthenticated(logger, "framed connection", peer);
+        if (_expected is null) return true;
+        if (presentedToken is null) return false;
+        // Constant time in the token's contents: a refused guess tells nothing of how close it came.
+        var presented = System.Text.Encoding.UTF8.GetBytes(presentedToken);
+        return System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(presented, _expected);
+    }
+
+    private readonly byte[]? _expected = security.ClusterToken is { Length: > 0 } t ? System.Text.Encoding.UTF8.GetBytes(t) : null;
+
+    /// <summary>Whether this server requires the cluster token (false after <c>--auth none</c>).</summary>
+    public bool RequiresToken => _expected is not null;
+
+    /// <summary>
+    /// Admits a hot-path connection by its first frame, which must be a Hello carrying the cluster token, and writes
+    /// the answer: HelloAck, or an Error frame with <see cref="RefusalMessage"/> (the server then closes).
+    /// </summary>
+    public bool AdmitFramedConnection(Transport.Frame hello, EndPoint? peer, System.Buffers.IBufferWriter<byte> answer)
+    {
+        var presented = hello.Payload.Length == 0 ? null : System.Text.Encoding.UTF8.GetString(hello.Payload);
+        if (hello.Type == Transport.FrameType.Hello && IsTokenValid(presented))
+        {
+            Transport.FrameFormat.Write(answer, Transport.FrameType.HelloAck, hello.Id, 0, default);
+            return true;
+        }
+        Refused("framed connection", peer, presented is not null);
+        Transport.FrameFormat.Write(answer, Transport.FrameType.Error, hello.Id, 0, System.Text.Encoding.UTF8.GetBytes(RefusalMessage(presented is not null)));
         return false;
     }
 
-    private void Authenticate(ServerCallContext context)
+    /// <summary>
+    /// Admits an HTTP request (every gRPC call, and the HTTP endpoints to come) by its headers, before any byte of its
+    /// body is read: <c>Authorization: Bearer &lt;token&gt;</c>, or <c>X-RaySharp-Authorization</c> with the same value
+    /// behind proxies that take the first for themselves. A refused gRPC call ends with status Unauthenticated, any
+    /// other request with 401; either way with <see cref="RefusalMessage"/>.
+    /// </summary>
+    public async Task<bool> AuthenticateHttpAsync(Microsoft.AspNetCore.Http.HttpContext http)
     {
-        if (security.ClusterToken is not { Length: > 0 }) return;
-        var header = context.RequestHeaders.GetValue(AuthorizationHeader);
-        var presented = header is not null && header.StartsWith("Bearer ", StringComparison.Ordinal) ? header["Bearer ".Length..] : null;
-        if (!IsTokenValid(presented))
+        if (_expected is null) return true;
+        var presented = BearerToken(http.Request.Headers.Authorization) ?? BearerToken(http.Request.Headers[ProxyAuthorizationHeader]);
+        if (IsTokenValid(presented)) return true;
+        Refused(http.Request.Path.Value ?? "?", http.Connection.RemoteIpAddress is { } ip ? new IPEndPoint(ip, http.Connection.RemotePort) : null, presented is not null);
+        var message = RefusalMessage(presented is not null);
+        if (http.Request.ContentType?.StartsWith("application/grpc", StringComparison.Ordinal) == true)
         {
-            RpcLog.Unauthenticated(logger, context.Method, context.Peer);
-            throw new RpcException(new Status(StatusCode.Unauthenticated, UnauthenticatedMessage));
+            // A trailers-only gRPC response: the client sees RpcException(Unauthenticated) with the message.
+            http.Response.StatusCode = 200;
+            http.Response.ContentType = "application/grpc";
+            http.Response.Headers["grpc-status"] = ((int)StatusCode.Unauthenticated).ToString(System.Globalization.CultureInfo.InvariantCulture);
+            http.Response.Headers["grpc-message"] = Uri.EscapeDataString(message);
+            return false;
         }
+        http.Response.StatusCode = 401;
+        http.Response.Headers.WWWAuthenticate = "Bearer";
+        http.Response.ContentType = "text/plain; charset=utf-8";
+        await Microsoft.AspNetCore.Http.HttpResponseWritingExtensions.WriteAsync(http.Response, message + "\n").ConfigureAwait(false);
+        return false;
+    }
+
+    public const string ProxyAuthorizationHeader = "X-RaySharp-Authorization";
+
+    private static string? BearerToken(Microsoft.Extensions.Primitives.StringValues header) =>
+        header.Count == 1 && header[0] is { } value && value.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) ? value["Bearer ".Length..].Trim() : null;
+
+    /// <summary>Peers refused so far, by address: each is logged once, so a scanner cannot fill the log.</summary>
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, bool> _refusedPeers = new(StringComparer.Ordinal);
+
+    /// <summary>How many refused addresses are remembered; past that, refusals are no longer logged.</summary>
+    private const int MaxRefusedPeersLogged = 4096;
+
+    private void Refused(string what, EndPoint? peer, bool presented)
+    {
+        var address = peer is IPEndPoint ip ? (ip.Address.IsIPv4MappedToIPv6 ? ip.Address.MapToIPv4() : ip.Address).ToString() : peer?.ToString() ?? "?";
+        if (_refusedPeers.Count >= MaxRefusedPeersLogged || !_refusedPeers.TryAdd(address, true)) return;
+        RpcLog.Unauthenticated(logger, what, address, presented ? "a wrong cluster token" : "no cluster token");
     }
 }
 
@@ -99,13 +146,16 @@ internal interface IValidatedRequest
     string? Validate();
 }
 
-/// <summary>Who may talk to a RaySharp server. Defaults admit everyone, as today; the cluster-token work tightens them.</summary>
+/// <summary>Who may talk to a RaySharp server, and what a client presents.</summary>
 internal sealed class RpcSecurityOptions
 {
     /// <summary>Environment variable that carries the cluster token to every process of a node.</summary>
-    public const string TokenEnvironmentVariable = "RAYSHARP_CLUSTER_TOKEN";
+    public const string TokenEnvironmentVariable = Common.ClusterToken.EnvironmentVariable;
 
-    /// <summary>When set, every call must carry <c>authorization: Bearer &lt;token&gt;</c>. Default: none (no token required).</summary>
+    /// <summary>
+    /// When set, servers require it on every connection and clients present it (<c>authorization: Bearer &lt;token&gt;</c>
+    /// over HTTP/gRPC, the Hello frame on the framed plane). Unset only in a cluster started with <c>--auth none</c>.
+    /// </summary>
     public string? ClusterToken { get; init; }
 
     /// <summary>When non-empty, connections from other networks are closed before any byte is read. Default: empty (any network).</summary>
@@ -115,6 +165,18 @@ internal sealed class RpcSecurityOptions
     {
         ClusterToken = Environment.GetEnvironmentVariable(TokenEnvironmentVariable) is { Length: > 0 } t ? t : null,
     };
+
+    private static RpcSecurityOptions? s_current;
+
+    /// <summary>
+    /// This process's own, used by every server and client that is not given others: a node process's come from the
+    /// environment its launcher set; a driver's are set by <c>Ray.Init</c> once it knows the cluster's token.
+    /// </summary>
+    public static RpcSecurityOptions Current
+    {
+        get => Volatile.Read(ref s_current) ?? Interlocked.CompareExchange(ref s_current, FromEnvironment(), null) ?? s_current!;
+        set => Volatile.Write(ref s_current, value);
+    }
 }
 
 internal static partial class RpcLog
@@ -125,8 +187,8 @@ internal static partial class RpcLog
     [LoggerMessage(EventId = 101, Level = LogLevel.Warning, Message = "Rejected {Method} from {Peer}: {Problem}")]
     public static partial void RequestRejected(ILogger logger, string method, string peer, string problem);
 
-    [LoggerMessage(EventId = 102, Level = LogLevel.Warning, Message = "Rejected unauthenticated {Method} from {Peer}")]
-    public static partial void Unauthenticated(ILogger logger, string method, string peer);
+    [LoggerMessage(EventId = 102, Level = LogLevel.Warning, Message = "Refused {What} from {Peer}: {Presented} (further refusals of that address are not logged)")]
+    public static partial void Unauthenticated(ILogger logger, string what, string peer, string presented);
 
     [LoggerMessage(EventId = 103, Level = LogLevel.Information, Message = "{Name} listening on port {Port}")]
     public static partial void Listening(ILogger logger, string name, int port);

@@ -58,7 +58,7 @@ internal sealed class RpcServer : IAsyncDisposable
         CancellationToken cancellationToken = default,
         Transport.IFramedHandler? framedHandler = null)
     {
-        security ??= RpcSecurityOptions.FromEnvironment();
+        security ??= RpcSecurityOptions.Current;
         IOException? lastError = null;
         foreach (var port in listen.Candidates())
         {
@@ -131,6 +131,11 @@ internal sealed class RpcServer : IAsyncDisposable
             });
         });
         var app = builder.Build();
+        // Authenticated from the request's headers, before its body is read or any handler sees it.
+        app.Use(async (http, next) =>
+        {
+            if (await gatekeeper.AuthenticateHttpAsync(http).ConfigureAwait(false)) await next(http).ConfigureAwait(false);
+        });
         mapServices(app);
         return app;
     }

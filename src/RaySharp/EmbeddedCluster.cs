@@ -16,9 +16,10 @@ internal sealed class EmbeddedCluster : IAsyncDisposable
     private readonly SessionDirectory _session;
     private readonly List<(ProcessRecord Record, Process Process)> _processes;
 
-    private EmbeddedCluster(SessionDirectory session, string gcsAddress, string nodeIp, List<(ProcessRecord, Process)> processes)
+    private EmbeddedCluster(SessionDirectory session, string gcsAddress, string nodeIp, string token, List<(ProcessRecord, Process)> processes)
     {
         _session = session;
+        Token = token;
         GcsAddress = gcsAddress;
         NodeIpAddress = nodeIp;
         _processes = processes;
@@ -28,17 +29,23 @@ internal sealed class EmbeddedCluster : IAsyncDisposable
     public string NodeIpAddress { get; }
     public string SessionDir => _session.Path;
 
+    /// <summary>The cluster token made for this cluster: an embedded cluster is as closed to the network as any other.</summary>
+    public string Token { get; }
+
     public static async Task<EmbeddedCluster> StartAsync(RayInitOptions options, CancellationToken cancellationToken)
     {
         var root = SessionDirectory.ResolveRoot(options.TempDir);
         var session = SessionDirectory.Create(root, TimeProvider.System);
         var nodeIp = NodeAddress.DetectNodeIp();
         var port = NodeAddress.FindFreePort();
+        var token = ClusterToken.Generate();
+        ClusterToken.Write(session, token);
+        var environment = new Dictionary<string, string>(StringComparer.Ordinal) { [ClusterToken.EnvironmentVariable] = token };
         var processes = new List<(ProcessRecord, Process)>();
         try
         {
             processes.Add(await NodeProcessLauncher.StartAndWaitReadyAsync(session, Components.GcsServer,
-                ["--session-dir", session.Path, "--port", port.ToString(CultureInfo.InvariantCulture)], supervised: true, s_readyTimeout, cancellationToken: cancellationToken).ConfigureAwait(false));
+                ["--session-dir", session.Path, "--port", port.ToString(CultureInfo.InvariantCulture)], supervised: true, s_readyTimeout, environment, cancellationToken).ConfigureAwait(false));
             var gcsAddress = NodeAddress.Format(nodeIp, port);
             var rayletArgs = new List<string>
             {
@@ -54,8 +61,8 @@ internal sealed class EmbeddedCluster : IAsyncDisposable
                 if (!ResourceSet.TryParseJson(JsonSerializer.Serialize(custom), out _, out var error)) throw new RayException(error.Replace("--resources", "RayInitOptions.Resources", StringComparison.Ordinal));
                 rayletArgs.AddRange(["--resources", JsonSerializer.Serialize(custom)]);
             }
-            processes.Add(await NodeProcessLauncher.StartAndWaitReadyAsync(session, Components.Raylet, rayletArgs, supervised: true, s_readyTimeout, cancellationToken: cancellationToken).ConfigureAwait(false));
-            return new EmbeddedCluster(session, gcsAddress, nodeIp, processes);
+            processes.Add(await NodeProcessLauncher.StartAndWaitReadyAsync(session, Components.Raylet, rayletArgs, supervised: true, s_readyTimeout, environment, cancellationToken).ConfigureAwait(false));
+            return new EmbeddedCluster(session, gcsAddress, nodeIp, token, processes);
         }
         catch (NodeStartupException e)
         {

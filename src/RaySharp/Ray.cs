@@ -417,7 +417,7 @@ internal sealed class DriverSession : IAsyncDisposable
         {
             if (Environment.GetEnvironmentVariable(Ray.AddressEnvironmentVariable) is { Length: > 0 } env && env != "auto") address = env;
         }
-        var channels = new RpcChannelPool(connectTimeout: TimeSpan.FromSeconds(3));
+        RpcChannelPool? channels = null;
         EmbeddedCluster? embedded = null;
         try
         {
@@ -434,7 +434,7 @@ internal sealed class DriverSession : IAsyncDisposable
                     throw new RayException($"Ray.Init(\"{address}\"): {error}. Give the head's address as \"<ip>:<port>\", or \"auto\".");
                 gcsAddress = NodeAddress.Format(host, port);
             }
-            else if (SessionDirectory.ReadCurrentClusterAddress(root) is { } local && await AnswersAsync(channels, local, cancellationToken).ConfigureAwait(false))
+            else if (SessionDirectory.ReadCurrentClusterAddress(root) is { } local && await AnswersAsync(local, TokenFor(options, root, local), cancellationToken).ConfigureAwait(false))
             {
                 gcsAddress = local;
             }
@@ -444,10 +444,18 @@ internal sealed class DriverSession : IAsyncDisposable
                 gcsAddress = embedded.GcsAddress;
             }
 
+            // Every connection this driver opens (gRPC, framed, object transfer) presents the cluster's token.
+            var security = new RpcSecurityOptions { ClusterToken = embedded?.Token ?? TokenFor(options, root, gcsAddress) };
+            RpcSecurityOptions.Current = security;
+            channels = new RpcChannelPool(security, connectTimeout: TimeSpan.FromSeconds(3));
             var gcs = new GcsClient(channels, gcsAddress, ReconnectTimeout(options));
             try
             {
                 await gcs.WaitReachableAsync(options.ConnectTimeout, cancellationToken).ConfigureAwait(false);
+            }
+            catch (ClusterTokenRefusedException e)
+            {
+                throw new RayException($"Ray.Init: {e.Message}");
             }
             catch (GcsUnreachableException e)
             {
@@ -477,8 +485,22 @@ internal sealed class DriverSession : IAsyncDisposable
         catch
         {
             if (embedded is not null) await embedded.DisposeAsync().ConfigureAwait(false);
-            channels.Dispose();
+            channels?.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>The token for the cluster at <paramref name="gcsAddress"/>: the option, else this machine's (environment, node session).</summary>
+    private static string? TokenFor(RayInitOptions options, string root, string gcsAddress)
+    {
+        if (options.Token is { } token) return token;
+        try
+        {
+            return ClusterToken.ForCluster(root, gcsAddress);
+        }
+        catch (InvalidOperationException e)
+        {
+            throw new RayException("Ray.Init: " + e.Message + " Or give the token with RayInitOptions.Token.");
         }
     }
 
@@ -571,8 +593,9 @@ internal sealed class DriverSession : IAsyncDisposable
         }
     }
 
-    private static async Task<bool> AnswersAsync(RpcChannelPool channels, string address, CancellationToken cancellationToken)
+    private static async Task<bool> AnswersAsync(string address, string? token, CancellationToken cancellationToken)
     {
+        using var channels = new RpcChannelPool(new RpcSecurityOptions { ClusterToken = token }, connectTimeout: TimeSpan.FromSeconds(3));
         try
         {
             await new GcsClient(channels, address).WaitReachableAsync(TimeSpan.FromSeconds(2), cancellationToken).ConfigureAwait(false);
@@ -600,5 +623,6 @@ internal sealed class DriverSession : IAsyncDisposable
         _closing.Dispose();
         if (_embedded is not null) await _embedded.DisposeAsync().ConfigureAwait(false);
         _channels.Dispose();
+        RpcSecurityOptions.Current = RpcSecurityOptions.FromEnvironment();
     }
 }

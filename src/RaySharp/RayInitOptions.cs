@@ -21,6 +21,13 @@ public sealed record RayInitOptions
     /// </summary>
     public string? Namespace { get; init; }
 
+    /// <summary>
+    /// The cluster token, for a driver on a machine that is not a node of the cluster. Default: <c>RAYSHARP_CLUSTER_TOKEN</c>,
+    /// else the token of this machine's node of the cluster (its session directory), found by itself. Ignored by an
+    /// embedded cluster, which makes its own.
+    /// </summary>
+    public string? Token { get; init; }
+
     /// <summary>How long joining waits for the head to answer. Default 10 s.</summary>
     public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(10);
 

@@ -40,21 +40,6 @@ internal static class FaultToleranceScenarios
         }
     }
 
-    private static string SignalDir => Environment.GetEnvironmentVariable("TESTDRIVER_SIGNAL_DIR")
-        ?? throw new InvalidOperationException("TESTDRIVER_SIGNAL_DIR is not set");
-
-    private static void Signal(string name) => File.WriteAllText(Path.Combine(SignalDir, name), "");
-
-    private static void WaitFor(string name)
-    {
-        var deadline = DateTime.UtcNow.AddMinutes(2);
-        while (!File.Exists(Path.Combine(SignalDir, name)))
-        {
-            if (DateTime.UtcNow > deadline) throw new TimeoutException($"the test never wrote {name}");
-            Thread.Sleep(50);
-        }
-    }
-
     /// <summary>
     /// A detached actor and 200 tasks exist when the test kills the GCS; after its restart the tasks' results all
     /// arrive, the actor answers with its state, and new tasks and actors work.
@@ -70,10 +55,10 @@ internal static class FaultToleranceScenarios
         var other = Ray.Nodes().Single(n => n.Alive && !n.IsHeadNode);
         var made = Ray.Task(Seed, new TaskOptions { Strategy = SchedulingStrategy.NodeAffinity(other.NodeId) }).Remote(200_000);
         Console.WriteLine($"copied {Ray.Get(made).Length} object {made.Id}");
-        Signal("submitted");
+        TestSignals.Signal("submitted");
         // While the GCS is down: calls to a live actor go straight to its worker.
         Console.WriteLine("actor-during " + Ray.Get(survivor.Increment(1)));
-        WaitFor("restarted");
+        TestSignals.WaitFor("restarted");
         var clock = System.Diagnostics.Stopwatch.StartNew();
         var results = Ray.Get(tasks);
         var wrong = Enumerable.Range(0, 200).Count(i => results[i] != i * i);
@@ -108,7 +93,7 @@ internal static class FaultToleranceScenarios
         Ray.Get(messages[0]);
         var retryForever = new TaskOptions { MaxRetries = -1, Strategy = SchedulingStrategy.Spread };
         var tasks = Enumerable.Range(0, 2000).Select(i => Ray.Task(Compute, retryForever).Remote(i)).ToList();
-        Signal("submitted");
+        TestSignals.Signal("submitted");
         var n = 1;
         // Messages go on for as long as tasks run (at least 200 of them), so both see the nodes die.
         while (true)
@@ -143,8 +128,8 @@ internal static class FaultToleranceScenarios
         var (ready, _) = Ray.Wait([c], 1, TimeSpan.FromSeconds(60));
         Console.WriteLine("chain-ready " + ready.Count);
         Thread.Sleep(500); // the doomed task is running by now
-        Signal("computed");
-        WaitFor("killed");
+        TestSignals.Signal("computed");
+        TestSignals.WaitFor("killed");
         var clock = System.Diagnostics.Stopwatch.StartNew();
         var values = Ray.Get(c);
         Console.WriteLine($"chain length {values.Length} first {values[0]} last {values[^1]}");

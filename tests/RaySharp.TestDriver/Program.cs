@@ -197,6 +197,7 @@ switch (scenario)
         if (ActorScenarios.Run(scenario, args) is { } code) return code;
         if (ObjectStoreScenarios.Run(scenario, args) is { } storeCode) return storeCode;
         if (FaultToleranceScenarios.Run(scenario, args) is { } faultCode) return faultCode;
+        if (SecurityScenarios.Run(scenario) is { } securityCode) return securityCode;
         Console.Error.WriteLine("unknown scenario " + scenario);
         return 2;
 }

@@ -11,7 +11,7 @@ namespace RaySharp.Tests;
 /// <summary>The GCS's job table, key-value store and node channel, over the network, on a cluster with a token.</summary>
 public sealed class GcsServiceTests : IDisposable
 {
-    private const string Token = "test-cluster-token-7f3a";
+    private const string Token = "test-cluster-token-7f3a-0123456789abcdef";
     private readonly TestNetwork _net = TestNetwork.Create(2);
     private readonly RpcChannelPool _channels = new(new RpcSecurityOptions { ClusterToken = Token });
     private readonly RpcChannelPool _noToken = new(new RpcSecurityOptions());

@@ -13,8 +13,9 @@ internal static class ListCommand
 {
     public static async Task<int> RunActorsAsync(string? address, string? tempDir, string format, bool includeDead, int limit, CancellationToken cancellationToken)
     {
-        var gcsAddress = GcsConnection.ResolveAddress(address, SessionDirectory.ResolveRoot(tempDir));
-        using var channels = new RpcChannelPool(connectTimeout: TimeSpan.FromSeconds(3));
+        var root = SessionDirectory.ResolveRoot(tempDir);
+        var gcsAddress = GcsConnection.ResolveAddress(address, root);
+        using var channels = GcsConnection.Channels(root, gcsAddress);
         IReadOnlyList<ActorInfo> actors;
         try
         {

@@ -18,8 +18,9 @@ internal static class MemoryCommand
 {
     public static async Task<int> RunAsync(string? address, string? tempDir, string format, CancellationToken cancellationToken)
     {
-        var gcsAddress = GcsConnection.ResolveAddress(address, SessionDirectory.ResolveRoot(tempDir));
-        using var channels = new RpcChannelPool(connectTimeout: TimeSpan.FromSeconds(3));
+        var root = SessionDirectory.ResolveRoot(tempDir);
+        var gcsAddress = GcsConnection.ResolveAddress(address, root);
+        using var channels = GcsConnection.Channels(root, gcsAddress);
         IReadOnlyList<NodeInfo> nodes;
         try
         {

@@ -3,6 +3,8 @@ using System.Globalization;
 using System.Net;
 using RaySharp.Common;
 using RaySharp.Rpc;
+using RaySharp.Rpc.Clients;
+using RaySharp.Rpc.Protocol;
 using Spectre.Console;
 
 namespace RaySharp.Cli.Commands;
@@ -28,6 +30,10 @@ internal sealed record StartSettings
     public string? ObjectSpillingDirectory { get; init; }
     public string? RedisAddress { get; init; }
     public string? RedisPassword { get; init; }
+    public string? Token { get; init; }
+    public string? TokenFile { get; init; }
+    /// <summary><c>token</c> (the default) or <c>none</c>.</summary>
+    public string? Auth { get; init; }
 }
 
 /// <summary>
@@ -47,15 +53,17 @@ internal static class StartCommand
         Validate(s, out var customResources);
         var root = SessionDirectory.ResolveRoot(s.TempDir);
         Directory.CreateDirectory(root);
-        using var channels = new RpcChannelPool(connectTimeout: TimeSpan.FromSeconds(3));
 
         string gcsAddress;
         string nodeIp;
         int? gcsPort = null;
         if (s.Head && s.RedisAddress is not null && HeadWithDeadGcs(root, s.RedisAddress) is { } orphaned)
-            return await RestartGcsAsync(orphaned, s, channels, cancellationToken).ConfigureAwait(false);
+            return await RestartGcsAsync(orphaned, s, cancellationToken).ConfigureAwait(false);
+        // The token every process of this node presents and requires; null only in a cluster without authentication.
+        string? token;
         if (s.Head)
         {
+            token = s.Auth == "none" ? null : GivenToken(s) ?? ClusterToken.Generate();
             nodeIp = s.NodeIpAddress ?? NodeAddress.DetectNodeIp();
             gcsPort = ChooseGcsPort(s.Port, root);
             gcsAddress = NodeAddress.Format(nodeIp, gcsPort.Value);
@@ -63,18 +71,21 @@ internal static class StartCommand
         else
         {
             gcsAddress = await ResolveHeadAsync(s.Address!).ConfigureAwait(false);
-            await GcsConnection.CheckReachableAsync(channels, gcsAddress, s_joinBudget, cancellationToken).ConfigureAwait(false);
+            token = await JoinTokenAsync(gcsAddress, GivenToken(s), cancellationToken).ConfigureAwait(false);
             NodeAddress.TryParse(gcsAddress, out var headHost, out _, out _);
             nodeIp = s.NodeIpAddress ?? NodeAddress.DetectNodeIp(headHost);
         }
+        using var channels = new RpcChannelPool(new RpcSecurityOptions { ClusterToken = token }, connectTimeout: TimeSpan.FromSeconds(3));
+        var environment = new Dictionary<string, string>(StringComparer.Ordinal) { [ClusterToken.EnvironmentVariable] = token ?? "" };
 
         var session = SessionDirectory.Create(root, TimeProvider.System);
+        if (token is not null) ClusterToken.Write(session, token);
         var started = new List<(ProcessRecord Record, Process Process)>();
         try
         {
             if (s.Head)
             {
-                var gcs = await LaunchAsync(session, Components.GcsServer, GcsArguments(session, gcsPort!.Value, s), s.Block, GcsEnvironment(s)).ConfigureAwait(false);
+                var gcs = await LaunchAsync(session, Components.GcsServer, GcsArguments(session, gcsPort!.Value, s), s.Block, GcsEnvironment(s, environment)).ConfigureAwait(false);
                 if (s.RedisAddress is not null) File.WriteAllText(session.RedisAddressFile, s.RedisAddress);
                 started.Add(gcs);
                 await GcsConnection.CheckReachableAsync(channels, gcsAddress, TimeSpan.FromSeconds(10), cancellationToken).ConfigureAwait(false);
@@ -98,7 +109,7 @@ internal static class StartCommand
             if (customResources.Count > 0)
                 rayletArgs.AddRange(["--resources", System.Text.Json.JsonSerializer.Serialize(customResources)]);
             if (s.Head) rayletArgs.Add("--head");
-            started.Add(await LaunchAsync(session, Components.Raylet, rayletArgs, s.Block).ConfigureAwait(false));
+            started.Add(await LaunchAsync(session, Components.Raylet, rayletArgs, s.Block, environment).ConfigureAwait(false));
         }
         catch
         {
@@ -111,8 +122,8 @@ internal static class StartCommand
             throw;
         }
 
-        SessionDirectory.WriteCurrentClusterAddress(root, gcsAddress);
-        PrintStarted(s, nodeIp, gcsAddress, session, gcsPort);
+        SessionDirectory.WriteCurrentCluster(root, gcsAddress, session);
+        PrintStarted(s, nodeIp, gcsAddress, session, gcsPort, token);
 
         if (!s.Block) return 0;
         return await BlockAsync(session, started, cancellationToken).ConfigureAwait(false);
@@ -125,9 +136,59 @@ internal static class StartCommand
         return args;
     }
 
-    /// <summary>The Redis password travels in the environment, never on a command line that `ps` shows.</summary>
-    private static Dictionary<string, string>? GcsEnvironment(StartSettings s) =>
-        s.RedisPassword is null ? null : new() { ["RAYSHARP_REDIS_PASSWORD"] = s.RedisPassword };
+    /// <summary>The Redis password travels in the environment with the token, never on a command line that `ps` shows.</summary>
+    private static Dictionary<string, string> GcsEnvironment(StartSettings s, Dictionary<string, string> environment) =>
+        s.RedisPassword is null ? environment : new(environment) { ["RAYSHARP_REDIS_PASSWORD"] = s.RedisPassword };
+
+    /// <summary>The token the user gave: --token, else --token-file, else RAYSHARP_CLUSTER_TOKEN; null when none.</summary>
+    private static string? GivenToken(StartSettings s)
+    {
+        try
+        {
+            if (s.TokenFile is { } file) return ClusterToken.ReadFile(Path.GetFullPath(file));
+        }
+        catch (InvalidOperationException e)
+        {
+            throw new CliException("--token-file: " + e.Message);
+        }
+        var (token, from) = s.Token is { } t ? (t, "--token")
+            : Environment.GetEnvironmentVariable(ClusterToken.EnvironmentVariable) is { Length: > 0 } env ? (env, ClusterToken.EnvironmentVariable)
+            : (null, null);
+        if (token is not null && ClusterToken.Problem(token) is { } problem)
+            throw new CliException($"The cluster token given by {from} is not one: {problem}. Give the token `raysharp start --head` printed, or the file it keeps (--token-file).");
+        return token;
+    }
+
+    /// <summary>
+    /// Checks that the head answers and takes <paramref name="given"/>, and says which token this node must use: the
+    /// given one, or none when the cluster runs without authentication (its processes would not present one here).
+    /// </summary>
+    private static async Task<string?> JoinTokenAsync(string gcsAddress, string? given, CancellationToken cancellationToken)
+    {
+        using var probe = new RpcChannelPool(new RpcSecurityOptions { ClusterToken = given }, connectTimeout: TimeSpan.FromSeconds(3));
+        GetClusterInfoReply cluster;
+        try
+        {
+            cluster = await GcsConnection.CheckReachableAsync(probe, gcsAddress, s_joinBudget, cancellationToken).ConfigureAwait(false);
+        }
+        catch (ClusterTokenRefusedException)
+        {
+            throw new CliException(given is null
+                ? $"The head at {gcsAddress} requires the cluster token, and none was given. On the head it is in the session directory " +
+                  $"(<session>/{ClusterToken.FileName}, mode 0600; `raysharp start --head` printed it). Run\n" +
+                  $"  {ClusterToken.EnvironmentVariable}=<token> raysharp start --address='{gcsAddress}'\n" +
+                  $"or copy that file here and add --token-file=<copy>."
+                : $"The head at {gcsAddress} refused the cluster token given: it is not that cluster's token. Use the one in the head's " +
+                  $"<session>/{ClusterToken.FileName} (as `raysharp start --head` printed it); if the head was started again, it has a new one.");
+        }
+        if (cluster.AuthRequired) return given;
+        WarnNoAuth($"The cluster at {gcsAddress} runs without authentication (its head was started with --auth none)" +
+                   (given is null ? "" : "; the token given is not used") + ".");
+        return null;
+    }
+
+    private static void WarnNoAuth(string what) =>
+        AnsiConsole.MarkupLineInterpolated($"[red]WARNING: {what} Anyone who can reach its ports can run any code on every node. Use it only on a network you trust entirely.[/]");
 
     /// <summary>A session of this machine whose head raylet runs but whose GCS, kept in this Redis, has died.</summary>
     private static SessionDirectory? HeadWithDeadGcs(string root, string redisAddress)
@@ -147,8 +208,12 @@ internal static class StartCommand
     /// Starts the GCS of a running head again, on its port and its Redis: it takes the cluster over from the stored
     /// state, and the raylets and drivers, which kept running, reconnect to it.
     /// </summary>
-    private static async Task<int> RestartGcsAsync(SessionDirectory session, StartSettings s, RpcChannelPool channels, CancellationToken cancellationToken)
+    private static async Task<int> RestartGcsAsync(SessionDirectory session, StartSettings s, CancellationToken cancellationToken)
     {
+        // The running raylets and workers keep the cluster's token: the new GCS takes it from the session.
+        var token = ClusterToken.ReadFrom(session);
+        using var channels = new RpcChannelPool(new RpcSecurityOptions { ClusterToken = token }, connectTimeout: TimeSpan.FromSeconds(3));
+        var environment = new Dictionary<string, string>(StringComparer.Ordinal) { [ClusterToken.EnvironmentVariable] = token ?? "" };
         var old = session.ReadPorts(Components.GcsServer)!;
         var raylet = session.ReadPorts(Components.Raylet)!;
         if (s.Port is { } p && p != old.Port)
@@ -156,7 +221,7 @@ internal static class StartCommand
         session.ForgetProcess(new ProcessRecord(Components.GcsServer, old.Pid));
         session.ForgetPorts(Components.GcsServer);
         var gcsAddress = NodeAddress.Format(raylet.NodeIpAddress ?? NodeAddress.DetectNodeIp(), old.Port);
-        await LaunchAsync(session, Components.GcsServer, GcsArguments(session, old.Port, s), supervised: false, GcsEnvironment(s)).ConfigureAwait(false);
+        await LaunchAsync(session, Components.GcsServer, GcsArguments(session, old.Port, s), supervised: false, GcsEnvironment(s, environment)).ConfigureAwait(false);
         await GcsConnection.CheckReachableAsync(channels, gcsAddress, TimeSpan.FromSeconds(10), cancellationToken).ConfigureAwait(false);
         AnsiConsole.MarkupLineInterpolated($"The GCS of this head (session {session.Path}) had died; restarted it on [bold]{gcsAddress}[/] with the cluster's state from Redis at {s.RedisAddress}.");
         AnsiConsole.WriteLine("Nodes, jobs, actors and the key-value store are as they were; raylets and drivers reconnect by themselves.");
@@ -203,6 +268,14 @@ internal static class StartCommand
             throw new CliException($"Invalid --redis-address '{s.RedisAddress}': {redisError}. Give it as <host>:<port>, for example 127.0.0.1:6380.");
         if (s.RedisPassword is not null && s.RedisAddress is null)
             throw new CliException("--redis-password needs --redis-address (the Redis that holds the GCS state).");
+        if (s.Auth is not null && s.Auth != "token" && s.Auth != "none")
+            throw new CliException($"--auth must be 'token' (the default: every connection carries the cluster token) or 'none' (no authentication, for a trusted network), got '{s.Auth}'.");
+        if (s.Auth is not null && !s.Head)
+            throw new CliException("--auth is for the head node; a node joining a cluster uses that cluster's setting. Leave it out with --address.");
+        if (s.Token is not null && s.TokenFile is not null)
+            throw new CliException("Give the cluster token once: --token or --token-file, not both.");
+        if (s.Auth == "none" && (s.Token is not null || s.TokenFile is not null))
+            throw new CliException("--auth none starts a cluster without a token; leave out --token/--token-file, or leave out --auth none.");
     }
 
     /// <summary>The GCS port: the one asked for (6379 by default), or a free one when it is taken by something else.</summary>
@@ -282,9 +355,10 @@ internal static class StartCommand
         }
     }
 
-    private static void PrintStarted(StartSettings s, string nodeIp, string gcsAddress, SessionDirectory session, int? gcsPort)
+    private static void PrintStarted(StartSettings s, string nodeIp, string gcsAddress, SessionDirectory session, int? gcsPort, string? token)
     {
         var console = AnsiConsole.Console;
+        if (s.Head && token is null) WarnNoAuth("This cluster was started with --auth none: it checks no cluster token.");
         console.MarkupLineInterpolated($"Local node IP: [bold]{nodeIp}[/]");
         console.MarkupLineInterpolated($"Session directory: {session.Path}");
         console.WriteLine();
@@ -295,10 +369,20 @@ internal static class StartCommand
         console.WriteLine("Next steps");
         if (s.Head)
         {
-            console.WriteLine("  To add another node to this RaySharp cluster, run");
-            console.MarkupLineInterpolated($"    [bold]raysharp start --address='{gcsAddress}'[/]");
+            if (token is null)
+            {
+                console.WriteLine("  To add another node to this RaySharp cluster, run");
+                console.MarkupLineInterpolated($"    [bold]raysharp start --address='{gcsAddress}'[/]");
+            }
+            else
+            {
+                // The token in the environment of the command, not on its command line (which `ps` shows everyone).
+                console.WriteLine("  To add another node to this RaySharp cluster, run on it");
+                console.MarkupLineInterpolated($"    [bold]{ClusterToken.EnvironmentVariable}={token} raysharp start --address='{gcsAddress}'[/]");
+                console.MarkupLineInterpolated($"  or copy {ClusterToken.PathIn(session)} (the cluster token, mode 0600) to it and add --token-file=<copy>.");
+            }
             console.WriteLine();
-            console.WriteLine("  To connect to this RaySharp cluster from C#, on any of its nodes:");
+            console.WriteLine("  To connect to this RaySharp cluster from C#, on any of its nodes (the token is found by itself):");
             console.WriteLine("    Ray.Init(\"auto\");");
             console.WriteLine();
             console.WriteLine("  Open TCP port " + gcsPort + " (GCS), the raylet and object-manager ports and the worker ports " +

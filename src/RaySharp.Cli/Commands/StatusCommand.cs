@@ -16,7 +16,7 @@ internal static class StatusCommand
     {
         var root = SessionDirectory.ResolveRoot(tempDir);
         var gcsAddress = GcsConnection.ResolveAddress(address, root);
-        using var channels = new RpcChannelPool(connectTimeout: TimeSpan.FromSeconds(3));
+        using var channels = GcsConnection.Channels(root, gcsAddress);
         IReadOnlyList<NodeInfo> nodes;
         GetClusterInfoReply cluster;
         try
@@ -37,6 +37,7 @@ internal static class StatusCommand
                 gcs_address = gcsAddress,
                 gcs_storage = cluster.Storage,
                 gcs_restarts = cluster.GcsRestarts,
+                auth = cluster.AuthRequired ? "token" : "none",
                 nodes = nodes.Select(n => new
                 {
                     node_id = n.NodeId,
@@ -57,6 +58,8 @@ internal static class StatusCommand
         console.WriteLine($"GCS address: {gcsAddress}");
         console.WriteLine($"GCS state: {(cluster.Storage.Length > 0 ? cluster.Storage : "memory")}" +
                           (cluster.GcsRestarts > 0 ? $" (GCS restarted {cluster.GcsRestarts} time{(cluster.GcsRestarts == 1 ? "" : "s")})" : ""));
+        if (cluster.AuthRequired) console.WriteLine("Authentication: cluster token");
+        else console.MarkupLine("[red]WARNING: Authentication: none (started with --auth none). Anyone who can reach the cluster's ports can run any code on every node.[/]");
         console.WriteLine();
         console.WriteLine("Node status");
         console.WriteLine(new string('-', 60));

@@ -120,6 +120,10 @@ internal sealed class GcsClient(RpcChannelPool channels, string address, TimeSpa
                     deadline: DateTime.UtcNow + (remaining > TimeSpan.FromMilliseconds(200) ? remaining : TimeSpan.FromMilliseconds(200)),
                     cancellationToken: cancellationToken).ConfigureAwait(false);
             }
+            catch (RpcException e) when (e.StatusCode == StatusCode.Unauthenticated)
+            {
+                throw new ClusterTokenRefusedException(Address, e.Status.Detail);
+            }
             catch (RpcException e) when (e.StatusCode is StatusCode.Unimplemented or StatusCode.Internal)
             {
                 throw new GcsUnreachableException(Address, "something answers on that port, but it is not a RaySharp GCS");
@@ -142,6 +146,12 @@ internal sealed class GcsClient(RpcChannelPool channels, string address, TimeSpa
 
 /// <summary>The GCS could not be reached within the time allowed; <see cref="Exception.Message"/> is the cause.</summary>
 internal sealed class GcsUnreachableException(string address, string problem) : Exception(problem)
+{
+    public string Address { get; } = address;
+}
+
+/// <summary>The GCS refused this process's cluster token (or its lack of one); the message says where to get it.</summary>
+internal sealed class ClusterTokenRefusedException(string address, string detail) : Exception($"the RaySharp cluster at {address} refused this connection: {detail}")
 {
     public string Address { get; } = address;
 }

@@ -58,15 +58,16 @@ internal static class FrameFormat
     /// For a response, where its payload may go instead of a new array (the caller's destination, same length); the
     /// frame's payload is then <see cref="Sunk"/>.
     /// </param>
-    public static bool TryRead(ref ReadOnlySequence<byte> buffer, out Frame frame, Func<long, int, Memory<byte>?>? sinkFor = null)
+    /// <param name="maxPayload">Largest payload accepted (<see cref="MaxHandshakePayload"/> before a peer is admitted).</param>
+    public static bool TryRead(ref ReadOnlySequence<byte> buffer, out Frame frame, Func<long, int, Memory<byte>?>? sinkFor = null, int maxPayload = MaxFrameSize - BodyHeaderSize)
     {
         frame = default;
         if (buffer.Length < HeaderSize) return false;
         Span<byte> header = stackalloc byte[HeaderSize];
         buffer.Slice(0, HeaderSize).CopyTo(header);
         var length = BinaryPrimitives.ReadInt32LittleEndian(header);
-        if (length < BodyHeaderSize || length > MaxFrameSize)
-            throw new InvalidDataException($"frame length {length} is outside 13..{MaxFrameSize}: not a RaySharp peer, or a broken one");
+        if (length < BodyHeaderSize || length - BodyHeaderSize > maxPayload)
+            throw new InvalidDataException($"frame length {length} is outside {BodyHeaderSize}..{(long)maxPayload + BodyHeaderSize}: not a RaySharp peer, or a broken one");
         if (buffer.Length < 4 + length) return false;
         var id = BinaryPrimitives.ReadInt64LittleEndian(header[5..]);
         byte[] payload;
@@ -86,14 +87,14 @@ internal static class FrameFormat
         return true;
     }
 
-    /// <summary>Reads exactly one frame (handshakes).</summary>
-    public static async Task<Frame> ReadOneAsync(PipeReader reader, CancellationToken cancellationToken)
+    /// <summary>Reads exactly one frame (handshakes) of at most <paramref name="maxPayload"/> bytes.</summary>
+    public static async Task<Frame> ReadOneAsync(PipeReader reader, int maxPayload, CancellationToken cancellationToken)
     {
         while (true)
         {
             var result = await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
             var buffer = result.Buffer;
-            if (TryRead(ref buffer, out var frame))
+            if (TryRead(ref buffer, out var frame, maxPayload: maxPayload))
             {
                 reader.AdvanceTo(buffer.Start);
                 return frame;

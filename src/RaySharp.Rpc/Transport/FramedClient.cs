@@ -12,7 +12,7 @@ internal static class FramedClient
     public static async Task<FramedConnection> ConnectAsync(string host, int port, RpcSecurityOptions? security = null,
         IFramedHandler? handler = null, CancellationToken cancellationToken = default)
     {
-        security ??= RpcSecurityOptions.FromEnvironment();
+        security ??= RpcSecurityOptions.Current;
         var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
         try
         {

@@ -34,7 +34,7 @@ internal sealed class FramedListener : IAsyncDisposable
     /// <exception cref="IOException">The port, or every port of the range, is in use.</exception>
     public static FramedListener Start(string name, RpcListenOptions listen, IFramedHandler handler, ILoggerFactory loggerFactory, RpcSecurityOptions? security = null)
     {
-        security ??= RpcSecurityOptions.FromEnvironment();
+        security ??= RpcSecurityOptions.Current;
         var gatekeeper = new RpcGatekeeper(security, loggerFactory.CreateLogger<RpcGatekeeper>());
         SocketException? lastError = null;
         foreach (var port in listen.Candidates())
@@ -98,6 +98,9 @@ internal sealed class FramedListener : IAsyncDisposable
 
     private bool Handshake(Socket socket)
     {
+        // The whole handshake within its timeout, not each receive: a peer trickling a byte at a time is cut off too.
+        using var deadline = new CancellationTokenSource(FrameFormat.HandshakeTimeout);
+        var closing = deadline.Token.UnsafeRegister(s => ((Socket)s!).Dispose(), socket);
         try
         {
             socket.ReceiveTimeout = (int)FrameFormat.HandshakeTimeout.TotalMilliseconds;
@@ -106,18 +109,21 @@ internal sealed class FramedListener : IAsyncDisposable
             // Not the framing (an HTTP/2 client, a port scanner): close without a word, as nothing here speaks anything else.
             if (!preface.SequenceEqual(FrameFormat.Preface)) return false;
             var hello = ReceiveThreadPipe.ReceiveFrame(socket, maxPayload: FrameFormat.MaxHandshakePayload);
-            var token = hello.Payload.Length == 0 ? null : Encoding.UTF8.GetString(hello.Payload);
-            var admitted = hello.Type == FrameType.Hello && _gatekeeper.AdmitFramedConnection(token, socket.RemoteEndPoint?.ToString() ?? "?");
             var answer = new System.Buffers.ArrayBufferWriter<byte>();
-            if (admitted) FrameFormat.Write(answer, FrameType.HelloAck, hello.Id, 0, default);
-            else FrameFormat.Write(answer, FrameType.Error, hello.Id, 0, Encoding.UTF8.GetBytes(RpcGatekeeper.UnauthenticatedMessage));
+            var admitted = _gatekeeper.AdmitFramedConnection(hello, socket.RemoteEndPoint, answer);
             socket.Send(answer.WrittenSpan);
             socket.ReceiveTimeout = 0;
-            return admitted;
+            // Once unregistered the deadline can no longer close the socket; if it already did, the handshake failed.
+            closing.Dispose();
+            return admitted && !deadline.IsCancellationRequested;
         }
         catch (Exception e) when (e is IOException or InvalidDataException or SocketException or ObjectDisposedException)
         {
             return false;
+        }
+        finally
+        {
+            closing.Dispose();
         }
     }
 

@@ -1,6 +1,5 @@
 using System.Buffers;
 using System.IO.Pipelines;
-using System.Text;
 using Microsoft.AspNetCore.Connections;
 
 namespace RaySharp.Rpc.Transport;
@@ -43,16 +42,10 @@ internal static class FramedServer
             input.AdvanceTo(preface.Buffer.GetPosition(FrameFormat.Preface.Length));
             using var handshakeTimeout = CancellationTokenSource.CreateLinkedTokenSource(connection.ConnectionClosed);
             handshakeTimeout.CancelAfter(FrameFormat.HandshakeTimeout);
-            var hello = await FrameFormat.ReadOneAsync(input, handshakeTimeout.Token).ConfigureAwait(false);
-            var token = hello.Payload.Length == 0 ? null : Encoding.UTF8.GetString(hello.Payload);
-            if (hello.Type != FrameType.Hello || !gatekeeper.AdmitFramedConnection(token, connection.RemoteEndPoint?.ToString() ?? "?"))
-            {
-                FrameFormat.Write(output, FrameType.Error, hello.Id, 0, Encoding.UTF8.GetBytes(RpcGatekeeper.UnauthenticatedMessage));
-                await output.FlushAsync().ConfigureAwait(false);
-                return;
-            }
-            FrameFormat.Write(output, FrameType.HelloAck, hello.Id, 0, default);
+            var hello = await FrameFormat.ReadOneAsync(input, FrameFormat.MaxHandshakePayload, handshakeTimeout.Token).ConfigureAwait(false);
+            var admitted = gatekeeper.AdmitFramedConnection(hello, connection.RemoteEndPoint, output);
             await output.FlushAsync().ConfigureAwait(false);
+            if (!admitted) return;
         }
         catch (Exception e) when (e is IOException or InvalidDataException or OperationCanceledException)
         {

@@ -22,8 +22,41 @@ internal static class Cli
     /// <summary>A program of the build (examples), by project name.</summary>
     public static string ProgramDll(string project) => Path.Combine(RepoRoot, "artifacts", "bin", project, Configuration, project + ".dll");
 
-    public static async Task<CliResult> RunAsync(TestHost host, params string[] args) =>
-        await RunDllAsync(CliDll, host.Namespace, host.TempDir, host.Environment, TimeSpan.FromSeconds(60), args);
+    public static async Task<CliResult> RunAsync(TestHost host, params string[] args)
+    {
+        var result = await RunDllAsync(CliDll, host.Namespace, host.TempDir, JoinEnvironment(host, args), TimeSpan.FromSeconds(60), args);
+        if (result.ExitCode == 0 && args is ["start", ..] && args.Contains("--head")) RememberHeadToken(host);
+        return result;
+    }
+
+    /// <summary>The cluster tokens of the heads the tests started, by GCS address.</summary>
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, string> s_headTokens = new(StringComparer.Ordinal);
+
+    /// <summary>Reads the token a head just made from its session, as an operator would to join nodes to it.</summary>
+    public static void RememberHeadToken(TestHost head)
+    {
+        var current = File.ReadAllLines(Path.Combine(head.TempDir, "current_cluster"));
+        var tokenFile = Path.Combine(current[1], "cluster_token");
+        if (File.Exists(tokenFile)) s_headTokens[current[0]] = File.ReadAllText(tokenFile).Trim();
+        else s_headTokens.TryRemove(current[0], out _);
+    }
+
+    /// <summary>The head's token of a cluster, as `raysharp start --head` made it.</summary>
+    public static string HeadToken(string gcsAddress) => s_headTokens[gcsAddress];
+
+    /// <summary>
+    /// Joining a cluster whose head a test started, the operator's part: the head's token in RAYSHARP_CLUSTER_TOKEN
+    /// (as its `start --head` printed), unless the test gives a token of its own (environment, --token, --token-file).
+    /// </summary>
+    private static IReadOnlyDictionary<string, string> JoinEnvironment(TestHost host, string[] args)
+    {
+        if (args is not ["start", ..] || host.Environment.ContainsKey("RAYSHARP_CLUSTER_TOKEN") || args.Any(a => a.StartsWith("--token", StringComparison.Ordinal)))
+            return host.Environment;
+        var address = args.Select((a, i) => a.StartsWith("--address=", StringComparison.Ordinal) ? a["--address=".Length..] : a == "--address" && i + 1 < args.Length ? args[i + 1] : null)
+            .FirstOrDefault(a => a is not null);
+        if (address is null || !s_headTokens.TryGetValue(address, out var token)) return host.Environment;
+        return new Dictionary<string, string>(host.Environment, StringComparer.Ordinal) { ["RAYSHARP_CLUSTER_TOKEN"] = token };
+    }
 
     public static async Task<CliResult> RunProgramAsync(TestHost host, string project, params string[] args) =>
         await RunDllAsync(ProgramDll(project), host.Namespace, host.TempDir, host.Environment, TimeSpan.FromSeconds(60), args);
