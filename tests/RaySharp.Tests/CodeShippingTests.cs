@@ -12,11 +12,11 @@ namespace RaySharp.Tests;
 public sealed class CodeShippingTests : IDisposable
 {
     private readonly TestNetwork _net = TestNetwork.Create(1);
-    private readonly RpcChannelPool _channels = new();
+    private RpcChannelPool? _channels;
 
     public void Dispose()
     {
-        _channels.Dispose();
+        _channels?.Dispose();
         _net.Dispose();
     }
 
@@ -25,6 +25,7 @@ public sealed class CodeShippingTests : IDisposable
     {
         var head = _net[0];
         Assert.Equal(0, (await Cli.RunAsync(head, "start", "--head", "--num-cpus=0")).ExitCode);
+        _channels = new RpcChannelPool(Cli.MemberOf($"{head.Ip}:6379"));
         var gcs = new GcsClient(_channels, $"{head.Ip}:6379");
 
         var first = await Cli.RunProgramAsync(head, "ClusterInfo", "auto");

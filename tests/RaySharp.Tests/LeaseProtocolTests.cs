@@ -15,11 +15,11 @@ namespace RaySharp.Tests;
 public sealed class LeaseProtocolTests : IDisposable
 {
     private readonly TestNetwork _net = TestNetwork.Create(2);
-    private readonly RpcChannelPool _channels = new();
+    private RpcChannelPool? _channels;
 
     public void Dispose()
     {
-        _channels.Dispose();
+        _channels?.Dispose();
         _net.Dispose();
     }
 
@@ -31,6 +31,8 @@ public sealed class LeaseProtocolTests : IDisposable
         Assert.Equal(0, (await Cli.RunAsync(head, "start", "--head", "--num-cpus=2", "--resources", "{\"acc\": 1}")).ExitCode);
         Assert.Equal(0, (await Cli.RunAsync(worker, "start", $"--address={head.Ip}:6379", "--num-cpus=2", "--resources", "{\"special\": 1}",
             "--node-manager-port=23456", "--min-worker-port=30000", "--max-worker-port=30005")).ExitCode);
+        var member = Cli.MemberOf($"{head.Ip}:6379");
+        _channels = new RpcChannelPool(member);
         var nodes = await ClusterAssertions.StatusAsync(head);
         var headNode = nodes.Single(n => n.Ip == head.Ip);
         var workerNode = nodes.Single(n => n.Ip == worker.Ip);
@@ -48,7 +50,7 @@ public sealed class LeaseProtocolTests : IDisposable
         var first = await headRaylet.RequestWorkerLeaseAsync(Lease(("CPU", 1)));
         Assert.NotNull(first.WorkerAddress);
         Assert.Equal(head.Ip, first.WorkerAddress.IpAddress);
-        await using var toWorker = await FramedClient.ConnectAsync(first.WorkerAddress.IpAddress, first.WorkerAddress.Port);
+        await using var toWorker = await FramedClient.ConnectAsync(first.WorkerAddress.IpAddress, first.WorkerAddress.Port, member);
         var ping = PingReply.Parser.ParseFrom(await toWorker.CallAsync(FramedMethods.WorkerPing, new PingRequest().ToByteArray()));
         Assert.Equal(first.WorkerAddress.WorkerId, ping.WorkerId);
         Assert.Equal(first.WorkerAddress.Pid, ping.Pid);
@@ -113,7 +115,7 @@ public sealed class LeaseProtocolTests : IDisposable
         await ClusterAssertions.StopAndAssertCleanAsync(head);
     }
 
-    private NodeManagerService.NodeManagerServiceClient Raylet(StatusNode node) => new(_channels.Get(node.Ip, node.Port));
+    private NodeManagerService.NodeManagerServiceClient Raylet(StatusNode node) => new(_channels!.Get(node.Ip, node.Port));
 
     private static RequestWorkerLeaseRequest GrantOrReject(RequestWorkerLeaseRequest request)
     {

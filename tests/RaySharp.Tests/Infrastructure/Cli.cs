@@ -44,6 +44,9 @@ internal static class Cli
     /// <summary>The head's token of a cluster, as `raysharp start --head` made it.</summary>
     public static string HeadToken(string gcsAddress) => s_headTokens[gcsAddress];
 
+    /// <summary>What the test process presents when it talks to a cluster's servers itself, as one of its processes would.</summary>
+    public static Rpc.RpcSecurityOptions MemberOf(string gcsAddress) => new() { ClusterToken = HeadToken(gcsAddress) };
+
     /// <summary>
     /// Joining a cluster whose head a test started, the operator's part: the head's token in RAYSHARP_CLUSTER_TOKEN
     /// (as its `start --head` printed), unless the test gives a token of its own (environment, --token, --token-file).
