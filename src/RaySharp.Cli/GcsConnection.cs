@@ -21,21 +21,19 @@ internal static class GcsConnection
     }
 
     /// <summary>
-    /// Channels to the cluster at <paramref name="gcsAddress"/> that present this machine's token for it
-    /// (RAYSHARP_CLUSTER_TOKEN, else the local node's session), which also becomes this process's for framed connections.
+    /// Channels to the cluster at <paramref name="gcsAddress"/> that present this machine's token and TLS certificate for
+    /// it (the environment's, else the local node's), which also become this process's for framed connections.
     /// </summary>
     public static RpcChannelPool Channels(string root, string gcsAddress)
     {
-        string? token;
         try
         {
-            token = ClusterToken.ForCluster(root, gcsAddress);
+            RpcSecurityOptions.Current = RpcSecurityOptions.ForCluster(root, gcsAddress);
         }
         catch (InvalidOperationException e)
         {
             throw new CliException(e.Message);
         }
-        RpcSecurityOptions.Current = new RpcSecurityOptions { ClusterToken = token };
         return new RpcChannelPool(RpcSecurityOptions.Current, connectTimeout: TimeSpan.FromSeconds(3));
     }
 
@@ -68,7 +66,8 @@ internal static class GcsConnection
                 $"Check that:\n" +
                 $"  - the head node is running (`raysharp start --head` on it; `raysharp status` there shows it),\n" +
                 $"  - {address} is the address that `raysharp start --head` printed (IP and port),\n" +
-                $"  - no firewall blocks TCP port {port} between this machine and the head.");
+                $"  - no firewall blocks TCP port {port} between this machine and the head,\n" +
+                $"  - both sides use TLS or neither: a cluster started with --tls-cert needs --tls-cert, --tls-key and --tls-ca (of its CA) here too.");
         }
     }
 }

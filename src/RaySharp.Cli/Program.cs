@@ -61,10 +61,13 @@ var auth = new Option<string?>("--auth")
     Description = "Head only: 'token' (default: every connection must carry the cluster token) or 'none' (no authentication; " +
                   "anyone who can reach the ports can run code; for a trusted network only).",
 };
+var tlsCert = new Option<string?>("--tls-cert") { Description = "This node's TLS certificate (PEM): with --tls-key and --tls-ca, every connection of the cluster is mutual TLS. Default: $RAYSHARP_TLS_CERT." };
+var tlsKey = new Option<string?>("--tls-key") { Description = "The private key of --tls-cert (PEM). Default: $RAYSHARP_TLS_KEY." };
+var tlsCa = new Option<string?>("--tls-ca") { Description = "The cluster's CA certificate (PEM): peers must present a certificate it signed. Default: $RAYSHARP_TLS_CA." };
 var start = new Command("start", "Start RaySharp on this machine: `--head` for the head node, `--address=<head-ip>:<port>` to join a cluster.")
 {
     head, address, port, numCpus, numGpus, resources, nodeIp, tempDir, block, nodeManagerPort, minWorkerPort, maxWorkerPort,
-    objectManagerPort, objectStoreMemory, plasmaDirectory, spillDirectory, redisAddress, redisPassword, token, tokenFile, auth,
+    objectManagerPort, objectStoreMemory, plasmaDirectory, spillDirectory, redisAddress, redisPassword, token, tokenFile, auth, tlsCert, tlsKey, tlsCa,
 };
 start.SetAction((parse, ct) => Run(() => StartCommand.RunAsync(new StartSettings
 {
@@ -89,6 +92,9 @@ start.SetAction((parse, ct) => Run(() => StartCommand.RunAsync(new StartSettings
     Token = parse.GetValue(token),
     TokenFile = parse.GetValue(tokenFile),
     Auth = parse.GetValue(auth),
+    TlsCert = parse.GetValue(tlsCert),
+    TlsKey = parse.GetValue(tlsKey),
+    TlsCa = parse.GetValue(tlsCa),
 }, ct)));
 
 // ---- stop ----
@@ -135,7 +141,15 @@ var benchQuick = new Option<bool>("--quick") { Description = "One trial of 1 s p
 var microbenchmark = new Command("microbenchmark", "Run Ray's core microbenchmarks against an embedded cluster of this machine (as `ray microbenchmark`).") { benchFilter, benchQuick };
 microbenchmark.SetAction((parse, ct) => Run(() => MicrobenchmarkCommand.RunAsync(parse.GetValue(benchFilter), parse.GetValue(benchQuick), ct)));
 
-var root = new RootCommand("raysharp: start, stop and inspect RaySharp clusters.") { start, stop, status, list, memory, microbenchmark };
+// ---- tls ----
+var tlsOut = new Option<string>("--out") { Description = "Directory of the files (default ./raysharp-tls); a CA already there (ca.crt, ca.key) signs the new certificate.", DefaultValueFactory = _ => "raysharp-tls" };
+var tlsName = new Option<string>("--name") { Description = "Name of the node certificate's files, <name>.crt and <name>.key (default node).", DefaultValueFactory = _ => "node" };
+var tlsAddresses = new Option<string[]>("--ip-address") { Description = "Addresses to name in the certificate (optional: RaySharp checks the CA, not names).", AllowMultipleArgumentsPerToken = true };
+var tlsGenerate = new Command("generate", "Make a CA and a node certificate it signs (PEM), for `raysharp start --tls-cert --tls-key --tls-ca`.") { tlsOut, tlsName, tlsAddresses };
+tlsGenerate.SetAction(parse => Run(() => Task.FromResult(TlsCommand.Generate(parse.GetValue(tlsOut)!, parse.GetValue(tlsName)!, parse.GetValue(tlsAddresses) ?? []))).GetAwaiter().GetResult());
+var tlsCommand = new Command("tls", "Certificates for mutual TLS between the processes of a cluster: `raysharp tls generate`.") { tlsGenerate };
+
+var root = new RootCommand("raysharp: start, stop and inspect RaySharp clusters.") { start, stop, status, list, memory, microbenchmark, tlsCommand };
 return await root.Parse(args).InvokeAsync();
 
 // Parse errors that name the flag and what it expects, instead of a .NET type name.

@@ -16,6 +16,8 @@ internal sealed record GcsClusterIdentity(string ClusterId, string SessionName, 
     /// <summary>Whether this cluster's servers require its token: the GCS's own setting, not stored (a GCS restarted with the cluster's token requires it).</summary>
     public bool AuthRequired { get; } = RpcSecurityOptions.Current.ClusterToken is { Length: > 0 };
 
+    public bool Tls { get; } = RpcSecurityOptions.Current.Tls is not null;
+
     public GetClusterInfoReply ToReply() => new()
     {
         ClusterId = ClusterId,
@@ -25,6 +27,7 @@ internal sealed record GcsClusterIdentity(string ClusterId, string SessionName, 
         GcsRestarts = GcsRestarts,
         Storage = Storage,
         AuthRequired = AuthRequired,
+        Tls = Tls,
     };
 }
 

@@ -37,7 +37,12 @@ internal sealed class RpcChannelPool : IDisposable
             KeepAlivePingTimeout = TimeSpan.FromSeconds(10),
             UseProxy = false,
         };
-        var channel = GrpcChannel.ForAddress("http://" + address, new GrpcChannelOptions
+        if (_security.Tls is { } tls)
+        {
+            var colon = address.LastIndexOf(':');
+            handler.SslOptions = tls.ClientOptions(address[..colon].Trim('[', ']'), http2: true);
+        }
+        var channel = GrpcChannel.ForAddress((_security.Tls is null ? "http://" : "https://") + address, new GrpcChannelOptions
         {
             HttpHandler = handler,
             HttpVersion = HttpVersion.Version20,

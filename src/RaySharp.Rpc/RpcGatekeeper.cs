@@ -158,13 +158,35 @@ internal sealed class RpcSecurityOptions
     /// </summary>
     public string? ClusterToken { get; init; }
 
+    /// <summary>
+    /// When set, every connection is mutual TLS: servers present this node's certificate and require one of the
+    /// cluster's CA from every client; clients do the same the other way. Default: none (plain TCP).
+    /// </summary>
+    public ClusterTls? Tls { get; init; }
+
     /// <summary>When non-empty, connections from other networks are closed before any byte is read. Default: empty (any network).</summary>
     public IReadOnlyList<IPNetwork> AllowedNetworks { get; init; } = [];
 
     public static RpcSecurityOptions FromEnvironment() => new()
     {
         ClusterToken = Environment.GetEnvironmentVariable(TokenEnvironmentVariable) is { Length: > 0 } t ? t : null,
+        Tls = ClusterTls.FromEnvironment(),
     };
+
+    /// <summary>
+    /// What this machine presents to the cluster at <paramref name="gcsAddress"/>: <paramref name="token"/>, else the
+    /// token and TLS files of the environment, else those of this machine's node of that cluster (its session directory).
+    /// </summary>
+    /// <exception cref="InvalidOperationException">A token or TLS file cannot be read; the message names it.</exception>
+    public static RpcSecurityOptions ForCluster(string root, string gcsAddress, string? token = null)
+    {
+        var session = Common.SessionDirectory.ReadCurrentCluster(root) is { Address: var local, Session: { } s } && local == gcsAddress ? s : null;
+        return new RpcSecurityOptions
+        {
+            ClusterToken = token ?? Common.ClusterToken.ForCluster(root, gcsAddress),
+            Tls = ClusterTls.FromEnvironment() ?? (session is null ? null : ClusterTls.ReadFrom(session)),
+        };
+    }
 
     private static RpcSecurityOptions? s_current;
 
@@ -177,6 +199,9 @@ internal sealed class RpcSecurityOptions
         get => Volatile.Read(ref s_current) ?? Interlocked.CompareExchange(ref s_current, FromEnvironment(), null) ?? s_current!;
         set => Volatile.Write(ref s_current, value);
     }
+
+    /// <summary>Forgets what a driver set: the next use reads the environment again.</summary>
+    public static void ResetCurrent() => Volatile.Write(ref s_current, null);
 }
 
 internal static partial class RpcLog

@@ -112,13 +112,27 @@ internal sealed class RpcServer : IAsyncDisposable
             k.Listen(IPAddress.Any, port, lo =>
             {
                 lo.Protocols = HttpProtocols.Http2;
+                lo.Use(next => connection =>
+                {
+                    if (gatekeeper.AcceptConnection(connection.RemoteEndPoint)) return next(connection);
+                    connection.Abort();
+                    return Task.CompletedTask;
+                });
+                // With TLS, both planes run inside it: the framing is told apart from HTTP/2 after the handshake.
+                if (security.Tls is { } tls)
+                {
+                    lo.UseHttps(new Microsoft.AspNetCore.Server.Kestrel.Https.HttpsConnectionAdapterOptions
+                    {
+                        ServerCertificate = tls.Certificate,
+                        ClientCertificateMode = Microsoft.AspNetCore.Server.Kestrel.Https.ClientCertificateMode.RequireCertificate,
+                        ClientCertificateValidation = (certificate, _, _) => tls.IsMember(certificate),
+                        CheckCertificateRevocation = false,
+                        SslProtocols = System.Security.Authentication.SslProtocols.Tls12 | System.Security.Authentication.SslProtocols.Tls13,
+                        HandshakeTimeout = Transport.FrameFormat.HandshakeTimeout,
+                    });
+                }
                 lo.Use(next => async connection =>
                 {
-                    if (!gatekeeper.AcceptConnection(connection.RemoteEndPoint))
-                    {
-                        connection.Abort();
-                        return;
-                    }
                     // One port, two planes: a connection that opens with the framing preface is the hot path,
                     // anything else is HTTP/2 (gRPC).
                     if (framedHandler is not null && await Transport.FramedServer.IsFramedAsync(connection.Transport.Input, connection.ConnectionClosed).ConfigureAwait(false))

@@ -434,7 +434,7 @@ internal sealed class DriverSession : IAsyncDisposable
                     throw new RayException($"Ray.Init(\"{address}\"): {error}. Give the head's address as \"<ip>:<port>\", or \"auto\".");
                 gcsAddress = NodeAddress.Format(host, port);
             }
-            else if (SessionDirectory.ReadCurrentClusterAddress(root) is { } local && await AnswersAsync(local, TokenFor(options, root, local), cancellationToken).ConfigureAwait(false))
+            else if (SessionDirectory.ReadCurrentClusterAddress(root) is { } local && await AnswersAsync(local, SecurityFor(options, root, local), cancellationToken).ConfigureAwait(false))
             {
                 gcsAddress = local;
             }
@@ -445,7 +445,7 @@ internal sealed class DriverSession : IAsyncDisposable
             }
 
             // Every connection this driver opens (gRPC, framed, object transfer) presents the cluster's token.
-            var security = new RpcSecurityOptions { ClusterToken = embedded?.Token ?? TokenFor(options, root, gcsAddress) };
+            var security = SecurityFor(options with { Token = embedded?.Token ?? options.Token }, root, gcsAddress);
             RpcSecurityOptions.Current = security;
             channels = new RpcChannelPool(security, connectTimeout: TimeSpan.FromSeconds(3));
             var gcs = new GcsClient(channels, gcsAddress, ReconnectTimeout(options));
@@ -490,17 +490,16 @@ internal sealed class DriverSession : IAsyncDisposable
         }
     }
 
-    /// <summary>The token for the cluster at <paramref name="gcsAddress"/>: the option, else this machine's (environment, node session).</summary>
-    private static string? TokenFor(RayInitOptions options, string root, string gcsAddress)
+    /// <summary>What to present to the cluster at <paramref name="gcsAddress"/>: the token option, else this machine's token and TLS files (environment, node session).</summary>
+    private static RpcSecurityOptions SecurityFor(RayInitOptions options, string root, string gcsAddress)
     {
-        if (options.Token is { } token) return token;
         try
         {
-            return ClusterToken.ForCluster(root, gcsAddress);
+            return RpcSecurityOptions.ForCluster(root, gcsAddress, options.Token);
         }
         catch (InvalidOperationException e)
         {
-            throw new RayException("Ray.Init: " + e.Message + " Or give the token with RayInitOptions.Token.");
+            throw new RayException("Ray.Init: " + e.Message);
         }
     }
 
@@ -593,9 +592,9 @@ internal sealed class DriverSession : IAsyncDisposable
         }
     }
 
-    private static async Task<bool> AnswersAsync(string address, string? token, CancellationToken cancellationToken)
+    private static async Task<bool> AnswersAsync(string address, RpcSecurityOptions security, CancellationToken cancellationToken)
     {
-        using var channels = new RpcChannelPool(new RpcSecurityOptions { ClusterToken = token }, connectTimeout: TimeSpan.FromSeconds(3));
+        using var channels = new RpcChannelPool(security, connectTimeout: TimeSpan.FromSeconds(3));
         try
         {
             await new GcsClient(channels, address).WaitReachableAsync(TimeSpan.FromSeconds(2), cancellationToken).ConfigureAwait(false);
@@ -623,6 +622,6 @@ internal sealed class DriverSession : IAsyncDisposable
         _closing.Dispose();
         if (_embedded is not null) await _embedded.DisposeAsync().ConfigureAwait(false);
         _channels.Dispose();
-        RpcSecurityOptions.Current = RpcSecurityOptions.FromEnvironment();
+        RpcSecurityOptions.ResetCurrent();
     }
 }

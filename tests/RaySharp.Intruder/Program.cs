@@ -1,21 +1,30 @@
-// Usage: RaySharp.Intruder [--token <token>] <ip:port>...
+// Usage: RaySharp.Intruder [--token <token>] [--tls-cert <pem> --tls-key <pem>] <ip:port>...
 // Prints one line per attempt: "<kind> <target> <what it tried> <what came back>"; the tests decide what is allowed.
+// With a certificate, every attempt runs inside TLS presenting it, and the servers' certificates are taken whatever
+// they are: what is tested is whether the server admits this client.
 using System.Buffers;
 using System.Net.Sockets;
 using System.Text;
+using System.Net.Security;
+using System.Security.Cryptography.X509Certificates;
 using Google.Protobuf;
+using Grpc.Core.Interceptors;
 using Grpc.Core;
 using RaySharp.Rpc;
 using RaySharp.Rpc.Protocol;
 using RaySharp.Rpc.Transport;
 
 string? token = null;
+string? certFile = null, keyFile = null;
 var targets = new List<string>();
 for (var i = 0; i < args.Length; i++)
 {
     if (args[i] == "--token") token = args[++i];
+    else if (args[i] == "--tls-cert") certFile = args[++i];
+    else if (args[i] == "--tls-key") keyFile = args[++i];
     else targets.Add(args[i]);
 }
+var certificate = certFile is null ? null : X509Certificate2.CreateFromPemFile(certFile, keyFile!);
 
 using var channels = new RpcChannelPool(new RpcSecurityOptions { ClusterToken = token }, connectTimeout: TimeSpan.FromSeconds(3));
 foreach (var target in targets)
@@ -24,15 +33,32 @@ foreach (var target in targets)
     var (host, port) = (target[..colon], int.Parse(target[(colon + 1)..], System.Globalization.CultureInfo.InvariantCulture));
     await GrpcAsync(target);
     Framed(host, port, target);
-    Http1(host, port, target);
+    if (certificate is null) Http1(host, port, target);
 }
 return 0;
+
+CallInvoker Invoker(string target)
+{
+    if (certificate is null) return channels.Get(target);
+    var handler = new SocketsHttpHandler
+    {
+        ConnectTimeout = TimeSpan.FromSeconds(3),
+        SslOptions = new SslClientAuthenticationOptions
+        {
+            ClientCertificates = new X509CertificateCollection { certificate },
+            RemoteCertificateValidationCallback = (_, _, _, _) => true,
+        },
+    };
+    var channel = Grpc.Net.Client.GrpcChannel.ForAddress("https://" + target, new Grpc.Net.Client.GrpcChannelOptions { HttpHandler = handler });
+    var invoker = channel.CreateCallInvoker();
+    return token is null ? invoker : invoker.Intercept(m => { m.Add("authorization", "Bearer " + token); return m; });
+}
 
 // Every kind of control-plane call an attacker would want: read the cluster, write the KV store (code packages live
 // there), place an actor, lease a worker.
 async Task GrpcAsync(string target)
 {
-    var invoker = channels.Get(target);
+    var invoker = Invoker(target);
     var deadline = () => DateTime.UtcNow.AddSeconds(5);
     var calls = new (string Name, Func<Task> Call)[]
     {
@@ -79,6 +105,21 @@ void Framed(string host, int port, string target)
         Console.WriteLine($"framed {target} connect {e.SocketErrorCode}");
         return;
     }
+    Stream stream = new NetworkStream(socket, ownsSocket: false);
+    if (certificate is not null)
+    {
+        var tls = new SslStream(stream, leaveInnerStreamOpen: false, (_, _, _, _) => true);
+        try
+        {
+            tls.AuthenticateAsClient(new SslClientAuthenticationOptions { TargetHost = host, ClientCertificates = new X509CertificateCollection { certificate } });
+        }
+        catch (Exception e) when (e is IOException or System.Security.Authentication.AuthenticationException)
+        {
+            Console.WriteLine($"framed {target} answers= closed=True message=tls-refused:{e.GetType().Name}");
+            return;
+        }
+        stream = tls;
+    }
     var output = new ArrayBufferWriter<byte>();
     output.Write(FrameFormat.Preface);
     FrameFormat.Write(output, FrameType.Hello, 0, 0, Encoding.UTF8.GetBytes(token ?? ""));
@@ -90,29 +131,32 @@ void Framed(string host, int port, string target)
     string message = "";
     try
     {
-        socket.Send(output.WrittenSpan);
+        stream.Write(output.WrittenSpan);
         var received = new ArrayBufferWriter<byte>();
+        var consumed = 0;
         var chunk = new byte[65536];
         while (true)
         {
-            var n = socket.Receive(chunk);
+            var n = stream.Read(chunk);
             if (n == 0)
             {
                 closed = true;
                 break;
             }
             received.Write(chunk.AsSpan(0, n));
-            var buffer = new ReadOnlySequence<byte>(received.WrittenMemory);
+            var buffer = new ReadOnlySequence<byte>(received.WrittenMemory[consumed..]);
             while (FrameFormat.TryRead(ref buffer, out var frame))
             {
+                consumed = received.WrittenCount - (int)buffer.Length;
                 answers.Add($"{frame.Type}#{frame.Id}");
                 if (frame.Type == FrameType.Error && message.Length == 0) message = Encoding.UTF8.GetString(frame.Payload);
             }
         }
     }
-    catch (SocketException e)
+    catch (Exception e) when (e is IOException or System.Security.Authentication.AuthenticationException)
     {
-        closed = e.SocketErrorCode is SocketError.ConnectionReset or SocketError.ConnectionAborted;
+        // TLS 1.3 tells a client its certificate was refused only on the first read after the handshake.
+        closed = e is not IOException { InnerException: SocketException { SocketErrorCode: SocketError.TimedOut } };
         if (!closed) answers.Add("timeout");
     }
     Console.WriteLine($"framed {target} answers={string.Join(',', answers)} closed={closed} message={message.Replace('\n', ' ')}");

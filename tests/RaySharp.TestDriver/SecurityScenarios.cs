@@ -11,7 +11,7 @@ internal static class SecurityScenarios
         if (scenario != "guarded") return null;
         var counter = Ray.Actor(() => new Counter(0)).Remote();
         var large = Ray.Put(Enumerable.Range(0, 250_000).ToArray());
-        var other = Ray.Nodes().Single(n => n.Alive && !n.IsHeadNode);
+        var other = Ray.Nodes().First(n => n.Alive && !n.IsHeadNode);
         var onOther = new TaskOptions { Strategy = SchedulingStrategy.NodeAffinity(other.NodeId) };
         Console.WriteLine($"before actor={Ray.Get(counter.Increment(1))} remote-sum={Ray.Get(Ray.Task(Sum, onOther).Remote(large))}");
         TestSignals.Signal("ready");

@@ -33,7 +33,7 @@ public sealed class ClusterSecurityTests : IDisposable
         using var driver = new SignalledDriver(Head, "guarded");
         await driver.WaitForAsync("ready", TimeSpan.FromSeconds(90));
         // Every port now open on either node: GCS, raylets, object managers, and the workers the driver leased.
-        var ports = ListeningPorts(Head).Select(p => $"{Head.Ip}:{p}").Concat(ListeningPorts(Worker).Select(p => $"{Worker.Ip}:{p}")).ToList();
+        var ports = Head.ListeningPorts().Select(p => $"{Head.Ip}:{p}").Concat(Worker.ListeningPorts().Select(p => $"{Worker.Ip}:{p}")).ToList();
         var gatewayPorts = GrpcPorts(Head).Concat(GrpcPorts(Worker)).ToList();
         Assert.True(ports.Count >= 7, "expected the GCS, 2 raylets, 2 object managers and workers to listen: " + string.Join(' ', ports));
 
@@ -171,13 +171,6 @@ public sealed class ClusterSecurityTests : IDisposable
         return run.Stdout;
     }
 
-    /// <summary>The TCP ports listening in a host's namespace (all of them RaySharp's: nothing else runs there).</summary>
-    private static List<int> ListeningPorts(TestHost host) =>
-        Run("ip", "netns", "exec", host.Namespace, "ss", "-ltnH").Split('\n', StringSplitOptions.RemoveEmptyEntries)
-            .Select(l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries)[3])
-            .Select(local => int.Parse(local[(local.LastIndexOf(':') + 1)..], System.Globalization.CultureInfo.InvariantCulture))
-            .Distinct().ToList();
-
     /// <summary>The ports of a host that serve gRPC as well as the framing: its GCS, raylet and object manager.</summary>
     private static IEnumerable<string> GrpcPorts(TestHost host)
     {
@@ -186,15 +179,5 @@ public sealed class ClusterSecurityTests : IDisposable
         var raylet = session.ReadPorts(Components.Raylet)!;
         yield return $"{host.Ip}:{raylet.Port}";
         yield return $"{host.Ip}:{raylet.ObjectManagerPort}";
-    }
-
-    private static string Run(string file, params string[] args)
-    {
-        var psi = new System.Diagnostics.ProcessStartInfo(file) { RedirectStandardOutput = true, UseShellExecute = false };
-        foreach (var a in args) psi.ArgumentList.Add(a);
-        using var p = System.Diagnostics.Process.Start(psi)!;
-        var output = p.StandardOutput.ReadToEnd();
-        p.WaitForExit();
-        return output;
     }
 }

@@ -34,6 +34,9 @@ internal sealed record StartSettings
     public string? TokenFile { get; init; }
     /// <summary><c>token</c> (the default) or <c>none</c>.</summary>
     public string? Auth { get; init; }
+    public string? TlsCert { get; init; }
+    public string? TlsKey { get; init; }
+    public string? TlsCa { get; init; }
 }
 
 /// <summary>
@@ -59,6 +62,7 @@ internal static class StartCommand
         int? gcsPort = null;
         if (s.Head && s.RedisAddress is not null && HeadWithDeadGcs(root, s.RedisAddress) is { } orphaned)
             return await RestartGcsAsync(orphaned, s, cancellationToken).ConfigureAwait(false);
+        var tls = Tls(s);
         // The token every process of this node presents and requires; null only in a cluster without authentication.
         string? token;
         if (s.Head)
@@ -71,15 +75,16 @@ internal static class StartCommand
         else
         {
             gcsAddress = await ResolveHeadAsync(s.Address!).ConfigureAwait(false);
-            token = await JoinTokenAsync(gcsAddress, GivenToken(s), cancellationToken).ConfigureAwait(false);
+            token = await JoinTokenAsync(gcsAddress, GivenToken(s), tls, cancellationToken).ConfigureAwait(false);
             NodeAddress.TryParse(gcsAddress, out var headHost, out _, out _);
             nodeIp = s.NodeIpAddress ?? NodeAddress.DetectNodeIp(headHost);
         }
-        using var channels = new RpcChannelPool(new RpcSecurityOptions { ClusterToken = token }, connectTimeout: TimeSpan.FromSeconds(3));
-        var environment = new Dictionary<string, string>(StringComparer.Ordinal) { [ClusterToken.EnvironmentVariable] = token ?? "" };
+        using var channels = new RpcChannelPool(new RpcSecurityOptions { ClusterToken = token, Tls = tls }, connectTimeout: TimeSpan.FromSeconds(3));
+        var environment = ChildEnvironment(token, tls);
 
         var session = SessionDirectory.Create(root, TimeProvider.System);
         if (token is not null) ClusterToken.Write(session, token);
+        tls?.WriteTo(session);
         var started = new List<(ProcessRecord Record, Process Process)>();
         try
         {
@@ -140,6 +145,36 @@ internal static class StartCommand
     private static Dictionary<string, string> GcsEnvironment(StartSettings s, Dictionary<string, string> environment) =>
         s.RedisPassword is null ? environment : new(environment) { ["RAYSHARP_REDIS_PASSWORD"] = s.RedisPassword };
 
+    /// <summary>What the node's processes get in their environment: the token and the TLS files, or nothing of either.</summary>
+    private static Dictionary<string, string> ChildEnvironment(string? token, ClusterTls? tls)
+    {
+        var environment = new Dictionary<string, string>(StringComparer.Ordinal)
+        {
+            [ClusterToken.EnvironmentVariable] = token ?? "",
+            [ClusterTls.CertEnvironmentVariable] = "",
+            [ClusterTls.KeyEnvironmentVariable] = "",
+            [ClusterTls.CaEnvironmentVariable] = "",
+        };
+        foreach (var (k, v) in tls?.ChildEnvironment() ?? []) environment[k] = v;
+        return environment;
+    }
+
+    /// <summary>The node's TLS files: --tls-cert/--tls-key/--tls-ca, else RAYSHARP_TLS_*; null for plain TCP.</summary>
+    private static ClusterTls? Tls(StartSettings s)
+    {
+        try
+        {
+            if (s.TlsCert is null && s.TlsKey is null && s.TlsCa is null) return ClusterTls.FromEnvironment();
+            if (s.TlsCert is null || s.TlsKey is null || s.TlsCa is null)
+                throw new CliException("TLS needs all three of --tls-cert, --tls-key and --tls-ca (this node's certificate, its private key, the cluster's CA); make them with `raysharp tls generate`.");
+            return ClusterTls.Load(s.TlsCert, s.TlsKey, s.TlsCa);
+        }
+        catch (InvalidOperationException e)
+        {
+            throw new CliException("TLS: " + e.Message);
+        }
+    }
+
     /// <summary>The token the user gave: --token, else --token-file, else RAYSHARP_CLUSTER_TOKEN; null when none.</summary>
     private static string? GivenToken(StartSettings s)
     {
@@ -163,9 +198,9 @@ internal static class StartCommand
     /// Checks that the head answers and takes <paramref name="given"/>, and says which token this node must use: the
     /// given one, or none when the cluster runs without authentication (its processes would not present one here).
     /// </summary>
-    private static async Task<string?> JoinTokenAsync(string gcsAddress, string? given, CancellationToken cancellationToken)
+    private static async Task<string?> JoinTokenAsync(string gcsAddress, string? given, ClusterTls? tls, CancellationToken cancellationToken)
     {
-        using var probe = new RpcChannelPool(new RpcSecurityOptions { ClusterToken = given }, connectTimeout: TimeSpan.FromSeconds(3));
+        using var probe = new RpcChannelPool(new RpcSecurityOptions { ClusterToken = given, Tls = tls }, connectTimeout: TimeSpan.FromSeconds(3));
         GetClusterInfoReply cluster;
         try
         {
@@ -210,10 +245,11 @@ internal static class StartCommand
     /// </summary>
     private static async Task<int> RestartGcsAsync(SessionDirectory session, StartSettings s, CancellationToken cancellationToken)
     {
-        // The running raylets and workers keep the cluster's token: the new GCS takes it from the session.
+        // The running raylets and workers keep the cluster's token and TLS files: the new GCS takes them from the session.
         var token = ClusterToken.ReadFrom(session);
-        using var channels = new RpcChannelPool(new RpcSecurityOptions { ClusterToken = token }, connectTimeout: TimeSpan.FromSeconds(3));
-        var environment = new Dictionary<string, string>(StringComparer.Ordinal) { [ClusterToken.EnvironmentVariable] = token ?? "" };
+        var tls = ClusterTls.ReadFrom(session);
+        using var channels = new RpcChannelPool(new RpcSecurityOptions { ClusterToken = token, Tls = tls }, connectTimeout: TimeSpan.FromSeconds(3));
+        var environment = ChildEnvironment(token, tls);
         var old = session.ReadPorts(Components.GcsServer)!;
         var raylet = session.ReadPorts(Components.Raylet)!;
         if (s.Port is { } p && p != old.Port)

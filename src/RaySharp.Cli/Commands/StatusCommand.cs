@@ -38,6 +38,7 @@ internal static class StatusCommand
                 gcs_storage = cluster.Storage,
                 gcs_restarts = cluster.GcsRestarts,
                 auth = cluster.AuthRequired ? "token" : "none",
+                tls = cluster.Tls,
                 nodes = nodes.Select(n => new
                 {
                     node_id = n.NodeId,
@@ -58,6 +59,7 @@ internal static class StatusCommand
         console.WriteLine($"GCS address: {gcsAddress}");
         console.WriteLine($"GCS state: {(cluster.Storage.Length > 0 ? cluster.Storage : "memory")}" +
                           (cluster.GcsRestarts > 0 ? $" (GCS restarted {cluster.GcsRestarts} time{(cluster.GcsRestarts == 1 ? "" : "s")})" : ""));
+        console.WriteLine($"Transport: {(cluster.Tls ? "mutual TLS" : "plain TCP (no --tls-cert)")}");
         if (cluster.AuthRequired) console.WriteLine("Authentication: cluster token");
         else console.MarkupLine("[red]WARNING: Authentication: none (started with --auth none). Anyone who can reach the cluster's ports can run any code on every node.[/]");
         console.WriteLine();

@@ -14,6 +14,7 @@ internal static class FramedClient
     {
         security ??= RpcSecurityOptions.Current;
         var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        System.Net.Security.SslStream? tls = null;
         try
         {
             // Connected and greeted with blocking calls, off the caller's thread: the socket stays in blocking mode for
@@ -21,11 +22,11 @@ internal static class FramedClient
             // unreachable host blocks until TCP gives up (minutes). Cancelling closes the socket, which ends it.
             await using (cancellationToken.Register(socket.Dispose))
             {
-                await Task.Factory.StartNew(() => Handshake(socket, host, port, security.ClusterToken), cancellationToken,
+                tls = await Task.Factory.StartNew(() => Handshake(socket, host, port, security), cancellationToken,
                     TaskCreationOptions.LongRunning, TaskScheduler.Default).ConfigureAwait(false);
             }
             cancellationToken.ThrowIfCancellationRequested();
-            var pipe = new ReceiveThreadPipe(socket);
+            var pipe = new ReceiveThreadPipe(socket, tls);
             var connection = new FramedConnection(pipe, handler);
             connection.Start();
             pipe.Start(NodeAddress.Format(host, port));
@@ -38,23 +39,42 @@ internal static class FramedClient
         catch
         {
             socket.Dispose();
+            tls?.Dispose();
             throw;
         }
     }
 
-    private static void Handshake(Socket socket, string host, int port, string? clusterToken)
+    /// <summary>Connects, runs TLS's handshake when the cluster uses it, then the framing's; returns the TLS session, if any.</summary>
+    private static System.Net.Security.SslStream? Handshake(Socket socket, string host, int port, RpcSecurityOptions security)
     {
         socket.Connect(IPAddress.TryParse(host, out var ip) ? new IPEndPoint(ip, port) : new DnsEndPoint(host, port));
+        socket.ReceiveTimeout = (int)FrameFormat.HandshakeTimeout.TotalMilliseconds;
+        // Blocking reads and writes both ways, TLS's included: the socket stays in blocking mode (see ReceiveThreadPipe).
+        Stream stream = new NetworkStream(socket, ownsSocket: false);
+        System.Net.Security.SslStream? tls = null;
+        if (security.Tls is { } clusterTls)
+        {
+            tls = new System.Net.Security.SslStream(stream, leaveInnerStreamOpen: false);
+            try
+            {
+                tls.AuthenticateAsClient(clusterTls.ClientOptions(host));
+            }
+            catch (System.Security.Authentication.AuthenticationException e)
+            {
+                tls.Dispose();
+                throw new RemoteCallException($"TLS with {host}:{port} failed: {e.Message} (its certificate is not of this cluster's CA, or it refused ours)");
+            }
+            stream = tls;
+        }
         var hello = new ArrayBufferWriter<byte>();
         hello.Write(FrameFormat.Preface);
-        FrameFormat.Write(hello, FrameType.Hello, 0, 0, Encoding.UTF8.GetBytes(clusterToken ?? ""));
-        socket.Send(hello.WrittenSpan);
-        socket.ReceiveTimeout = (int)FrameFormat.HandshakeTimeout.TotalMilliseconds;
+        FrameFormat.Write(hello, FrameType.Hello, 0, 0, Encoding.UTF8.GetBytes(security.ClusterToken ?? ""));
+        stream.Write(hello.WrittenSpan);
         // Exactly one frame is read here: whatever follows belongs to the connection's read loop.
         Frame answer;
         try
         {
-            answer = ReceiveThreadPipe.ReceiveFrame(socket, maxPayload: FrameFormat.MaxHandshakePayload);
+            answer = ReceiveThreadPipe.ReceiveFrame(stream, maxPayload: FrameFormat.MaxHandshakePayload);
         }
         catch (InvalidDataException e)
         {
@@ -63,7 +83,9 @@ internal static class FramedClient
         socket.ReceiveTimeout = 0;
         if (answer.Type != FrameType.HelloAck)
         {
+            tls?.Dispose();
             throw new RemoteCallException(answer.Type == FrameType.Error ? Encoding.UTF8.GetString(answer.Payload) : $"unexpected {answer.Type} during the handshake");
         }
+        return tls;
     }
 }

@@ -20,11 +20,14 @@ internal sealed class FramedListener : IAsyncDisposable
     private readonly ConcurrentDictionary<FramedConnection, byte> _connections = new();
     private volatile bool _disposed;
 
-    private FramedListener(Socket listener, IFramedHandler handler, RpcGatekeeper gatekeeper)
+    private readonly ClusterTls? _tls;
+
+    private FramedListener(Socket listener, IFramedHandler handler, RpcGatekeeper gatekeeper, ClusterTls? tls)
     {
         _listener = listener;
         _handler = handler;
         _gatekeeper = gatekeeper;
+        _tls = tls;
         Port = ((IPEndPoint)listener.LocalEndPoint!).Port;
     }
 
@@ -52,7 +55,7 @@ internal sealed class FramedListener : IAsyncDisposable
                 if (listen.RangeMax > 0) continue;
                 throw new IOException($"port {port} for {name} is in use: {e.Message}", e);
             }
-            var listener = new FramedListener(socket, handler, gatekeeper);
+            var listener = new FramedListener(socket, handler, gatekeeper, security.Tls);
             new Thread(listener.Accept) { IsBackground = true, Name = $"{name} accept" }.UnsafeStart();
             RpcLog.Listening(loggerFactory.CreateLogger<RpcServer>(), name, listener.Port);
             return listener;
@@ -82,12 +85,12 @@ internal sealed class FramedListener : IAsyncDisposable
     {
         var socket = (Socket)state!;
         socket.NoDelay = true;
-        if (!_gatekeeper.AcceptConnection(socket.RemoteEndPoint) || !Handshake(socket))
+        if (!_gatekeeper.AcceptConnection(socket.RemoteEndPoint) || Handshake(socket) is not { } stream)
         {
             socket.Dispose();
             return;
         }
-        var pipe = new ReceiveThreadPipe(socket);
+        var pipe = new ReceiveThreadPipe(socket, stream as System.Net.Security.SslStream);
         var connection = new FramedConnection(pipe, _handler);
         _connections[connection] = 0;
         connection.Completion.ContinueWith(_ => _connections.TryRemove(connection, out var _), TaskScheduler.Default);
@@ -96,7 +99,8 @@ internal sealed class FramedListener : IAsyncDisposable
         pipe.Receive();
     }
 
-    private bool Handshake(Socket socket)
+    /// <summary>TLS's handshake when the cluster uses it, then the framing's; the connection's stream once admitted, else null.</summary>
+    private Stream? Handshake(Socket socket)
     {
         // The whole handshake within its timeout, not each receive: a peer trickling a byte at a time is cut off too.
         using var deadline = new CancellationTokenSource(FrameFormat.HandshakeTimeout);
@@ -104,22 +108,30 @@ internal sealed class FramedListener : IAsyncDisposable
         try
         {
             socket.ReceiveTimeout = (int)FrameFormat.HandshakeTimeout.TotalMilliseconds;
+            Stream stream = new NetworkStream(socket, ownsSocket: false);
+            if (_tls is { } tls)
+            {
+                var session = new System.Net.Security.SslStream(stream, leaveInnerStreamOpen: false);
+                stream = session;
+                // A peer without a certificate of the cluster's CA fails here, before any framing is read.
+                session.AuthenticateAsServer(tls.ServerOptions());
+            }
             Span<byte> preface = stackalloc byte[FrameFormat.Preface.Length];
-            ReceiveThreadPipe.ReceiveExactly(socket, preface);
+            ReceiveThreadPipe.ReceiveExactly(stream, preface);
             // Not the framing (an HTTP/2 client, a port scanner): close without a word, as nothing here speaks anything else.
-            if (!preface.SequenceEqual(FrameFormat.Preface)) return false;
-            var hello = ReceiveThreadPipe.ReceiveFrame(socket, maxPayload: FrameFormat.MaxHandshakePayload);
+            if (!preface.SequenceEqual(FrameFormat.Preface)) return null;
+            var hello = ReceiveThreadPipe.ReceiveFrame(stream, maxPayload: FrameFormat.MaxHandshakePayload);
             var answer = new System.Buffers.ArrayBufferWriter<byte>();
             var admitted = _gatekeeper.AdmitFramedConnection(hello, socket.RemoteEndPoint, answer);
-            socket.Send(answer.WrittenSpan);
+            stream.Write(answer.WrittenSpan);
             socket.ReceiveTimeout = 0;
             // Once unregistered the deadline can no longer close the socket; if it already did, the handshake failed.
             closing.Dispose();
-            return admitted && !deadline.IsCancellationRequested;
+            return admitted && !deadline.IsCancellationRequested ? stream : null;
         }
-        catch (Exception e) when (e is IOException or InvalidDataException or SocketException or ObjectDisposedException)
+        catch (Exception e) when (e is IOException or InvalidDataException or SocketException or ObjectDisposedException or System.Security.Authentication.AuthenticationException)
         {
-            return false;
+            return null;
         }
         finally
         {

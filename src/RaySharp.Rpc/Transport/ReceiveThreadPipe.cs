@@ -22,15 +22,19 @@ internal sealed class ReceiveThreadPipe : IDuplexPipe
     private const int ReceiveSize = 64 * 1024;
 
     private readonly Socket _socket;
+
+    /// <summary>The TLS session over the socket, when the cluster uses TLS: read and written with blocking calls too.</summary>
+    private readonly Stream? _tls;
     // No back-pressure: the read loop runs on the receiving thread, so nothing is received while a batch is handled,
     // and a frame larger than any threshold must be buffered whole before it can be read.
     private readonly Pipe _received = new(new PipeOptions(pauseWriterThreshold: 0, resumeWriterThreshold: 0,
         readerScheduler: PipeScheduler.Inline, writerScheduler: PipeScheduler.Inline, minimumSegmentSize: ReceiveSize, useSynchronizationContext: false));
 
-    public ReceiveThreadPipe(Socket socket)
+    public ReceiveThreadPipe(Socket socket, Stream? tls = null)
     {
         _socket = socket;
-        Output = PipeWriter.Create(new SendStream(socket), new StreamPipeWriterOptions(minimumBufferSize: 64 * 1024));
+        _tls = tls;
+        Output = PipeWriter.Create(new SendStream(socket, tls), new StreamPipeWriterOptions(minimumBufferSize: 64 * 1024));
     }
 
     public PipeReader Input => _received.Reader;
@@ -61,7 +65,7 @@ internal sealed class ReceiveThreadPipe : IDuplexPipe
             while (true)
             {
                 var memory = writer.GetMemory(ReceiveSize);
-                var read = _socket.Receive(memory.Span, SocketFlags.None);
+                var read = _tls is null ? _socket.Receive(memory.Span, SocketFlags.None) : _tls.Read(memory.Span);
                 if (read == 0) break;
                 writer.Advance(read);
                 // Runs the read loop here, up to its next read.
@@ -70,16 +74,16 @@ internal sealed class ReceiveThreadPipe : IDuplexPipe
                 if (result.IsCompleted || result.IsCanceled) break;
             }
         }
-        catch (Exception e) when (e is SocketException or ObjectDisposedException)
+        catch (Exception e) when (e is SocketException or ObjectDisposedException or IOException)
         {
             failure = new IOException($"the connection broke: {e.Message}", e);
         }
         writer.Complete(failure);
     }
 
-    /// <summary>Reads exactly one frame off the socket, no byte more (handshakes, before the receiving thread starts).</summary>
+    /// <summary>Reads exactly one frame off the connection, no byte more (handshakes, before the receiving thread starts).</summary>
     /// <param name="maxPayload">Larger frames are refused: the peer is not a RaySharp process.</param>
-    public static Frame ReceiveFrame(Socket socket, int maxPayload)
+    public static Frame ReceiveFrame(Stream socket, int maxPayload)
     {
         var header = new byte[FrameFormat.HeaderSize];
         ReceiveExactly(socket, header);
@@ -94,26 +98,29 @@ internal sealed class ReceiveThreadPipe : IDuplexPipe
         return read;
     }
 
-    /// <summary>Fills <paramref name="destination"/> from the socket; IOException when the peer closes or times out first.</summary>
-    public static void ReceiveExactly(Socket socket, Span<byte> destination)
+    /// <summary>
+    /// Fills <paramref name="destination"/> from the connection (a <see cref="NetworkStream"/> over the blocking socket,
+    /// or its TLS session); IOException when the peer closes or times out first.
+    /// </summary>
+    public static void ReceiveExactly(Stream socket, Span<byte> destination)
     {
         try
         {
             while (!destination.IsEmpty)
             {
-                var read = socket.Receive(destination, SocketFlags.None);
+                var read = socket.Read(destination);
                 if (read == 0) throw new IOException("the connection closed during the handshake");
                 destination = destination[read..];
             }
         }
-        catch (SocketException e)
+        catch (IOException e) when (e.InnerException is SocketException s)
         {
-            throw new IOException(e.SocketErrorCode == SocketError.TimedOut ? "no handshake within the time allowed" : $"the connection broke during the handshake: {e.Message}", e);
+            throw new IOException(s.SocketErrorCode == SocketError.TimedOut ? "no handshake within the time allowed" : $"the connection broke during the handshake: {s.Message}", e);
         }
     }
 
     /// <summary>Blocking sends; disposing shuts the socket down, which also wakes the receiving thread.</summary>
-    private sealed class SendStream(Socket socket) : Stream
+    private sealed class SendStream(Socket socket, Stream? tls) : Stream
     {
         public override bool CanRead => false;
         public override bool CanSeek => false;
@@ -125,7 +132,8 @@ internal sealed class ReceiveThreadPipe : IDuplexPipe
         {
             try
             {
-                while (!buffer.IsEmpty) buffer = buffer[socket.Send(buffer, SocketFlags.None)..];
+                if (tls is not null) tls.Write(buffer);
+                else while (!buffer.IsEmpty) buffer = buffer[socket.Send(buffer, SocketFlags.None)..];
             }
             catch (SocketException e)
             {
@@ -163,6 +171,7 @@ internal sealed class ReceiveThreadPipe : IDuplexPipe
             {
                 try { socket.Shutdown(SocketShutdown.Both); } catch (Exception e) when (e is SocketException or ObjectDisposedException) { }
                 socket.Dispose();
+                tls?.Dispose();
             }
             base.Dispose(disposing);
         }

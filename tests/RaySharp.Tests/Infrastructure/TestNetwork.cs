@@ -19,6 +19,13 @@ internal sealed class TestHost(string name, string ns, string ip, string tempDir
         return output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(int.Parse).ToList();
     }
 
+    /// <summary>The TCP ports listening in this host's namespace (all of them RaySharp's: nothing else runs there).</summary>
+    public IReadOnlyList<int> ListeningPorts() =>
+        TestNetwork.Ip("netns", "exec", Namespace, "ss", "-ltnH").Split('\n', StringSplitOptions.RemoveEmptyEntries)
+            .Select(l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries)[3])
+            .Select(local => int.Parse(local[(local.LastIndexOf(':') + 1)..], System.Globalization.CultureInfo.InvariantCulture))
+            .Distinct().ToList();
+
     public override string ToString() => $"{Name} ({Ip}, {Namespace})";
 }
 
