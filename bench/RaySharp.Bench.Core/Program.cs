@@ -20,6 +20,9 @@ var each = args.Contains("--each");
 var trialTime = TimeSpan.FromSeconds(quick ? 1 : 2);
 var warmup = TimeSpan.FromSeconds(quick ? 0.3 : 1);
 
+// The embedded cluster takes this token, so that the second node of the transfer row can join it.
+if (Environment.GetEnvironmentVariable("RAYSHARP_CLUSTER_TOKEN") is not { Length: > 0 })
+    Environment.SetEnvironmentVariable("RAYSHARP_CLUSTER_TOKEN", Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(32)));
 using var ray = Ray.Init();
 Console.WriteLine($"RaySharp core microbenchmarks, embedded cluster of {Environment.ProcessorCount} CPUs; {trials} trial(s) of {trialTime.TotalSeconds:0.#} s");
 Console.WriteLine($"{"benchmark",-52} {"RaySharp/s",14} {"± sd",10} {"Ray/s",10} {"ratio",8}");

@@ -29,7 +29,7 @@ internal sealed class EmbeddedCluster : IAsyncDisposable
     public string NodeIpAddress { get; }
     public string SessionDir => _session.Path;
 
-    /// <summary>The cluster token made for this cluster: an embedded cluster is as closed to the network as any other.</summary>
+    /// <summary>The cluster's token (the one given, else a new one): an embedded cluster is as closed to the network as any other.</summary>
     public string Token { get; }
 
     public static async Task<EmbeddedCluster> StartAsync(RayInitOptions options, CancellationToken cancellationToken)
@@ -38,7 +38,8 @@ internal sealed class EmbeddedCluster : IAsyncDisposable
         var session = SessionDirectory.Create(root, TimeProvider.System);
         var nodeIp = NodeAddress.DetectNodeIp();
         var port = NodeAddress.FindFreePort();
-        var token = ClusterToken.Generate();
+        var token = options.Token ?? (Environment.GetEnvironmentVariable(ClusterToken.EnvironmentVariable) is { Length: > 0 } given ? given : ClusterToken.Generate());
+        if (ClusterToken.Problem(token) is { } problem) throw new RayException($"The cluster token given for the embedded cluster (RayInitOptions.Token or {ClusterToken.EnvironmentVariable}) is not one: {problem}.");
         ClusterToken.Write(session, token);
         var environment = new Dictionary<string, string>(StringComparer.Ordinal) { [ClusterToken.EnvironmentVariable] = token };
         var processes = new List<(ProcessRecord, Process)>();

@@ -23,8 +23,8 @@ public sealed record RayInitOptions
 
     /// <summary>
     /// The cluster token, for a driver on a machine that is not a node of the cluster. Default: <c>RAYSHARP_CLUSTER_TOKEN</c>,
-    /// else the token of this machine's node of the cluster (its session directory), found by itself. Ignored by an
-    /// embedded cluster, which makes its own.
+    /// else the token of this machine's node of the cluster (its session directory), found by itself. An embedded
+    /// cluster uses it (or <c>RAYSHARP_CLUSTER_TOKEN</c>) when given, so that other nodes can join it; else it makes its own.
     /// </summary>
     public string? Token { get; init; }
 
