@@ -101,8 +101,15 @@ internal sealed class RpcGatekeeper(RpcSecurityOptions security, ILogger<RpcGate
     {
         if (_expected is null) return true;
         var presented = BearerToken(http.Request.Headers.Authorization) ?? BearerToken(http.Request.Headers[ProxyAuthorizationHeader]);
-        if (IsTokenValid(presented)) return true;
+        if (IsTokenValid(presented))
+        {
+            if (http.Features.Get<Microsoft.AspNetCore.Connections.Features.IConnectionItemsFeature>()?.Items.TryGetValue(typeof(HttpConnectionAdmission), out var admission) == true)
+                ((HttpConnectionAdmission)admission!).Admitted = true;
+            return true;
+        }
         Refused(http.Request.Path.Value ?? "?", http.Connection.RemoteIpAddress is { } ip ? new IPEndPoint(ip, http.Connection.RemotePort) : null, presented is not null);
+        // Answered, then disconnected: the connection closes once this response is out (HTTP/2 GOAWAY).
+        http.Features.Get<Microsoft.AspNetCore.Connections.Features.IConnectionLifetimeNotificationFeature>()?.RequestClose();
         var message = RefusalMessage(presented is not null);
         if (http.Request.ContentType?.StartsWith("application/grpc", StringComparison.Ordinal) == true)
         {
@@ -121,6 +128,30 @@ internal sealed class RpcGatekeeper(RpcSecurityOptions security, ILogger<RpcGate
     }
 
     public const string ProxyAuthorizationHeader = "X-RaySharp-Authorization";
+
+    /// <summary>Whether an HTTP/2 connection has had a request admitted; set once, read by its watch.</summary>
+    private sealed class HttpConnectionAdmission
+    {
+        public volatile bool Admitted;
+    }
+
+    /// <summary>
+    /// Closes an HTTP/2 connection that has not had a request admitted when <paramref name="handshake"/> ends, so an
+    /// unauthenticated peer holds a connection for the handshake's time at most, as on the framed plane.
+    /// </summary>
+    public void WatchHttpConnection(Microsoft.AspNetCore.Connections.ConnectionContext connection, CancellationToken handshake)
+    {
+        if (_expected is null) return;
+        var admission = new HttpConnectionAdmission();
+        // Written before the connection's first request can run; only read afterwards.
+        connection.Items[typeof(HttpConnectionAdmission)] = admission;
+        handshake.UnsafeRegister(_ =>
+        {
+            if (admission.Admitted || connection.ConnectionClosed.IsCancellationRequested) return;
+            Refused("HTTP/2 connection without an authenticated request", connection.RemoteEndPoint, presented: false);
+            connection.Abort(new Microsoft.AspNetCore.Connections.ConnectionAbortedException("no authenticated request within the handshake's time"));
+        }, null);
+    }
 
     private static string? BearerToken(Microsoft.Extensions.Primitives.StringValues header) =>
         header.Count == 1 && header[0] is { } value && value.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) ? value["Bearer ".Length..].Trim() : null;

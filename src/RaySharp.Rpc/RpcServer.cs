@@ -133,13 +133,28 @@ internal sealed class RpcServer : IAsyncDisposable
                 }
                 lo.Use(next => async connection =>
                 {
+                    // Until it is admitted, a peer has the handshake's time: for the framing's Hello, or for the
+                    // first authenticated request of an HTTP/2 connection.
+                    using var handshake = CancellationTokenSource.CreateLinkedTokenSource(connection.ConnectionClosed);
+                    handshake.CancelAfter(Transport.FrameFormat.HandshakeTimeout);
                     // One port, two planes: a connection that opens with the framing preface is the hot path,
                     // anything else is HTTP/2 (gRPC).
-                    if (framedHandler is not null && await Transport.FramedServer.IsFramedAsync(connection.Transport.Input, connection.ConnectionClosed).ConfigureAwait(false))
+                    bool framed;
+                    try
                     {
-                        await Transport.FramedServer.ServeAsync(connection, gatekeeper, framedHandler).ConfigureAwait(false);
+                        framed = framedHandler is not null && await Transport.FramedServer.IsFramedAsync(connection.Transport.Input, handshake.Token).ConfigureAwait(false);
+                    }
+                    catch (OperationCanceledException)
+                    {
+                        connection.Abort();
                         return;
                     }
+                    if (framed)
+                    {
+                        await Transport.FramedServer.ServeAsync(connection, gatekeeper, framedHandler!, handshake.Token).ConfigureAwait(false);
+                        return;
+                    }
+                    gatekeeper.WatchHttpConnection(connection, handshake.Token);
                     await next(connection).ConfigureAwait(false);
                 });
             });

@@ -241,6 +241,53 @@ public sealed class FramedTransportTests
     }
 
     [Fact]
+    public async Task AConnectionWithoutAnAdmittedRequestIsClosedAfterTheHandshakesTimeAndAnAdmittedOneKept()
+    {
+        var security = new RpcSecurityOptions { ClusterToken = "s3cret" };
+        await using var server = await StartServer(security);
+        // Three peers that never present the token: one sends nothing, one only HTTP/2's preface, one half a Hello.
+        var idle = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+        var http2 = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+        var framed = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+        foreach (var s in new[] { idle, http2, framed }) await s.ConnectAsync("127.0.0.1", server.Port);
+        await http2.SendAsync("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"u8.ToArray().Concat(new byte[] { 0, 0, 0, 4, 0, 0, 0, 0, 0 }).ToArray());
+        await framed.SendAsync("RSF1"u8.ToArray().Concat(new byte[] { 100, 0, 0, 0, 1 }).ToArray());
+        // A member's channel, whose first call is admitted at once: it keeps its one connection past that time.
+        var connects = 0;
+        var handler = new SocketsHttpHandler
+        {
+            ConnectCallback = async (context, cancellationToken) =>
+            {
+                Interlocked.Increment(ref connects);
+                var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp) { NoDelay = true };
+                await socket.ConnectAsync(context.DnsEndPoint, cancellationToken);
+                return new System.Net.Sockets.NetworkStream(socket, ownsSocket: true);
+            },
+        };
+        using var channel = Grpc.Net.Client.GrpcChannel.ForAddress($"http://127.0.0.1:{server.Port}", new Grpc.Net.Client.GrpcChannelOptions { HttpHandler = handler });
+        var member = new NodeManagerService.NodeManagerServiceClient(channel);
+        var headers = new Metadata { { "authorization", "Bearer s3cret" } };
+        Assert.Equal("pong", (await member.HealthCheckAsync(new HealthCheckRequest(), headers)).NodeId);
+
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var buffer = new byte[4096];
+        foreach (var s in new[] { idle, http2, framed })
+        {
+            // Read until the server closes or resets the connection (HTTP/2 may first send its SETTINGS).
+            try
+            {
+                while (await s.ReceiveAsync(buffer.AsMemory()).AsTask().WaitAsync(TimeSpan.FromSeconds(30)) > 0) { }
+            }
+            catch (System.Net.Sockets.SocketException e) when (e.SocketErrorCode == System.Net.Sockets.SocketError.ConnectionReset) { }
+            s.Dispose();
+        }
+        Assert.InRange(clock.Elapsed, TimeSpan.FromSeconds(5), TimeSpan.FromSeconds(20));
+        await Task.Delay(TimeSpan.FromSeconds(1));
+        Assert.Equal("pong", (await member.HealthCheckAsync(new HealthCheckRequest(), headers)).NodeId);
+        Assert.Equal(1, connects);
+    }
+
+    [Fact]
     public async Task AFramedOnlyPortChecksTheClusterTokenAndClosesOnOtherProtocols()
     {
         var security = new RpcSecurityOptions { ClusterToken = "s3cret" };

@@ -8,21 +8,15 @@ namespace RaySharp.Rpc.Transport;
 internal static class FramedServer
 {
     /// <summary>Peeks at the first bytes without consuming them: true when they are the framing preface.</summary>
+    /// <exception cref="OperationCanceledException">No 4 bytes came before <paramref name="cancellationToken"/>.</exception>
     public static async Task<bool> IsFramedAsync(PipeReader input, CancellationToken cancellationToken)
     {
-        try
-        {
-            var result = await input.ReadAtLeastAsync(FrameFormat.Preface.Length, cancellationToken).ConfigureAwait(false);
-            var buffer = result.Buffer;
-            var framed = buffer.Length >= FrameFormat.Preface.Length && StartsWithPreface(buffer);
-            // Leave everything unread for whichever protocol takes the connection.
-            input.AdvanceTo(buffer.Start, buffer.Start);
-            return framed;
-        }
-        catch (OperationCanceledException)
-        {
-            return false;
-        }
+        var result = await input.ReadAtLeastAsync(FrameFormat.Preface.Length, cancellationToken).ConfigureAwait(false);
+        var buffer = result.Buffer;
+        var framed = buffer.Length >= FrameFormat.Preface.Length && StartsWithPreface(buffer);
+        // Leave everything unread for whichever protocol takes the connection.
+        input.AdvanceTo(buffer.Start, buffer.Start);
+        return framed;
     }
 
     private static bool StartsWithPreface(System.Buffers.ReadOnlySequence<byte> buffer)
@@ -32,17 +26,16 @@ internal static class FramedServer
         return first.SequenceEqual(FrameFormat.Preface);
     }
 
-    public static async Task ServeAsync(ConnectionContext connection, RpcGatekeeper gatekeeper, IFramedHandler handler)
+    /// <param name="handshake">Cancelled when the peer's time for its Hello is up (or the connection closed).</param>
+    public static async Task ServeAsync(ConnectionContext connection, RpcGatekeeper gatekeeper, IFramedHandler handler, CancellationToken handshake)
     {
         var input = connection.Transport.Input;
         var output = connection.Transport.Output;
         try
         {
-            var preface = await input.ReadAtLeastAsync(FrameFormat.Preface.Length, connection.ConnectionClosed).ConfigureAwait(false);
+            var preface = await input.ReadAtLeastAsync(FrameFormat.Preface.Length, handshake).ConfigureAwait(false);
             input.AdvanceTo(preface.Buffer.GetPosition(FrameFormat.Preface.Length));
-            using var handshakeTimeout = CancellationTokenSource.CreateLinkedTokenSource(connection.ConnectionClosed);
-            handshakeTimeout.CancelAfter(FrameFormat.HandshakeTimeout);
-            var hello = await FrameFormat.ReadOneAsync(input, FrameFormat.MaxHandshakePayload, handshakeTimeout.Token).ConfigureAwait(false);
+            var hello = await FrameFormat.ReadOneAsync(input, FrameFormat.MaxHandshakePayload, handshake).ConfigureAwait(false);
             var admitted = gatekeeper.AdmitFramedConnection(hello, connection.RemoteEndPoint, output);
             await output.FlushAsync().ConfigureAwait(false);
             if (!admitted) return;

@@ -83,16 +83,16 @@ internal sealed class ReceiveThreadPipe : IDuplexPipe
 
     /// <summary>Reads exactly one frame off the connection, no byte more (handshakes, before the receiving thread starts).</summary>
     /// <param name="maxPayload">Larger frames are refused: the peer is not a RaySharp process.</param>
-    public static Frame ReceiveFrame(Stream socket, int maxPayload)
+    public static Frame ReceiveFrame(Stream connection, int maxPayload)
     {
         var header = new byte[FrameFormat.HeaderSize];
-        ReceiveExactly(socket, header);
+        ReceiveExactly(connection, header);
         var length = System.Buffers.Binary.BinaryPrimitives.ReadInt32LittleEndian(header);
         if (length < FrameFormat.HeaderSize - 4 || length > FrameFormat.HeaderSize - 4 + maxPayload)
             throw new InvalidDataException($"a handshake frame of {length} bytes: not a RaySharp peer");
         var frame = new byte[4 + length];
         header.CopyTo(frame, 0);
-        ReceiveExactly(socket, frame.AsSpan(FrameFormat.HeaderSize));
+        ReceiveExactly(connection, frame.AsSpan(FrameFormat.HeaderSize));
         var sequence = new System.Buffers.ReadOnlySequence<byte>(frame);
         FrameFormat.TryRead(ref sequence, out var read);
         return read;
@@ -102,13 +102,13 @@ internal sealed class ReceiveThreadPipe : IDuplexPipe
     /// Fills <paramref name="destination"/> from the connection (a <see cref="NetworkStream"/> over the blocking socket,
     /// or its TLS session); IOException when the peer closes or times out first.
     /// </summary>
-    public static void ReceiveExactly(Stream socket, Span<byte> destination)
+    public static void ReceiveExactly(Stream connection, Span<byte> destination)
     {
         try
         {
             while (!destination.IsEmpty)
             {
-                var read = socket.Read(destination);
+                var read = connection.Read(destination);
                 if (read == 0) throw new IOException("the connection closed during the handshake");
                 destination = destination[read..];
             }
