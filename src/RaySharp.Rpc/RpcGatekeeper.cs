@@ -64,12 +64,12 @@ internal sealed class RpcGatekeeper(RpcSecurityOptions security, ILogger<RpcGate
     {
         if (_expected is null) return true;
         if (presentedToken is null) return false;
-        // Constant time in the token's contents: a refused guess tells nothing of how close it came.
-        var presented = System.Text.Encoding.UTF8.GetBytes(presentedToken);
+        // Digests compared in constant time: a refused guess tells nothing of how close it came, nor of the token's length.
+        var presented = System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(presentedToken));
         return System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(presented, _expected);
     }
 
-    private readonly byte[]? _expected = security.ClusterToken is { Length: > 0 } t ? System.Text.Encoding.UTF8.GetBytes(t) : null;
+    private readonly byte[]? _expected = security.ClusterToken is { Length: > 0 } t ? System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(t)) : null;
 
     /// <summary>Whether this server requires the cluster token (false after <c>--auth none</c>).</summary>
     public bool RequiresToken => _expected is not null;

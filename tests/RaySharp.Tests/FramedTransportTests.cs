@@ -288,6 +288,42 @@ public sealed class FramedTransportTests
     }
 
     [Fact]
+    public async Task AFloodOfUnauthenticatedConnectionsHoldsABoundedNumberOfThreads()
+    {
+        var security = new RpcSecurityOptions { ClusterToken = "s3cret" };
+        await using var server = await StartServer(security, framedOnly: true);
+        var silent = new List<System.Net.Sockets.Socket>();
+        for (var i = 0; i < FramedListener.MaxConcurrentHandshakes; i++)
+        {
+            var s = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+            await s.ConnectAsync("127.0.0.1", server.Port);
+            silent.Add(s);
+        }
+        await Task.Delay(500);
+        // One more in its handshake is one too many: closed at once, not held.
+        using (var extra = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp))
+        {
+            await extra.ConnectAsync("127.0.0.1", server.Port);
+            var read = await extra.ReceiveAsync(new byte[16].AsMemory()).AsTask().WaitAsync(TimeSpan.FromSeconds(5));
+            Assert.Equal(0, read);
+        }
+        // Once they are gone, members connect as before.
+        foreach (var s in silent) s.Dispose();
+        await ClusterAssertions.EventuallyAsync(async () =>
+        {
+            try
+            {
+                await using var member = await FramedClient.ConnectAsync("127.0.0.1", server.Port, security);
+                return (await member.CallAsync(1, new byte[] { 7 })).SequenceEqual(new byte[] { 7 });
+            }
+            catch (IOException)
+            {
+                return false;
+            }
+        }, TimeSpan.FromSeconds(15), "a member connecting after the flood");
+    }
+
+    [Fact]
     public async Task AFramedOnlyPortChecksTheClusterTokenAndClosesOnOtherProtocols()
     {
         var security = new RpcSecurityOptions { ClusterToken = "s3cret" };

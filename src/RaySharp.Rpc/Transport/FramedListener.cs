@@ -77,15 +77,37 @@ internal sealed class FramedListener : IAsyncDisposable
                 if (_disposed) return;
                 continue;
             }
+            // Each peer in its handshake holds a thread for up to the handshake's time: past a bound, newcomers are
+            // closed at once, so a flood of unauthenticated connections cannot exhaust the process.
+            if (Interlocked.Increment(ref _handshaking) > MaxConcurrentHandshakes)
+            {
+                Interlocked.Decrement(ref _handshaking);
+                socket.Dispose();
+                continue;
+            }
             new Thread(Serve) { IsBackground = true, Name = $"framed recv {socket.RemoteEndPoint}" }.UnsafeStart(socket);
         }
     }
+
+    /// <summary>Connections in their handshake at once (a worker has a few peers: its lessees and the GCS).</summary>
+    internal const int MaxConcurrentHandshakes = 128;
+
+    private int _handshaking;
 
     private void Serve(object? state)
     {
         var socket = (Socket)state!;
         socket.NoDelay = true;
-        if (!_gatekeeper.AcceptConnection(socket.RemoteEndPoint) || Handshake(socket) is not { } stream)
+        Stream? stream;
+        try
+        {
+            stream = _gatekeeper.AcceptConnection(socket.RemoteEndPoint) ? Handshake(socket) : null;
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _handshaking);
+        }
+        if (stream is null)
         {
             socket.Dispose();
             return;
