@@ -38,23 +38,7 @@ internal static class ClusterToken
     public static string PathIn(SessionDirectory session) => Path.Combine(session.Path, FileName);
 
     /// <summary>Writes the token into the session directory, readable by its owner alone (0600 from creation on).</summary>
-    public static void Write(SessionDirectory session, string token)
-    {
-        var file = PathIn(session);
-        var tmp = file + ".tmp" + Environment.ProcessId;
-        File.Delete(tmp);
-        if (OperatingSystem.IsWindows()) throw new PlatformNotSupportedException("RaySharp nodes run on Linux");
-        using (var stream = new FileStream(tmp, new FileStreamOptions
-        {
-            Mode = FileMode.CreateNew,
-            Access = FileAccess.Write,
-            UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
-        }))
-        {
-            stream.Write(System.Text.Encoding.ASCII.GetBytes(token + "\n"));
-        }
-        File.Move(tmp, file, overwrite: true);
-    }
+    public static void Write(SessionDirectory session, string token) => Posix.WritePrivateFile(PathIn(session), token + "\n");
 
     /// <summary>The token of a session, or null when the session has none (a cluster started with <c>--auth none</c>).</summary>
     public static string? ReadFrom(SessionDirectory session)

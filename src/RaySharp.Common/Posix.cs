@@ -7,6 +7,28 @@ internal static partial class Posix
 {
     public const int SIGKILL = 9;
     public const int SIGTERM = 15;
+
+    /// <summary>
+    /// Writes a file that only its owner may read (a token, a private key): mode 0600 from the moment it exists, never
+    /// wider even briefly, and replaced whole (written aside, then renamed).
+    /// </summary>
+    public static void WritePrivateFile(string file, string contents)
+    {
+        if (OperatingSystem.IsWindows()) throw new PlatformNotSupportedException("RaySharp nodes run on Linux");
+        var tmp = file + ".tmp" + Environment.ProcessId;
+        File.Delete(tmp);
+        using (var stream = new FileStream(tmp, new FileStreamOptions
+        {
+            Mode = FileMode.CreateNew,
+            Access = FileAccess.Write,
+            UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
+        }))
+        {
+            stream.Write(System.Text.Encoding.UTF8.GetBytes(contents));
+        }
+        File.Move(tmp, file, overwrite: true);
+    }
+
     private const int ESRCH = 3;
 
     [LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]

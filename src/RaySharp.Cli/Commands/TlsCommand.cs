@@ -1,6 +1,7 @@
 using System.Net;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
+using RaySharp.Common;
 using Spectre.Console;
 
 namespace RaySharp.Cli.Commands;
@@ -68,7 +69,7 @@ internal static class TlsCommand
         request.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.KeyCertSign | X509KeyUsageFlags.CrlSign, critical: true));
         request.CertificateExtensions.Add(new X509SubjectKeyIdentifierExtension(request.PublicKey, critical: false));
         var now = DateTimeOffset.UtcNow;
-        WritePrivate(keyFile, key.ExportPkcs8PrivateKeyPem());
+        Posix.WritePrivateFile(keyFile, key.ExportPkcs8PrivateKeyPem() + "\n");
         return request.CreateSelfSigned(now.AddMinutes(-5), now.AddYears(10));
     }
 
@@ -92,21 +93,7 @@ internal static class TlsCommand
         serial[0] &= 0x7f;
         var now = DateTimeOffset.UtcNow;
         using var signed = request.Create(ca, now.AddMinutes(-5), now.AddYears(2), serial);
-        WritePrivate(keyFile, key.ExportPkcs8PrivateKeyPem());
+        Posix.WritePrivateFile(keyFile, key.ExportPkcs8PrivateKeyPem() + "\n");
         return X509CertificateLoader.LoadCertificate(signed.RawData);
-    }
-
-    /// <summary>A private key, readable by its owner alone from the moment it exists.</summary>
-    private static void WritePrivate(string file, string pem)
-    {
-        if (OperatingSystem.IsWindows()) throw new PlatformNotSupportedException("RaySharp nodes run on Linux");
-        File.Delete(file);
-        using var stream = new FileStream(file, new FileStreamOptions
-        {
-            Mode = FileMode.CreateNew,
-            Access = FileAccess.Write,
-            UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
-        });
-        stream.Write(System.Text.Encoding.ASCII.GetBytes(pem + "\n"));
     }
 }
