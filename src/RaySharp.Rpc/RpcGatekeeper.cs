@@ -108,8 +108,15 @@ internal sealed class RpcGatekeeper(RpcSecurityOptions security, ILogger<RpcGate
             return true;
         }
         Refused(http.Request.Path.Value ?? "?", http.Connection.RemoteIpAddress is { } ip ? new IPEndPoint(ip, http.Connection.RemotePort) : null, presented is not null);
-        // Answered, then disconnected: the connection closes once this response is out (HTTP/2 GOAWAY).
-        http.Features.Get<Microsoft.AspNetCore.Connections.Features.IConnectionLifetimeNotificationFeature>()?.RequestClose();
+        // Answered, then disconnected: once this response is out, the connection closes (HTTP/2 GOAWAY).
+        if (http.Features.Get<Microsoft.AspNetCore.Connections.Features.IConnectionLifetimeNotificationFeature>() is { } lifetime)
+        {
+            http.Response.OnCompleted(() =>
+            {
+                lifetime.RequestClose();
+                return Task.CompletedTask;
+            });
+        }
         var message = RefusalMessage(presented is not null);
         if (http.Request.ContentType?.StartsWith("application/grpc", StringComparison.Ordinal) == true)
         {
