@@ -396,6 +396,7 @@ internal sealed class ObjectStoreService(PlasmaStore store, ObjectManager object
             case FramedMethods.ObjectCreate:
             {
                 var request = ObjectCreateRequest.Parser.ParseFrom(payload);
+                CheckObjectId(request.ObjectId);
                 if (request.Size < 0) throw new InvalidDataException($"size {request.Size} is negative");
                 try
                 {
@@ -412,6 +413,7 @@ internal sealed class ObjectStoreService(PlasmaStore store, ObjectManager object
             {
                 var request = ObjectGetRequest.Parser.ParseFrom(payload);
                 if (request.Object is not { Size: >= 0 }) throw new InvalidDataException(request.Object is null ? "object is missing" : $"object size {request.Object.Size} is negative");
+                CheckObjectId(request.Object.ObjectId);
                 // Past this a CancellationTokenSource cannot count (about 24 days): no caller means it.
                 if (request.TimeoutMs > int.MaxValue) throw new InvalidDataException($"timeout_ms {request.TimeoutMs} is out of range");
                 using var timeout = request.TimeoutMs > 0 ? new CancellationTokenSource(TimeSpan.FromMilliseconds(request.TimeoutMs)) : null;
@@ -448,6 +450,15 @@ internal sealed class ObjectStoreService(PlasmaStore store, ObjectManager object
             default:
                 throw new NotSupportedException($"method {method} is not served by the object store");
         }
+    }
+
+    /// <summary>
+    /// Objects enter the store only by these calls, with ids the core worker makes (<see cref="UniqueId.New"/>). The id
+    /// is the name of the object's spill file: anything else could name a path outside the spill directory.
+    /// </summary>
+    private static void CheckObjectId(string id)
+    {
+        if (!UniqueId.IsValid(id)) throw new InvalidDataException($"object id '{id}' is not a {UniqueId.Length * 2}-character hex id");
     }
 
     public void OnNotify(int method, byte[] payload)
