@@ -36,7 +36,7 @@ public sealed class FramedHandlerFuzzTests(ITestOutputHelper output)
         nameof(NullReferenceException), nameof(IndexOutOfRangeException), nameof(ArgumentOutOfRangeException), nameof(ArgumentNullException),
         nameof(ArgumentException), nameof(InvalidCastException), nameof(OverflowException), nameof(DivideByZeroException),
         nameof(NotImplementedException), nameof(AccessViolationException), nameof(FormatException), nameof(OutOfMemoryException),
-        nameof(InsufficientExecutionStackException), nameof(NullReferenceException), nameof(ArrayTypeMismatchException),
+        nameof(InsufficientExecutionStackException), nameof(ArrayTypeMismatchException),
     ];
 
     private static readonly Dictionary<int, MessageDescriptorOrText> PayloadOf = new()
