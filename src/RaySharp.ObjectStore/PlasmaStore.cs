@@ -46,7 +46,7 @@ internal sealed partial class PlasmaStore : IDisposable
         // Before any eviction: making room cannot help, and sizes near long.MaxValue overflow the allocator's rounding
         // (to a few bytes allocated for an object of exabytes).
         if (size > Arena.Capacity)
-            throw new ObjectStoreFullException($"object {id} needs {Mib(size)}, more than the whole object store ({Mib(Arena.Capacity)}); start the node with a larger --object-store-memory");
+            throw new ObjectStoreFullException($"object {id} needs {Mib(size)} but the object store ({Mib(Arena.Capacity)}) is smaller than that; start the node with a larger --object-store-memory");
         lock (_gate)
         {
             if (_objects.ContainsKey(id)) throw new InvalidOperationException($"object {id} already exists in this store");
