@@ -226,10 +226,11 @@ internal sealed partial class ObjectManager : IFramedHandler, IAsyncDisposable
         while (true)
         {
             var connecting = _peers.GetOrAdd(address, a =>
-            {
-                NodeAddress.TryParse(a, out var host, out var port, out _);
-                return FramedClient.ConnectAsync(host, port, handler: this);
-            });
+                // Addresses come from other processes (an object's owner, the location table): one that does not parse
+                // is a source that cannot be reached, like any other.
+                NodeAddress.TryParse(a, out var host, out var port, out var error)
+                    ? FramedClient.ConnectAsync(host, port, handler: this)
+                    : Task.FromException<FramedConnection>(new InvalidDataException($"'{a}' is not a node address: {error}")));
             FramedConnection connection;
             try
             {
@@ -293,7 +294,7 @@ internal sealed partial class ObjectManager : IFramedHandler, IAsyncDisposable
                     var peer = await PeerAsync(address).ConfigureAwait(false);
                     peer.Notify(FramedMethods.ObjectFreeCopies, request.ToByteArray());
                 }
-                catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or RemoteCallException)
+                catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or RemoteCallException or InvalidDataException)
                 {
                     // The node is gone, and its copies with it.
                 }
@@ -395,6 +396,8 @@ internal sealed class ObjectStoreService(PlasmaStore store, ObjectManager object
             case FramedMethods.ObjectCreate:
             {
                 var request = ObjectCreateRequest.Parser.ParseFrom(payload);
+                CheckObjectId(request.ObjectId);
+                if (request.Size < 0) throw new InvalidDataException($"size {request.Size} is negative");
                 try
                 {
                     var offset = store.Create(request.ObjectId, request.Size, request.JobId, primary: true, _clientNames.GetValueOrDefault(connection, ""));
@@ -409,6 +412,10 @@ internal sealed class ObjectStoreService(PlasmaStore store, ObjectManager object
             case FramedMethods.ObjectGet:
             {
                 var request = ObjectGetRequest.Parser.ParseFrom(payload);
+                if (request.Object is not { Size: >= 0 }) throw new InvalidDataException(request.Object is null ? "object is missing" : $"object size {request.Object.Size} is negative");
+                CheckObjectId(request.Object.ObjectId);
+                // Past this a CancellationTokenSource cannot count (about 24 days): no caller means it.
+                if (request.TimeoutMs > int.MaxValue) throw new InvalidDataException($"timeout_ms {request.TimeoutMs} is out of range");
                 using var timeout = request.TimeoutMs > 0 ? new CancellationTokenSource(TimeSpan.FromMilliseconds(request.TimeoutMs)) : null;
                 var token = timeout?.Token ?? CancellationToken.None;
                 try
@@ -443,6 +450,15 @@ internal sealed class ObjectStoreService(PlasmaStore store, ObjectManager object
             default:
                 throw new NotSupportedException($"method {method} is not served by the object store");
         }
+    }
+
+    /// <summary>
+    /// Objects enter the store only by these calls, with ids the core worker makes (<see cref="UniqueId.New"/>). The id
+    /// is the name of the object's spill file: anything else could name a path outside the spill directory.
+    /// </summary>
+    private static void CheckObjectId(string id)
+    {
+        if (!UniqueId.IsValid(id)) throw new InvalidDataException($"object id '{id}' is not a {UniqueId.Length * 2}-character hex id");
     }
 
     public void OnNotify(int method, byte[] payload)

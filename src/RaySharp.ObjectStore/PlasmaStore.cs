@@ -43,6 +43,10 @@ internal sealed partial class PlasmaStore : IDisposable
     public long Create(string id, long size, string jobId, bool primary, string createdBy = "")
     {
         if (size < 0) throw new ArgumentException($"object {id}: negative size {size}");
+        // Before any eviction: making room cannot help, and sizes near long.MaxValue overflow the allocator's rounding
+        // (to a few bytes allocated for an object of exabytes).
+        if (size > Arena.Capacity)
+            throw new ObjectStoreFullException($"object {id} needs {Mib(size)} but the object store ({Mib(Arena.Capacity)}) is smaller than that; start the node with a larger --object-store-memory");
         lock (_gate)
         {
             if (_objects.ContainsKey(id)) throw new InvalidOperationException($"object {id} already exists in this store");
@@ -179,8 +183,8 @@ internal sealed partial class PlasmaStore : IDisposable
         lock (_gate)
         {
             if (!_objects.TryGetValue(id, out var entry)) throw new KeyNotFoundException($"object {id} is not in this store");
-            if (offset < 0 || length < 0 || offset + length > entry.Size)
-                throw new ArgumentOutOfRangeException(nameof(offset), $"chunk {offset}+{length} is outside object {id} of {entry.Size} bytes");
+            if (!Within(entry, offset, length))
+                throw new InvalidDataException($"chunk {offset}+{length} is outside object {id} of {entry.Size} bytes");
             // A copy still being pulled serves the chunks it already has (so a broadcast spreads over the readers).
             if (!entry.Sealed.Task.IsCompletedSuccessfully && !HasChunks(entry, offset, length))
                 throw new KeyNotFoundException($"object {id} is still arriving here and lacks bytes {offset}..{offset + length}");
@@ -207,9 +211,9 @@ internal sealed partial class PlasmaStore : IDisposable
     {
         lock (_gate)
         {
-            if (_objects.TryGetValue(id, out var entry) && entry.Offset >= 0
-                && (entry.Sealed.Task.IsCompletedSuccessfully || HasChunks(entry, offset, length))
-                && offset >= 0 && length >= 0 && offset + length <= entry.Size)
+            // Bounds first: HasChunks indexes by them, and the view points wherever they say.
+            if (_objects.TryGetValue(id, out var entry) && entry.Offset >= 0 && Within(entry, offset, length)
+                && (entry.Sealed.Task.IsCompletedSuccessfully || HasChunks(entry, offset, length)))
             {
                 var view = new ChunkView(this, id, entry.Offset + offset, length);
                 entry.Pins++;
@@ -257,6 +261,9 @@ internal sealed partial class PlasmaStore : IDisposable
             if (_objects.TryGetValue(id, out var entry) && entry.Present is { } present) present[index] = true;
         }
     }
+
+    // Not offset + length <= size: a peer's offset near long.MaxValue would overflow past the check.
+    private static bool Within(Entry entry, long offset, int length) => offset >= 0 && length >= 0 && offset <= entry.Size - length;
 
     private static bool HasChunks(Entry entry, long offset, int length)
     {

@@ -10,9 +10,15 @@ namespace RaySharp.CoreWorker.Serialization;
 /// </summary>
 internal static class ValueSerializer
 {
+    /// <remarks>
+    /// Untrusted-data mode: values are read from other processes, so nesting is bounded (500 levels; deeper would
+    /// overflow the reading thread's stack, which ends the process rather than the call) and the keys of dictionaries
+    /// and sets are hashed so that keys chosen to collide cannot make reading quadratic.
+    /// </remarks>
     public static readonly MessagePackSerializerOptions Options =
         MessagePackSerializerOptions.Standard.WithResolver(CompositeResolver.Create(
-            ObjectRefResolver.Instance, RawArrayFormatters.Resolver.Instance, ContractlessStandardResolverAllowPrivate.Instance));
+            ObjectRefResolver.Instance, RawArrayFormatters.Resolver.Instance, ContractlessStandardResolverAllowPrivate.Instance))
+            .WithSecurity(MessagePackSecurity.UntrustedData);
 
     /// <summary>
     /// Finds the formatters of the API's <c>ObjectRef&lt;T&gt;</c> and <c>ActorHandle&lt;T&gt;</c> (refs and handles inside values travel as references). The API assembly is

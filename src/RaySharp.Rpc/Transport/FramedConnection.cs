@@ -14,7 +14,7 @@ internal interface IFramedHandler
     /// </summary>
     ValueTask<ReadOnlyMemory<byte>> HandleAsync(int method, byte[] payload, CancellationToken cancellationToken);
 
-    /// <summary>A one-way message from the peer. Called on the read loop: keep it short.</summary>
+    /// <summary>A one-way message from the peer. Called on the read loop: keep it short. If it throws, the message is dropped.</summary>
     void OnNotify(int method, byte[] payload) { }
 
     /// <summary>
@@ -396,7 +396,15 @@ internal sealed class FramedConnection : IAsyncDisposable
                 if (!TryHandle(frame)) _ = HandleAsync(frame);
                 break;
             case FrameType.Notify when _handler is not null:
-                _handler.OnNotify(frame.Method, frame.Payload);
+                try
+                {
+                    _handler.OnNotify(frame.Method, frame.Payload);
+                }
+                catch (Exception)
+                {
+                    // A one-way message has no caller to fail: one that cannot be handled (malformed) is dropped. Letting
+                    // it end the read loop would close the connection, and with it every call and pin the peer has on it.
+                }
                 break;
         }
     }
