@@ -99,6 +99,13 @@ internal sealed class SessionDirectory
         catch (IOException) { }
     }
 
+    /// <summary>
+    /// Written by <c>raysharp stop</c> (and a <c>--block</c> start's own stop) before it signals the session's
+    /// processes: the cluster is being stopped on purpose, so its GCS deletes the stored state. A GCS stopped by
+    /// anything else (a supervisor's SIGTERM, a restart) keeps it for the next one.
+    /// </summary>
+    public string StopRequestedFile => System.IO.Path.Combine(Path, "stop_requested");
+
     /// <summary>File naming the Redis that holds the GCS state of this session, when there is one.</summary>
     public string RedisAddressFile => System.IO.Path.Combine(Path, "gcs_redis_address");
 

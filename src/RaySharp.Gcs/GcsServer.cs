@@ -147,8 +147,9 @@ internal sealed partial class GcsServer : IAsyncDisposable
     }
 
     /// <summary>
-    /// Stops serving. <paramref name="clusterStopped"/>: the cluster is being stopped on purpose, so its stored state
-    /// (in Redis) is deleted; a GCS that merely crashes never gets here and leaves it for the next one.
+    /// Stops serving. <paramref name="clusterStopped"/>: the cluster is being stopped on purpose (<c>raysharp stop</c>),
+    /// so its stored state (in Redis) is deleted; a GCS that crashes, or is stopped by anything else, leaves it for the
+    /// next one.
     /// </summary>
     public async ValueTask StopAsync(bool clusterStopped)
     {

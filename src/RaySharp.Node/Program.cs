@@ -112,8 +112,9 @@ async Task<int> RunGcsAsync()
     }
     finally
     {
-        // Asked to stop (raysharp stop, Ctrl-C of --block): the cluster ends, and so does its stored state.
-        await gcs.StopAsync(clusterStopped: shutdown.IsCancellationRequested);
+        // Stopped by `raysharp stop` (or its --block start's own stop): the cluster ends, and so does its stored state.
+        // Any other SIGTERM (a supervisor restarting the GCS) leaves the state for the GCS that comes next.
+        await gcs.StopAsync(clusterStopped: File.Exists(session.StopRequestedFile));
     }
     return 0;
 }

@@ -81,4 +81,34 @@ public sealed class ControlStoreTests(Xunit.Abstractions.ITestOutputHelper outpu
         // Stopped on purpose, the cluster takes its state out of Redis.
         Assert.Empty((await redis.CliAsync("--scan", "--pattern", $"raysharp:{session.Name}:*")).Trim());
     }
+
+    [Fact]
+    public async Task AGcsStoppedWithSigtermByAnythingButRaysharpStopKeepsTheStateInRedis()
+    {
+        var (head, redisHost) = (_net[0], _net[2]);
+        using var redis = await RedisServer.StartAsync(redisHost);
+        Assert.Equal(0, (await Cli.RunAsync(head, "start", "--head", "--num-cpus=1", $"--redis-address={redis.Address}")).ExitCode);
+        var session = ClusterAssertions.Sessions(head).Single();
+        var pattern = $"raysharp:{session.Name}:*";
+        var stored = (await redis.CliAsync("--scan", "--pattern", pattern)).Split('\n', StringSplitOptions.RemoveEmptyEntries).Length;
+        Assert.True(stored > 0, "the GCS stored nothing in Redis");
+
+        // A supervisor (systemd, Kubernetes) stopping the GCS with SIGTERM: a graceful stop, not the cluster's end.
+        var gcsPid = session.ReadPorts(Components.GcsServer)!.Pid;
+        Posix.Kill(gcsPid, Posix.SIGTERM);
+        ClusterAssertions.Eventually(() => !Posix.IsAlive(gcsPid), TimeSpan.FromSeconds(20), "the GCS to stop");
+        Assert.Equal(stored, (await redis.CliAsync("--scan", "--pattern", pattern)).Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
+
+        // Started again, it takes the cluster over from that state: the same node, alive.
+        var restarted = await Cli.RunAsync(head, "start", "--head", $"--redis-address={redis.Address}");
+        Assert.True(restarted.ExitCode == 0, restarted.ToString());
+        Assert.Contains("restarted it on", restarted.Stdout);
+        Assert.Contains("GCS restarted on the stored state of cluster", File.ReadAllText(session.LogFile(Components.GcsServer)));
+        await ClusterAssertions.EventuallyAsync(async () => (await ClusterAssertions.StatusAsync(head)).Count(n => n.State == "ALIVE") == 1,
+            TimeSpan.FromSeconds(20), "the head's node alive under the restarted GCS");
+
+        // `raysharp stop` is the cluster's end: then the state goes.
+        await ClusterAssertions.StopAndAssertCleanAsync(head);
+        Assert.Empty((await redis.CliAsync("--scan", "--pattern", pattern)).Trim());
+    }
 }

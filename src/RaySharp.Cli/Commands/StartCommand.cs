@@ -256,6 +256,7 @@ internal static class StartCommand
             throw new CliException($"The head of session {session.Path} runs with its GCS on port {old.Port}, not {p}; restart its GCS with --port={old.Port} (or leave --port out).");
         session.ForgetProcess(new ProcessRecord(Components.GcsServer, old.Pid));
         session.ForgetPorts(Components.GcsServer);
+        File.Delete(session.StopRequestedFile);
         var gcsAddress = NodeAddress.Format(raylet.NodeIpAddress ?? NodeAddress.DetectNodeIp(), old.Port);
         await LaunchAsync(session, Components.GcsServer, GcsArguments(session, old.Port, s), supervised: false, GcsEnvironment(s, environment)).ConfigureAwait(false);
         await GcsConnection.CheckReachableAsync(channels, gcsAddress, TimeSpan.FromSeconds(10), cancellationToken).ConfigureAwait(false);

@@ -33,6 +33,11 @@ internal static class StopCommand
     public static async Task<int> StopSessionsAsync(IReadOnlyList<SessionDirectory> sessions, bool force, TimeSpan grace)
     {
         var running = sessions.Sum(s => s.RecordedProcesses().Count(r => ProcessTable.IsOurs(r.Pid, s)));
+        foreach (var s in sessions)
+        {
+            try { File.WriteAllText(s.StopRequestedFile, ""); }
+            catch (IOException) { /* a session directory being removed: nothing left there to stop */ }
+        }
         // Re-read the records between stages: a raylet removes its workers' records as they exit.
         foreach (var order in new[] { 0, 1, 2, 3 })
         {
