@@ -47,16 +47,6 @@ internal static class ClusterToken
         return File.Exists(file) ? ReadFile(file) : null;
     }
 
-    /// <summary>
-    /// The token this machine holds for the cluster at <paramref name="gcsAddress"/>: <see cref="EnvironmentVariable"/>
-    /// when set, else the token of this machine's node of that cluster (the session <c>current_cluster</c> names), else null.
-    /// </summary>
-    public static string? ForCluster(string root, string gcsAddress)
-    {
-        if (Environment.GetEnvironmentVariable(EnvironmentVariable) is { Length: > 0 } env) return env;
-        return SessionDirectory.ReadCurrentCluster(root) is { Address: var local, Session: { } session } && local == gcsAddress ? ReadFrom(session) : null;
-    }
-
     /// <summary>Reads a token file (<c>--token-file</c>, a session's file). Throws with a message naming the file and the fix.</summary>
     public static string ReadFile(string file)
     {

@@ -221,7 +221,9 @@ internal sealed class RpcSecurityOptions
         var session = Common.SessionDirectory.ReadCurrentCluster(root) is { Address: var local, Session: { } s } && local == gcsAddress ? s : null;
         return new RpcSecurityOptions
         {
-            ClusterToken = token ?? Common.ClusterToken.ForCluster(root, gcsAddress),
+            ClusterToken = token
+                ?? (Environment.GetEnvironmentVariable(TokenEnvironmentVariable) is { Length: > 0 } env ? env : null)
+                ?? (session is null ? null : Common.ClusterToken.ReadFrom(session)),
             Tls = ClusterTls.FromEnvironment() ?? (session is null ? null : ClusterTls.ReadFrom(session)),
         };
     }
