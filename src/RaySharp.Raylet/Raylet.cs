@@ -222,6 +222,14 @@ internal sealed partial class Raylet : IAsyncDisposable
                 try { await Task.Delay(_options.ResourceReportPeriod, _time, stop).ConfigureAwait(false); }
                 catch (OperationCanceledException) { return; }
             }
+            catch (Exception e)
+            {
+                // Not the GCS's absence but a fault of this side's: the loop must go on (a node that stopped reporting
+                // looks alive to the GCS forever, with a stale view of free resources), so say what happened and retry.
+                LogLoopFault(_logger, "resource report", e);
+                try { await Task.Delay(_options.ResourceReportPeriod, _time, stop).ConfigureAwait(false); }
+                catch (OperationCanceledException) { return; }
+            }
         }
     }
 
@@ -262,6 +270,11 @@ internal sealed partial class Raylet : IAsyncDisposable
             catch (RpcException)
             {
                 // The GCS went away; the report loop logs it. Resubscribe after a pause.
+            }
+            catch (Exception e) when (!stop.IsCancellationRequested)
+            {
+                // A fault of this side's handling: without this loop, jobs' leases and objects are never reclaimed here.
+                LogLoopFault(_logger, "node and job events", e);
             }
             try { await Task.Delay(TimeSpan.FromSeconds(1), _time, stop).ConfigureAwait(false); }
             catch (OperationCanceledException) { return; }
@@ -311,6 +324,9 @@ internal sealed partial class Raylet : IAsyncDisposable
 
     [LoggerMessage(EventId = 504, Level = LogLevel.Information, Message = "Took back {Count} lease(s) of finished job {JobId}")]
     private static partial void LogJobLeasesReclaimed(ILogger logger, int count, string jobId);
+
+    [LoggerMessage(EventId = 506, Level = LogLevel.Error, Message = "The raylet's {Loop} loop failed; retrying")]
+    private static partial void LogLoopFault(ILogger logger, string loop, Exception error);
 
     [LoggerMessage(EventId = 501, Level = LogLevel.Warning, Message = "Cannot reach the GCS at {GcsAddress}: {Detail}")]
     private static partial void LogGcsUnreachable(ILogger logger, string gcsAddress, string detail);

@@ -143,6 +143,7 @@ internal sealed class TaskOutcome : ICallOutcome
         InvalidOperationException unscheduled => new RayException("The task could not be scheduled: " + unscheduled.Message, unscheduled),
         ActorDiedCoreException died => new ActorDiedException(died.ActorId, died.Cause, died),
         ActorUnavailableCoreException unavailable => new ActorUnavailableException(unavailable.Message, unavailable),
+        ShutdownCoreException down => new RayException(down.Message, down),
         _ => null,
     };
 }

@@ -583,9 +583,10 @@ internal sealed class DriverSession : IAsyncDisposable
             {
                 return;
             }
-            catch (RpcException)
+            catch (Exception)
             {
-                // The GCS is away (restarting on Redis, or gone): subscribe again shortly.
+                // The GCS is away (restarting on Redis, or gone), or the stream broke some other way: subscribe again
+                // shortly. Never let this end the loop: a fault here would fault DisposeAsync's wait for it.
             }
             try { await Task.Delay(1000, closing).ConfigureAwait(false); }
             catch (OperationCanceledException) { return; }
@@ -606,22 +607,34 @@ internal sealed class DriverSession : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Every step runs whatever the ones before it did: a failure of one (a GCS gone, a loop that faulted) must not
+    /// leave an embedded cluster's processes running or this process's calls hanging. The first failure is rethrown
+    /// once everything is stopped.
+    /// </summary>
     public async ValueTask DisposeAsync()
     {
+        var failures = new List<Exception>();
+        async Task Step(Func<Task> step)
+        {
+            try { await step().ConfigureAwait(false); }
+            catch (Exception e) { failures.Add(e); }
+        }
         CoreWorker.Objects.LocalObjectStore.Configure(null);
-        await ActorCaller.Submitter.DisposeAsync().ConfigureAwait(false);
-        await Submitter.DisposeAsync().ConfigureAwait(false);
+        await Step(() => ActorCaller.Submitter.DisposeAsync().AsTask()).ConfigureAwait(false);
+        await Step(() => Submitter.DisposeAsync().AsTask()).ConfigureAwait(false);
         try
         {
             await Gcs.Jobs.MarkJobFinishedAsync(new MarkJobFinishedRequest { JobId = JobId }, deadline: DateTime.UtcNow.AddSeconds(2)).ConfigureAwait(false);
         }
-        catch (RpcException) { /* the cluster may be gone already */ }
+        catch (Exception e) when (e is RpcException or ObjectDisposedException or InvalidOperationException) { /* the cluster may be gone already */ }
         await _closing.CancelAsync().ConfigureAwait(false);
-        await _registration.ConfigureAwait(false);
-        await _driverConnection.DisposeAsync().ConfigureAwait(false);
+        await Step(() => _registration).ConfigureAwait(false);
+        await Step(() => _driverConnection.DisposeAsync().AsTask()).ConfigureAwait(false);
         _closing.Dispose();
-        if (_embedded is not null) await _embedded.DisposeAsync().ConfigureAwait(false);
+        if (_embedded is not null) await Step(() => _embedded.DisposeAsync().AsTask()).ConfigureAwait(false);
         _channels.Dispose();
         RpcSecurityOptions.ResetCurrent();
+        if (failures.Count > 0) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failures[0]);
     }
 }

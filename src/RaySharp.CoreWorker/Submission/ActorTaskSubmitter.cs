@@ -19,6 +19,9 @@ internal sealed class ActorDiedCoreException(string actorId, string cause, TaskE
 /// <summary>The actor restarted while a call was running on it; the call was not retried (MaxTaskRetries is 0).</summary>
 internal sealed class ActorUnavailableCoreException(string message) : Exception(message);
 
+/// <summary>This process shut down (Ray.Shutdown) before the call or task finished.</summary>
+internal sealed class ShutdownCoreException(string message) : Exception(message);
+
 /// <summary>A caller already has MaxPendingCalls calls in flight to the actor.</summary>
 internal sealed class PendingCallsLimitCoreException(string message) : Exception(message);
 
@@ -72,6 +75,11 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
         public ActorDiedCoreException? Dead { get; set; }
         public int InFlight { get; set; }
         public long NextSequence { get; set; }
+        /// <summary>Calls assigned a connection, in order, not yet handed to it: written outside the lock by one drainer at a time.</summary>
+        public Queue<PendingCall> Outbox { get; } = new();
+        public bool Draining { get; set; }
+        /// <summary>No call of this process is queued, in flight or being resolved.</summary>
+        public bool Idle => InFlight == 0 && Waiting.Count == 0 && Retrying.Count == 0 && Interrupted.Count == 0 && !Resolving && !Draining && Outbox.Count == 0;
     }
 
     /// <summary>A call until its outcome is known; its reply comes straight from the connection's read loop.</summary>
@@ -127,37 +135,71 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
     public Task<ByteString> SubmitAsync(string actorId, PushTaskRequest request, int maxTaskRetries, int maxPendingCalls, ICallOutcome outcome, object? keepAlive = null)
     {
         PendingCall call;
+        PendingCall? drain = null;
         var resolve = false;
         ActorState state;
         lock (_gate)
         {
             state = State(actorId);
+            if (_disposed.IsCancellationRequested) return Task.FromException<ByteString>(outcome.Failure(Shutdown(request.Name)));
             if (state.Dead is { } dead) return Task.FromException<ByteString>(outcome.Failure(dead));
             if (maxPendingCalls >= 0 && state.InFlight >= maxPendingCalls)
                 throw new PendingCallsLimitCoreException(
                     $"actor {actorId} already has {state.InFlight} calls pending from this caller, its MaxPendingCalls; wait for some results before calling again, or raise MaxPendingCalls");
             state.InFlight++;
             call = new PendingCall(this, state, request, outcome, maxTaskRetries, state.NextSequence++) { KeepAlive = keepAlive };
-            if (state.Connection is { } connection && state.Waiting.Count == 0 && !state.Resolving) Send(connection, call);
+            if (state.Connection is { } connection && state.Waiting.Count == 0 && !state.Resolving) drain = Post(state, connection, call);
             else
             {
                 state.Waiting.Enqueue(call);
                 if (!state.Resolving) resolve = state.Resolving = true;
             }
         }
+        if (drain is not null) Drain(state, drain);
         if (resolve) _ = ResolveAsync(state);
         NestedOutputRouter.Track(request.TaskId, call.Result.Task);
         return call.Result.Task;
     }
 
-    /// <summary>Under the lock, so calls leave in the order they were made.</summary>
-    private static void Send(FramedConnection connection, PendingCall call)
+    /// <summary>
+    /// Under the lock: assigns the call its connection and its place in the actor's order. The write itself happens in
+    /// <see cref="Drain"/>, outside the lock: a send can block (a peer that stopped reading), and under the lock it
+    /// would hold up every actor call and reply of this process. True when the caller must drain.
+    /// </summary>
+    private static PendingCall? Post(ActorState state, FramedConnection connection, PendingCall call)
     {
         call.SentOn = connection;
-        // Failed at once (the connection just closed): handled off this thread, which holds the lock.
-        if (!connection.Call(FramedMethods.ActorCall, MessageBytes.ToBytes(call.Request), call))
-            ThreadPool.UnsafeQueueUserWorkItem(static c => c.OnFailure(new IOException("the connection is closed")), call, preferLocal: false);
+        if (state.Draining)
+        {
+            state.Outbox.Enqueue(call);
+            return null;
+        }
+        state.Draining = true;
+        return call;
     }
+
+    /// <summary>Writes <paramref name="first"/>, then the calls posted meanwhile, in order: one drainer per actor at a time.</summary>
+    private void Drain(ActorState state, PendingCall first)
+    {
+        var call = first;
+        while (true)
+        {
+            // Failed at once (the connection just closed): the call is interrupted like one whose connection broke.
+            if (!call.SentOn!.Call(FramedMethods.ActorCall, MessageBytes.ToBytes(call.Request), call))
+                call.OnFailure(new IOException("the connection is closed"));
+            lock (_gate)
+            {
+                if (!state.Outbox.TryDequeue(out call!))
+                {
+                    state.Draining = false;
+                    return;
+                }
+            }
+        }
+    }
+
+    private static ShutdownCoreException Shutdown(string what) =>
+        new($"{what} did not finish: this process shut down (Ray.Shutdown, or the end of the program) first");
 
     private void Finish(ActorState state, PendingCall call, PushTaskReply? reply, Exception? error)
     {
@@ -183,6 +225,11 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
     /// <summary>The call's connection broke or the worker no longer holds the actor: ask the GCS what became of it.</summary>
     private void OnInterrupted(ActorState state, FramedConnection connection, PendingCall call)
     {
+        if (_disposed.IsCancellationRequested)
+        {
+            Finish(state, call, null, Shutdown(call.Request.Name));
+            return;
+        }
         var resolve = false;
         lock (_gate)
         {
@@ -208,6 +255,7 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
 
     private async Task ResolveAsync(ActorState state)
     {
+        var failures = 0;
         try
         {
             if (state.Registration is { } registration)
@@ -237,7 +285,15 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
                 }
                 catch (RpcException e) when (e.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded)
                 {
+                    // The GCS is away (restarting): its clients wait for it as long as they are configured to.
                     await Task.Delay(500, _disposed.Token).ConfigureAwait(false);
+                    continue;
+                }
+                catch (Exception e) when (e is not OperationCanceledException && ++failures < MaxResolveFailures)
+                {
+                    // Anything else may be passing too (a reset stream, an overloaded GCS): a few more tries, backing off.
+                    LogResolveRetry(_logger, state.ActorId, failures, e.Message);
+                    await Task.Delay(TimeSpan.FromMilliseconds(250 << Math.Min(failures, 4)), _disposed.Token).ConfigureAwait(false);
                     continue;
                 }
                 if (!reply.Found)
@@ -263,6 +319,7 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
                     continue;
                 }
                 List<PendingCall> interrupted;
+                PendingCall? drain = null;
                 lock (_gate)
                 {
                     state.Connection = connection;
@@ -272,9 +329,11 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
                     state.Resolving = false;
                     var retrying = state.Retrying.OrderBy(c => c.Sequence).ToList();
                     state.Retrying.Clear();
-                    foreach (var call in retrying) Send(connection, call);
-                    while (state.Waiting.TryDequeue(out var call)) Send(connection, call);
+                    // Post for each (the first one posted while nobody drains is this thread's to write).
+                    foreach (var call in retrying.Concat(state.Waiting)) drain = Post(state, connection, call) ?? drain;
+                    state.Waiting.Clear();
                 }
+                if (drain is not null) Drain(state, drain);
                 foreach (var call in interrupted)
                 {
                     Finish(state, call, null, new ActorUnavailableCoreException(
@@ -284,8 +343,16 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
                 return;
             }
         }
-        catch (OperationCanceledException) { /* disposing */ }
+        catch (OperationCanceledException) when (_disposed.IsCancellationRequested) { /* disposing: DisposeAsync fails the calls */ }
+        catch (Exception e)
+        {
+            // Never leave the actor Resolving with its calls queued behind a loop that is gone.
+            Bury(state, new ActorDiedCoreException(state.ActorId, $"its address could not be had from the GCS: {e.GetBaseException().Message}", null));
+        }
     }
+
+    /// <summary>Failures other than the GCS being away that a resolution survives before it gives up on the actor.</summary>
+    private const int MaxResolveFailures = 8;
 
     /// <summary>The actor is dead for good: every call waiting on it, and every later one, fails with why.</summary>
     private void Bury(ActorState state, ActorDiedCoreException dead)
@@ -355,22 +422,56 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
     public void ReleaseUnreferenced(string actorId)
     {
         if (_disposed.IsCancellationRequested) return;
-        ThreadPool.QueueUserWorkItem(async _ =>
-        {
-            try
-            {
-                await _gcs.Actors.KillActorAsync(new KillActorRequest { ActorId = actorId, NoRestart = true, Reason = "every handle to it went out of scope" },
-                    cancellationToken: _disposed.Token).ConfigureAwait(false);
-            }
-            catch (Exception e) when (e is RpcException or OperationCanceledException or ObjectDisposedException) { /* the cluster or this process is going away */ }
-        });
+        // A task, not an async lambda on the pool (which would be async void: a fault there ends the process).
+        _ = Task.Run(() => KillUnreferencedAsync(actorId));
     }
 
+    private async Task KillUnreferencedAsync(string actorId)
+    {
+        try
+        {
+            await _gcs.Actors.KillActorAsync(new KillActorRequest { ActorId = actorId, NoRestart = true, Reason = "every handle to it went out of scope" },
+                cancellationToken: _disposed.Token).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException) { /* this process is going away */ }
+        catch (Exception e)
+        {
+            LogReleaseFailed(_logger, actorId, e.Message);
+        }
+        lock (_gate)
+        {
+            // Nothing of this process can call it any more: its state goes (unless calls are still winding down).
+            if (_actors.TryGetValue(actorId, out var state) && state.Idle) _actors.Remove(actorId);
+        }
+    }
+
+    /// <summary>Closes every connection; every call not answered yet fails with <see cref="ShutdownCoreException"/> (none is left hanging).</summary>
     public async ValueTask DisposeAsync()
     {
-        await _disposed.CancelAsync().ConfigureAwait(false);
         List<Task<FramedConnection>> connections;
-        lock (_gate) connections = [.. _connections.Values];
+        List<(ActorState, PendingCall)> unsent;
+        lock (_gate)
+        {
+            _disposed.Cancel();
+            connections = [.. _connections.Values];
+            unsent = [];
+            foreach (var state in _actors.Values)
+            {
+                unsent.AddRange(state.Waiting.Concat(state.Retrying).Concat(state.Interrupted).Select(c => (state, c)));
+                state.Waiting.Clear();
+                state.Retrying.Clear();
+                state.Interrupted.Clear();
+                state.Resolving = false;
+            }
+        }
+        foreach (var (state, call) in unsent) Finish(state, call, null, Shutdown(call.Request.Name));
+        // Calls in flight fail as their connections close (OnInterrupted sees the cancellation).
         foreach (var c in connections.Where(c => c.IsCompletedSuccessfully)) await c.Result.DisposeAsync().ConfigureAwait(false);
     }
+
+    [LoggerMessage(EventId = 710, Level = LogLevel.Warning, Message = "Could not learn where actor {ActorId} is (failure {Failures}): {Error}; retrying")]
+    private static partial void LogResolveRetry(ILogger logger, string actorId, int failures, string error);
+
+    [LoggerMessage(EventId = 711, Level = LogLevel.Warning, Message = "Could not have the GCS end actor {ActorId}, whose handles are all gone: {Error}")]
+    private static partial void LogReleaseFailed(ILogger logger, string actorId, string error);
 }

@@ -92,8 +92,9 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
         catch (Exception e) when (e is OperationCanceledException or RpcException) { }
     }
 
-    private sealed class ShapeQueue(Dictionary<string, double> resources, SchedulingStrategy strategy)
+    private sealed class ShapeQueue(string key, Dictionary<string, double> resources, SchedulingStrategy strategy)
     {
+        public string Key { get; } = key;
         public Dictionary<string, double> Resources { get; } = resources;
         public SchedulingStrategy Strategy { get; } = strategy;
         public Queue<PendingTask> Pending { get; } = new();
@@ -160,7 +161,8 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
         ShapeQueue shape;
         lock (_gate)
         {
-            if (!_shapes.TryGetValue(key, out shape!)) _shapes[key] = shape = new ShapeQueue(resources, strategy);
+            if (_disposed.IsCancellationRequested) return Task.FromException<PushTaskReply>(Shutdown(request.Name));
+            if (!_shapes.TryGetValue(key, out shape!)) _shapes[key] = shape = new ShapeQueue(key, resources, strategy);
             // A worker may run tasks of several jobs in turn: leases are asked for the job of the latest task.
             shape.JobId = request.JobId;
             shape.Pending.Enqueue(new PendingTask(this, request, reply, maxRetries, retryOn));
@@ -255,7 +257,12 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
     private async Task OnLostAsync(ShapeQueue shape, LeasedWorker worker, PendingTask task, Exception e)
     {
         (task.LostOn ??= []).Add($"pid {worker.Address.Pid} on {worker.Address.IpAddress}");
-        if (task.RetriesLeft != 0)
+        if (_disposed.IsCancellationRequested)
+        {
+            // Shutting down closed the connection: nothing will run the task again.
+            task.Reply.TrySetException(Shutdown(task.Request.Name));
+        }
+        else if (task.RetriesLeft != 0)
         {
             // The worker died under the task (not the task's own exception): run it again elsewhere.
             if (task.RetriesLeft > 0) task.RetriesLeft--;
@@ -271,9 +278,34 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
                 "raise TaskOptions.MaxRetries (-1 for no limit) to keep retrying", e, nodeDied, task.Attempts));
         }
         bool first;
-        lock (_gate) first = shape.Workers.Remove(worker);
-        if (first) await ReturnAsync(worker, disconnect: true).ConfigureAwait(false);
+        lock (_gate)
+        {
+            first = shape.Workers.Remove(worker);
+            ForgetIfUnused(shape);
+        }
+        if (first && !_disposed.IsCancellationRequested) await ReturnAsync(worker, disconnect: true).ConfigureAwait(false);
         Pump(shape);
+    }
+
+    /// <summary>
+    /// Under the lock: a queue with no task, worker or lease request left is dropped, so a program that submits many
+    /// shapes in turn (a resource amount per task, a node per task) does not keep one per shape forever. A task still
+    /// holding the dropped queue is served by it as before; the next submission of the shape makes a new one.
+    /// </summary>
+    private void ForgetIfUnused(ShapeQueue shape)
+    {
+        if (shape.Pending.Count == 0 && shape.Workers.Count == 0 && shape.Leasing == 0
+            && _shapes.TryGetValue(shape.Key, out var current) && ReferenceEquals(current, shape))
+            _shapes.Remove(shape.Key);
+    }
+
+    private static ShutdownCoreException Shutdown(string what) =>
+        new($"{what} did not finish: this process shut down (Ray.Shutdown, or the end of the program) first");
+
+    /// <summary>How many (resources, strategy) queues are kept now (for tests of their eviction).</summary>
+    internal int ShapeCount
+    {
+        get { lock (_gate) return _shapes.Count; }
     }
 
     /// <summary>Prints the console output workers stream back, each line prefixed as Ray does: <c>(name pid=…, ip=…)</c>.</summary>
@@ -323,6 +355,7 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
                 // Busy again: the next time it goes idle arms a new timer.
                 worker.ReturnArmed = false;
                 if (worker.InFlight > 0 || !shape.Workers.Remove(worker)) return;
+                ForgetIfUnused(shape);
             }
             await ReturnAsync(worker, disconnect: false).ConfigureAwait(false);
             return;
@@ -358,10 +391,18 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
                     continue;
                 }
                 var leased = new LeasedWorker(reply.LeaseId, raylet, address, connection, reply.GpuIds.ToList());
+                bool late;
                 lock (_gate)
                 {
                     shape.Leasing--;
-                    shape.Workers.Add(leased);
+                    // Granted as this process shut down: DisposeAsync has returned the others already.
+                    late = _disposed.IsCancellationRequested;
+                    if (!late) shape.Workers.Add(leased);
+                }
+                if (late)
+                {
+                    await ReturnAsync(leased, disconnect: false).ConfigureAwait(false);
+                    return;
                 }
                 Pump(shape);
                 bool arm;
@@ -385,6 +426,7 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
                 {
                     while (shape.Pending.TryDequeue(out var p)) failed.Add(p.Reply);
                 }
+                ForgetIfUnused(shape);
             }
             var reason = e is RpcException r ? $"{r.StatusCode}: {r.Status.Detail}" : e.Message;
             foreach (var f in failed) f.TrySetException(new InvalidOperationException($"could not lease a worker for {ResourceSet.Describe(shape.Resources)}: {reason}", e));
@@ -398,16 +440,25 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
         await RayletLeaseClient.ReturnAsync(_channels, worker.RayletAddress, worker.LeaseId, disconnect).ConfigureAwait(false);
     }
 
+    /// <summary>Returns every lease; every task not finished yet fails with <see cref="ShutdownCoreException"/> (none is left hanging).</summary>
     public async ValueTask DisposeAsync()
     {
-        List<LeasedWorker> idle;
+        List<LeasedWorker> workers;
+        List<PendingTask> queued;
         lock (_gate)
         {
-            idle = _shapes.Values.SelectMany(s => s.Workers).ToList();
-            foreach (var s in _shapes.Values) s.Workers.Clear();
+            _disposed.Cancel();
+            workers = _shapes.Values.SelectMany(s => s.Workers).ToList();
+            queued = _shapes.Values.SelectMany(s => s.Pending).ToList();
+            foreach (var s in _shapes.Values)
+            {
+                s.Workers.Clear();
+                s.Pending.Clear();
+            }
         }
-        await _disposed.CancelAsync().ConfigureAwait(false);
-        await Task.WhenAll(idle.Select(w => ReturnAsync(w, disconnect: false))).ConfigureAwait(false);
+        foreach (var task in queued) task.Reply.TrySetException(Shutdown(task.Request.Name));
+        // Tasks running on the workers fail as their connections close (OnLostAsync sees the cancellation).
+        await Task.WhenAll(workers.Select(w => ReturnAsync(w, disconnect: w.InFlight > 0))).ConfigureAwait(false);
     }
 
     /// <summary>Whether the raylet that leased a lost worker still answers: if not, the node died, not just the worker.</summary>

@@ -47,6 +47,10 @@ internal sealed partial class LeaseManager
             : new(request.Resources, StringComparer.Ordinal);
         public TaskCompletionSource<RequestWorkerLeaseReply> Reply { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
         public bool Infeasible { get; set; }
+        // Both under the manager's lock, so a grant and the caller giving up always see each other: whichever comes
+        // second hands the lease back (a grant given to a call that is gone would hold its worker forever).
+        public bool Cancelled { get; set; }
+        public RequestWorkerLeaseReply? Granted { get; set; }
     }
 
     public LeaseManager(RayletOptions options, WorkerPool.WorkerPool pool, Func<IReadOnlyList<NodeView>> remoteNodes, ILogger<LeaseManager> logger)
@@ -101,10 +105,15 @@ internal sealed partial class LeaseManager
         cancellationToken.Register(() =>
         {
             bool removed;
-            lock (_gate) removed = _queue.Remove(pending);
+            RequestWorkerLeaseReply? granted;
+            lock (_gate)
+            {
+                removed = _queue.Remove(pending);
+                pending.Cancelled = true;
+                granted = pending.Granted;
+            }
             if (removed) pending.Reply.TrySetCanceled(cancellationToken);
-            else if (pending.Reply.Task.IsCompletedSuccessfully && pending.Reply.Task.Result.WorkerAddress is not null)
-                Return(pending.Reply.Task.Result.LeaseId, disconnect: false);
+            else if (granted?.WorkerAddress is not null) Return(granted.LeaseId, disconnect: false);
         });
         Dispatch();
         return pending.Reply.Task;
@@ -276,7 +285,17 @@ internal sealed partial class LeaseManager
         if (waitingForWorkers > 0) _pool.EnsureAvailable(waitingForWorkers);
         foreach (var (p, reply) in completions)
         {
-            if (!p.Reply.TrySetResult(reply) && reply.WorkerAddress is not null) Return(reply.LeaseId, disconnect: false);
+            bool cancelled;
+            lock (_gate)
+            {
+                cancelled = p.Cancelled;
+                if (!cancelled) p.Granted = reply;
+            }
+            if (cancelled || !p.Reply.TrySetResult(reply))
+            {
+                p.Reply.TrySetCanceled();
+                if (reply.WorkerAddress is not null) Return(reply.LeaseId, disconnect: false);
+            }
         }
         if (changed) Changed?.Invoke();
     }

@@ -14,6 +14,7 @@ internal static class FramedClient
     {
         security ??= RpcSecurityOptions.Current;
         var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        TcpLiveness.Configure(socket);
         System.Net.Security.SslStream? tls = null;
         try
         {

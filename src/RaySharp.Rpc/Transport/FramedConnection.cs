@@ -121,7 +121,27 @@ internal sealed class FramedConnection : IAsyncDisposable
     {
         var reading = ReadLoopAsync();
         var writing = WriteLoopAsync();
+        // Once nothing more can be read no reply can come: fail the calls waiting for one now, and cut the transport so a
+        // writer blocked in send to the gone peer wakes (else Close would wait for that send, and so would they).
+        _ = reading.ContinueWith(static (_, c) => ((FramedConnection)c!).Abort(), this, CancellationToken.None,
+            TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
         return _run = Task.WhenAll(reading, writing).ContinueWith(_ => Close(), TaskScheduler.Default);
+    }
+
+    /// <summary>
+    /// Most bytes queued for the peer and not yet written, default 512 MiB. More means the peer has stopped reading
+    /// (hung, or behind a partition TCP has not given up on yet): the connection is closed rather than buffering on.
+    /// </summary>
+    internal const long MaxQueuedBytes = 512L * 1024 * 1024;
+
+    private long _queuedBytes;
+    private string? _closeReason;
+
+    private void Abort(string? reason = null)
+    {
+        if (reason is not null) Interlocked.CompareExchange(ref _closeReason, reason, null);
+        Close();
+        if (_pipe is ReceiveThreadPipe blocking) blocking.Abort();
     }
 
     /// <summary>The connection whose request the current code is handling (so a handler can send notifications back).</summary>
@@ -238,6 +258,7 @@ internal sealed class FramedConnection : IAsyncDisposable
                     while (_outgoing.Reader.TryRead(out var f))
                     {
                         Interlocked.Decrement(ref _queued);
+                        Interlocked.Add(ref _queuedBytes, -f.Payload.Length);
                         FrameFormat.Write(output, f.Type, f.Id, f.Method, f.Payload.Span);
                         Release(f.Payload);
                     }
@@ -256,7 +277,11 @@ internal sealed class FramedConnection : IAsyncDisposable
         finally
         {
             _closed.Cancel();
-            while (_outgoing.Reader.TryRead(out var left)) Release(left.Payload);
+            while (_outgoing.Reader.TryRead(out var left))
+            {
+                Interlocked.Add(ref _queuedBytes, -left.Payload.Length);
+                Release(left.Payload);
+            }
             await output.CompleteAsync().ConfigureAwait(false);
         }
     }
@@ -325,9 +350,16 @@ internal sealed class FramedConnection : IAsyncDisposable
 
     private bool Enqueue(FrameType type, long id, int method, ReadOnlyMemory<byte> payload)
     {
+        if (Interlocked.Add(ref _queuedBytes, payload.Length) > MaxQueuedBytes)
+        {
+            Interlocked.Add(ref _queuedBytes, -payload.Length);
+            Abort($"more than {MaxQueuedBytes / (1024 * 1024)} MiB waited to be written to a peer that did not read them");
+            return false;
+        }
         Interlocked.Increment(ref _queued);
         if (_outgoing.Writer.TryWrite((type, id, method, payload))) return true;
         Interlocked.Decrement(ref _queued);
+        Interlocked.Add(ref _queuedBytes, -payload.Length);
         return false;
     }
 
@@ -451,7 +483,9 @@ internal sealed class FramedConnection : IAsyncDisposable
         _outgoing.Writer.TryComplete();
         foreach (var id in _pending.Keys)
         {
-            if (TryTakePending(id, out var r)) r.OnFailure(new IOException("the connection closed before the reply arrived"));
+            if (TryTakePending(id, out var r)) r.OnFailure(new IOException(Volatile.Read(ref _closeReason) is { } why
+                ? $"the connection was closed before the reply arrived: {why}"
+                : "the connection closed before the reply arrived"));
         }
         _completion.TrySetResult();
     }
@@ -460,6 +494,18 @@ internal sealed class FramedConnection : IAsyncDisposable
     {
         _closed.Cancel();
         _outgoing.Writer.TryComplete();
-        try { await _run.ConfigureAwait(false); } catch (Exception) { /* closing anyway */ }
+        try
+        {
+            // A writer blocked in send to a peer that stopped reading would hold this up for as long as TCP waits.
+            await _run.WaitAsync(DisposeGrace).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            Abort("closed by this side");
+            try { await _run.ConfigureAwait(false); } catch (Exception) { /* closing anyway */ }
+        }
+        catch (Exception) { /* closing anyway */ }
     }
+
+    private static readonly TimeSpan DisposeGrace = TimeSpan.FromSeconds(1);
 }

@@ -98,6 +98,7 @@ internal sealed class FramedListener : IAsyncDisposable
     {
         var socket = (Socket)state!;
         socket.NoDelay = true;
+        TcpLiveness.Configure(socket);
         Stream? stream;
         try
         {

@@ -44,6 +44,7 @@ internal static class FramedServer
         {
             return;
         }
+        if (connection.Features.Get<Microsoft.AspNetCore.Connections.Features.IConnectionSocketFeature>()?.Socket is { } socket) TcpLiveness.Configure(socket);
         var framed = new FramedConnection(connection.Transport, handler);
         using var registration = connection.ConnectionClosed.Register(() => _ = framed.DisposeAsync());
         await framed.RunAsync().ConfigureAwait(false);

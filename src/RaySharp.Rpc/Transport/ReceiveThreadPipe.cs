@@ -54,6 +54,15 @@ internal sealed class ReceiveThreadPipe : IDuplexPipe
     public void Start(string peer) =>
         new Thread(Receive) { IsBackground = true, Name = $"framed recv {peer}" }.UnsafeStart();
 
+    /// <summary>
+    /// Shuts the socket down from any thread: a <c>send</c> or <c>recv</c> blocked in it returns at once (closing alone
+    /// does not wake a blocked call on Linux). Frames not yet sent are lost; for a connection that is over.
+    /// </summary>
+    public void Abort()
+    {
+        try { _socket.Shutdown(SocketShutdown.Both); } catch (Exception e) when (e is SocketException or ObjectDisposedException) { }
+    }
+
     /// <summary>Receives on the calling thread until the connection ends.</summary>
     public void Receive()
     {
