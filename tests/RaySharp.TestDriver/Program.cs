@@ -198,6 +198,7 @@ switch (scenario)
         if (ObjectStoreScenarios.Run(scenario, args) is { } storeCode) return storeCode;
         if (FaultToleranceScenarios.Run(scenario, args) is { } faultCode) return faultCode;
         if (SecurityScenarios.Run(scenario) is { } securityCode) return securityCode;
+        if (PartitionScenarios.Run(scenario) is { } partitionCode) return partitionCode;
         Console.Error.WriteLine("unknown scenario " + scenario);
         return 2;
 }

@@ -90,6 +90,13 @@ internal sealed class TestNetwork : IDisposable
 
     public TestHost this[int i] => Hosts[i];
 
+    /// <summary>
+    /// Takes the host's cable out of the bridge (its veth's bridge end down) or puts it back: its processes keep
+    /// running and their sockets stay open, but no packet passes either way, as in a network partition.
+    /// </summary>
+    public void SetLink(TestHost host, bool up) =>
+        Ip("link", "set", $"rsv{_id}{Hosts.ToList().IndexOf(host)}", up ? "up" : "down");
+
     public void Dispose()
     {
         foreach (var h in Hosts)
