@@ -58,10 +58,24 @@ internal sealed class RayletOptions
     /// </summary>
     public TimeSpan GcsReconnectTimeout { get; set; } = Rpc.Clients.GcsClient.DefaultReconnectTimeout;
 
-    /// <summary>Applies <c>RAYSHARP_gcs_rpc_server_reconnect_timeout_s</c> (<see cref="Rpc.Clients.GcsClient.ReconnectTimeoutEnv"/>) when set.</summary>
+    /// <summary>
+    /// Most jobs a worker runs tasks or actors of: an idle worker that has served this many is stopped rather than
+    /// leased to yet another job (a fresh worker is started instead). Each job's code is loaded into the worker for good (its load context cannot be unloaded, see
+    /// <c>JobAssemblyLoadContext</c>), so without a bound a long-lived worker of a busy cluster grows with every job
+    /// it ever served. Default 8; <c>RAYSHARP_max_jobs_per_worker</c> overrides it.
+    /// </summary>
+    public int MaxJobsPerWorker { get; set; } = 8;
+
+    public const string MaxJobsPerWorkerEnv = "RAYSHARP_max_jobs_per_worker";
+
+    /// <summary>
+    /// Applies <c>RAYSHARP_gcs_rpc_server_reconnect_timeout_s</c> (<see cref="Rpc.Clients.GcsClient.ReconnectTimeoutEnv"/>)
+    /// and <see cref="MaxJobsPerWorkerEnv"/> when set.
+    /// </summary>
     public void ApplyEnvironment()
     {
         if (Rpc.Clients.GcsClient.ReconnectTimeoutOverride() is { } reconnect) GcsReconnectTimeout = reconnect;
+        if (int.TryParse(Environment.GetEnvironmentVariable(MaxJobsPerWorkerEnv), out var jobs) && jobs > 0) MaxJobsPerWorker = jobs;
     }
 
     public int CpuCount => (int)Math.Floor(Resources.GetValueOrDefault(Common.ResourceSet.Cpu));

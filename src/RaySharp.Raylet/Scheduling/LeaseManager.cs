@@ -219,7 +219,7 @@ internal sealed partial class LeaseManager
                 {
                     case PlacementKind.Local when ResourceSet.Fits(p.Placement, _available) && ResourceSet.Fits(p.Shape, _available):
                         var leaseId = $"{UniqueId.Short(_options.NodeId)}-{++_nextLease}";
-                        var worker = _pool.TryPopIdle(leaseId);
+                        var worker = _pool.TryPopIdle(leaseId, p.Request.JobId);
                         if (worker is null)
                         {
                             // Resources are there but no idle worker: keep the request and have one started.
@@ -231,6 +231,7 @@ internal sealed partial class LeaseManager
                         var gpuIds = _freeGpus.Take((int)Math.Ceiling(p.Shape.GetValueOrDefault(ResourceSet.Gpu))).ToList();
                         foreach (var id in gpuIds) _freeGpus.Remove(id);
                         _leases[leaseId] = new Lease(leaseId, worker, p.Shape, gpuIds, p.Request.JobId);
+                        worker.ServeJob(p.Request.JobId);
                         _queue.RemoveAt(i--);
                         changed = true;
                         var granted = new RequestWorkerLeaseReply

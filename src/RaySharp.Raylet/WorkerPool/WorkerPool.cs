@@ -10,8 +10,47 @@ internal enum WorkerState { Starting, Idle, Leased }
 internal sealed class WorkerHandle
 {
     public required string WorkerId { get; init; }
-    public required Process Process { get; init; }
-    public int Pid => Process.Id;
+    private readonly Process _process = null!;
+
+    /// <summary>Disposed once the worker has exited (its pipes and wait handle go with it): read <see cref="Exited"/> first.</summary>
+    public required Process Process
+    {
+        get => _process;
+        init
+        {
+            _process = value;
+            Pid = value.Id;
+        }
+    }
+
+    /// <summary>Kept apart from <see cref="Process"/>, which is disposed when the worker exits.</summary>
+    public int Pid { get; private init; }
+
+    /// <summary>Set (under the pool's lock) when the exit was handled and <see cref="Process"/> disposed.</summary>
+    public bool Exited { get; set; }
+
+    private readonly HashSet<string> _jobs = new(StringComparer.Ordinal);
+
+    /// <summary>Notes that the worker was leased for a task or actor of <paramref name="jobId"/>; returns how many jobs it has served.</summary>
+    public int ServeJob(string jobId)
+    {
+        lock (_jobs)
+        {
+            if (jobId.Length > 0) _jobs.Add(jobId);
+            return _jobs.Count;
+        }
+    }
+
+    /// <summary>False when serving <paramref name="jobId"/> would make the worker hold the code of more than <paramref name="maxJobs"/> jobs.</summary>
+    public bool MayServe(string jobId, int maxJobs)
+    {
+        lock (_jobs) return jobId.Length == 0 || _jobs.Contains(jobId) || _jobs.Count < maxJobs;
+    }
+
+    public int JobCount
+    {
+        get { lock (_jobs) return _jobs.Count; }
+    }
     public int Port { get; set; }
     public WorkerState State { get; set; } = WorkerState.Starting;
     public string? LeaseId { get; set; }
@@ -140,18 +179,38 @@ internal sealed partial class WorkerPool : IAsyncDisposable
         return true;
     }
 
-    public WorkerHandle? TryPopIdle(string leaseId)
+    /// <summary>An idle worker for a lease of <paramref name="jobId"/>; idle workers that have served their most jobs are stopped on the way.</summary>
+    public WorkerHandle? TryPopIdle(string leaseId, string jobId = "")
     {
-        lock (_gate)
+        List<WorkerHandle>? retired = null;
+        try
         {
-            while (_idle.TryDequeue(out var w))
+            lock (_gate)
             {
-                if (w.State != WorkerState.Idle || w.Process.HasExited) continue;
-                w.State = WorkerState.Leased;
-                w.LeaseId = leaseId;
-                return w;
+                while (_idle.TryDequeue(out var w))
+                {
+                    if (w.State != WorkerState.Idle || w.Exited || w.Process.HasExited) continue;
+                    if (!w.MayServe(jobId, _options.MaxJobsPerWorker))
+                    {
+                        // Stopped, not kept: it is idle, and another job's code would be one more it holds for good.
+                        w.State = WorkerState.Leased;
+                        (retired ??= []).Add(w);
+                        continue;
+                    }
+                    w.State = WorkerState.Leased;
+                    w.LeaseId = leaseId;
+                    return w;
+                }
+                return null;
             }
-            return null;
+        }
+        finally
+        {
+            foreach (var w in retired ?? [])
+            {
+                LogRetired(_logger, w.WorkerId, w.Pid, w.JobCount);
+                Kill(w, Posix.SIGKILL);
+            }
         }
     }
 
@@ -182,6 +241,14 @@ internal sealed partial class WorkerPool : IAsyncDisposable
         try { code = worker.Process.ExitCode; } catch (InvalidOperationException) { code = -1; }
         LogExited(_logger, worker.WorkerId, worker.Pid, code, worker.State.ToString());
         WorkerExited?.Invoke(worker, code);
+        lock (_gate)
+        {
+            // Each Process holds the worker's stdin pipe and a wait handle: left to the finalizer, a node whose workers
+            // come and go (crashes, jobs reclaimed) piles up descriptors. Stopping disposes the rest itself.
+            if (_stopping) return;
+            worker.Exited = true;
+            worker.Process.Dispose();
+        }
     }
 
     private async Task KillIfNeverRegisteredAsync(WorkerHandle worker)
@@ -248,6 +315,9 @@ internal sealed partial class WorkerPool : IAsyncDisposable
 
     [LoggerMessage(EventId = 303, Level = LogLevel.Warning, Message = "Worker {WorkerId} (pid {Pid}) did not register within {Seconds} s; killing it")]
     private static partial void LogNeverRegistered(ILogger logger, string workerId, int pid, double seconds);
+
+    [LoggerMessage(EventId = 305, Level = LogLevel.Information, Message = "Worker {WorkerId} (pid {Pid}) has served {Jobs} jobs, the most a worker keeps the code of; stopping it")]
+    private static partial void LogRetired(ILogger logger, string workerId, int pid, int jobs);
 
     [LoggerMessage(EventId = 304, Level = LogLevel.Error, Message = "Could not start a worker process: {Error}")]
     private static partial void LogStartFailed(ILogger logger, string error);

@@ -1,11 +1,29 @@
 using RaySharp;
 
-/// <summary>What a driver's pending work becomes when it shuts down: every result fails at once, none is left waiting.</summary>
-internal static class ShutdownScenarios
+/// <summary>Scenarios about the lifetimes of drivers and workers.</summary>
+internal static class LifecycleScenarios
 {
     public static int? Run(string scenario)
     {
-        if (scenario != "shutdown-pending") return null;
+        switch (scenario)
+        {
+            case "shutdown-pending":
+                ShutdownPending();
+                return 0;
+            case "worker-pid":
+                // Which worker process runs this job's task (the pool's reuse of workers across jobs).
+                Console.WriteLine("worker-pid " + Ray.Get(Ray.Task(Pid).Remote()));
+                return 0;
+            default:
+                return null;
+        }
+    }
+
+    private static int Pid() => Environment.ProcessId;
+
+    /// <summary>What a driver's pending work becomes when it shuts down: every result fails at once, none is left waiting.</summary>
+    private static void ShutdownPending()
+    {
         var sleeper = Ray.Actor(() => new NapActor()).Remote();
         Ray.Get(sleeper.Call(s => s.Nap(0)));
         // A task and a call running, and more of each queued behind them.
@@ -19,7 +37,6 @@ internal static class ShutdownScenarios
             Console.WriteLine($"outcome {group.Count()} {group.Key}");
         var reasons = waiters.Where(w => w.IsFaulted).Count(w => w.Exception!.GetBaseException().Message.Contains("did not finish: this process shut down", StringComparison.Ordinal));
         Console.WriteLine($"with-reason {reasons}");
-        return 0;
     }
 
     private static int Nap(int ms)

@@ -1,0 +1,48 @@
+using RaySharp.Tests.Infrastructure;
+
+namespace RaySharp.Tests;
+
+/// <summary>Lifetimes of drivers and workers: a driver shutting down with work in flight, workers serving many jobs.</summary>
+public sealed class LifecycleTests : IDisposable
+{
+    private readonly TestNetwork _net = TestNetwork.Create(1);
+
+    public void Dispose() => _net.Dispose();
+
+    [Fact]
+    public async Task ShutdownFailsEveryPendingTaskAndActorCallInsteadOfLeavingThemWaiting()
+    {
+        var host = _net[0];
+        var run = await ClusterAssertions.RunDriverAsync(host, "shutdown-pending", "embedded");
+        Assert.Contains("settled True", run.Stdout);
+        // 8 tasks and 3 calls, running or queued: each fails with the reason, none is left waiting or cancelled.
+        var outcome = Assert.Single(run.Stdout.Split('\n'), l => l.StartsWith("outcome ", StringComparison.Ordinal));
+        Assert.Equal("outcome 11 RayException", outcome.TrimEnd());
+        Assert.Contains("with-reason 11", run.Stdout);
+        // The embedded cluster went with the driver.
+        Assert.Empty(host.Pids());
+        Assert.Empty(ClusterAssertions.SharedMemoryFiles(host));
+    }
+
+    [Fact]
+    public async Task AWorkerServesAtMostMaxJobsPerWorkerJobsThenAFreshOneTakesOver()
+    {
+        var host = _net[0];
+        host.Environment["RAYSHARP_max_jobs_per_worker"] = "2";
+        var started = await Cli.RunAsync(host, "start", "--head", "--num-cpus=1");
+        Assert.True(started.ExitCode == 0, started.ToString());
+        var pids = new List<int>();
+        for (var job = 0; job < 3; job++)
+        {
+            var run = await ClusterAssertions.RunDriverAsync(host, "worker-pid", "auto");
+            var line = Assert.Single(run.Stdout.Split('\n'), l => l.StartsWith("worker-pid ", StringComparison.Ordinal));
+            pids.Add(int.Parse(line["worker-pid ".Length..].Trim(), System.Globalization.CultureInfo.InvariantCulture));
+        }
+        // The one worker of this one-CPU node serves the first two jobs; the third would be one job too many for it
+        // (each job's code stays loaded in a worker for good), so it is stopped and a fresh worker runs the third.
+        Assert.Equal(pids[0], pids[1]);
+        Assert.NotEqual(pids[0], pids[2]);
+        ClusterAssertions.Eventually(() => !host.Pids().Contains(pids[0]), TimeSpan.FromSeconds(10), $"the retired worker (pid {pids[0]}) to exit");
+        await ClusterAssertions.StopAndAssertCleanAsync(host);
+    }
+}
