@@ -3,7 +3,7 @@ using RaySharp;
 /// <summary>Scenarios about the lifetimes of drivers and workers.</summary>
 internal static class LifecycleScenarios
 {
-    public static int? Run(string scenario)
+    public static int? Run(string scenario, string[] args)
     {
         switch (scenario)
         {
@@ -14,12 +14,28 @@ internal static class LifecycleScenarios
                 // Which worker process runs this job's task (the pool's reuse of workers across jobs).
                 Console.WriteLine("worker-pid " + Ray.Get(Ray.Task(Pid).Remote()));
                 return 0;
+            case "crash-workers":
+                // Workers that die one after another (each task kills its own process), for the raylet's bookkeeping.
+                var crashed = 0;
+                for (var i = 0; i < int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture); i++)
+                {
+                    try { Ray.Get(Ray.Task(Die, new TaskOptions { MaxRetries = 0 }).Remote()); }
+                    catch (WorkerCrashedException) { crashed++; }
+                }
+                Console.WriteLine("crashed " + crashed);
+                return 0;
             default:
                 return null;
         }
     }
 
     private static int Pid() => Environment.ProcessId;
+
+    private static int Die()
+    {
+        Environment.FailFast("a test crash of a worker");
+        return 0;
+    }
 
     /// <summary>What a driver's pending work becomes when it shuts down: every result fails at once, none is left waiting.</summary>
     private static void ShutdownPending()

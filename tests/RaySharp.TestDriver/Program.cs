@@ -199,7 +199,7 @@ switch (scenario)
         if (FaultToleranceScenarios.Run(scenario, args) is { } faultCode) return faultCode;
         if (SecurityScenarios.Run(scenario) is { } securityCode) return securityCode;
         if (PartitionScenarios.Run(scenario) is { } partitionCode) return partitionCode;
-        if (LifecycleScenarios.Run(scenario) is { } lifecycleCode) return lifecycleCode;
+        if (LifecycleScenarios.Run(scenario, args) is { } lifecycleCode) return lifecycleCode;
         Console.Error.WriteLine("unknown scenario " + scenario);
         return 2;
 }

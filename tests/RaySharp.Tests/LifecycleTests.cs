@@ -45,4 +45,30 @@ public sealed class LifecycleTests : IDisposable
         ClusterAssertions.Eventually(() => !host.Pids().Contains(pids[0]), TimeSpan.FromSeconds(10), $"the retired worker (pid {pids[0]}) to exit");
         await ClusterAssertions.StopAndAssertCleanAsync(host);
     }
+
+    [Fact]
+    public async Task ARayletWhoseWorkersKeepDyingKeepsNoDescriptorOfTheDeadOnes()
+    {
+        var host = _net[0];
+        var started = await Cli.RunAsync(host, "start", "--head", "--num-cpus=1");
+        Assert.True(started.ExitCode == 0, started.ToString());
+        var raylet = ClusterAssertions.Sessions(host).Single().RecordedProcesses().Single(r => r.Component == Common.Components.Raylet).Pid;
+        // Pipes only: the runtime opens more assemblies (and sockets) as it goes, a worker's stdin is a pipe.
+        int Pipes() => Directory.GetFiles($"/proc/{raylet}/fd").Count(f =>
+        {
+            try { return new FileInfo(f).LinkTarget?.StartsWith("pipe:", StringComparison.Ordinal) == true; }
+            catch (IOException) { return false; }
+        });
+        int Workers() => ClusterAssertions.Sessions(host).Single().RecordedProcesses().Count(r => r.Component == Common.Components.Worker);
+        // One driver first, so the raylet's connections to the GCS and a driver's first lease are all set up.
+        await ClusterAssertions.RunDriverAsync(host, "crash-workers", "auto", "1");
+        var before = Pipes() - Workers();
+        var run = await ClusterAssertions.RunDriverAsync(host, "crash-workers", "auto", "12");
+        Assert.Contains("crashed 12", run.Stdout);
+        // Each live worker holds one descriptor in the raylet (its stdin pipe); a dead one must hold none (its pipe and
+        // process handle went with its exit, not at some later garbage collection).
+        var after = Pipes() - Workers();
+        Assert.True(after - before < 3, $"the raylet holds {after - before} more pipes after 12 of its workers died ({before} -> {after}, live workers aside)");
+        await ClusterAssertions.StopAndAssertCleanAsync(host);
+    }
 }
