@@ -114,9 +114,10 @@ internal static class ActorScenarios
         Console.WriteLine("killed " + Describe(() => Ray.Get(counter.Increment(1))));
 
         var slow = Ray.Actor(() => new Sleeper(), new ActorOptions { MaxPendingCalls = 2 }).Remote();
-        _ = slow.Sleep(300);
-        _ = slow.Sleep(300);
+        var pending = new[] { slow.Sleep(300), slow.Sleep(300) };
         Console.WriteLine("pending-limit " + Describe(() => slow.Sleep(1)));
+        // Answered, so the sleeper is surely alive (not still being created) when the actors are listed.
+        Ray.Get(pending);
 
         var actors = Ray.ListActors();
         Console.WriteLine("listed " + string.Join(",", actors.GroupBy(a => a.State).OrderBy(g => g.Key).Select(g => $"{g.Key}={g.Count()}")));

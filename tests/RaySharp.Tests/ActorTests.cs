@@ -28,7 +28,7 @@ public sealed class ActorTests : IDisposable
         Assert.Contains("died: killed by Ray.Kill", run.Stdout);
         Assert.Contains("pending-limit PendingCallsLimitExceededException: actor", run.Stdout);
         // Alive: the shared counter and the sleeper; dead: the killed counter and the one whose constructor threw.
-        Assert.Contains("listed ALIVE=2,DEAD=2\n", run.Stdout);
+        Assert.True(run.Stdout.Contains("listed ALIVE=2,DEAD=2\n", StringComparison.Ordinal), run.Stdout);
         ClusterAssertions.Eventually(() => _net[0].Pids().Count == 0, TimeSpan.FromSeconds(15), "the embedded cluster and its actors stopping with the driver");
     }
 
