@@ -44,6 +44,15 @@ echo
 echo "== raysharp stop"
 raysharp stop
 trap - EXIT
-left=$(ls /dev/shm | grep -c '^raysharp_' || true)
+# Every shared-memory file of this demo's sessions must be gone (other clusters' files on this machine are not ours).
+sessions=$(find "$RAYSHARP_TEMP_DIR" -maxdepth 1 -name 'session_*' ! -name session_latest -printf '%f\n')
+left=()
+for s in $sessions; do
+  for f in /dev/shm/raysharp_"$s"*; do [ -e "$f" ] && left+=("$f"); done
+done
 echo
-echo "Demo finished: every process stopped, ${left} shared-memory files left. Logs are under ${RAYSHARP_TEMP_DIR}."
+if [ "${#left[@]}" -gt 0 ]; then
+  echo "error: raysharp stop left ${#left[@]} shared-memory file(s) behind: ${left[*]}" >&2
+  exit 1
+fi
+echo "Demo finished: every process stopped, no shared-memory file left. Logs are under ${RAYSHARP_TEMP_DIR}."

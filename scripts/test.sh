@@ -2,6 +2,8 @@
 # Runs the whole RaySharp test suite on this machine.
 # Installs what the tests need when it is missing (iproute2 for the network-namespace test hosts, root being required
 # to create them; redis-server for the control store tests, which start their own Redis on a free port), builds everything in Release and prints a closing "Tests: N passed, N failed" line.
+# A test running longer than RAYSHARP_TEST_HANG_TIMEOUT (default 10m, dotnet test's --blame-hang-timeout syntax) is
+# taken as hung: the run is stopped and the test named.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,7 +27,11 @@ export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPE
 mkdir -p artifacts
 log=artifacts/test-output.log
 set +e
-dotnet test RaySharp.slnx -c Release --logger "console;verbosity=normal" 2>&1 | tee "$log"
+# A test that hangs (a deadlock) is stopped after this long with a message naming it, instead of running to CI's limit.
+# The slowest test (ChaosTests) takes about 1 minute on a quiet machine; 10 minutes leaves room for a loaded one.
+hang_timeout="${RAYSHARP_TEST_HANG_TIMEOUT:-10m}"
+dotnet test RaySharp.slnx -c Release --logger "console;verbosity=normal" \
+  --blame-hang-timeout "$hang_timeout" --blame-hang-dump-type none 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
 

@@ -38,6 +38,8 @@ internal static class ActorScenarios
                 Lightweight(int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture));
                 return 0;
             case "actor-gc":
+                // The kept actor exists before the dropped one: the collections that end the dropped one had every chance to end it too.
+                var kept = Ray.Actor(() => new Counter(0)).Remote();
                 var id = CreateAndDrop();
                 var cause = "";
                 for (var i = 0; i < 100 && cause.Length == 0; i++)
@@ -48,11 +50,8 @@ internal static class ActorScenarios
                     cause = Ray.ListActors().Single(a => a.ActorId == id).DeathCause ?? "";
                 }
                 Console.WriteLine("dropped-handle " + cause);
-                var kept = Ray.Actor(() => new Counter(0)).Remote();
-                GC.Collect();
-                GC.WaitForPendingFinalizers();
-                Thread.Sleep(500);
                 Console.WriteLine("kept-handle " + Ray.Get(kept.Increment(1)));
+                GC.KeepAlive(kept);
                 return 0;
             case "actor-placement":
                 Placement();
@@ -115,9 +114,10 @@ internal static class ActorScenarios
         Console.WriteLine("killed " + Describe(() => Ray.Get(counter.Increment(1))));
 
         var slow = Ray.Actor(() => new Sleeper(), new ActorOptions { MaxPendingCalls = 2 }).Remote();
-        _ = slow.Sleep(300);
-        _ = slow.Sleep(300);
+        var pending = new[] { slow.Sleep(300), slow.Sleep(300) };
         Console.WriteLine("pending-limit " + Describe(() => slow.Sleep(1)));
+        // Answered, so the sleeper is surely alive (not still being created) when the actors are listed.
+        Ray.Get(pending);
 
         var actors = Ray.ListActors();
         Console.WriteLine("listed " + string.Join(",", actors.GroupBy(a => a.State).OrderBy(g => g.Key).Select(g => $"{g.Key}={g.Count()}")));
@@ -133,14 +133,23 @@ internal static class ActorScenarios
     {
         var waiter = Ray.Actor(() => new AsyncWaiter()).Remote();
         Ray.Get(waiter.WaitAsync(1));
-        var clock = Stopwatch.StartNew();
-        var waits = Enumerable.Range(0, 100).Select(_ => waiter.WaitAsync(100)).ToList();
-        Ray.Get(waits);
-        Console.WriteLine($"async-100x100ms {clock.ElapsedMilliseconds} max-parallel {Ray.Get(waiter.Call(w => w.MaxInside))}");
+        // 100 calls that each wait until all 100 are inside: they finish released only if they interleave.
+        var released = Ray.Get(Enumerable.Range(0, 100).Select(_ => waiter.WaitForAllAsync(100)).ToList()).Count(r => r);
+        Console.WriteLine($"async-interleaved {released} of 100 max-inside {Ray.Get(waiter.Call(w => w.MaxInside))}");
 
+        // An async actor's calls interleave at their awaits but never run in parallel: no call ever finds another inside
+        // a stretch of synchronous code. The control leaves the actor's context after its first await, so its calls do
+        // run in parallel: it shows the probe can see it.
+        var probe = Ray.Actor(() => new OverlapProbe()).Remote();
+        Ray.Get(Enumerable.Range(0, 100).Select(_ => probe.RunAsync(20, false)).ToList());
+        var control = Ray.Actor(() => new OverlapProbe()).Remote();
+        Ray.Get(Enumerable.Range(0, 100).Select(_ => control.RunAsync(20, true)).ToList());
+        Console.WriteLine($"async-parallel overlaps {Ray.Get(probe.Call(p => p.Overlaps))} control-overlaps-seen {Ray.Get(control.Call(p => p.Overlaps)) > 0}");
+
+        // Nine calls gathered three at a time: they finish released only if three run at once, and never more than three do.
         var threaded = Ray.Actor(() => new Sleeper(), new ActorOptions { MaxConcurrency = 3 }).Remote();
-        Ray.Get(Enumerable.Range(0, 9).Select(_ => threaded.Sleep(200)).ToList());
-        Console.WriteLine("threaded-max " + Ray.Get(threaded.Call(s => s.MaxInside)));
+        var gathered = Ray.Get(Enumerable.Range(0, 9).Select(_ => threaded.Gather(3)).ToList()).Count(r => r);
+        Console.WriteLine($"threaded-gathered {gathered} of 9 max " + Ray.Get(threaded.Call(s => s.MaxInside)));
         var serial = Ray.Actor(() => new Sleeper()).Remote();
         Ray.Get(Enumerable.Range(0, 4).Select(_ => serial.Sleep(50)).ToList());
         Console.WriteLine("serial-max " + Ray.Get(serial.Call(s => s.MaxInside)));
@@ -176,7 +185,7 @@ internal static class ActorScenarios
         var clock = Stopwatch.StartNew();
         var actors = Enumerable.Range(0, count).Select(i => Ray.Actor((int start) => new Counter(start), new ActorOptions { Lightweight = true }).Remote(i)).ToList();
         var values = Ray.Get(actors.Select(a => a.Increment(1)).ToList());
-        var pids = Ray.Get(actors.Take(50).Select(a => a.Pid()).ToList()).Distinct().Count();
+        var pids = Ray.Get(actors.Select(a => a.Pid()).ToList()).Distinct().Count();
         Console.WriteLine($"lightweight {count} correct {values.SequenceEqual(Enumerable.Range(1, count))} processes {pids} seconds {clock.Elapsed.TotalSeconds:0.0}");
         Ray.Kill(actors[0]);
         Console.WriteLine("lightweight-killed " + Describe(() => Ray.Get(actors[0].Increment(1))) + " neighbour " + Ray.Get(actors[1].Increment(1)));
@@ -273,6 +282,28 @@ public sealed class Sleeper
         Interlocked.Decrement(ref _inside);
         return ms;
     }
+
+    private int _entered;
+    private DateTime? _deadline;
+
+    /// <summary>Waits until the group of <paramref name="size"/> calls it entered with is all inside; false if that never happened.</summary>
+    public bool Gather(int size)
+    {
+        var now = Interlocked.Increment(ref _inside);
+        bool released;
+        lock (this)
+        {
+            MaxInside = Math.Max(MaxInside, now);
+            var target = (_entered / size + 1) * size;
+            _entered++;
+            _deadline ??= DateTime.UtcNow.AddSeconds(30);
+            Monitor.PulseAll(this);
+            while (_entered < target && DateTime.UtcNow < _deadline) Monitor.Wait(this, _deadline.Value - DateTime.UtcNow);
+            released = _entered >= target;
+        }
+        Interlocked.Decrement(ref _inside);
+        return released;
+    }
 }
 
 public sealed class AsyncWaiter
@@ -287,5 +318,41 @@ public sealed class AsyncWaiter
         await Task.Delay(ms);
         _inside--;
         return ms;
+    }
+
+    private readonly TaskCompletionSource _allInside = new();
+    private DateTime? _deadline;
+
+    /// <summary>Waits until <paramref name="count"/> calls are inside at once; false if that never happened.</summary>
+    public async Task<bool> WaitForAllAsync(int count)
+    {
+        MaxInside = Math.Max(MaxInside, ++_inside);
+        if (_inside >= count) _allInside.TrySetResult();
+        _deadline ??= DateTime.UtcNow.AddSeconds(30);
+        var left = _deadline.Value - DateTime.UtcNow;
+        var released = left > TimeSpan.Zero && await Task.WhenAny(_allInside.Task, Task.Delay(left)) == _allInside.Task;
+        _inside--;
+        return released || _allInside.Task.IsCompleted;
+    }
+}
+
+/// <summary>Catches two calls inside synchronous code at once, which an async actor must never allow.</summary>
+public sealed class OverlapProbe
+{
+    private int _running;
+    private int _overlaps;
+
+    public int Overlaps => Volatile.Read(ref _overlaps);
+
+    public async Task<int> RunAsync(int stretches, bool leaveContext)
+    {
+        for (var i = 0; i < stretches; i++)
+        {
+            if (Interlocked.Exchange(ref _running, 1) == 1) Interlocked.Increment(ref _overlaps);
+            Thread.Sleep(1); // a stretch long enough that a call running in parallel lands inside it
+            Volatile.Write(ref _running, 0);
+            await Task.Delay(1).ConfigureAwait(!leaveContext);
+        }
+        return stretches;
     }
 }

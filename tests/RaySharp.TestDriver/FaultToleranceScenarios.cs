@@ -56,8 +56,10 @@ internal static class FaultToleranceScenarios
         var made = Ray.Task(Seed, new TaskOptions { Strategy = SchedulingStrategy.NodeAffinity(other.NodeId) }).Remote(200_000);
         Console.WriteLine($"copied {Ray.Get(made).Length} object {made.Id}");
         TestSignals.Signal("submitted");
-        // While the GCS is down: calls to a live actor go straight to its worker.
+        // While the GCS is down (the test killed it and saw it unreachable): calls to a live actor go straight to its worker.
+        TestSignals.WaitFor("gcs-down");
         Console.WriteLine("actor-during " + Ray.Get(survivor.Increment(1)));
+        TestSignals.Signal("called-during");
         TestSignals.WaitFor("restarted");
         var clock = System.Diagnostics.Stopwatch.StartNew();
         var results = Ray.Get(tasks);
@@ -89,7 +91,7 @@ internal static class FaultToleranceScenarios
             MaxTaskRetries = -1,
             Resources = new Dictionary<string, double> { ["worker"] = 1 },
         }).Remote();
-        var messages = new List<ObjectRef<int>> { echo.Receive(0) };
+        var messages = new List<ObjectRef<Echoed>> { echo.Receive(0) };
         Ray.Get(messages[0]);
         var retryForever = new TaskOptions { MaxRetries = -1, Strategy = SchedulingStrategy.Spread };
         var tasks = Enumerable.Range(0, 2000).Select(i => Ray.Task(Compute, retryForever).Remote(i)).ToList();
@@ -107,7 +109,12 @@ internal static class FaultToleranceScenarios
         var results = Ray.Get(tasks);
         Console.WriteLine($"tasks {results.Length} wrong {Enumerable.Range(0, results.Length).Count(i => results[i] != Expected(i))}");
         var echoed = Ray.Get(messages);
-        Console.WriteLine($"messages {echoed.Length} wrong {Enumerable.Range(0, echoed.Length).Count(i => echoed[i] != i)}");
+        Console.WriteLine($"messages {echoed.Length} wrong {Enumerable.Range(0, echoed.Length).Count(i => echoed[i].Message != i)}");
+        // This driver is the actor's only caller, so each incarnation must run the messages in the order they were
+        // sent: each one's predecessor there is the message before it, or none for the first an incarnation ran.
+        var disordered = echoed.Where(e => e.Previous != -1 && e.Previous != e.Message - 1).Select(e => $"{e.Previous}->{e.Message}").ToList();
+        Console.WriteLine($"out-of-order {disordered.Count} {string.Join(",", disordered.Take(10))}".TrimEnd());
+        Console.WriteLine("incarnations " + echoed.Count(e => e.Previous == -1));
         Console.WriteLine("actor-restarts " + Ray.ListActors().Single(a => a.ActorId == echo.ActorId).NumRestarts);
     }
 
@@ -122,12 +129,14 @@ internal static class FaultToleranceScenarios
         var a = Ray.Task(Seed, there).Remote(300_000);
         var b = Ray.Task(AddOne, there).Remote(a);
         var c = Ray.Task(AddOne, there).Remote(b);
-        var doomed = Ray.Task(SleepThenNodeIp, new TaskOptions { Strategy = SchedulingStrategy.NodeAffinity(victim.NodeId), MaxRetries = 0 }).Remote(120_000);
+        var doomedStarted = Path.Combine(Path.GetTempPath(), "raysharp-doomed-" + Guid.NewGuid().ToString("N"));
+        var doomed = Ray.Task(SleepThenNodeIp, new TaskOptions { Strategy = SchedulingStrategy.NodeAffinity(victim.NodeId), MaxRetries = 0 }).Remote(doomedStarted, 120_000);
         // An object put by a task on the victim, its reference returned inside a list: no task made it, none can remake it.
         var putThere = Ray.Get(Ray.Task(PutInside, there).Remote(300_000))[0];
         var (ready, _) = Ray.Wait([c], 1, TimeSpan.FromSeconds(60));
         Console.WriteLine("chain-ready " + ready.Count);
-        Thread.Sleep(500); // the doomed task is running by now
+        WaitForFile(doomedStarted, "the doomed task to start");
+        File.Delete(doomedStarted);
         TestSignals.Signal("computed");
         TestSignals.WaitFor("killed");
         var clock = System.Diagnostics.Stopwatch.StartNew();
@@ -178,10 +187,23 @@ internal static class FaultToleranceScenarios
     private static int PassThenCrash(ActorHandle<Sink> sink)
     {
         var slow = Ray.Task(SleepThenReturn).Remote(30_000);
-        _ = sink.Consume(new List<ObjectRef<int>> { slow });
-        Thread.Sleep(1500); // the sink is now waiting for the value from this process
+        var reading = Path.Combine(Path.GetTempPath(), "raysharp-sink-reading-" + Guid.NewGuid().ToString("N"));
+        _ = sink.Consume(new List<ObjectRef<int>> { slow }, reading);
+        WaitForFile(reading, "the sink to read the value"); // the sink is now waiting for the value from this process
+        File.Delete(reading);
         Environment.Exit(1);
         return 0;
+    }
+
+    /// <summary>Waits, bounded, for a file another process writes when it reaches the point this one waits for.</summary>
+    private static void WaitForFile(string path, string what)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (!File.Exists(path))
+        {
+            if (DateTime.UtcNow > deadline) throw new TimeoutException($"waited 60 s for {what}");
+            Thread.Sleep(20);
+        }
     }
 
     private static int SleepThenReturn(int ms)
@@ -207,8 +229,9 @@ internal static class FaultToleranceScenarios
         return values.Select(v => v + 1).ToArray();
     }
 
-    private static string SleepThenNodeIp(int ms)
+    private static string SleepThenNodeIp(string started, int ms)
     {
+        File.WriteAllText(started, "");
         Thread.Sleep(ms);
         return Ray.NodeIpAddress;
     }
@@ -228,27 +251,37 @@ internal static class FaultToleranceScenarios
     }
 }
 
-/// <summary>An actor that answers each numbered message with its number, proving it arrived.</summary>
+/// <summary>
+/// An actor that answers each numbered message with its number, proving it arrived, and the number of the message it
+/// ran before it (-1 for the first this incarnation ran), showing the order.
+/// </summary>
 public sealed class Echo
 {
+    private int _previous = -1;
+
     public int Received { get; private set; }
 
-    public int Receive(int n)
+    public Echoed Receive(int n)
     {
         Received++;
-        return n;
+        var answer = new Echoed(n, _previous);
+        _previous = n;
+        return answer;
     }
 }
+
+public sealed record Echoed(int Message, int Previous);
 
 /// <summary>An actor that reads a reference it was given inside a list and remembers what happened.</summary>
 public sealed class Sink
 {
     private string _outcome = "nothing yet";
 
-    public int Consume(List<ObjectRef<int>> refs)
+    public int Consume(List<ObjectRef<int>> refs, string reading)
     {
         try
         {
+            File.WriteAllText(reading, "");
             var value = Ray.Get(refs[0]);
             _outcome = "value " + value;
             return value;

@@ -75,7 +75,14 @@ switch (scenario)
         var onGpu = Ray.Get(Enumerable.Range(0, 10).Select(_ => Ray.Task(NodeIp, gpu).Remote())).ToHashSet();
         Console.WriteLine("gpu " + string.Join(",", onGpu));
         Console.WriteLine("cuda " + string.Join(",", Ray.Get(Enumerable.Range(0, 4).Select(_ => Ray.Task(VisibleGpus, gpu).Remote())).ToHashSet()));
-        Console.WriteLine("cuda-none [" + Ray.Get(Ray.Task(VisibleGpus).Remote()) + "]");
+        // The nodes were started with CUDA_VISIBLE_DEVICES set, so their workers inherit it: a task that asked for no
+        // GPU must see it cleared, on every node (on the GPU node, by a worker that may just have run a GPU task).
+        foreach (var node in Ray.Nodes().Where(n => n.Alive).OrderBy(n => n.NodeIpAddress, StringComparer.Ordinal))
+        {
+            var there = new TaskOptions { Strategy = SchedulingStrategy.NodeAffinity(node.NodeId) };
+            var seen = Ray.Get(Enumerable.Range(0, 4).Select(_ => Ray.Task(NodeIpAndVisibleGpus, there).Remote())).ToHashSet();
+            Console.WriteLine("cuda-none " + string.Join(",", seen.Order(StringComparer.Ordinal)));
+        }
         break;
     case "objects":
         var put = Ray.Put(41);
@@ -114,9 +121,26 @@ switch (scenario)
         Console.WriteLine("returned-large-ref " + Ray.Get(returnedLarge).Length);
         break;
     case "spread":
-        var spread = new TaskOptions { Strategy = SchedulingStrategy.Spread };
-        var spreadIps = Ray.Get(Enumerable.Range(0, 100).Select(_ => Ray.Task(SlowNodeIp, spread).Remote())).ToHashSet();
-        Console.WriteLine("spread " + string.Join(",", spreadIps.Order()));
+        // Three tasks that each wait until all three run, so each holds its own lease: the default policy packs
+        // them all on this (lightly used) node, SPREAD puts each on the least used node.
+        string RunTogether(TaskOptions options)
+        {
+            var barrier = Directory.CreateTempSubdirectory("raysharp-spread-").FullName;
+            try
+            {
+                return string.Join(",", Ray.Get(Enumerable.Range(0, 3).Select(_ => Ray.Task(NodeIpWhenAllRun, options).Remote(barrier, 3))).ToHashSet().Order(StringComparer.Ordinal));
+            }
+            finally
+            {
+                Directory.Delete(barrier, recursive: true);
+            }
+        }
+        Console.WriteLine("default " + RunTogether(new TaskOptions()));
+        // The default run's leases are returned shortly after it: until then they count as use of this node, and
+        // even the default policy would spread. Wait until every CPU of the cluster is free again.
+        var idleBy = DateTime.UtcNow.AddSeconds(60);
+        while (Ray.AvailableResources().GetValueOrDefault("CPU") < Ray.ClusterResources()["CPU"] && DateTime.UtcNow < idleBy) Thread.Sleep(50);
+        Console.WriteLine("spread " + RunTogether(new TaskOptions { Strategy = SchedulingStrategy.Spread }));
         var target = Ray.Nodes().Where(n => n.Alive).OrderBy(n => n.NodeIpAddress).Last();
         var pinned = new TaskOptions { Strategy = SchedulingStrategy.NodeAffinity(target.NodeId) };
         Console.WriteLine("affinity " + string.Join(",", Ray.Get(Enumerable.Range(0, 10).Select(_ => Ray.Task(NodeIp, pinned).Remote())).ToHashSet()));
@@ -200,6 +224,7 @@ switch (scenario)
         if (SecurityScenarios.Run(scenario) is { } securityCode) return securityCode;
         if (PartitionScenarios.Run(scenario) is { } partitionCode) return partitionCode;
         if (LifecycleScenarios.Run(scenario, args) is { } lifecycleCode) return lifecycleCode;
+        if (OrderingScenarios.Run(scenario) is { } orderCode) return orderCode;
         Console.Error.WriteLine("unknown scenario " + scenario);
         return 2;
 }
@@ -217,6 +242,7 @@ static async Task<int> SquareLaterAsync(int x)
 }
 static string NodeIp() => Ray.NodeIpAddress;
 static string VisibleGpus() => Environment.GetEnvironmentVariable("CUDA_VISIBLE_DEVICES") ?? "";
+static string NodeIpAndVisibleGpus() => $"{Ray.NodeIpAddress}=[{VisibleGpus()}]";
 static string CrashOnce(string marker)
 {
     if (!File.Exists(marker))
@@ -267,9 +293,15 @@ static int CrashAlways()
     Environment.Exit(4);
     return 0;
 }
-static string SlowNodeIp()
+static string NodeIpWhenAllRun(string barrier, int count)
 {
-    Thread.Sleep(20);
+    File.WriteAllText(Path.Combine(barrier, Guid.NewGuid().ToString("N")), "");
+    var deadline = DateTime.UtcNow.AddSeconds(60);
+    while (Directory.GetFiles(barrier).Length < count)
+    {
+        if (DateTime.UtcNow > deadline) return "never-ran-together";
+        Thread.Sleep(20);
+    }
     return Ray.NodeIpAddress;
 }
 static int Fail(int x) => throw new InvalidOperationException($"task failed on purpose with {x}");

@@ -49,7 +49,11 @@ public sealed class ChaosTests(ITestOutputHelper output) : IDisposable
         Assert.True(kills >= 1, "the run ended before any node was killed: it tests nothing");
         Assert.Contains("tasks 2000 wrong 0\n", run.Stdout);
         Assert.Matches(@"messages \d+ wrong 0\n", run.Stdout);
+        // Per-caller order: every incarnation of the actor ran the driver's messages in the order they were sent.
+        Assert.Contains("out-of-order 0\n", run.Stdout);
         Assert.Matches(@"actor-restarts [1-9]\d*\n", run.Stdout);
+        // The first incarnation, and at least one more after a restart that ran messages.
+        Assert.Matches(@"incarnations ([2-9]|\d\d+)\n", run.Stdout);
 
         // Nothing leaked: once idle, every live node's CPUs are all available again.
         var view = "";

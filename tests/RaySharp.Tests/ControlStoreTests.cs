@@ -34,6 +34,11 @@ public sealed class ControlStoreTests(Xunit.Abstractions.ITestOutputHelper outpu
         ClusterAssertions.Eventually(() => !Posix.IsAlive(gcsPid), TimeSpan.FromSeconds(5), "the GCS to die");
         var unreachable = await Cli.RunAsync(head, "status");
         Assert.NotEqual(0, unreachable.ExitCode);
+        // The driver calls its actor now, with no GCS, and says when the answer came.
+        driver.Signal("gcs-down");
+        await driver.WaitForAsync("called-during", TimeSpan.FromSeconds(60));
+        Assert.False(Posix.IsAlive(gcsPid));
+        Assert.NotEqual(0, (await Cli.RunAsync(head, "status")).ExitCode);
 
         // Started again by the same command on the head: it finds its state in Redis.
         var restarted = await Cli.RunAsync(head, "start", "--head", $"--redis-address={redis.Address}");

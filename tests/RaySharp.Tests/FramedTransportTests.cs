@@ -17,6 +17,9 @@ public sealed class FramedTransportTests
 {
     private sealed class TestHandler : IFramedHandler
     {
+        /// <summary>Completed when a call that is never answered (4, 8) reached the server.</summary>
+        public TaskCompletionSource Unanswered { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
         public async ValueTask<ReadOnlyMemory<byte>> HandleAsync(int method, byte[] payload, CancellationToken cancellationToken)
         {
             switch (method)
@@ -27,6 +30,7 @@ public sealed class FramedTransportTests
                     await Task.Delay(20, cancellationToken);
                     return payload;
                 case 4:
+                    Unanswered.TrySetResult();
                     await Task.Delay(Timeout.Infinite, cancellationToken);
                     return payload;
                 case 5:
@@ -50,6 +54,7 @@ public sealed class FramedTransportTests
                     request.Fail(new InvalidOperationException($"refused {payload.Length} bytes"));
                     return true;
                 case 8:
+                    Unanswered.TrySetResult();
                     return true;
                 default:
                     return false;
@@ -87,15 +92,15 @@ public sealed class FramedTransportTests
         public ValueTask DisposeAsync() => server.DisposeAsync();
     }
 
-    private static async Task<Served> StartServer(RpcSecurityOptions security, bool framedOnly = false)
+    private static async Task<Served> StartServer(RpcSecurityOptions security, bool framedOnly = false, TestHandler? handler = null)
     {
         if (framedOnly)
         {
-            var listener = FramedListener.Start("test", RpcListenOptions.Fixed(0), new TestHandler(), NullLoggerFactory.Instance, security);
+            var listener = FramedListener.Start("test", RpcListenOptions.Fixed(0), handler ?? new TestHandler(), NullLoggerFactory.Instance, security);
             return new Served(listener.Port, listener);
         }
         var server = await RpcServer.StartAsync("test", RpcListenOptions.Fixed(0), NullLoggerFactory.Instance, _ => { },
-            e => e.MapGrpcService<PingService>(), security, framedHandler: new TestHandler());
+            e => e.MapGrpcService<PingService>(), security, framedHandler: handler ?? new TestHandler());
         return new Served(server.Port, server);
     }
 
@@ -138,7 +143,8 @@ public sealed class FramedTransportTests
     [InlineData(true)]
     public async Task RequestsTakenWithoutAnAsyncHandlerAreAnsweredOnceFromAnyThreadIntoReplySinks(bool framedOnly)
     {
-        var server = await StartServer(new RpcSecurityOptions(), framedOnly);
+        var handler = new TestHandler();
+        var server = await StartServer(new RpcSecurityOptions(), framedOnly, handler);
         await using var connection = await FramedClient.ConnectAsync("127.0.0.1", server.Port, new RpcSecurityOptions());
 
         var echoes = Enumerable.Range(0, 2_000).Select(i =>
@@ -159,7 +165,7 @@ public sealed class FramedTransportTests
         // A request the server never answers: its sink hears of the connection's end instead.
         var unanswered = new CollectingSink();
         Assert.True(connection.Call(8, new byte[1], unanswered));
-        await Task.Delay(100);
+        await handler.Unanswered.Task.WaitAsync(TimeSpan.FromSeconds(30));
         await server.DisposeAsync();
         await Assert.ThrowsAsync<IOException>(() => unanswered.Outcome.Task.WaitAsync(TimeSpan.FromSeconds(10)));
         Assert.False(connection.Call(1, new byte[1], new CollectingSink()));
@@ -346,10 +352,11 @@ public sealed class FramedTransportTests
     [InlineData(true)]
     public async Task CallsInFlightFailWhenTheServerGoesAway(bool framedOnly)
     {
-        var server = await StartServer(new RpcSecurityOptions(), framedOnly);
+        var handler = new TestHandler();
+        var server = await StartServer(new RpcSecurityOptions(), framedOnly, handler);
         var connection = await FramedClient.ConnectAsync("127.0.0.1", server.Port, new RpcSecurityOptions());
         var hanging = connection.CallAsync(4, new byte[1]);
-        await Task.Delay(100);
+        await handler.Unanswered.Task.WaitAsync(TimeSpan.FromSeconds(30));
         await server.DisposeAsync();
         await Assert.ThrowsAsync<IOException>(() => hanging.WaitAsync(TimeSpan.FromSeconds(10)));
         await Assert.ThrowsAsync<IOException>(() => connection.CallAsync(1, new byte[1]));

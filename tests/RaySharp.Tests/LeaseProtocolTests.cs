@@ -43,8 +43,8 @@ public sealed class LeaseProtocolTests : IDisposable
         await ClusterAssertions.EventuallyAsync(async () => (await workerRaylet.GetNodeStatsAsync(new GetNodeStatsRequest())).Workers.Count(w => w.State == "idle") == 2,
             TimeSpan.FromSeconds(20), "two idle workers on the worker node");
         Assert.All((await workerRaylet.GetNodeStatsAsync(new GetNodeStatsRequest())).Workers, w => Assert.InRange(w.Port, 30000, 30005));
-        // Spillback decisions use the view each raylet refreshes every second.
-        await Task.Delay(TimeSpan.FromSeconds(1.5));
+        // Spillback decisions use each raylet's view of the others: wait until both see each other.
+        await ClusterAssertions.WaitForSpillbackViewsAsync(head, 2);
 
         // 1. Lightly used node: the lease is granted locally, to a live worker of that node.
         var first = await headRaylet.RequestWorkerLeaseAsync(Lease(("CPU", 1)));

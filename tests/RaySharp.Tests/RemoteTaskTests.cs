@@ -20,8 +20,8 @@ public sealed class RemoteTaskTests : IDisposable
             var joined = await Cli.RunAsync(host, ["start", $"--address={_net[0].Ip}:6379", .. flags]);
             Assert.True(joined.ExitCode == 0, joined.ToString());
         }
-        // Spillback decisions use each raylet's view of the others, refreshed every second.
-        await Task.Delay(TimeSpan.FromSeconds(1.5));
+        // Spillback decisions use each raylet's view of the others: wait until every raylet sees every node.
+        await ClusterAssertions.WaitForSpillbackViewsAsync(_net[0], 3);
     }
 
     [Fact]
@@ -43,10 +43,12 @@ public sealed class RemoteTaskTests : IDisposable
     public async Task SpreadUsesEveryNodeAndNodeAffinityPinsTasksToOne()
     {
         var head = _net[0];
-        await StartClusterAsync(["--num-cpus=2"], ["--num-cpus=2"], ["--num-cpus=2"]);
+        // Three tasks on a 6-CPU head stay under the hybrid policy's 50% threshold: the default keeps them all local.
+        await StartClusterAsync(["--num-cpus=6"], ["--num-cpus=2"], ["--num-cpus=2"]);
 
         var run = await Cli.RunProgramAsync(head, Driver, "spread", "auto");
         Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Contains($"default {head.Ip}\n", run.Stdout);
         Assert.Contains("spread " + string.Join(",", _net.Hosts.Select(h => h.Ip).Order(StringComparer.Ordinal)) + "\n", run.Stdout);
         var last = _net.Hosts.Select(h => h.Ip).Order(StringComparer.Ordinal).Last();
         Assert.Contains($"affinity {last}\n", run.Stdout);
@@ -200,6 +202,8 @@ public sealed class RemoteTaskTests : IDisposable
     public async Task TasksRunWhereTheirCustomResourcesAndGpusAre()
     {
         var head = _net[0];
+        // Inherited by every node's processes: the workers must clear it for tasks that asked for no GPU.
+        foreach (var host in _net.Hosts) host.Environment["CUDA_VISIBLE_DEVICES"] = "5,6";
         await StartClusterAsync(["--num-cpus=1"], ["--num-cpus=1", "--resources", "{\"special\": 1}"], ["--num-cpus=1", "--num-gpus=1"]);
 
         var run = await Cli.RunProgramAsync(head, Driver, "placement", "auto");
@@ -208,7 +212,7 @@ public sealed class RemoteTaskTests : IDisposable
         Assert.Contains($"gpu {_net[2].Ip}\n", run.Stdout);
         // The one GPU of that node, by index, to every task that asked for it; none to tasks that did not.
         Assert.Contains("cuda 0\n", run.Stdout);
-        Assert.Contains("cuda-none []", run.Stdout);
+        foreach (var host in _net.Hosts) Assert.Contains($"cuda-none {host.Ip}=[]\n", run.Stdout);
 
         foreach (var host in _net.Hosts.Reverse()) await ClusterAssertions.StopAndAssertCleanAsync(host);
     }

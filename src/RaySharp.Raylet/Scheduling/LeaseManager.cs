@@ -97,6 +97,9 @@ internal sealed partial class LeaseManager
         lock (_gate) return (_queue.Count(p => !p.Infeasible), _queue.Count(p => p.Infeasible));
     }
 
+    /// <summary>The other alive nodes that spillback decisions choose from now.</summary>
+    public IReadOnlyList<NodeView> RemoteNodes() => _remoteNodes();
+
     public Task<RequestWorkerLeaseReply> RequestAsync(RequestWorkerLeaseRequest request, CancellationToken cancellationToken)
     {
         var pending = new PendingLease(request);

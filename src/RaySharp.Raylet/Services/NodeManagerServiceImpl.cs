@@ -51,6 +51,7 @@ internal sealed class NodeManagerServiceImpl(RayletOptions options, WorkerPool.W
             });
         }
         (reply.PendingLeases, reply.InfeasibleLeases) = leases.QueueCounts();
+        reply.RemoteNodeIds.Add(leases.RemoteNodes().Select(n => n.NodeId));
         return Task.FromResult(reply);
     }
 }

@@ -40,6 +40,44 @@ internal static class ClusterAssertions
     public static void Eventually(Func<bool> condition, TimeSpan within, string what) =>
         EventuallyAsync(() => Task.FromResult(condition()), within, what).GetAwaiter().GetResult();
 
+    /// <summary>
+    /// Waits until every alive node's raylet has every other alive node in its view (the one its spillback decisions
+    /// choose from), instead of sleeping through a view refresh.
+    /// </summary>
+    public static async Task WaitForSpillbackViewsAsync(TestHost head, int nodes)
+    {
+        using var channels = new Rpc.RpcChannelPool(Cli.MemberOf($"{head.Ip}:6379"));
+        var missing = "";
+        var deadline = Stopwatch.StartNew();
+        while (!await AllSeeAllAsync())
+        {
+            if (deadline.Elapsed > TimeSpan.FromSeconds(30)) Assert.Fail($"the raylets' views did not cover the cluster within 30 s: {missing}");
+            await Task.Delay(200);
+        }
+
+        async Task<bool> AllSeeAllAsync()
+        {
+            var alive = (await StatusAsync(head)).Where(n => n.State == "ALIVE").ToList();
+            if (alive.Count != nodes)
+            {
+                missing = $"{alive.Count} of {nodes} nodes alive";
+                return false;
+            }
+            foreach (var node in alive)
+            {
+                var raylet = new Rpc.Protocol.NodeManagerService.NodeManagerServiceClient(channels.Get(node.Ip, node.Port));
+                var known = (await raylet.GetNodeStatsAsync(new Rpc.Protocol.GetNodeStatsRequest())).RemoteNodeIds.ToHashSet();
+                var unseen = alive.Where(n => n.NodeId != node.NodeId && !known.Contains(n.NodeId)).Select(n => n.Ip).ToList();
+                if (unseen.Count > 0)
+                {
+                    missing = $"the raylet of {node.Ip} does not see {string.Join(", ", unseen)}";
+                    return false;
+                }
+            }
+            return true;
+        }
+    }
+
     /// <summary>The session directories a host's node processes wrote.</summary>
     public static IReadOnlyList<SessionDirectory> Sessions(TestHost host) => SessionDirectory.EnumerateAll(host.TempDir).ToList();
 
