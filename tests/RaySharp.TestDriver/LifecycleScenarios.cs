@@ -70,3 +70,9 @@ public sealed class NapActor
         return ms;
     }
 }
+
+/// <summary>Says which GPUs its process sees, and where it runs.</summary>
+public sealed class GpuProbe
+{
+    public string Seen() => $"{Ray.NodeIpAddress}=[{Environment.GetEnvironmentVariable("CUDA_VISIBLE_DEVICES")}]";
+}

@@ -68,6 +68,13 @@ switch (scenario)
         Console.WriteLine("after-error " + Ray.Get(Ray.Task<int, int, int>(Add).Remote(2, 3)));
         break;
     case "placement":
+        // First, on workers that have run nothing yet: an actor that asked for no GPU sees none, whatever its worker
+        // inherited (a task run before would have cleared it already).
+        foreach (var node in Ray.Nodes().Where(n => n.Alive).OrderBy(n => n.NodeIpAddress, StringComparer.Ordinal))
+        {
+            var probe = Ray.Actor(() => new GpuProbe(), new ActorOptions { Strategy = SchedulingStrategy.NodeAffinity(node.NodeId) }).Remote();
+            Console.WriteLine("actor-cuda-none " + Ray.Get(probe.Call(p => p.Seen())));
+        }
         var special = new TaskOptions { Resources = new Dictionary<string, double> { ["special"] = 1 } };
         var onSpecial = Ray.Get(Enumerable.Range(0, 20).Select(_ => Ray.Task(NodeIp, special).Remote())).ToHashSet();
         Console.WriteLine("special " + string.Join(",", onSpecial));

@@ -213,6 +213,7 @@ public sealed class RemoteTaskTests : IDisposable
         // The one GPU of that node, by index, to every task that asked for it; none to tasks that did not.
         Assert.Contains("cuda 0\n", run.Stdout);
         foreach (var host in _net.Hosts) Assert.Contains($"cuda-none {host.Ip}=[]\n", run.Stdout);
+        foreach (var host in _net.Hosts) Assert.Contains($"actor-cuda-none {host.Ip}=[]\n", run.Stdout);
 
         foreach (var host in _net.Hosts.Reverse()) await ClusterAssertions.StopAndAssertCleanAsync(host);
     }

@@ -28,8 +28,10 @@ internal sealed partial class ActorExecutor(CoreWorkerOptions options, JobCodeCa
             WorkerContext.Enter(running);
             await Objects.LocalObjectStore.ReadArgumentsAsync(parameters, request.Args, args).ConfigureAwait(false);
             running.ArgumentSource = null;
-            // A dedicated actor keeps its lease's GPUs for life; lightweight actors hold none.
-            if (request.GpuIds.Count > 0) Environment.SetEnvironmentVariable("CUDA_VISIBLE_DEVICES", string.Join(",", request.GpuIds));
+            // A dedicated actor keeps its lease's GPUs for life, and one that asked for none sees none (not a value its
+            // worker inherited from the raylet's environment); lightweight actors hold none and share their process.
+            if (request.DedicatedWorker)
+                Environment.SetEnvironmentVariable("CUDA_VISIBLE_DEVICES", request.GpuIds.Count > 0 ? string.Join(",", request.GpuIds) : null);
             var instance = invoker.Invoke(target, args.AsSpan());
             if (instance is Task task)
             {
