@@ -37,9 +37,18 @@ public sealed class FramedTransportTests
                     // Calls the caller back with the payload, on the same connection, before answering with it.
                     var back = await FramedConnection.Current!.CallAsync(1, payload, cancellationToken);
                     return back;
+                case 9:
+                    // Holds up the read loop (this part runs on it, before any await): the server stops reading.
+                    ReadingStopped.TrySetResult();
+                    ResumeReading.Wait(TimeSpan.FromMinutes(2));
+                    return payload;
                 default: throw new NotSupportedException($"method {method}");
             }
         }
+
+        /// <summary>Completed when a call 9 stopped the server's read loop; it reads again once <see cref="ResumeReading"/> is set.</summary>
+        public TaskCompletionSource ReadingStopped { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public ManualResetEventSlim ResumeReading { get; } = new();
 
         // Taken without an async handler, as workers take tasks and actor calls: 6 echoes from a pool thread, 7 fails,
         // 8 is never answered.
@@ -361,5 +370,33 @@ public sealed class FramedTransportTests
         await Assert.ThrowsAsync<IOException>(() => hanging.WaitAsync(TimeSpan.FromSeconds(10)));
         await Assert.ThrowsAsync<IOException>(() => connection.CallAsync(1, new byte[1]));
         await connection.DisposeAsync();
+    }
+
+    /// <summary>
+    /// A peer that stops reading (a hung process, or one behind a partition) fills the socket's buffers, and the write
+    /// loop blocks in send. Closing the connection must not wait for that send (it would wait as long as TCP does),
+    /// and the calls waiting for replies must fail rather than hang.
+    /// </summary>
+    [Fact]
+    public async Task DisposingAConnectionWhoseSendIsBlockedByAPeerThatStoppedReadingReturnsAndFailsItsCalls()
+    {
+        var handler = new TestHandler();
+        var server = await StartServer(new RpcSecurityOptions(), framedOnly: true, handler);
+        try
+        {
+            var connection = await FramedClient.ConnectAsync("127.0.0.1", server.Port, new RpcSecurityOptions());
+            var stopper = connection.CallAsync(9, new byte[1]);
+            await handler.ReadingStopped.Task.WaitAsync(TimeSpan.FromSeconds(30));
+            // Far more than loopback's socket buffers hold: the writer is left blocked in send.
+            var calls = Enumerable.Range(0, 8).Select(_ => connection.CallAsync(1, new byte[16 * 1024 * 1024])).ToList();
+            var disposing = connection.DisposeAsync().AsTask();
+            await disposing.WaitAsync(TimeSpan.FromSeconds(20));
+            foreach (var call in calls.Append(stopper)) await Assert.ThrowsAsync<IOException>(() => call.WaitAsync(TimeSpan.FromSeconds(5)));
+        }
+        finally
+        {
+            handler.ResumeReading.Set();
+            await server.DisposeAsync();
+        }
     }
 }
