@@ -49,9 +49,9 @@ internal sealed partial class GcsDriverMonitor : IFramedHandler, IDisposable
         var connection = FramedConnection.Current ?? throw new InvalidOperationException("no connection");
         var jobId = RegisterDriverRequest.Parser.ParseFrom(payload).JobId;
         if (jobId.Length != JobIdLength || !jobId.All(char.IsAsciiHexDigit))
-            throw new ArgumentException($"RegisterDriver: the job id must be the {JobIdLength} hex digits GetNextJobId gave, not '{Printable(jobId)}'");
+            throw new InvalidDataException($"RegisterDriver: the job id must be the {JobIdLength} hex digits GetNextJobId gave, not '{Printable(jobId)}'");
         var job = await _jobs.GetAsync(jobId).ConfigureAwait(false)
-                  ?? throw new ArgumentException($"RegisterDriver: there is no job {jobId}; add it with AddJob first");
+                  ?? throw new KeyNotFoundException($"RegisterDriver: there is no job {jobId}; add it with AddJob first");
         if (job.IsDead) throw new InvalidOperationException($"RegisterDriver: job {jobId} has ended; start the driver again for a new job");
 
         Registration registration;
