@@ -78,7 +78,12 @@ internal sealed partial class GcsDriverMonitor : IFramedHandler, IDisposable
             await registration.Connection.Completion.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
             lock (_gate)
             {
-                if (!_registered.TryGetValue(jobId, out var current) || current != registration) return; // replaced, or the job ended
+                if (!_registered.TryGetValue(jobId, out var current)) return; // the job ended
+                if (current != registration)
+                {
+                    LogReplacedClosed(_logger, jobId);
+                    return;
+                }
                 registration.Dropped = true;
             }
             LogDriverDropped(_logger, jobId, _grace.TotalSeconds);
@@ -165,6 +170,9 @@ internal sealed partial class GcsDriverMonitor : IFramedHandler, IDisposable
 
     [LoggerMessage(EventId = 124, Level = LogLevel.Warning, Message = "The driver of job {JobId} did not register again within {Seconds} s of its connection closing; ending the job")]
     private static partial void LogDriverGone(ILogger logger, string jobId, double seconds);
+
+    [LoggerMessage(EventId = 126, Level = LogLevel.Debug, Message = "An earlier connection of the driver of job {JobId} closed; it registered again since, so that one no longer counts")]
+    private static partial void LogReplacedClosed(ILogger logger, string jobId);
 
     [LoggerMessage(EventId = 125, Level = LogLevel.Error, Message = "Watching the driver of job {JobId} failed: {Error}")]
     private static partial void LogWatchFailed(ILogger logger, string jobId, string error);

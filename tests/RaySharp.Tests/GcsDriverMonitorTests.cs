@@ -28,7 +28,8 @@ public sealed class GcsDriverMonitorTests
             ended.Enqueue(id);
             if (id == "00000002") job2Ended.TrySetResult();
         };
-        using var drivers = new GcsDriverMonitor(jobs, TimeProvider.System, NullLogger<GcsDriverMonitor>.Instance, disconnectGrace: TimeSpan.Zero);
+        var log = new CapturingLogger();
+        using var drivers = new GcsDriverMonitor(jobs, TimeProvider.System, log, disconnectGrace: TimeSpan.Zero);
         await using var listener = FramedListener.Start("gcs", RpcListenOptions.Fixed(0), drivers, NullLoggerFactory.Instance, security);
         await using var a = await FramedClient.ConnectAsync("127.0.0.1", listener.Port, security);
         await using var b = await FramedClient.ConnectAsync("127.0.0.1", listener.Port, security);
@@ -47,6 +48,7 @@ public sealed class GcsDriverMonitorTests
         // Connection a closes: job 2, registered only there, ends (with no grace here); job 1 goes on.
         await a.DisposeAsync();
         await job2Ended.Task.WaitAsync(s_within);
+        await WaitUntilAsync(() => log.Lines.Any(l => l.Contains("An earlier connection of the driver of job 00000001 closed", StringComparison.Ordinal)));
         Assert.Equal(["00000002"], ended.ToArray());
         Assert.False((await jobs.GetAsync("00000001"))!.IsDead);
 
@@ -58,6 +60,18 @@ public sealed class GcsDriverMonitorTests
         await WaitUntilAsync(() => ended.Count == 2);
         Assert.Equal(["00000002", "00000001"], ended.ToArray());
         Assert.True((await jobs.GetAsync("00000001"))!.IsDead);
+    }
+
+    private sealed class CapturingLogger : Microsoft.Extensions.Logging.ILogger<GcsDriverMonitor>
+    {
+        public System.Collections.Concurrent.ConcurrentQueue<string> Lines { get; } = new();
+
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+
+        public bool IsEnabled(Microsoft.Extensions.Logging.LogLevel logLevel) => true;
+
+        public void Log<TState>(Microsoft.Extensions.Logging.LogLevel logLevel, Microsoft.Extensions.Logging.EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
+            Lines.Enqueue(formatter(state, exception));
     }
 
     private static async Task WaitUntilAsync(Func<bool> condition)
