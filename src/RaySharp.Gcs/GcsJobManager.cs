@@ -40,6 +40,10 @@ internal sealed class GcsJobManager(IGcsStore store, GcsPublisher publisher, Tim
         return true;
     }
 
+    /// <summary>The job's row; null when there is no such job.</summary>
+    public async Task<JobInfo?> GetAsync(string jobId) =>
+        await store.GetAsync(GcsTables.Jobs, jobId).ConfigureAwait(false) is { } bytes ? JobInfo.Parser.ParseFrom(bytes) : null;
+
     /// <summary>Jobs the store says are running (a GCS restart): their drivers are expected to reconnect.</summary>
     public async Task<IReadOnlyList<string>> LoadAliveAsync() =>
         (await GetAllAsync().ConfigureAwait(false)).Where(j => !j.IsDead).Select(j => j.JobId).ToList();

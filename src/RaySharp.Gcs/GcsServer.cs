@@ -88,7 +88,7 @@ internal sealed partial class GcsServer : IAsyncDisposable
         nodes.NodeRemoved += n => health.RemoveNode(n.NodeId);
         var objects = new GcsObjectDirectory();
         nodes.NodeRemoved += objects.OnNodeRemoved;
-        var drivers = new GcsDriverMonitor(jobs, time, loggerFactory.CreateLogger<GcsDriverMonitor>());
+        var drivers = new GcsDriverMonitor(jobs, time, loggerFactory.CreateLogger<GcsDriverMonitor>(), options.DriverDisconnectGrace);
 
         // A GCS started on stored state takes the cluster over where the last one left it: same identity, nodes,
         // jobs (their drivers reconnect), actors (their workers are found again) and key-value store.

@@ -46,6 +46,20 @@ internal sealed class GcsServerOptions
     /// </summary>
     public TimeSpan DriverReconnectTimeout { get; set; } = Rpc.Clients.GcsClient.DefaultReconnectTimeout;
 
+    /// <summary>
+    /// How long a driver whose registration connection dropped has to register again before its job is ended (and
+    /// its actors with it). Default 5 s: the driver registers again at once, and a driver that died (even by SIGKILL,
+    /// which also just drops the connection) has its job ended this much later. A driver that exits normally ends its
+    /// job itself, at once.
+    /// </summary>
+    public TimeSpan DriverDisconnectGrace { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>
+    /// Most dead actors kept per job in the actor table (and its store), the oldest dropped first. Default 1,000:
+    /// enough to see why recent actors died, while a job that creates actors forever does not grow the table forever.
+    /// </summary>
+    public int MaxDeadActorsPerJob { get; set; } = 1_000;
+
     /// <summary>Environment variable carrying the Redis password to the GCS process (kept off its command line).</summary>
     public const string RedisPasswordEnv = "RAYSHARP_REDIS_PASSWORD";
 
@@ -55,6 +69,10 @@ internal sealed class GcsServerOptions
     /// <summary>Environment variables that override the health-check settings for every GCS started on this host.</summary>
     public const string HealthCheckPeriodEnv = "RAYSHARP_health_check_period_ms";
     public const string HealthCheckFailureThresholdEnv = "RAYSHARP_health_check_failure_threshold";
+    /// <summary>Overrides <see cref="DriverDisconnectGrace"/>, in milliseconds (0 or more).</summary>
+    public const string DriverDisconnectGraceEnv = "RAYSHARP_driver_disconnect_grace_ms";
+    /// <summary>Overrides <see cref="MaxDeadActorsPerJob"/> (0 or more).</summary>
+    public const string MaxDeadActorsPerJobEnv = "RAYSHARP_max_dead_actors_per_job";
 
     public void ApplyEnvironment()
     {
@@ -62,6 +80,10 @@ internal sealed class GcsServerOptions
             HealthCheckPeriod = TimeSpan.FromMilliseconds(ms);
         if (int.TryParse(Environment.GetEnvironmentVariable(HealthCheckFailureThresholdEnv), out var n) && n > 0)
             HealthCheckFailureThreshold = n;
+        if (int.TryParse(Environment.GetEnvironmentVariable(DriverDisconnectGraceEnv), out var grace) && grace >= 0)
+            DriverDisconnectGrace = TimeSpan.FromMilliseconds(grace);
+        if (int.TryParse(Environment.GetEnvironmentVariable(MaxDeadActorsPerJobEnv), out var dead) && dead >= 0)
+            MaxDeadActorsPerJob = dead;
         if (Rpc.Clients.GcsClient.ReconnectTimeoutOverride() is { } reconnect) DriverReconnectTimeout = reconnect;
         if (Environment.GetEnvironmentVariable(RedisPasswordEnv) is { Length: > 0 } password) RedisPassword = password;
     }

@@ -56,6 +56,19 @@ internal static class ActorScenarios
             case "actor-placement":
                 Placement();
                 return 0;
+            case "dead-actors":
+                // Five actors killed one after another and one alive, listed by the test while this driver runs.
+                for (var i = 0; i < 5; i++)
+                {
+                    var doomed = Ray.Actor(() => new Counter(0), new ActorOptions { Name = $"dead-{i}" }).Remote();
+                    Ray.Get(doomed.Increment(1));
+                    Ray.Kill(doomed);
+                }
+                var alive = Ray.Actor(() => new Counter(0), new ActorOptions { Name = "alive" }).Remote();
+                Console.WriteLine("alive " + Ray.Get(alive.Increment(1)));
+                TestSignals.Signal("ready");
+                TestSignals.WaitFor("listed");
+                return 0;
             default:
                 return null;
         }

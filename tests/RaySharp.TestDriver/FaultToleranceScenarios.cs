@@ -1,3 +1,4 @@
+using System.Reflection;
 using RaySharp;
 
 /// <summary>
@@ -34,6 +35,9 @@ internal static class FaultToleranceScenarios
                 return 0;
             case "lineage":
                 LineageAfterNodeDeath(args[2]);
+                return 0;
+            case "driver-drop":
+                DriverDrop();
                 return 0;
             default:
                 return null;
@@ -169,6 +173,37 @@ internal static class FaultToleranceScenarios
     /// A task creates an object (it owns it), passes a reference to it inside a list to an actor, and dies before the
     /// value exists: the actor's read fails with OwnerDiedException.
     /// </summary>
+    /// <summary>
+    /// The driver's registration with the GCS drops while the driver lives on (closed here from inside, as a network
+    /// blip would): the driver registers again, and its job and actor go on. Then the test kills it.
+    /// </summary>
+    private static void DriverDrop()
+    {
+        var counter = Ray.Actor(() => new Counter(0), new ActorOptions { Name = "kept", NumCpus = 1 }).Remote();
+        Console.WriteLine("before " + Ray.Get(counter.Increment(1)));
+        DropRegistration();
+        TestSignals.Signal("dropped");
+        TestSignals.WaitFor("kept");
+        Console.WriteLine("after " + Ray.Get(counter.Increment(1)));
+        TestSignals.Signal("answered");
+        TestSignals.WaitFor("killed"); // the test kills this process with SIGKILL meanwhile
+    }
+
+    /// <summary>Closes the driver's registration connection (reaching into the driver API: test only) and waits until it registered again.</summary>
+    private static void DropRegistration()
+    {
+        var session = typeof(Ray).GetField("s_session", BindingFlags.NonPublic | BindingFlags.Static)!.GetValue(null)!;
+        var field = session.GetType().GetField("_driverConnection", BindingFlags.NonPublic | BindingFlags.Instance)!;
+        var dropped = field.GetValue(session)!;
+        ((IAsyncDisposable)dropped).DisposeAsync().AsTask().GetAwaiter().GetResult();
+        var deadline = DateTime.UtcNow.AddMinutes(1);
+        while (ReferenceEquals(field.GetValue(session), dropped))
+        {
+            if (DateTime.UtcNow > deadline) throw new TimeoutException("the driver did not register with the GCS again");
+            Thread.Sleep(20);
+        }
+    }
+
     private static void OwnerDied()
     {
         var sink = Ray.Actor(() => new Sink()).Remote();

@@ -31,6 +31,8 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
     private readonly Dictionary<string, Task<ActorHost>> _hostsStarting = new(StringComparer.Ordinal);
     private readonly CancellationTokenSource _disposed = new();
     private readonly OutputLogger _output;
+    /// <summary>Each job's dead actors, oldest death first: only the last <see cref="GcsServerOptions.MaxDeadActorsPerJob"/> are kept.</summary>
+    private readonly Dictionary<string, Queue<string>> _deadByJob = new(StringComparer.Ordinal);
     private int _spreadNext;
 
     public GcsActorManager(GcsServerOptions options, IGcsStore store, GcsNodeManager nodes, RpcChannelPool channels, TimeProvider time, ILogger<GcsActorManager> logger)
@@ -60,6 +62,13 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
         /// <summary>Bumped at each (re)placement, so a late report about an earlier incarnation is ignored.</summary>
         public int Incarnation { get; set; }
         public TaskCompletionSource Changed { get; set; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        /// <summary>
+        /// The last of this actor's store writes, each queued behind the one before under the lock: rows reach the store
+        /// in the order of the transitions they record, so an older row never overwrites a newer one.
+        /// </summary>
+        public Task Writes { get; set; } = Task.CompletedTask;
+        /// <summary>Counted among its job's dead actors (at most once).</summary>
+        public bool Buried { get; set; }
     }
 
     /// <summary>A worker process that hosts lightweight actors.</summary>
@@ -75,39 +84,53 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
         public string? LostCause { get; set; }
     }
 
-    public RegisterActorReply Register(RegisterActorRequest request)
+    /// <summary>Registers an actor and answers once its row is stored (a GCS restarted on that store knows it), then places it.</summary>
+    public async Task<RegisterActorReply> RegisterAsync(RegisterActorRequest request)
     {
         var id = request.Info.ActorId;
         ActorEntry entry;
+        RegisterActorReply? earlier = null;
         lock (_gate)
         {
             if (_actors.TryGetValue(id, out var known))
-                return new RegisterActorReply { ActorId = id, ClassName = known.Info.ClassName };
-            if (request.Info.Name.Length > 0)
             {
-                var key = (request.Info.Namespace, request.Info.Name);
-                if (_named.TryGetValue(key, out var existingId) && _actors.TryGetValue(existingId, out var existing) && existing.Info.State != ActorState.ActorDead)
+                // A retried registration: answered as the first one is, once the row is stored.
+                entry = known;
+                earlier = new RegisterActorReply { ActorId = id, ClassName = known.Info.ClassName };
+            }
+            else if (request.Info.Name.Length > 0 && _named.TryGetValue((request.Info.Namespace, request.Info.Name), out var existingId)
+                     && _actors.TryGetValue(existingId, out var existing) && existing.Info.State != ActorState.ActorDead)
+            {
+                if (!request.GetIfExists)
                 {
-                    if (request.GetIfExists) return new RegisterActorReply { ActorId = existingId, Existed = true, ClassName = existing.Info.ClassName };
                     throw new RpcException(new Status(StatusCode.AlreadyExists,
                         $"an actor named '{request.Info.Name}' already exists in namespace '{request.Info.Namespace}' ({existing.Info.ClassName}, {ProtocolNames.Of(existing.Info.State)}); " +
                         "get it with Ray.GetActor, set GetIfExists = true, or choose another name"));
                 }
-                _named[key] = id;
+                entry = existing;
+                earlier = new RegisterActorReply { ActorId = existingId, Existed = true, ClassName = existing.Info.ClassName };
             }
-            var info = request.Info.Clone();
-            info.State = ActorState.ActorPendingCreation;
-            info.StartTimeMs = _time.GetUtcNow().ToUnixTimeMilliseconds();
-            info.Resources.Clear();
-            info.Resources.Add(request.PlacementResources.Count > 0 ? request.PlacementResources : request.Resources);
-            entry = new ActorEntry(info, request);
-            _actors[id] = entry;
+            else
+            {
+                if (request.Info.Name.Length > 0) _named[(request.Info.Namespace, request.Info.Name)] = id;
+                var info = request.Info.Clone();
+                info.State = ActorState.ActorPendingCreation;
+                info.StartTimeMs = _time.GetUtcNow().ToUnixTimeMilliseconds();
+                info.Resources.Clear();
+                info.Resources.Add(request.PlacementResources.Count > 0 ? request.PlacementResources : request.Resources);
+                entry = new ActorEntry(info, request);
+                _actors[id] = entry;
+                // The factory and options first, to place the actor again should a restarted GCS find it pending or
+                // need to restart it; then its row (a restarted GCS buries a row whose registration it cannot find).
+                var spec = request.ToByteArray();
+                Enqueue(entry, () => _store.PutAsync(GcsTables.ActorSpecs, id, spec), "its registration");
+                Persist(entry);
+            }
         }
-        Persist(entry);
-        // The factory and options, to place the actor again should a restarted GCS find it pending or need to restart it.
-        _ = _store.PutAsync(GcsTables.ActorSpecs, id, request.ToByteArray());
+        await WrittenAsync(entry).ConfigureAwait(false);
+        if (earlier is not null) return earlier;
         LogRegistered(_logger, id, request.Info.ClassName, request.Info.Name);
-        _ = PlaceAsync(entry, entry.Incarnation);
+        Observe(PlaceAsync(entry, entry.Incarnation), "placing actor " + id);
         return new RegisterActorReply { ActorId = id, ClassName = request.Info.ClassName };
     }
 
@@ -136,7 +159,8 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
             }
             catch (OperationCanceledException)
             {
-                lock (_gate) return _actors[actorId].Info.Clone();
+                // Dropped meanwhile only as one of its job's oldest dead actors: then there is no row to give.
+                lock (_gate) return _actors.TryGetValue(actorId, out var e) ? e.Info.Clone() : null;
             }
         }
     }
@@ -158,17 +182,28 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
 
     /// <summary>
     /// Kills an actor: with <paramref name="noRestart"/> (or no restarts left) it is dead for good; otherwise its worker
-    /// is stopped and the actor restarts, as <c>ray.kill(no_restart=False)</c> does.
+    /// is stopped and the actor restarts, as <c>ray.kill(no_restart=False)</c> does. Answers once the row recording
+    /// the kill is stored, so that a GCS restarted on the store does not bring the actor back.
     /// </summary>
-    public bool Kill(string actorId, bool noRestart, string reason)
+    public async Task<bool> KillAsync(string actorId, bool noRestart, string reason)
     {
         ActorEntry? entry;
         FramedConnection? dedicated = null;
         ActorHost? host = null;
         string? leaseId = null, raylet = null;
+        bool alreadyDead;
         lock (_gate)
         {
             if (!_actors.TryGetValue(actorId, out entry)) return false;
+            alreadyDead = entry.Info.State == ActorState.ActorDead;
+        }
+        if (alreadyDead)
+        {
+            await WrittenAsync(entry).ConfigureAwait(false);
+            return true;
+        }
+        lock (_gate)
+        {
             if (entry.Info.State == ActorState.ActorDead) return true;
             var restart = !noRestart && RestartsLeft(entry.Info);
             entry.KillRequested = !restart;
@@ -189,14 +224,15 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
                 if (!restart) MarkDead(entry, reason);
             }
         }
+        await WrittenAsync(entry).ConfigureAwait(false);
         if (host is not null)
         {
-            _ = host.Connection.CallAsync(FramedMethods.ActorKill, new ActorKillRequest { ActorId = actorId }.ToByteArray());
+            Observe(host.Connection.CallAsync(FramedMethods.ActorKill, new ActorKillRequest { ActorId = actorId }.ToByteArray()), $"stopping lightweight actor {actorId} in its host");
         }
         if (leaseId is not null && raylet is not null)
         {
             // The raylet stops the worker; the broken connection then marks the actor dead or restarts it.
-            _ = RayletLeaseClient.ReturnAsync(_channels, raylet, leaseId, disconnect: true);
+            Observe(RayletLeaseClient.ReturnAsync(_channels, raylet, leaseId, disconnect: true), $"returning the lease of actor {actorId}");
         }
         LogKilled(_logger, actorId, reason);
         return true;
@@ -212,7 +248,7 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
                 .Select(e => e.Info.ActorId).ToList();
         }
         LogJobFinished(_logger, jobId, owned.Count);
-        foreach (var id in owned) Kill(id, noRestart: true, $"its owner, the driver of job {jobId}, exited");
+        foreach (var id in owned) Observe(KillAsync(id, noRestart: true, $"its owner, the driver of job {jobId}, exited"), $"killing actor {id} of finished job {jobId}");
     }
 
     private void OnNodeDead(NodeInfo node)
@@ -227,7 +263,7 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
             connections = onNode.Select(e => e.Connection!).Concat(_hosts.Where(h => h.NodeId == node.NodeId).Select(h => h.Connection)).ToList();
         }
         // A node can die without its TCP connections breaking (a partition): close them, which restarts or buries the actors.
-        foreach (var c in connections) _ = c.DisposeAsync().AsTask();
+        foreach (var c in connections) Observe(c.DisposeAsync().AsTask(), "closing a connection to an actor on a dead node");
     }
 
     private static bool RestartsLeft(ActorInfo info) => info.MaxRestarts == -1 || info.NumRestarts < info.MaxRestarts;
@@ -242,6 +278,7 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
         {
             try
             {
+                lock (_gate) if (entry.Incarnation != incarnation || entry.Info.State == ActorState.ActorDead) return;
                 if (entry.Spec.Info.Lightweight) await PlaceLightweightAsync(entry, incarnation).ConfigureAwait(false);
                 else await PlaceDedicatedAsync(entry, incarnation).ConfigureAwait(false);
                 return;
@@ -296,6 +333,9 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
             LeaseRequestId = UniqueId.New(),
             Strategy = entry.Spec.Strategy ?? new SchedulingStrategy(),
             OwnerWorkerId = entry.Info.ActorId,
+            // The raylet takes the lease back when the job ends, should the GCS not (it died meanwhile); a detached
+            // actor outlives its job, so its lease belongs to none.
+            JobId = entry.Info.Detached ? "" : entry.Info.JobId,
         };
         request.Resources.Add(entry.Spec.Resources);
         request.PlacementResources.Add(entry.Spec.PlacementResources);
@@ -345,7 +385,7 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
             lock (_gate) if (entry.Incarnation == incarnation && entry.Info.State != ActorState.ActorDead) MarkDead(entry, entry.KillReason ?? "killed");
             return;
         }
-        _ = MonitorAsync(entry, incarnation, connection, address);
+        Observe(MonitorAsync(entry, incarnation, connection, address), "watching actor " + entry.Info.ActorId);
         var creation = entry.Spec.Creation.Clone();
         creation.ActorId = entry.Info.ActorId;
         creation.GpuIds.Clear();
@@ -419,7 +459,7 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
         var incarnation = ++entry.Incarnation;
         Signal(entry);
         // Off the caller's lock: placement starts RPCs.
-        _ = Task.Run(() => PlaceAsync(entry, incarnation));
+        Observe(Task.Run(() => PlaceAsync(entry, incarnation)), "placing actor " + entry.Info.ActorId);
     }
 
     private void MarkAlive(ActorEntry entry, WorkerAddress address)
@@ -439,8 +479,30 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
         if (entry.Info.Name.Length > 0 && _named.TryGetValue((entry.Info.Namespace, entry.Info.Name), out var id) && id == entry.Info.ActorId)
             _named.Remove((entry.Info.Namespace, entry.Info.Name));
         Signal(entry);
-        _ = _store.DeleteAsync(GcsTables.ActorSpecs, entry.Info.ActorId);
-        LogDead(_logger, entry.Info.ActorId, cause);
+        var actorId = entry.Info.ActorId;
+        Enqueue(entry, () => _store.DeleteAsync(GcsTables.ActorSpecs, actorId), "the removal of its registration");
+        Bury(entry);
+        LogDead(_logger, actorId, cause);
+    }
+
+    /// <summary>
+    /// Under the lock, once an actor is dead: counts it among its job's dead actors and drops the oldest beyond the
+    /// bound, from memory and from the store, so that a job creating actors forever does not grow the table forever.
+    /// </summary>
+    private void Bury(ActorEntry entry)
+    {
+        if (entry.Buried) return;
+        entry.Buried = true;
+        var jobId = entry.Info.JobId;
+        if (!_deadByJob.TryGetValue(jobId, out var dead)) _deadByJob[jobId] = dead = new Queue<string>();
+        dead.Enqueue(entry.Info.ActorId);
+        while (dead.Count > _options.MaxDeadActorsPerJob)
+        {
+            var oldest = dead.Dequeue();
+            if (!_actors.Remove(oldest, out var evicted)) continue;
+            Enqueue(evicted, () => _store.DeleteAsync(GcsTables.Actors, oldest), "the removal of its row (one of its job's oldest dead actors)");
+        }
+        if (dead.Count == 0) _deadByJob.Remove(jobId);
     }
 
     private void Signal(ActorEntry entry)
@@ -451,10 +513,46 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
         Persist(entry);
     }
 
+    /// <summary>Under the lock: queues the row as it is now, behind the actor's earlier writes.</summary>
     private void Persist(ActorEntry entry)
     {
-        var bytes = entry.Info.ToByteArray();
-        _ = _store.PutAsync(GcsTables.Actors, entry.Info.ActorId, bytes);
+        var (id, bytes) = (entry.Info.ActorId, entry.Info.ToByteArray());
+        Enqueue(entry, () => _store.PutAsync(GcsTables.Actors, id, bytes), "its row");
+    }
+
+    /// <summary>Under the lock: runs <paramref name="write"/> once the actor's earlier writes are done; a failure is logged, and the next write still runs.</summary>
+    private void Enqueue(ActorEntry entry, Func<Task> write, string what) => entry.Writes = WriteAfterAsync(entry.Writes, write, entry.Info.ActorId, what);
+
+    private async Task WriteAfterAsync(Task previous, Func<Task> write, string actorId, string what)
+    {
+        await previous.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        // Off the caller's lock: the store is someone else's code (a Redis client).
+        await Task.Yield();
+        try
+        {
+            await write().ConfigureAwait(false);
+        }
+        catch (Exception e)
+        {
+            LogStoreWriteFailed(_logger, what, actorId, e.Message);
+        }
+    }
+
+    /// <summary>Completes once every store write queued for the actor so far is done (each failure was logged).</summary>
+    private Task WrittenAsync(ActorEntry entry)
+    {
+        lock (_gate) return entry.Writes;
+    }
+
+    /// <summary>Logs the failure of work that nobody awaits, so that no fault goes unseen.</summary>
+    private void Observe(Task task, string what)
+    {
+        if (task.IsCompletedSuccessfully) return;
+        task.ContinueWith(static (t, state) =>
+        {
+            var (self, what) = ((GcsActorManager, string))state!;
+            if (!self._disposed.IsCancellationRequested) LogBackgroundFailed(self._logger, what, t.Exception!.GetBaseException().Message);
+        }, (this, what), CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
     }
 
     // ---- Lightweight actors: many per host worker ----
@@ -523,7 +621,7 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
             if (entry.Incarnation != incarnation || entry.Info.State == ActorState.ActorDead)
             {
                 // Killed while its constructor ran: drop what the host built.
-                if (error is null) _ = host.Connection.CallAsync(FramedMethods.ActorKill, new ActorKillRequest { ActorId = entry.Info.ActorId }.ToByteArray());
+                if (error is null) Observe(host.Connection.CallAsync(FramedMethods.ActorKill, new ActorKillRequest { ActorId = entry.Info.ActorId }.ToByteArray()), $"dropping killed actor {entry.Info.ActorId} from its host");
                 return;
             }
             if (error is null)
@@ -552,7 +650,7 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
         await _store.PutAsync(GcsTables.ActorHosts, host.LeaseId,
             new ActorHostRecord { NodeId = nodeId, RayletAddress = raylet, LeaseId = lease.LeaseId, Address = address }.ToByteArray()).ConfigureAwait(false);
         LogHostStarted(_logger, address.IpAddress, address.Pid);
-        _ = MonitorHostAsync(host);
+        Observe(MonitorHostAsync(host), "watching a lightweight actor host");
         return host;
     }
 
@@ -573,7 +671,7 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
         }
         if (!_disposed.IsCancellationRequested)
         {
-            _ = _store.DeleteAsync(GcsTables.ActorHosts, host.LeaseId);
+            Observe(_store.DeleteAsync(GcsTables.ActorHosts, host.LeaseId), "removing the row of a lightweight actor host");
             await RayletLeaseClient.ReturnAsync(_channels, host.RayletAddress, host.LeaseId, disconnect: true).ConfigureAwait(false);
         }
     }
@@ -595,6 +693,7 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
         var rows = await _store.GetAllAsync(GcsTables.Actors).ConfigureAwait(false);
         var reattach = new List<ActorEntry>();
         var place = new List<ActorEntry>();
+        var dead = new List<ActorEntry>();
         var lightweight = new Dictionary<string, List<ActorEntry>>(StringComparer.Ordinal);
         lock (_gate)
         {
@@ -605,7 +704,11 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
                 var spec = specs.GetValueOrDefault(id);
                 var entry = new ActorEntry(info, spec ?? new RegisterActorRequest { Info = info });
                 _actors[id] = entry;
-                if (!live) continue;
+                if (!live)
+                {
+                    dead.Add(entry);
+                    continue;
+                }
                 if (info.Name.Length > 0) _named[(info.Namespace, info.Name)] = id;
                 if (spec is null)
                 {
@@ -630,11 +733,13 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
                     place.Add(entry);
                 }
             }
+            // Counted oldest death first, which also drops what is beyond the bound (it may have been lowered).
+            foreach (var entry in dead.OrderBy(e => e.Info.EndTimeMs)) Bury(entry);
         }
         await Task.WhenAll(reattach.Select(e => ReattachAsync(e))
             .Concat(hostRecords.Select(h => ReattachHostAsync(h, lightweight.GetValueOrDefault(NodeAddress.Format(h.Address.IpAddress, h.Address.Port)) ?? []))))
             .ConfigureAwait(false);
-        foreach (var entry in place) _ = PlaceAsync(entry, entry.Incarnation);
+        foreach (var entry in place) Observe(PlaceAsync(entry, entry.Incarnation), "placing actor " + entry.Info.ActorId);
     }
 
     private async Task ReattachAsync(ActorEntry entry)
@@ -666,7 +771,7 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
         }
         lock (_gate) entry.Connection = connection;
         LogReattached(_logger, $"actor {entry.Info.ActorId}", address.IpAddress, address.Pid);
-        _ = MonitorAsync(entry, incarnation, connection, address);
+        Observe(MonitorAsync(entry, incarnation, connection, address), "watching actor " + entry.Info.ActorId);
     }
 
     private async Task ReattachHostAsync(ActorHostRecord record, List<ActorEntry> actors)
@@ -683,7 +788,7 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
                 foreach (var entry in actors.Where(a => a.Info.State != ActorState.ActorDead))
                     OnWorkerLost(entry, $"its host worker process (pid {record.Address.Pid} on {record.Address.IpAddress}) was gone when the GCS restarted");
             }
-            _ = _store.DeleteAsync(GcsTables.ActorHosts, record.LeaseId);
+            Observe(_store.DeleteAsync(GcsTables.ActorHosts, record.LeaseId), "removing the row of a lightweight actor host");
             try { await RayletLeaseClient.ReturnAsync(_channels, record.RayletAddress, record.LeaseId, disconnect: true).ConfigureAwait(false); }
             catch (Exception) { /* its raylet is gone too */ }
             return;
@@ -699,7 +804,7 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
             }
         }
         LogReattached(_logger, $"{actors.Count} lightweight actor(s)", record.Address.IpAddress, record.Address.Pid);
-        _ = MonitorHostAsync(host);
+        Observe(MonitorHostAsync(host), "watching a lightweight actor host");
     }
 
     public async ValueTask DisposeAsync()
@@ -750,6 +855,12 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
 
     [LoggerMessage(EventId = 309, Level = LogLevel.Warning, Message = "Placing actor {ActorId} failed ({Reason}); trying again")]
     private static partial void LogPlacementRetry(ILogger logger, string actorId, string reason);
+
+    [LoggerMessage(EventId = 310, Level = LogLevel.Error, Message = "Storing {What} of actor {ActorId} failed: {Error}")]
+    private static partial void LogStoreWriteFailed(ILogger logger, string what, string actorId, string error);
+
+    [LoggerMessage(EventId = 311, Level = LogLevel.Warning, Message = "Background work failed ({What}): {Error}")]
+    private static partial void LogBackgroundFailed(ILogger logger, string what, string error);
 
     [LoggerMessage(EventId = 306, Level = LogLevel.Information, Message = "({Name} pid={Pid}) {Text}")]
     private static partial void LogActorOutput(ILogger logger, string name, int pid, string text);

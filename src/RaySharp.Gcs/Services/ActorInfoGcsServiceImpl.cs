@@ -13,7 +13,7 @@ internal sealed class ActorInfoGcsServiceImpl(GcsActorManager actors) : ActorInf
     {
         if (request.Info is null || request.Info.ActorId.Length == 0 || request.Creation is null)
             throw new RpcException(new Status(StatusCode.InvalidArgument, "info with an actor_id and the creation task are required"));
-        return Task.FromResult(actors.Register(request));
+        return actors.RegisterAsync(request);
     }
 
     public override async Task<GetActorInfoReply> GetActorInfo(GetActorInfoRequest request, ServerCallContext context)
@@ -39,9 +39,9 @@ internal sealed class ActorInfoGcsServiceImpl(GcsActorManager actors) : ActorInf
         return Task.FromResult(reply);
     }
 
-    public override Task<KillActorReply> KillActor(KillActorRequest request, ServerCallContext context) =>
-        Task.FromResult(new KillActorReply
+    public override async Task<KillActorReply> KillActor(KillActorRequest request, ServerCallContext context) =>
+        new()
         {
-            Found = actors.Kill(request.ActorId, request.NoRestart, request.Reason.Length > 0 ? request.Reason : "killed by Ray.Kill"),
-        });
+            Found = await actors.KillAsync(request.ActorId, request.NoRestart, request.Reason.Length > 0 ? request.Reason : "killed by Ray.Kill").ConfigureAwait(false),
+        };
 }
