@@ -17,6 +17,9 @@ public sealed class FramedTransportTests
 {
     private sealed class TestHandler : IFramedHandler
     {
+        // Methods of its own (echo, fail, hang), not the cluster's.
+        public bool CheckedAtDispatch => false;
+
         public async ValueTask<ReadOnlyMemory<byte>> HandleAsync(int method, byte[] payload, CancellationToken cancellationToken)
         {
             switch (method)
