@@ -75,7 +75,7 @@ internal sealed partial class ObjectManager : IFramedHandler, IAsyncDisposable
             long offset;
             try
             {
-                offset = store.Create(obj.ObjectId, obj.Size, obj.JobId, primary: false, createdBy: $"pulled from {obj.NodeIpAddress}");
+                offset = await store.CreateAsync(obj.ObjectId, obj.Size, obj.JobId, primary: false, createdBy: $"pulled from {obj.NodeIpAddress}").ConfigureAwait(false);
             }
             catch (InvalidOperationException)
             {
@@ -398,7 +398,7 @@ internal sealed class ObjectStoreService(PlasmaStore store, ObjectManager object
                 var request = FramedRequests.Message<ObjectCreateRequest>(method, payload);
                 try
                 {
-                    var offset = store.Create(request.ObjectId, request.Size, request.JobId, primary: true, _clientNames.GetValueOrDefault(connection, ""));
+                    var offset = await store.CreateAsync(request.ObjectId, request.Size, request.JobId, primary: true, _clientNames.GetValueOrDefault(connection, "")).ConfigureAwait(false);
                     Client(connection)[request.ObjectId] = 0;
                     return new ObjectCreateReply { Offset = offset }.ToByteArray();
                 }
