@@ -20,6 +20,7 @@ public sealed class PlasmaStoreTests : IDisposable
     private readonly DirectoryInfo _root = Directory.CreateTempSubdirectory("raysharp-store-");
     private readonly PlasmaArena _arena;
     private readonly PlasmaStore _store;
+    private readonly List<DiskGate> _gates = [];
 
     public PlasmaStoreTests()
     {
@@ -32,6 +33,8 @@ public sealed class PlasmaStoreTests : IDisposable
 
     public void Dispose()
     {
+        // A failed test may leave a spill held: let it end, or disposing the store would wait for it.
+        foreach (var gate in _gates) gate.Open();
         _store.Dispose();
         _arena.Dispose();
         _root.Delete(recursive: true);
@@ -69,7 +72,9 @@ public sealed class PlasmaStoreTests : IDisposable
         public TaskCompletionSource<string> Reached { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
         public int Count;
 
-        public DiskGate(PlasmaStore store, bool spills) =>
+        public DiskGate(PlasmaStore store, bool spills, List<DiskGate> all)
+        {
+            all.Add(this);
             store.BeforeDiskIo = async (id, spilling) =>
             {
                 if (spilling != spills) return;
@@ -77,6 +82,7 @@ public sealed class PlasmaStoreTests : IDisposable
                 Reached.TrySetResult(id);
                 await _open.Task;
             };
+        }
 
         public void Open() => _open.TrySetResult();
     }
@@ -86,7 +92,7 @@ public sealed class PlasmaStoreTests : IDisposable
     {
         var a = await PutAsync(8 * Mib);
         var c = await PutAsync(1 * Mib);
-        var gate = new DiskGate(_store, spills: true);
+        var gate = new DiskGate(_store, spills: true, _gates);
         // 7 MiB free: room for b means spilling a, the least recently used primary.
         var b = Task.Run(async () => await _store.CreateAsync(UniqueId.New(), 8 * Mib, Job, primary: true));
         Assert.Equal(a.Id, await gate.Reached.Task.WaitAsync(Deadline));
@@ -117,7 +123,7 @@ public sealed class PlasmaStoreTests : IDisposable
     {
         var a = await PutAsync(8 * Mib);
         var c = await PutAsync(1 * Mib);
-        var gate = new DiskGate(_store, spills: true);
+        var gate = new DiskGate(_store, spills: true, _gates);
         var bId = UniqueId.New();
         var b = Task.Run(async () => await _store.CreateAsync(bId, 8 * Mib, Job, primary: true));
         Assert.Equal(a.Id, await gate.Reached.Task.WaitAsync(Deadline));
@@ -142,7 +148,7 @@ public sealed class PlasmaStoreTests : IDisposable
     {
         var a = await PutAsync(8 * Mib);
         var c = await PutAsync(1 * Mib);
-        var gate = new DiskGate(_store, spills: true);
+        var gate = new DiskGate(_store, spills: true, _gates);
         var b = Task.Run(async () => await _store.CreateAsync(UniqueId.New(), 8 * Mib, Job, primary: true));
         Assert.Equal(a.Id, await gate.Reached.Task.WaitAsync(Deadline));
 
@@ -169,7 +175,7 @@ public sealed class PlasmaStoreTests : IDisposable
         var b = await PutAsync(8 * Mib);
         Assert.True(StatsOf(a.Id).Spilled);
         _store.Free(b.Id);
-        var gate = new DiskGate(_store, spills: false);
+        var gate = new DiskGate(_store, spills: false, _gates);
 
         var first = Task.Run(() => HashAsync(a.Id));
         Assert.Equal(a.Id, await gate.Reached.Task.WaitAsync(Deadline));
