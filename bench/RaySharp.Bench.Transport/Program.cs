@@ -250,6 +250,9 @@ internal sealed class EchoServiceImpl : EchoService.EchoServiceBase
 
 internal sealed class EchoFramedHandler : IFramedHandler
 {
+    // Echoes any method: not the cluster's methods.
+    public bool CheckedAtDispatch => false;
+
     public ValueTask<ReadOnlyMemory<byte>> HandleAsync(int method, byte[] payload, CancellationToken cancellationToken) => new(payload);
 }
 

@@ -75,7 +75,7 @@ internal sealed partial class ObjectManager : IFramedHandler, IAsyncDisposable
             long offset;
             try
             {
-                offset = store.Create(obj.ObjectId, obj.Size, obj.JobId, primary: false, createdBy: $"pulled from {obj.NodeIpAddress}");
+                offset = await store.CreateAsync(obj.ObjectId, obj.Size, obj.JobId, primary: false, createdBy: $"pulled from {obj.NodeIpAddress}").ConfigureAwait(false);
             }
             catch (InvalidOperationException)
             {
@@ -305,7 +305,7 @@ internal sealed partial class ObjectManager : IFramedHandler, IAsyncDisposable
     public async ValueTask<ReadOnlyMemory<byte>> HandleAsync(int method, byte[] payload, CancellationToken cancellationToken)
     {
         if (method != FramedMethods.ObjectChunk) throw new NotSupportedException($"method {method} is not served on the object-manager port");
-        var request = ObjectChunkRequest.Parser.ParseFrom(payload);
+        var request = FramedRequests.Message<ObjectChunkRequest>(method, payload);
         if (request.Offset == 0 && request.Requester.Length > 0 && store.Find(request.ObjectId) is { } entry)
         {
             lock (entry.CopyHolders) entry.CopyHolders.Add(request.Requester);
@@ -321,7 +321,7 @@ internal sealed partial class ObjectManager : IFramedHandler, IAsyncDisposable
     {
         if (method != FramedMethods.ObjectFreeCopies) return;
         var byNode = new Dictionary<string, ObjectIdsRequest>(StringComparer.Ordinal);
-        foreach (var id in ObjectIdsRequest.Parser.ParseFrom(payload).ObjectIds)
+        foreach (var id in FramedRequests.Message<ObjectIdsRequest>(method, payload).ObjectIds)
         {
             foreach (var holder in FreeLocal(id)) Add(byNode, holder, id);
         }
@@ -381,7 +381,7 @@ internal sealed class ObjectStoreService(PlasmaStore store, ObjectManager object
         {
             case FramedMethods.ObjectStoreConnect:
                 Client(connection);
-                var who = ObjectStoreClientInfo.Parser.ParseFrom(payload);
+                var who = FramedRequests.Message<ObjectStoreClientInfo>(method, payload);
                 _clientNames[connection] = who.WorkerId.Length > 0
                     ? $"worker {who.WorkerId[..Math.Min(8, who.WorkerId.Length)]} pid {who.Pid}"
                     : $"driver pid {who.Pid}" + (who.JobId.Length > 0 ? $" (job {who.JobId})" : "");
@@ -395,12 +395,10 @@ internal sealed class ObjectStoreService(PlasmaStore store, ObjectManager object
                 }.ToByteArray();
             case FramedMethods.ObjectCreate:
             {
-                var request = ObjectCreateRequest.Parser.ParseFrom(payload);
-                CheckObjectId(request.ObjectId);
-                if (request.Size < 0) throw new InvalidDataException($"size {request.Size} is negative");
+                var request = FramedRequests.Message<ObjectCreateRequest>(method, payload);
                 try
                 {
-                    var offset = store.Create(request.ObjectId, request.Size, request.JobId, primary: true, _clientNames.GetValueOrDefault(connection, ""));
+                    var offset = await store.CreateAsync(request.ObjectId, request.Size, request.JobId, primary: true, _clientNames.GetValueOrDefault(connection, "")).ConfigureAwait(false);
                     Client(connection)[request.ObjectId] = 0;
                     return new ObjectCreateReply { Offset = offset }.ToByteArray();
                 }
@@ -411,11 +409,8 @@ internal sealed class ObjectStoreService(PlasmaStore store, ObjectManager object
             }
             case FramedMethods.ObjectGet:
             {
-                var request = ObjectGetRequest.Parser.ParseFrom(payload);
-                if (request.Object is not { Size: >= 0 }) throw new InvalidDataException(request.Object is null ? "object is missing" : $"object size {request.Object.Size} is negative");
-                CheckObjectId(request.Object.ObjectId);
-                // Past this a CancellationTokenSource cannot count (about 24 days): no caller means it.
-                if (request.TimeoutMs > int.MaxValue) throw new InvalidDataException($"timeout_ms {request.TimeoutMs} is out of range");
+                // Ids, addresses, size and timeout checked at dispatch (FramedRequests): the object may be pulled from that address.
+                var request = FramedRequests.Message<ObjectGetRequest>(method, payload);
                 using var timeout = request.TimeoutMs > 0 ? new CancellationTokenSource(TimeSpan.FromMilliseconds(request.TimeoutMs)) : null;
                 var token = timeout?.Token ?? CancellationToken.None;
                 try
@@ -452,22 +447,13 @@ internal sealed class ObjectStoreService(PlasmaStore store, ObjectManager object
         }
     }
 
-    /// <summary>
-    /// Objects enter the store only by these calls, with ids the core worker makes (<see cref="UniqueId.New"/>). The id
-    /// is the name of the object's spill file: anything else could name a path outside the spill directory.
-    /// </summary>
-    private static void CheckObjectId(string id)
-    {
-        if (!UniqueId.IsValid(id)) throw new InvalidDataException($"object id '{id}' is not a {UniqueId.Length * 2}-character hex id");
-    }
-
     public void OnNotify(int method, byte[] payload)
     {
         var connection = FramedConnection.Current;
         switch (method)
         {
             case FramedMethods.ObjectSeal:
-                foreach (var id in ObjectIdsRequest.Parser.ParseFrom(payload).ObjectIds)
+                foreach (var id in FramedRequests.Message<ObjectIdsRequest>(method, payload).ObjectIds)
                 {
                     if (connection is not null && _clients.TryGetValue(connection, out var unsealed)) unsealed.TryRemove(id, out _);
                     store.Seal(id);
@@ -475,10 +461,10 @@ internal sealed class ObjectStoreService(PlasmaStore store, ObjectManager object
                 break;
             case FramedMethods.ObjectRelease:
                 if (connection is null) return;
-                foreach (var id in ObjectIdsRequest.Parser.ParseFrom(payload).ObjectIds) store.Release(id, connection);
+                foreach (var id in FramedRequests.Message<ObjectIdsRequest>(method, payload).ObjectIds) store.Release(id, connection);
                 break;
             case FramedMethods.ObjectFree:
-                objectManager.Free(ObjectFreeRequest.Parser.ParseFrom(payload).Objects);
+                objectManager.Free(FramedRequests.Message<ObjectFreeRequest>(method, payload).Objects);
                 break;
         }
     }

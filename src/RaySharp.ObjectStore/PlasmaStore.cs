@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Logging;
+using RaySharp.Common;
 using RaySharp.Rpc.Protocol;
 
 namespace RaySharp.ObjectStore;
@@ -11,6 +12,9 @@ internal sealed class ObjectStoreFullException(string message) : Exception(messa
 /// sealed, who pins it, and whether it is the primary copy (made here) or a secondary one (pulled from another node).
 /// Making room follows Ray's order: evict unpinned secondary copies, least recently used first; then spill unpinned
 /// primaries to disk; a pinned object, or one still referenced, is never dropped.
+/// Disk I/O (spilling, restoring, chunks of spilled objects) happens outside the store's lock, so that the other calls
+/// of the node go on meanwhile: an object being spilled stays readable in memory (a reader pinning it then keeps it
+/// there, and the spill is dropped), and readers of an object being restored wait for that restore only.
 /// </summary>
 internal sealed partial class PlasmaStore : IDisposable
 {
@@ -24,6 +28,11 @@ internal sealed partial class PlasmaStore : IDisposable
     private readonly ITimer _releaseTimer;
     private long _spilledBytes;
     private long _clock;
+    private long _spillFiles;
+    // Spills in progress, and a signal replaced each time one ends: a call that needs room and finds nothing left to
+    // spill waits for those rather than failing while memory is about to be freed.
+    private int _spilling;
+    private TaskCompletionSource _spillEnded = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     public PlasmaStore(PlasmaArena arena, ObjectStoreOptions options, string spillDirectory, TimeProvider time, ILogger logger)
     {
@@ -39,21 +48,35 @@ internal sealed partial class PlasmaStore : IDisposable
 
     public PlasmaArena Arena { get; }
 
+    /// <summary>
+    /// Tests only: awaited outside the lock before a spill (true) or a restore (false) of the object touches the disk,
+    /// so a test can hold one there and see the store serve other calls meanwhile.
+    /// </summary>
+    internal Func<string, bool, Task>? BeforeDiskIo { get; set; }
+
     /// <summary>Room for an object in the arena, made by evicting and spilling when needed.</summary>
-    public long Create(string id, long size, string jobId, bool primary, string createdBy = "")
+    /// <exception cref="InvalidDataException">The id is not an object id (it names the object's spill file).</exception>
+    public async ValueTask<long> CreateAsync(string id, long size, string jobId, bool primary, string createdBy = "")
     {
-        if (size < 0) throw new ArgumentException($"object {id}: negative size {size}");
+        CheckId(id);
+        if (size < 0) throw new InvalidDataException($"object {id}: negative size {size}");
         // Before any eviction: making room cannot help, and sizes near long.MaxValue overflow the allocator's rounding
         // (to a few bytes allocated for an object of exabytes).
         if (size > Arena.Capacity)
             throw new ObjectStoreFullException($"object {id} needs {Mib(size)} but the object store ({Mib(Arena.Capacity)}) is smaller than that; start the node with a larger --object-store-memory");
-        lock (_gate)
-        {
-            if (_objects.ContainsKey(id)) throw new InvalidOperationException($"object {id} already exists in this store");
-            var offset = Allocate(id, size);
-            _objects[id] = new Entry(id, size, jobId, primary) { Offset = offset, LastUsed = ++_clock, CreatedBy = createdBy };
-            return offset;
-        }
+        return await ReserveAsync(id, size,
+            check: () =>
+            {
+                if (_objects.ContainsKey(id)) throw new InvalidOperationException($"object {id} already exists in this store");
+            },
+            claim: offset => _objects[id] = new Entry(id, size, jobId, primary) { Offset = offset, LastUsed = ++_clock, CreatedBy = createdBy }).ConfigureAwait(false);
+    }
+
+    // Every way into the store passes here (the framed requests are checked at dispatch too): the id becomes a file name.
+    private static void CheckId(string id)
+    {
+        if (!UniqueId.IsValid(id))
+            throw new InvalidDataException($"object id '{(id.Length <= 80 ? id : id[..80] + "…")}' is not a {UniqueId.Length * 2}-character hex id");
     }
 
     /// <summary>The object is written: readers waiting for it go on.</summary>
@@ -95,17 +118,30 @@ internal sealed partial class PlasmaStore : IDisposable
         lock (_gate) entry = _objects.GetValueOrDefault(id);
         if (entry is null) return null;
         await entry.Sealed.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
-        lock (_gate)
+        while (true)
         {
-            if (!_objects.TryGetValue(id, out var current) || current != entry) return null;
-            if (entry.Offset < 0) Restore(entry);
-            entry.Pins++;
-            entry.LastUsed = ++_clock;
-            if (!_pins.TryGetValue(client, out var held)) _pins[client] = held = new Dictionary<string, int>(StringComparer.Ordinal);
-            held[id] = held.GetValueOrDefault(id) + 1;
-            return (entry.Offset, entry.Size);
+            Task? restoring = null;
+            lock (_gate)
+            {
+                if (!IsCurrent(entry)) return null;
+                if (entry.Offset >= 0)
+                {
+                    entry.Pins++;
+                    entry.LastUsed = ++_clock;
+                    if (!_pins.TryGetValue(client, out var held)) _pins[client] = held = new Dictionary<string, int>(StringComparer.Ordinal);
+                    held[id] = held.GetValueOrDefault(id) + 1;
+                    return (entry.Offset, entry.Size);
+                }
+                if (entry.Restoring is { } other) restoring = other.Task;
+                else entry.Restoring = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            }
+            // Then look again: restored (pin it), freed meanwhile (null), or the restore failed (try it here).
+            if (restoring is not null) await restoring.WaitAsync(cancellationToken).ConfigureAwait(false);
+            else await RestoreAsync(entry).ConfigureAwait(false);
         }
     }
+
+    private bool IsCurrent(Entry entry) => _objects.TryGetValue(entry.Id, out var current) && current == entry;
 
     private readonly Dictionary<object, Dictionary<string, int>> _pins = new(ReferenceEqualityComparer.Instance);
 
@@ -180,26 +216,42 @@ internal sealed partial class PlasmaStore : IDisposable
     /// <summary>Reads part of an object for another node: from the arena, or from its spill file.</summary>
     public byte[] ReadChunk(string id, long offset, int length)
     {
-        lock (_gate)
+        while (true)
         {
-            if (!_objects.TryGetValue(id, out var entry)) throw new KeyNotFoundException($"object {id} is not in this store");
-            if (!Within(entry, offset, length))
-                throw new InvalidDataException($"chunk {offset}+{length} is outside object {id} of {entry.Size} bytes");
-            // A copy still being pulled serves the chunks it already has (so a broadcast spreads over the readers).
-            if (!entry.Sealed.Task.IsCompletedSuccessfully && !HasChunks(entry, offset, length))
-                throw new KeyNotFoundException($"object {id} is still arriving here and lacks bytes {offset}..{offset + length}");
+            Entry? entry;
+            string path;
             var chunk = GC.AllocateUninitializedArray<byte>(length);
-            if (entry.Offset >= 0)
+            lock (_gate)
             {
-                Arena.Span(entry.Offset + offset, length).CopyTo(chunk);
+                if (!_objects.TryGetValue(id, out entry)) throw new KeyNotFoundException($"object {id} is not in this store");
+                if (!Within(entry, offset, length))
+                    throw new InvalidDataException($"chunk {offset}+{length} is outside object {id} of {entry.Size} bytes");
+                // A copy still being pulled serves the chunks it already has (so a broadcast spreads over the readers).
+                if (!entry.Sealed.Task.IsCompletedSuccessfully && !HasChunks(entry, offset, length))
+                    throw new KeyNotFoundException($"object {id} is still arriving here and lacks bytes {offset}..{offset + length}");
+                entry.LastUsed = ++_clock;
+                if (entry.Offset >= 0)
+                {
+                    Arena.Span(entry.Offset + offset, length).CopyTo(chunk);
+                    return chunk;
+                }
+                path = entry.SpillPath!;
             }
-            else
+            // From the spill file, outside the lock.
+            try
             {
-                using var file = File.OpenHandle(entry.SpillPath!, FileMode.Open, FileAccess.Read);
-                RandomAccess.Read(file, chunk, offset);
+                using var file = File.OpenHandle(path, FileMode.Open, FileAccess.Read);
+                if (RandomAccess.Read(file, chunk, offset) != length) throw new IOException($"spill file {path} of object {id} is shorter than {entry.Size} bytes");
+                return chunk;
             }
-            entry.LastUsed = ++_clock;
-            return chunk;
+            catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+            {
+                // Restored (its file deleted) or freed meanwhile: look again, unless the file is simply gone.
+                lock (_gate)
+                {
+                    if (IsCurrent(entry) && entry.SpillPath == path) throw new IOException($"the spill file of object {id} is gone: {e.Message}", e);
+                }
+            }
         }
     }
 
@@ -301,13 +353,39 @@ internal sealed partial class PlasmaStore : IDisposable
         }
     }
 
-    private long Allocate(string id, long size)
+    /// <summary>
+    /// Finds <paramref name="size"/> bytes in the arena and hands them to <paramref name="claim"/> under the lock (after
+    /// <paramref name="check"/>, which may refuse by throwing). Makes room as Ray does: evicts unpinned secondary copies,
+    /// least recently used first (under the lock: no I/O), then spills unpinned primaries, least recently used first,
+    /// outside the lock; when nothing is left to spill but spills are in progress, waits for them.
+    /// </summary>
+    private async ValueTask<long> ReserveAsync(string id, long size, Action? check, Action<long> claim)
     {
-        if (_allocator.TryAllocate(size, out var offset)) return offset;
-        MakeRoom(size);
-        if (_allocator.TryAllocate(size, out offset)) return offset;
+        while (true)
+        {
+            List<(Entry Entry, long Offset)> victims;
+            Task ended;
+            lock (_gate)
+            {
+                check?.Invoke();
+                if (TryAllocateEvicting(size, out var offset))
+                {
+                    claim(offset);
+                    return offset;
+                }
+                victims = PickSpills(size);
+                if (victims.Count == 0 && _spilling == 0) throw Full(id, size);
+                ended = _spillEnded.Task;
+            }
+            if (victims.Count > 0) await SpillAsync(victims).ConfigureAwait(false);
+            else await ended.ConfigureAwait(false);
+        }
+    }
+
+    private ObjectStoreFullException Full(string id, long size)
+    {
         var pinned = _objects.Values.Where(e => e.Offset >= 0 && (e.Pins > 0 || !e.Sealed.Task.IsCompleted)).Sum(e => e.Size);
-        throw new ObjectStoreFullException(
+        return new ObjectStoreFullException(
             $"object {id} needs {Mib(size)} but the object store ({Mib(Arena.Capacity)}) has {Mib(_allocator.LargestFree)} free in one piece " +
             $"after evicting and spilling everything it could; {Mib(pinned)} is in use by readers and writers right now. " +
             "Read fewer large objects at once, or start the node with a larger --object-store-memory.");
@@ -315,69 +393,170 @@ internal sealed partial class PlasmaStore : IDisposable
 
     private static string Mib(long bytes) => $"{bytes / (1024.0 * 1024):0.#} MiB";
 
-    /// <summary>Evicts secondary copies, then spills primaries, least recently used first, until a range of <paramref name="size"/> is free.</summary>
-    private void MakeRoom(long size)
+    private static bool Evictable(Entry e) => e.Offset >= 0 && e.Pins == 0 && !e.Spilling && e.Sealed.Task.IsCompletedSuccessfully;
+
+    /// <summary>Allocates, evicting secondary copies (least recently used first) until a range of <paramref name="size"/> is free.</summary>
+    private bool TryAllocateEvicting(long size, out long offset)
     {
-        var candidates = _objects.Values
-            .Where(e => e.Offset >= 0 && e.Pins == 0 && e.Sealed.Task.IsCompletedSuccessfully)
-            .OrderBy(e => e.Primary ? 1 : 0).ThenBy(e => e.LastUsed)
-            .ToList();
-        foreach (var entry in candidates)
+        if (_allocator.TryAllocate(size, out offset)) return true;
+        foreach (var entry in _objects.Values.Where(e => !e.Primary && Evictable(e)).OrderBy(e => e.LastUsed).ToList())
         {
-            if (_allocator.LargestFree >= ArenaAllocator.Round(size)) return;
-            if (entry.Primary) Spill(entry);
-            else
+            if (_allocator.LargestFree >= ArenaAllocator.Round(size)) break;
+            LogEvicted(_logger, entry.Id, entry.Size);
+            Delete(entry);
+        }
+        return _allocator.TryAllocate(size, out offset);
+    }
+
+    /// <summary>
+    /// Unpinned primaries to spill, least recently used first, as many as free enough bytes in all (the next round takes
+    /// more when the freed ranges are not contiguous); each is marked as spilling, so no other call picks it.
+    /// </summary>
+    private List<(Entry Entry, long Offset)> PickSpills(long size)
+    {
+        var victims = new List<(Entry, long)>();
+        var free = _allocator.Capacity - _allocator.Used;
+        foreach (var entry in _objects.Values.Where(e => e.Primary && Evictable(e)).OrderBy(e => e.LastUsed))
+        {
+            if (victims.Count > 0 && free >= ArenaAllocator.Round(size)) break;
+            entry.Spilling = true;
+            _spilling++;
+            victims.Add((entry, entry.Offset));
+            free += ArenaAllocator.Round(entry.Size);
+        }
+        return victims;
+    }
+
+    /// <summary>Only a checked object id names a spill file; a counter keeps two spills of one id apart.</summary>
+    private string SpillPathOf(string id)
+    {
+        CheckId(id);
+        return Path.Combine(_spillDirectory, $"{id}.{Interlocked.Increment(ref _spillFiles)}");
+    }
+
+    private async Task SpillAsync(List<(Entry Entry, long Offset)> victims)
+    {
+        Exception? failure = null;
+        foreach (var (entry, offset) in victims)
+        {
+            var path = SpillPathOf(entry.Id);
+            var written = false;
+            try
             {
-                LogEvicted(_logger, entry.Id, entry.Size);
-                Delete(entry);
+                if (BeforeDiskIo is { } hook) await hook(entry.Id, true).ConfigureAwait(false);
+                Directory.CreateDirectory(_spillDirectory);
+                // The arena range stays the spiller's until the commit below (freeing the object meanwhile does not
+                // release it), so the bytes cannot change under the copy.
+                using var file = File.OpenHandle(path, FileMode.Create, FileAccess.Write, FileShare.None, FileOptions.Asynchronous);
+                for (long done = 0; done < entry.Size;)
+                {
+                    var length = (int)Math.Min(entry.Size - done, 64 * 1024 * 1024);
+                    await RandomAccess.WriteAsync(file, Arena.Memory(offset + done, length), done).ConfigureAwait(false);
+                    done += length;
+                }
+                written = true;
             }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                failure ??= e;
+            }
+            CommitSpill(entry, offset, path, written);
+        }
+        if (failure is not null)
+            throw new ObjectStoreFullException($"the object store is full and spilling to {_spillDirectory} failed: {failure.Message}");
+    }
+
+    private void CommitSpill(Entry entry, long offset, string path, bool written)
+    {
+        var keepFile = false;
+        lock (_gate)
+        {
+            entry.Spilling = false;
+            _spilling--;
+            if (!IsCurrent(entry))
+            {
+                // Freed while being spilled: its range was left to this spill.
+                _allocator.Free(offset, entry.Size, _time.GetUtcNow());
+            }
+            else if (written && entry.Pins == 0)
+            {
+                _allocator.Free(offset, entry.Size, _time.GetUtcNow());
+                entry.Offset = -1;
+                entry.SpillPath = path;
+                _spilledBytes += entry.Size;
+                keepFile = true;
+                LogSpilled(_logger, entry.Id, entry.Size, path);
+            }
+            // Else a reader pinned it meanwhile (it stays in memory), or the write failed.
+            var ended = _spillEnded;
+            _spillEnded = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            ended.TrySetResult();
+        }
+        if (!keepFile) TryDelete(path);
+    }
+
+    /// <summary>Reads a spilled object back into the arena; completes its <see cref="Entry.Restoring"/> however it ends.</summary>
+    private async Task RestoreAsync(Entry entry)
+    {
+        long offset = -1;
+        try
+        {
+            offset = await ReserveAsync(entry.Id, entry.Size, check: null, claim: _ => { }).ConfigureAwait(false);
+            if (BeforeDiskIo is { } hook) await hook(entry.Id, false).ConfigureAwait(false);
+            string? path;
+            lock (_gate) path = IsCurrent(entry) ? entry.SpillPath : null;
+            if (path is null) return;
+            try
+            {
+                using var file = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.Asynchronous);
+                for (long read = 0; read < entry.Size;)
+                {
+                    var length = (int)Math.Min(entry.Size - read, 64 * 1024 * 1024);
+                    var n = await RandomAccess.ReadAsync(file, Arena.Memory(offset + read, length), read).ConfigureAwait(false);
+                    if (n <= 0) throw new IOException($"spill file {path} of object {entry.Id} is shorter than {entry.Size} bytes");
+                    read += n;
+                }
+            }
+            catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+            {
+                // Freed meanwhile (its file deleted): the reader finds it gone.
+                lock (_gate)
+                {
+                    if (IsCurrent(entry)) throw new IOException($"the spill file of object {entry.Id} is gone: {e.Message}", e);
+                }
+                return;
+            }
+            lock (_gate)
+            {
+                if (!IsCurrent(entry)) return;
+                entry.Offset = offset;
+                offset = -1;
+                DeleteSpillFile(entry);
+            }
+            LogRestored(_logger, entry.Id, entry.Size);
+        }
+        finally
+        {
+            TaskCompletionSource? restoring;
+            lock (_gate)
+            {
+                if (offset >= 0) _allocator.Free(offset, entry.Size, _time.GetUtcNow());
+                restoring = entry.Restoring;
+                entry.Restoring = null;
+            }
+            restoring?.TrySetResult();
         }
     }
 
-    private void Spill(Entry entry)
+    private static void TryDelete(string path)
     {
-        Directory.CreateDirectory(_spillDirectory);
-        var path = Path.Combine(_spillDirectory, entry.Id);
-        using (var file = File.OpenHandle(path, FileMode.Create, FileAccess.Write))
-        {
-            long written = 0;
-            while (written < entry.Size)
-            {
-                var length = (int)Math.Min(entry.Size - written, 64 * 1024 * 1024);
-                RandomAccess.Write(file, Arena.Span(entry.Offset + written, length), written);
-                written += length;
-            }
-        }
-        _allocator.Free(entry.Offset, entry.Size, _time.GetUtcNow());
-        entry.Offset = -1;
-        entry.SpillPath = path;
-        _spilledBytes += entry.Size;
-        LogSpilled(_logger, entry.Id, entry.Size, path);
-    }
-
-    private void Restore(Entry entry)
-    {
-        var offset = Allocate(entry.Id, entry.Size);
-        using (var file = File.OpenHandle(entry.SpillPath!, FileMode.Open, FileAccess.Read))
-        {
-            long read = 0;
-            while (read < entry.Size)
-            {
-                var length = (int)Math.Min(entry.Size - read, 64 * 1024 * 1024);
-                var n = RandomAccess.Read(file, Arena.Span(offset + read, length), read);
-                if (n <= 0) throw new IOException($"spill file {entry.SpillPath} of object {entry.Id} is shorter than {entry.Size} bytes");
-                read += n;
-            }
-        }
-        entry.Offset = offset;
-        DeleteSpillFile(entry);
-        LogRestored(_logger, entry.Id, entry.Size);
+        try { File.Delete(path); } catch (IOException) { } catch (UnauthorizedAccessException) { }
     }
 
     private void DeleteSpillFile(Entry entry)
     {
         if (entry.SpillPath is null) return;
-        try { File.Delete(entry.SpillPath); } catch (IOException) { }
+        TryDelete(entry.SpillPath);
         _spilledBytes -= entry.Size;
         entry.SpillPath = null;
     }
@@ -395,7 +574,8 @@ internal sealed partial class PlasmaStore : IDisposable
     {
         _objects.Remove(entry.Id);
         if (!entry.Primary && entry.Sealed.Task.IsCompletedSuccessfully) SecondaryCopyDropped?.Invoke(entry.Id);
-        if (entry.Offset >= 0) _allocator.Free(entry.Offset, entry.Size, _time.GetUtcNow());
+        // A spill in progress owns the range until it ends (it is still copying from it).
+        if (entry.Offset >= 0 && !entry.Spilling) _allocator.Free(entry.Offset, entry.Size, _time.GetUtcNow());
         entry.Offset = -1;
         DeleteSpillFile(entry);
     }
@@ -436,6 +616,10 @@ internal sealed partial class PlasmaStore : IDisposable
         /// <summary>Where in the arena; -1 while spilled (or once deleted).</summary>
         public long Offset { get; set; }
         public string? SpillPath { get; set; }
+        /// <summary>Being written to disk: still readable in the arena, and not to be picked again.</summary>
+        public bool Spilling { get; set; }
+        /// <summary>Being read back from disk: completed when that ends, however it ends.</summary>
+        public TaskCompletionSource? Restoring { get; set; }
         public int Pins { get; set; }
         public string CreatedBy { get; set; } = "";
         public bool FreeRequested { get; set; }

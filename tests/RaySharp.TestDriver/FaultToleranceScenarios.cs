@@ -79,7 +79,8 @@ internal static class FaultToleranceScenarios
         var fresh = Ray.Actor(() => new Counter(5)).Remote();
         Console.WriteLine("new-actor " + Ray.Get(fresh.Increment(1)));
         Console.WriteLine("nodes " + Ray.Nodes().Count(n => n.Alive));
-        Console.WriteLine($"objects {Ray.Get(put).Sum(x => (long)x)} {Ray.Get(made).Sum(x => (long)x)}");
+        var expectedObjects = ContentHash.Of(Enumerable.Range(0, 200_000).ToArray());
+        Console.WriteLine($"objects {ContentHash.Of(Ray.Get(put)) == expectedObjects} {ContentHash.Of(Ray.Get(made)) == expectedObjects}");
     }
 
     /// <summary>

@@ -58,7 +58,7 @@ internal static class ObjectStoreScenarios
     private static void UseLargeObjects(long baseline)
     {
         var data = Data(Mib200, 0);
-        var expected = data.Sum();
+        var expected = ContentHash.Of(data);
         var r = Ray.Put(data);
         Console.WriteLine($"shm-grew {ShmUsed() - baseline >= 200L << 20}");
         var back = Ray.Get(r);
@@ -66,10 +66,10 @@ internal static class ObjectStoreScenarios
         var memory = Ray.Put<ReadOnlyMemory<double>>(data);
         var view = Ray.Get(memory);
         // Not backed by an array: the doubles are read where they lie in shared memory.
-        Console.WriteLine($"zero-copy {!MemoryMarshal.TryGetArray(view, out _)} {Sum(view.Span) == expected}");
-        Console.WriteLine($"task-arg {Ray.Get(Ray.Task<double[], double>(SumArray).Remote(r)) == expected}");
-        Console.WriteLine($"task-zero-copy {Ray.Get(Ray.Task<ReadOnlyMemory<double>, string>(SumInPlace).Remote(memory)) == $"True {expected}"}");
-        Console.WriteLine($"large-value-arg {Ray.Get(Ray.Task<double[], double>(SumArray).Remote(data)) == expected}");
+        Console.WriteLine($"zero-copy {!MemoryMarshal.TryGetArray(view, out _)} {ContentHash.Of(view.Span) == expected}");
+        Console.WriteLine($"task-arg {Ray.Get(Ray.Task<double[], string>(HashArray).Remote(r)) == expected}");
+        Console.WriteLine($"task-zero-copy {Ray.Get(Ray.Task<ReadOnlyMemory<double>, string>(HashInPlace).Remote(memory)) == $"True {expected}"}");
+        Console.WriteLine($"large-value-arg {Ray.Get(Ray.Task<double[], string>(HashArray).Remote(data)) == expected}");
         var made = Ray.Get(Ray.Task<int, double[]>(MakeArray).Remote(Mib100));
         Console.WriteLine($"large-result {made.Length} {made.AsSpan().SequenceEqual(Data(Mib100, 0))}");
         GC.KeepAlive(view);
@@ -96,34 +96,34 @@ internal static class ObjectStoreScenarios
         var here = Ray.NodeIpAddress;
         var others = Ray.Nodes().Where(n => n.Alive && n.NodeIpAddress != here).OrderBy(n => n.NodeIpAddress).ToList();
         var data = Data(Mib200, 7);
-        var expected = data.Sum();
+        var expected = ContentHash.Of(data);
         var r = Ray.Put(data);
         // Each remote node pulls the object once, however many of its tasks read it.
         for (var round = 0; round < 3; round++)
         {
-            var sums = others.Select(n => Ray.Task<double[], string>(SumWithIp, new TaskOptions { Strategy = SchedulingStrategy.NodeAffinity(n.NodeId) }).Remote(r)).ToList();
-            foreach (var line in Ray.Get(sums)) Console.WriteLine($"remote-sum {line.Split(' ')[0]} {line.Split(' ')[1] == expected.ToString(System.Globalization.CultureInfo.InvariantCulture)}");
+            var hashes = others.Select(n => Ray.Task<double[], string>(HashWithIp, new TaskOptions { Strategy = SchedulingStrategy.NodeAffinity(n.NodeId) }).Remote(r)).ToList();
+            foreach (var line in Ray.Get(hashes)) Console.WriteLine($"remote-hash {line.Split(' ')[0]} {line.Split(' ')[1] == expected}");
         }
         var farResult = Ray.Task<int, double[]>(MakeArray, new TaskOptions { Strategy = SchedulingStrategy.NodeAffinity(others[0].NodeId) }).Remote(Mib100);
         Console.WriteLine($"remote-result {Ray.Get(farResult).AsSpan().SequenceEqual(Data(Mib100, 0))}");
-        var fanOut = Ray.Get(Enumerable.Range(0, 50).Select(_ => Ray.Task<double[], string>(SumWithIp, new TaskOptions { Strategy = SchedulingStrategy.Spread }).Remote(r)));
-        var fanOutOk = fanOut.All(l => l.Split(' ')[1] == expected.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        var fanOut = Ray.Get(Enumerable.Range(0, 50).Select(_ => Ray.Task<double[], string>(HashWithIp, new TaskOptions { Strategy = SchedulingStrategy.Spread }).Remote(r)));
+        var fanOutOk = fanOut.All(l => l.Split(' ')[1] == expected);
         Console.WriteLine($"fan-out {fanOut.Length} {fanOutOk} nodes={fanOut.Select(l => l.Split(' ')[0]).Distinct().Count()}");
     }
 
     private static void Spill()
     {
         // Ten 100 MiB objects, all referenced, through a 256 MiB store: most of them live on disk at any time.
-        var refs = new List<(ObjectRef<double[]> Ref, double Sum)>();
+        var refs = new List<(ObjectRef<double[]> Ref, string Hash)>();
         for (var i = 0; i < 10; i++)
         {
             var data = Data(Mib100, i * 37);
-            refs.Add((Ray.Put(data), data.Sum()));
+            refs.Add((Ray.Put(data), ContentHash.Of(data)));
         }
-        var intact = refs.Count(x => Ray.Get(x.Ref).Sum() == x.Sum);
+        var intact = refs.Count(x => ContentHash.Of(Ray.Get(x.Ref)) == x.Hash);
         Console.WriteLine($"spill-roundtrip {intact}/{refs.Count}");
         // Read again, in reverse, by tasks: restored for them too.
-        var byTasks = refs.AsEnumerable().Reverse().Count(x => Ray.Get(Ray.Task<double[], double>(SumArray).Remote(x.Ref)) == x.Sum);
+        var byTasks = refs.AsEnumerable().Reverse().Count(x => Ray.Get(Ray.Task<double[], string>(HashArray).Remote(x.Ref)) == x.Hash);
         Console.WriteLine($"spill-task-reads {byTasks}/{refs.Count}");
         try
         {
@@ -135,7 +135,7 @@ internal static class ObjectStoreScenarios
         {
             Console.WriteLine("too-large " + e.Message);
         }
-        Console.WriteLine($"after-full {refs.Count(x => Ray.Get(x.Ref).Sum() == x.Sum)}/{refs.Count}");
+        Console.WriteLine($"after-full {refs.Count(x => ContentHash.Of(Ray.Get(x.Ref)) == x.Hash)}/{refs.Count}");
     }
 
     /// <summary>
@@ -147,26 +147,19 @@ internal static class ObjectStoreScenarios
         var nodes = Ray.Nodes().Where(n => n.Alive).ToDictionary(n => n.NodeIpAddress, n => n.NodeId);
         TaskOptions On(string ip) => new() { Strategy = SchedulingStrategy.NodeAffinity(nodes[ip]) };
         var x = Ray.Task<int, double[]>(MakeArray, On(primaryIp)).Remote(Mib200);
-        var expected = Data(Mib200, 0).Sum().ToString(System.Globalization.CultureInfo.InvariantCulture);
-        Console.WriteLine($"copy {Ray.Get(Ray.Task<double[], string>(SumWithIp, On(copyIp)).Remote(x)) == $"{copyIp} {expected}"}");
-        var read = Ray.Task<double[], string>(SumWithIp, On(readerIp)).Remote(x);
+        var expected = ContentHash.Of(Data(Mib200, 0));
+        Console.WriteLine($"copy {Ray.Get(Ray.Task<double[], string>(HashWithIp, On(copyIp)).Remote(x)) == $"{copyIp} {expected}"}");
+        var read = Ray.Task<double[], string>(HashWithIp, On(readerIp)).Remote(x);
         Console.WriteLine("pulling");
         Console.Out.Flush();
         Console.WriteLine($"failover {Ray.Get(read) == $"{readerIp} {expected}"}");
     }
 
-    private static double Sum(ReadOnlySpan<double> values)
-    {
-        var total = 0.0;
-        foreach (var v in values) total += v;
-        return total;
-    }
+    private static string HashArray(double[] values) => ContentHash.Of(values);
 
-    private static double SumArray(double[] values) => values.Sum();
+    private static string HashInPlace(ReadOnlyMemory<double> values) => $"{!MemoryMarshal.TryGetArray(values, out _)} {ContentHash.Of(values.Span)}";
 
-    private static string SumInPlace(ReadOnlyMemory<double> values) => $"{!MemoryMarshal.TryGetArray(values, out _)} {Sum(values.Span)}";
-
-    private static string SumWithIp(double[] values) => $"{Ray.NodeIpAddress} {values.Sum().ToString(System.Globalization.CultureInfo.InvariantCulture)}";
+    private static string HashWithIp(double[] values) => $"{Ray.NodeIpAddress} {ContentHash.Of(values)}";
 
     private static double[] MakeArray(int n) => Data(n, 0);
 }

@@ -20,6 +20,9 @@ public sealed class FramedTransportTests
         /// <summary>Completed when a call that is never answered (4, 8) reached the server.</summary>
         public TaskCompletionSource Unanswered { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
+        // Methods of its own (echo, fail, hang), not the cluster's.
+        public bool CheckedAtDispatch => false;
+
         public async ValueTask<ReadOnlyMemory<byte>> HandleAsync(int method, byte[] payload, CancellationToken cancellationToken)
         {
             switch (method)

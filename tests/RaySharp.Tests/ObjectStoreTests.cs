@@ -49,7 +49,7 @@ public sealed class ObjectStoreTests : IDisposable
         var run = await ClusterAssertions.RunDriverAsync(head, "store-nodes", "auto");
         foreach (var worker in new[] { w1, w2 })
         {
-            Assert.Equal(3, run.Stdout.Split('\n').Count(l => l == $"remote-sum {worker.Ip} True"));
+            Assert.Equal(3, run.Stdout.Split('\n').Count(l => l == $"remote-hash {worker.Ip} True"));
         }
         Assert.Contains("remote-result True\n", run.Stdout);
         Assert.Contains("fan-out 50 True nodes=3\n", run.Stdout);

@@ -46,11 +46,11 @@ internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient 
     {
         if (method == FramedMethods.ActorCall)
         {
-            Actors.Call(MessageBytes.Parse(PushTaskRequest.Parser, payload), request);
+            Actors.Call(FramedRequests.Message<PushTaskRequest>(method, payload), request);
             return true;
         }
         if (method != FramedMethods.PushTask) return false;
-        var task = new PushedTask(this, MessageBytes.Parse(PushTaskRequest.Parser, payload), request);
+        var task = new PushedTask(this, FramedRequests.Message<PushTaskRequest>(method, payload), request);
         lock (_gate)
         {
             if (_busy)
@@ -110,14 +110,14 @@ internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient 
         if (method == FramedMethods.GetObject) return await Objects.ObjectDirectory.ServeAsync(payload).ConfigureAwait(false);
         if (method == FramedMethods.ActorCreate)
         {
-            var creation = PushTaskRequest.Parser.ParseFrom(payload);
+            var creation = FramedRequests.Message<PushTaskRequest>(method, payload);
             var creator = FramedConnection.Current;
             // Off the connection's read loop: a constructor may block.
             return (await Task.Run(() => Actors.CreateAsync(creation, creator), CancellationToken.None).ConfigureAwait(false)).ToByteArray();
         }
         if (method == FramedMethods.ActorKill)
         {
-            Actors.Kill(ActorKillRequest.Parser.ParseFrom(payload).ActorId);
+            Actors.Kill(FramedRequests.Message<ActorKillRequest>(method, payload).ActorId);
             return ReadOnlyMemory<byte>.Empty;
         }
         throw new NotSupportedException($"method {method} is not served by a worker");

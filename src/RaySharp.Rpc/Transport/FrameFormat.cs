@@ -17,7 +17,11 @@ internal enum FrameType : byte
     Notify = 6,
 }
 
-internal readonly record struct Frame(FrameType Type, long Id, int Method, byte[] Payload);
+/// <param name="Refused">
+/// Bytes of a request or one-way payload over its method's limit (<see cref="FramedRequests.MaxPayload"/>): not read
+/// (the payload is empty); the reader skips them as they arrive.
+/// </param>
+internal readonly record struct Frame(FrameType Type, long Id, int Method, byte[] Payload, int Refused = 0);
 
 /// <summary>
 /// The hot-path framing: after a 4-byte preface (<c>RSF1</c>, which can never begin an HTTP/2 connection, so the same
@@ -59,7 +63,11 @@ internal static class FrameFormat
     /// frame's payload is then <see cref="Sunk"/>.
     /// </param>
     /// <param name="maxPayload">Largest payload accepted (<see cref="MaxHandshakePayload"/> before a peer is admitted).</param>
-    public static bool TryRead(ref ReadOnlySequence<byte> buffer, out Frame frame, Func<long, int, Memory<byte>?>? sinkFor = null, int maxPayload = MaxFrameSize - BodyHeaderSize)
+    /// <param name="methodLimits">
+    /// Requests and one-way messages over their method's own limit come back from their header alone, as
+    /// <see cref="Frame.Refused"/>: a peer cannot make the reader buffer a payload its method never needs.
+    /// </param>
+    public static bool TryRead(ref ReadOnlySequence<byte> buffer, out Frame frame, Func<long, int, Memory<byte>?>? sinkFor = null, int maxPayload = MaxFrameSize - BodyHeaderSize, bool methodLimits = false)
     {
         frame = default;
         if (buffer.Length < HeaderSize) return false;
@@ -68,8 +76,18 @@ internal static class FrameFormat
         var length = BinaryPrimitives.ReadInt32LittleEndian(header);
         if (length < BodyHeaderSize || length - BodyHeaderSize > maxPayload)
             throw new InvalidDataException($"frame length {length} is outside {BodyHeaderSize}..{(long)maxPayload + BodyHeaderSize}: not a RaySharp peer, or a broken one");
-        if (buffer.Length < 4 + length) return false;
         var id = BinaryPrimitives.ReadInt64LittleEndian(header[5..]);
+        if (methodLimits && (FrameType)header[4] is FrameType.Request or FrameType.Notify)
+        {
+            var method = BinaryPrimitives.ReadInt32LittleEndian(header[13..]);
+            if (length - BodyHeaderSize > FramedRequests.MaxPayload(method))
+            {
+                frame = new Frame((FrameType)header[4], id, method, [], length - BodyHeaderSize);
+                buffer = buffer.Slice(HeaderSize);
+                return true;
+            }
+        }
+        if (buffer.Length < 4 + length) return false;
         byte[] payload;
         if ((FrameType)header[4] == FrameType.Response && sinkFor?.Invoke(id, length - BodyHeaderSize) is { } destination)
         {

@@ -24,6 +24,13 @@ internal interface IFramedHandler
     /// and actor calls), where the awaits between the work and its reply cost more than the work.
     /// </summary>
     bool TryHandle(int method, byte[] payload, FramedRequest request) => false;
+
+    /// <summary>
+    /// Whether the rules of the framed methods (<see cref="FramedRequests"/>: payload limits, parse, validation) are
+    /// applied before this handler is called. True for every handler of the cluster; false only for handlers serving
+    /// methods of their own (transport tests and benchmarks), which then get any payload up to the frame limit.
+    /// </summary>
+    bool CheckedAtDispatch => true;
 }
 
 /// <summary>A request taken by <see cref="IFramedHandler.TryHandle"/>: answer it exactly once.</summary>
@@ -108,7 +115,14 @@ internal sealed class FramedConnection : IAsyncDisposable
         _sinkFor = SinkFor;
         _pipe = pipe;
         _handler = handler;
+        _checked = handler?.CheckedAtDispatch ?? true;
     }
+
+    // Requests and one-way messages pass FramedRequests' rules before reaching the handler (with none, they are
+    // dropped anyway, so only the payload limits matter).
+    private readonly bool _checked;
+    // Bytes of a refused payload (over its method's limit) still to skip as they arrive.
+    private long _skipping;
 
     /// <summary>Completes when the connection has closed, for whatever reason.</summary>
     /// <summary>Completes when the connection has closed, for whatever reason.</summary>
@@ -393,7 +407,7 @@ internal sealed class FramedConnection : IAsyncDisposable
                 Interlocked.Increment(ref _requestsInHand);
                 try
                 {
-                    while (FrameFormat.TryRead(ref buffer, out var frame, _sinkFor)) Dispatch(frame);
+                    while (Skip(ref buffer) && FrameFormat.TryRead(ref buffer, out var frame, _sinkFor, methodLimits: _checked)) Dispatch(frame);
                 }
                 finally
                 {
@@ -413,8 +427,27 @@ internal sealed class FramedConnection : IAsyncDisposable
         }
     }
 
+    private bool Skip(ref System.Buffers.ReadOnlySequence<byte> buffer)
+    {
+        if (_skipping == 0) return true;
+        var n = Math.Min(buffer.Length, _skipping);
+        buffer = buffer.Slice(n);
+        _skipping -= n;
+        return _skipping == 0;
+    }
+
+    /// <summary>Applies the method's rules to a request or one-way message: null when admitted, else why not.</summary>
+    private string? Admit(Frame frame)
+    {
+        if (!_checked) return null;
+        if (frame.Refused > 0) return FramedRequests.Oversized(frame.Method, frame.Refused);
+        return FramedRequests.BeginDispatch(frame.Method, frame.Payload);
+    }
+
     private void Dispatch(Frame frame)
     {
+        // Whoever the frame was for, its unread payload is not the next frame.
+        _skipping = frame.Refused;
         switch (frame.Type)
         {
             case FrameType.Response when TryTakePending(frame.Id, out var ok):
@@ -425,9 +458,23 @@ internal sealed class FramedConnection : IAsyncDisposable
                 break;
             case FrameType.Request when _handler is not null:
                 Interlocked.Increment(ref _requestsInHand);
-                if (!TryHandle(frame)) _ = HandleAsync(frame);
+                if (Admit(frame) is { } refused)
+                {
+                    Answer(FrameType.Error, frame.Id, frame.Method, ErrorPayload(new InvalidDataException(refused)));
+                    break;
+                }
+                try
+                {
+                    if (!TryHandle(frame)) _ = HandleAsync(frame);
+                }
+                finally
+                {
+                    FramedRequests.EndDispatch();
+                }
                 break;
             case FrameType.Notify when _handler is not null:
+                // A refused one-way message is dropped, as one its handler cannot take.
+                if (Admit(frame) is not null) break;
                 try
                 {
                     _handler.OnNotify(frame.Method, frame.Payload);
@@ -436,6 +483,10 @@ internal sealed class FramedConnection : IAsyncDisposable
                 {
                     // A one-way message has no caller to fail: one that cannot be handled (malformed) is dropped. Letting
                     // it end the read loop would close the connection, and with it every call and pin the peer has on it.
+                }
+                finally
+                {
+                    FramedRequests.EndDispatch();
                 }
                 break;
         }
