@@ -198,9 +198,18 @@ internal sealed partial class ObjectManager : IFramedHandler, IAsyncDisposable
                     try
                     {
                         var peer = await PeerAsync(source).ConfigureAwait(false);
-                        await peer.CallIntoAsync(FramedMethods.ObjectChunk, request, destination).ConfigureAwait(false);
+                        using var deadline = new CancellationTokenSource(options.ChunkTimeout);
+                        await peer.CallIntoAsync(FramedMethods.ObjectChunk, request, destination, deadline.Token).ConfigureAwait(false);
                         done = true;
                         break;
+                    }
+                    catch (OperationCanceledException)
+                    {
+                        // A holder that does not answer (hung, or cut off and TCP has not given up yet): ask the next.
+                        last = new TimeoutException($"{source} sent no chunk of {obj.ObjectId} within {options.ChunkTimeout.TotalSeconds:0} s");
+                        bool first;
+                        lock (dead) first = dead.Add(source);
+                        if (first) LogSourceFailed(logger, obj.ObjectId, source, last.Message);
                     }
                     catch (RemoteCallException e)
                     {

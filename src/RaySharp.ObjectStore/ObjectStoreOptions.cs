@@ -27,6 +27,12 @@ internal sealed class ObjectStoreOptions
     /// <summary>Chunks of one pull in flight at once. Default 4.</summary>
     public int ChunksInFlight { get; set; } = 4;
 
+    /// <summary>
+    /// How long a pull waits for one chunk from one holder before asking the next (a holder that is alive but does
+    /// not answer, which TCP alone never notices). Default 30 s: a 4 MiB chunk takes milliseconds.
+    /// </summary>
+    public TimeSpan ChunkTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
     /// <summary>The capacity to use: the configured one, or the default, checked against the file system.</summary>
     public long ResolveCapacity()
     {

@@ -14,6 +14,9 @@ internal static class LifecycleScenarios
                 // Which worker process runs this job's task (the pool's reuse of workers across jobs).
                 Console.WriteLine("worker-pid " + Ray.Get(Ray.Task(Pid).Remote()));
                 return 0;
+            case "copies-freed":
+                CopiesFreed();
+                return 0;
             case "crash-workers":
                 // Workers that die one after another (each task kills its own process), for the raylet's bookkeeping.
                 var crashed = 0;
@@ -30,6 +33,34 @@ internal static class LifecycleScenarios
     }
 
     private static int Pid() => Environment.ProcessId;
+
+    /// <summary>
+    /// An object put here is read by a task on the worker node (which pulls a copy into its store); then this driver
+    /// drops its only ref and stays alive, so only the owner's free (not the end of the job) can remove that copy.
+    /// </summary>
+    private static void CopiesFreed()
+    {
+        var worker = Ray.Nodes().Single(n => n.Alive && !n.IsHeadNode);
+        PutAndReadThere(worker.NodeId);
+        TestSignals.Signal("copied");
+        TestSignals.WaitFor("drop");
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+        TestSignals.Signal("dropped");
+        TestSignals.WaitFor("done");
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static void PutAndReadThere(string nodeId)
+    {
+        var data = Enumerable.Range(0, 1 << 20).ToArray();
+        var stored = Ray.Put(data);
+        var there = new TaskOptions { Strategy = SchedulingStrategy.NodeAffinity(nodeId) };
+        Console.WriteLine("read-there " + (Ray.Get(Ray.Task(HashOf, there).Remote(stored)) == ContentHash.Of(data)));
+    }
+
+    private static string HashOf(int[] values) => ContentHash.Of(values);
 
     private static int Die()
     {

@@ -10,24 +10,26 @@ internal static class SecurityScenarios
     {
         if (scenario != "guarded") return null;
         var counter = Ray.Actor(() => new Counter(0)).Remote();
-        var large = Ray.Put(Enumerable.Range(0, 250_000).ToArray());
+        var values = Enumerable.Range(0, 250_000).ToArray();
+        var large = Ray.Put(values);
+        var expected = ContentHash.Of(values);
         var other = Ray.Nodes().First(n => n.Alive && !n.IsHeadNode);
         var onOther = new TaskOptions { Strategy = SchedulingStrategy.NodeAffinity(other.NodeId) };
-        Console.WriteLine($"before actor={Ray.Get(counter.Increment(1))} remote-sum={Ray.Get(Ray.Task(Sum, onOther).Remote(large))}");
+        Console.WriteLine($"before actor={Ray.Get(counter.Increment(1))} remote-intact={Ray.Get(Ray.Task(Hash, onOther).Remote(large)) == expected}");
         TestSignals.Signal("ready");
         // Throughout the attack: every call and task must still come back.
         var rounds = 0;
         while (!TestSignals.IsSignalled("attacked"))
         {
             Ray.Get(counter.Increment(1));
-            Ray.Get(Ray.Task(Sum, onOther).Remote(large));
+            if (Ray.Get(Ray.Task(Hash, onOther).Remote(large)) != expected) throw new InvalidOperationException("the value arrived changed");
             rounds++;
             Thread.Sleep(50);
         }
         Console.WriteLine($"during rounds={rounds} actor={Ray.Get(counter.Increment(0))}");
-        Console.WriteLine($"after actor-ok={Ray.Get(counter.Increment(1)) == rounds + 2} remote-sum={Ray.Get(Ray.Task(Sum, onOther).Remote(large))}");
+        Console.WriteLine($"after actor-ok={Ray.Get(counter.Increment(1)) == rounds + 2} remote-intact={Ray.Get(Ray.Task(Hash, onOther).Remote(large)) == expected}");
         return 0;
     }
 
-    private static long Sum(int[] values) => values.Sum(v => (long)v);
+    private static string Hash(int[] values) => ContentHash.Of(values);
 }

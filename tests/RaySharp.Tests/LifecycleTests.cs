@@ -5,7 +5,7 @@ namespace RaySharp.Tests;
 /// <summary>Lifetimes of drivers and workers: a driver shutting down with work in flight, workers serving many jobs.</summary>
 public sealed class LifecycleTests : IDisposable
 {
-    private readonly TestNetwork _net = TestNetwork.Create(1);
+    private readonly TestNetwork _net = TestNetwork.Create(2);
 
     public void Dispose() => _net.Dispose();
 
@@ -70,5 +70,42 @@ public sealed class LifecycleTests : IDisposable
         var after = Pipes() - Workers();
         Assert.True(after - before < 3, $"the raylet holds {after - before} more pipes after 12 of its workers died ({before} -> {after}, live workers aside)");
         await ClusterAssertions.StopAndAssertCleanAsync(host);
+    }
+
+    /// <summary>The ids of the objects a node's store holds, by <c>raysharp memory</c>, with their kind of copy.</summary>
+    private static async Task<Dictionary<string, string>> StoredObjectsAsync(TestHost from, TestHost node)
+    {
+        var memory = await Cli.RunAsync(from, "memory", "--format", "json");
+        Assert.True(memory.ExitCode == 0, memory.ToString());
+        return System.Text.Json.JsonDocument.Parse(memory.Stdout).RootElement.EnumerateArray()
+            .Single(n => n.GetProperty("node_ip_address").GetString() == node.Ip)
+            .GetProperty("objects").EnumerateArray()
+            .ToDictionary(o => o.GetProperty("object_id").GetString()!, o => o.GetProperty("copy").GetString()!);
+    }
+
+    [Fact]
+    public async Task WhenTheOwnerFreesAnObjectTheCopiesOnNodesThatPulledItGoToo()
+    {
+        var head = _net[0];
+        var worker = _net[1];
+        Assert.True((await Cli.RunAsync(head, "start", "--head", "--num-cpus=1")).ExitCode == 0);
+        var joined = await Cli.RunAsync(worker, "start", $"--address={head.Ip}:6379", "--num-cpus=1");
+        Assert.True(joined.ExitCode == 0, joined.ToString());
+        using var driver = new SignalledDriver(head, "copies-freed", "auto");
+        await driver.WaitForAsync("copied", TimeSpan.FromSeconds(60));
+        var id = (await StoredObjectsAsync(head, head)).Single(o => o.Value == "primary").Key;
+        Assert.Equal("secondary", (await StoredObjectsAsync(head, worker))[id]);
+
+        driver.Signal("drop");
+        await driver.WaitForAsync("dropped", TimeSpan.FromSeconds(30));
+        // The driver is alive and its job goes on: only the owner's free reaches the copy.
+        await ClusterAssertions.EventuallyAsync(async () => !(await StoredObjectsAsync(head, worker)).ContainsKey(id),
+            TimeSpan.FromSeconds(20), $"the worker node's copy of {id} freed");
+        Assert.False((await StoredObjectsAsync(head, head)).ContainsKey(id), "the primary is freed too");
+        Assert.False(driver.Run.IsCompleted, "the driver should still be running");
+        driver.Signal("done");
+        var run = await driver.Run;
+        Assert.Contains("read-there True", run.Stdout);
+        foreach (var h in new[] { worker, head }) await ClusterAssertions.StopAndAssertCleanAsync(h);
     }
 }

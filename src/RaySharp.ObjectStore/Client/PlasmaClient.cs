@@ -36,12 +36,28 @@ internal sealed class PlasmaClient : IAsyncDisposable
         {
             var info = ObjectStoreConnectReply.Parser.ParseFrom(
                 await connection.CallAsync(FramedMethods.ObjectStoreConnect, (who ?? new ObjectStoreClientInfo { Pid = Environment.ProcessId }).ToByteArray(), cancellationToken).ConfigureAwait(false));
-            return new PlasmaClient(connection, PlasmaArena.Open(info.ArenaPath, info.Capacity), info);
+            return new PlasmaClient(connection, MappedArena(info.ArenaPath, info.Capacity), info);
         }
         catch
         {
             await connection.DisposeAsync().ConfigureAwait(false);
             throw;
+        }
+    }
+
+    private static readonly Dictionary<(string Path, long Capacity), PlasmaArena> s_arenas = [];
+
+    /// <summary>
+    /// One mapping per arena for the life of the process: a client made again (the raylet connection broke and came
+    /// back) reuses it rather than mapping the same file once more each time. Mappings are never unmapped, as
+    /// zero-copy values handed to user code may point into them; a process sees one arena per raylet it ever used.
+    /// </summary>
+    private static PlasmaArena MappedArena(string path, long capacity)
+    {
+        lock (s_arenas)
+        {
+            if (!s_arenas.TryGetValue((path, capacity), out var arena)) s_arenas[(path, capacity)] = arena = PlasmaArena.Open(path, capacity);
+            return arena;
         }
     }
 
