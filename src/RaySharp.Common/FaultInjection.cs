@@ -12,8 +12,9 @@ namespace RaySharp.Common;
 internal static class FaultInjection
 {
     /// <summary>
-    /// <c>Method=N[,Method=N]</c>: this process fails the first N calls it serves of each named RPC (a gRPC method such as
-    /// <c>KvGet</c>, answered with <c>Unavailable</c> as a GCS that is down would be).
+    /// <c>Method=N[@Status][,Method=N[@Status]]</c>: this process fails the first N calls it serves of each named RPC (a
+    /// gRPC method such as <c>KvGet</c>), answered with <c>Unavailable</c> as a GCS that is down would be, or with the
+    /// gRPC status named after <c>@</c> (<c>GetActorInfo=3@Internal</c>).
     /// </summary>
     public const string RpcFailureEnv = "RAYSHARP_testing_rpc_failure";
 
@@ -23,15 +24,20 @@ internal static class FaultInjection
     /// </summary>
     public const string DieAtEnv = "RAYSHARP_testing_die_at";
 
-    private static readonly IReadOnlyDictionary<string, int>? s_rpcFailureCounts = ParseRpcFailures(Environment.GetEnvironmentVariable(RpcFailureEnv));
+    private static readonly Dictionary<string, string> s_rpcFailureStatus = new(StringComparer.Ordinal);
+    private static readonly IReadOnlyDictionary<string, int>? s_rpcFailureCounts = ParseRpcFailures(Environment.GetEnvironmentVariable(RpcFailureEnv), s_rpcFailureStatus);
     private static readonly ConcurrentDictionary<string, int>? s_rpcFailuresLeft =
         s_rpcFailureCounts is null ? null : new ConcurrentDictionary<string, int>(s_rpcFailureCounts, StringComparer.Ordinal);
     private static readonly (string Task, int Attempt)? s_dieAtTask = ParseDieAt(Environment.GetEnvironmentVariable(DieAtEnv));
 
-    /// <summary>True when this call of <paramref name="method"/> must fail: the <paramref name="ordinal"/>th of <paramref name="total"/>.</summary>
-    public static bool FailRpc(string method, out int ordinal, out int total)
+    /// <summary>
+    /// True when this call of <paramref name="method"/> must fail: the <paramref name="ordinal"/>th of
+    /// <paramref name="total"/>, with the gRPC status named <paramref name="status"/>.
+    /// </summary>
+    public static bool FailRpc(string method, out int ordinal, out int total, out string status)
     {
         ordinal = total = 0;
+        status = s_rpcFailureStatus.GetValueOrDefault(method, "Unavailable");
         if (s_rpcFailuresLeft is null || !s_rpcFailureCounts!.TryGetValue(method, out total)) return false;
         var left = s_rpcFailuresLeft.AddOrUpdate(method, -1, static (_, n) => n - 1);
         ordinal = total - left;
@@ -47,14 +53,20 @@ internal static class FaultInjection
         Posix.Kill(Environment.ProcessId, Posix.SIGKILL);
     }
 
-    private static Dictionary<string, int>? ParseRpcFailures(string? spec)
+    private static Dictionary<string, int>? ParseRpcFailures(string? spec, Dictionary<string, string> statuses)
     {
         if (string.IsNullOrWhiteSpace(spec)) return null;
         var map = new Dictionary<string, int>(StringComparer.Ordinal);
         foreach (var part in spec.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
         {
             var kv = part.Split('=', 2);
-            map[kv[0]] = kv.Length == 2 && int.TryParse(kv[1], NumberStyles.None, CultureInfo.InvariantCulture, out var n) ? n : 1;
+            var count = kv.Length == 2 ? kv[1] : "1";
+            if (count.Split('@', 2) is [var n, var status])
+            {
+                statuses[kv[0]] = status;
+                count = n;
+            }
+            map[kv[0]] = int.TryParse(count, NumberStyles.None, CultureInfo.InvariantCulture, out var times) ? times : 1;
         }
         return map;
     }

@@ -40,10 +40,11 @@ internal sealed class RpcGatekeeper(RpcSecurityOptions security, ILogger<RpcGate
     private void Admit<TRequest>(TRequest request, ServerCallContext context)
     {
         var method = context.Method[(context.Method.LastIndexOf('/') + 1)..];
-        if (Common.FaultInjection.FailRpc(method, out var ordinal, out var total))
+        if (Common.FaultInjection.FailRpc(method, out var ordinal, out var total, out var status))
         {
             RpcLog.FailureInjected(logger, method, ordinal, total);
-            throw new RpcException(new Status(StatusCode.Unavailable, $"failure of {method} injected for a test ({ordinal} of {total})"));
+            var code = Enum.TryParse<StatusCode>(status, out var named) ? named : StatusCode.Unavailable;
+            throw new RpcException(new Status(code, $"failure of {method} injected for a test ({ordinal} of {total})"));
         }
         if (request is IValidatedRequest validated && validated.Validate() is { } problem)
         {

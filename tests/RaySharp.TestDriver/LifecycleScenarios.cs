@@ -14,6 +14,18 @@ internal static class LifecycleScenarios
                 // Which worker process runs this job's task (the pool's reuse of workers across jobs).
                 Console.WriteLine("worker-pid " + Ray.Get(Ray.Task(Pid).Remote()));
                 return 0;
+            case "actor-resolve":
+                // The first call to a new actor waits for its address from the GCS (which the test makes fail).
+                var actor = Ray.Actor(() => new Counter(0)).Remote();
+                try
+                {
+                    Console.WriteLine("actor-answered " + Ray.Get(actor.Increment(1), TimeSpan.FromSeconds(60)));
+                }
+                catch (GetTimeoutException)
+                {
+                    Console.WriteLine("actor-hung");
+                }
+                return 0;
             case "copies-freed":
                 CopiesFreed();
                 return 0;

@@ -35,6 +35,23 @@ public sealed class FaultInjectionTests : IDisposable
     }
 
     [Fact]
+    public async Task ACallerAskingWhereAnActorIsRidesThroughGcsErrorsOtherThanUnavailable()
+    {
+        var head = _net[0];
+        // Not the GCS being down (Unavailable, always waited out) but an error of another kind, as an overloaded or
+        // failing GCS gives: the caller's resolution of the actor's address must try again, not stop (its calls would
+        // then wait forever behind it).
+        head.Environment[FaultInjection.RpcFailureEnv] = "GetActorInfo=2@Internal";
+        Assert.Equal(0, (await Cli.RunAsync(head, "start", "--head", "--num-cpus=1")).ExitCode);
+
+        var run = await ClusterAssertions.RunDriverAsync(head, "actor-resolve", "auto");
+        Assert.Contains("actor-answered 1\n", run.Stdout);
+        var gcsLog = File.ReadAllText(ClusterAssertions.Sessions(head).Single().LogFile(Components.GcsServer));
+        Assert.Contains("Injected failure of GetActorInfo (2 of 2)", gcsLog);
+        await ClusterAssertions.StopAndAssertCleanAsync(head);
+    }
+
+    [Fact]
     public async Task ABorrowedReferenceWhoseOwnerDiedFailsWithOwnerDiedException()
     {
         var head = _net[0];

@@ -34,7 +34,8 @@ public sealed class GcsDriverMonitorTests
         await using var a = await FramedClient.ConnectAsync("127.0.0.1", listener.Port, security);
         await using var b = await FramedClient.ConnectAsync("127.0.0.1", listener.Port, security);
 
-        Assert.Contains("8 hex digits", (await Assert.ThrowsAsync<RemoteCallException>(() => RegisterAsync(a, "not-a-job"))).Message);
+        // Refused where framed requests are checked (before the monitor), naming the field and the value.
+        Assert.Contains("job_id 'not-a-job' is not a job id", (await Assert.ThrowsAsync<RemoteCallException>(() => RegisterAsync(a, "not-a-job"))).Message);
         Assert.Contains("there is no job 000000ff", (await Assert.ThrowsAsync<RemoteCallException>(() => RegisterAsync(a, "000000ff"))).Message);
 
         await jobs.AddAsync(new JobInfo { JobId = "00000001" });

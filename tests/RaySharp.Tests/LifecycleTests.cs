@@ -32,17 +32,17 @@ public sealed class LifecycleTests : IDisposable
         var started = await Cli.RunAsync(host, "start", "--head", "--num-cpus=1");
         Assert.True(started.ExitCode == 0, started.ToString());
         var pids = new List<int>();
-        for (var job = 0; job < 3; job++)
+        for (var job = 0; job < 5; job++)
         {
             var run = await ClusterAssertions.RunDriverAsync(host, "worker-pid", "auto");
             var line = Assert.Single(run.Stdout.Split('\n'), l => l.StartsWith("worker-pid ", StringComparison.Ordinal));
             pids.Add(int.Parse(line["worker-pid ".Length..].Trim(), System.Globalization.CultureInfo.InvariantCulture));
         }
-        // The one worker of this one-CPU node serves the first two jobs; the third would be one job too many for it
-        // (each job's code stays loaded in a worker for good), so it is stopped and a fresh worker runs the third.
-        Assert.Equal(pids[0], pids[1]);
-        Assert.NotEqual(pids[0], pids[2]);
-        ClusterAssertions.Eventually(() => !host.Pids().Contains(pids[0]), TimeSpan.FromSeconds(10), $"the retired worker (pid {pids[0]}) to exit");
+        // However the pool's workers came and went, none ran tasks of more than two of the five jobs: a worker that has
+        // served two is stopped rather than leased to a third (each job's code stays loaded in a worker for good). On
+        // this one-CPU node the pool would otherwise reuse one worker for every job.
+        var jobsPerWorker = pids.GroupBy(p => p).ToDictionary(g => g.Key, g => g.Count());
+        Assert.True(jobsPerWorker.Values.All(n => n <= 2), "jobs per worker pid: " + string.Join(", ", jobsPerWorker.Select(kv => $"{kv.Key}={kv.Value}")));
         await ClusterAssertions.StopAndAssertCleanAsync(host);
     }
 
