@@ -574,6 +574,8 @@ internal sealed class DriverSession : IAsyncDisposable
                 {
                     if (message.NodeInfo is { State: NodeState.Dead } node && reported.Add(node.NodeId))
                     {
+                        ActorCaller.Submitter.OnNodeDead(node.NodeId);
+                        Submitter.OnNodeDead(node.NodeId);
                         Console.Error.WriteLine($"RaySharp: node {node.NodeIpAddress} ({node.NodeId}) died: " +
                                                 $"{(node.DeathReason.Length > 0 ? node.DeathReason : "no reason given")}. Its tasks are retried elsewhere and its lost objects rebuilt where they can be.");
                     }

@@ -63,8 +63,7 @@ internal static class PartitionScenarios
         {
             Console.WriteLine($"pinned-during failed {e.GetType().Name}: {e.Message}");
         }
-        // After the link is back the actor answers: on its node if that rejoined; if the node was declared dead, from
-        // the incarnation restarted on the head, or (until the dead node has stopped its workers) from the old one.
+        // After the link is back the actor answers: on its node if that rejoined, else restarted on the head.
         Console.WriteLine($"remote-after {Ray.Get(remote.Call(p => p.Step()), TimeSpan.FromSeconds(120))} on {Ray.Get(remote.Call(p => p.Where()), TimeSpan.FromSeconds(120))}");
         // Once the test has seen the node rejoin, or be declared dead and its processes gone: where the actor is now.
         TestSignals.Signal("after-done");

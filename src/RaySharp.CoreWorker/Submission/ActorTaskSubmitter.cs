@@ -49,6 +49,8 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
     private readonly Lock _gate = new();
     private readonly Dictionary<string, ActorState> _actors = new(StringComparer.Ordinal);
     private readonly Dictionary<string, Task<FramedConnection>> _connections = new(StringComparer.Ordinal);
+    // The node of each connection's worker (by connection key), so a node the GCS declares dead is let go at once.
+    private readonly Dictionary<string, string> _connectionNodes = new(StringComparer.Ordinal);
     private readonly CancellationTokenSource _disposed = new();
 
     /// <param name="callerHandler">Serves what actors ask of their caller over the same connection: console output, nested refs.</param>
@@ -379,6 +381,7 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
                 return known;
             var connecting = FramedClient.ConnectAsync(address.IpAddress, address.Port, handler: _callerHandler, cancellationToken: _disposed.Token);
             _connections[key] = connecting;
+            _connectionNodes[key] = address.NodeId;
             return connecting;
         }
     }
@@ -389,9 +392,30 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
         {
             foreach (var (key, task) in _connections.ToList())
             {
-                if (task.IsCompletedSuccessfully && task.Result == connection) _connections.Remove(key);
+                if (task.IsCompletedSuccessfully && task.Result == connection)
+                {
+                    _connections.Remove(key);
+                    _connectionNodes.Remove(key);
+                }
             }
         }
+    }
+
+    /// <summary>
+    /// The GCS declared a node dead: close the connections to actors there now. A node cut off by a partition still
+    /// runs its actors until it can reach the GCS again and learns it is dead, and TCP may take a while to give up on
+    /// it; meanwhile the GCS restarts those actors elsewhere, so calls sent to the old incarnation would go to one the
+    /// cluster no longer counts. Closing makes the calls in flight retry (within MaxTaskRetries) and later ones wait
+    /// for the new address, as when the actor's worker dies.
+    /// </summary>
+    public void OnNodeDead(string nodeId)
+    {
+        List<Task<FramedConnection>> doomed;
+        lock (_gate)
+        {
+            doomed = _connectionNodes.Where(kv => kv.Value == nodeId).Select(kv => _connections.GetValueOrDefault(kv.Key)).OfType<Task<FramedConnection>>().ToList();
+        }
+        foreach (var connection in doomed.Where(c => c.IsCompletedSuccessfully)) _ = connection.Result.DisposeAsync().AsTask();
     }
 
     /// <summary>Tells the GCS to kill the actor; calls in flight then fail with the actor's death.</summary>

@@ -440,6 +440,17 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
         await RayletLeaseClient.ReturnAsync(_channels, worker.RayletAddress, worker.LeaseId, disconnect).ConfigureAwait(false);
     }
 
+    /// <summary>
+    /// The GCS declared a node dead: close the connections to the workers leased there, so the tasks running on them
+    /// are retried elsewhere now rather than when TCP gives up on a node cut off by a partition.
+    /// </summary>
+    public void OnNodeDead(string nodeId)
+    {
+        List<LeasedWorker> doomed;
+        lock (_gate) doomed = _shapes.Values.SelectMany(s => s.Workers).Where(w => w.Address.NodeId == nodeId).ToList();
+        foreach (var worker in doomed) _ = worker.Connection.DisposeAsync().AsTask();
+    }
+
     /// <summary>Returns every lease; every task not finished yet fails with <see cref="ShutdownCoreException"/> (none is left hanging).</summary>
     public async ValueTask DisposeAsync()
     {
