@@ -111,11 +111,13 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
                 submitter.Finish(state, this, null, new IOException($"the reply to {Request.Name} was malformed: {e.Message}", e));
                 return;
             }
-            if (reply.OutcomeCase == PushTaskReply.OutcomeOneofCase.ActorMissing) submitter.OnInterrupted(state, SentOn!, this);
+            // The worker says it no longer holds the actor: that incarnation is gone for sure.
+            if (reply.OutcomeCase == PushTaskReply.OutcomeOneofCase.ActorMissing) submitter.OnInterrupted(state, SentOn!, this, incarnationGone: true);
             else submitter.Finish(state, this, reply, null);
         }
 
-        public void OnFailure(Exception error) => submitter.OnInterrupted(state, SentOn!, this);
+        // The connection broke: the actor's process may have died, or the network between may have failed and heal.
+        public void OnFailure(Exception error) => submitter.OnInterrupted(state, SentOn!, this, incarnationGone: false);
     }
 
     /// <summary>Calls to an actor this process is creating wait for its registration with the GCS first.</summary>
@@ -224,8 +226,12 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
         call.Result.TrySetResult(result);
     }
 
-    /// <summary>The call's connection broke or the worker no longer holds the actor: ask the GCS what became of it.</summary>
-    private void OnInterrupted(ActorState state, FramedConnection connection, PendingCall call)
+    /// <summary>
+    /// The call's connection broke or the worker no longer holds the actor: ask the GCS what became of it. Only in the
+    /// second case is the next incarnation waited for; a broken connection may be a partition that heals with the
+    /// actor as it was (and a restart that never comes would be waited for forever).
+    /// </summary>
+    private void OnInterrupted(ActorState state, FramedConnection connection, PendingCall call, bool incarnationGone)
     {
         if (_disposed.IsCancellationRequested)
         {
@@ -238,7 +244,7 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
             if (state.Connection == connection)
             {
                 state.Connection = null;
-                state.MinRestarts++;
+                if (incarnationGone) state.MinRestarts++;
             }
             if (call.RetriesLeft != 0)
             {
@@ -258,6 +264,9 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
     private async Task ResolveAsync(ActorState state)
     {
         var failures = 0;
+        // After a failed connect: the incarnation after the one that could not be reached, waited for briefly, then
+        // that one tried again (it may be behind a partition that heals, or dead and about to be replaced).
+        int? probeNewer = null;
         try
         {
             if (state.Registration is { } registration)
@@ -281,8 +290,8 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
                     {
                         ActorId = state.ActorId,
                         Wait = true,
-                        MinNumRestarts = state.MinRestarts,
-                        WaitTimeoutMs = 30_000,
+                        MinNumRestarts = probeNewer ?? state.MinRestarts,
+                        WaitTimeoutMs = probeNewer is null ? 30_000 : 2_000,
                     }, cancellationToken: _disposed.Token).ConfigureAwait(false);
                 }
                 catch (RpcException e) when (e.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded)
@@ -317,7 +326,12 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
                 }
                 catch (Exception e) when (e is System.Net.Sockets.SocketException or IOException or RemoteCallException)
                 {
-                    lock (_gate) state.MinRestarts = info.NumRestarts + 1; // that incarnation is gone already
+                    // Not proof that this incarnation is gone: a network partition fails connects too (no route to
+                    // the host) and may heal with the actor as it was. Wait up to 2 s for a newer incarnation (the
+                    // GCS answers at once if there is one, or the actor is dead), else try this one again: waiting
+                    // only for a restart would wait forever for one that never comes once the partition heals.
+                    LogConnectRetry(_logger, state.ActorId, Common.NodeAddress.Format(info.Address.IpAddress, info.Address.Port), e.Message);
+                    probeNewer = info.NumRestarts + 1;
                     continue;
                 }
                 List<PendingCall> interrupted;
@@ -339,7 +353,8 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
                 foreach (var call in interrupted)
                 {
                     Finish(state, call, null, new ActorUnavailableCoreException(
-                        $"actor {state.ActorId} lost its worker while running {call.Request.Name} and restarted (restart {info.NumRestarts}); " +
+                        $"actor {state.ActorId} may or may not have run {call.Request.Name}: the connection to it broke while the call ran " +
+                        $"(its worker died, or the network failed; the actor is at restart {info.NumRestarts} now); " +
                         "the call was not retried because MaxTaskRetries is 0 (set it to retry calls at least once)"));
                 }
                 return;
@@ -495,6 +510,9 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
 
     [LoggerMessage(EventId = 710, Level = LogLevel.Warning, Message = "Could not learn where actor {ActorId} is (failure {Failures}): {Error}; retrying")]
     private static partial void LogResolveRetry(ILogger logger, string actorId, int failures, string error);
+
+    [LoggerMessage(EventId = 712, Level = LogLevel.Warning, Message = "Could not connect to actor {ActorId} at {Address}: {Error}; asking the GCS again")]
+    private static partial void LogConnectRetry(ILogger logger, string actorId, string address, string error);
 
     [LoggerMessage(EventId = 711, Level = LogLevel.Warning, Message = "Could not have the GCS end actor {ActorId}, whose handles are all gone: {Error}")]
     private static partial void LogReleaseFailed(ILogger logger, string actorId, string error);
