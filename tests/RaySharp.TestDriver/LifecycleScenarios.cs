@@ -26,6 +26,17 @@ internal static class LifecycleScenarios
                     Console.WriteLine("actor-hung");
                 }
                 return 0;
+            case "code-retry":
+                // The first task's worker fails to load this job's code (the test makes the GCS fail that read once);
+                // the next task on the same worker (one CPU) must load it again rather than fail the same way.
+                var attempts = new List<string>();
+                for (var i = 0; i < 2; i++)
+                {
+                    try { attempts.Add("ok " + Ray.Get(Ray.Task(Pid, new TaskOptions { MaxRetries = 0 }).Remote())); }
+                    catch (RayException e) { attempts.Add("failed " + e.GetType().Name); }
+                }
+                Console.WriteLine("code-attempts " + string.Join(" | ", attempts));
+                return 0;
             case "copies-freed":
                 CopiesFreed();
                 return 0;

@@ -35,6 +35,23 @@ public sealed class FaultInjectionTests : IDisposable
     }
 
     [Fact]
+    public async Task AWorkerWhoseLoadOfAJobsCodeFailedLoadsItAgainForTheJobsNextTask()
+    {
+        var head = _net[0];
+        // The first read of the job's code manifest fails with an error no client retries.
+        head.Environment[FaultInjection.RpcFailureEnv] = "KvGet=1@Internal";
+        Assert.Equal(0, (await Cli.RunAsync(head, "start", "--head", "--num-cpus=1")).ExitCode);
+
+        var run = await ClusterAssertions.RunDriverAsync(head, "code-retry", "auto");
+        var line = Assert.Single(run.Stdout.Split('\n'), l => l.StartsWith("code-attempts ", StringComparison.Ordinal));
+        var attempts = line["code-attempts ".Length..].Split(" | ");
+        Assert.StartsWith("failed ", attempts[0]);
+        Assert.StartsWith("ok ", attempts[1]);
+        Assert.Contains("Injected failure of KvGet (1 of 1)", File.ReadAllText(ClusterAssertions.Sessions(head).Single().LogFile(Components.GcsServer)));
+        await ClusterAssertions.StopAndAssertCleanAsync(head);
+    }
+
+    [Fact]
     public async Task ACallerAskingWhereAnActorIsRidesThroughGcsErrorsOtherThanUnavailable()
     {
         var head = _net[0];
