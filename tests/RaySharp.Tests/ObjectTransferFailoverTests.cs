@@ -35,7 +35,13 @@ public sealed class ObjectTransferFailoverTests : IDisposable
         var stderr = driver.StandardError.ReadToEndAsync();
         await pulling.Task.WaitAsync(TimeSpan.FromSeconds(120));
         // The reader pulls from the copy first (copies before the primary); 50 chunks at 400 ms, 4 at a time, take ~5 s.
-        await Task.Delay(TimeSpan.FromSeconds(2));
+        // Killed once it has served some (and so is in the middle of serving the rest).
+        await ClusterAssertions.EventuallyAsync(async () =>
+        {
+            var memory = await Cli.RunAsync(head, "memory", "--format", "json");
+            return memory.ExitCode == 0 && System.Text.Json.JsonDocument.Parse(memory.Stdout).RootElement.EnumerateArray()
+                .Any(n => n.GetProperty("node_ip_address").GetString() == copy.Ip && n.GetProperty("served_bytes").GetInt64() > 0);
+        }, TimeSpan.FromSeconds(30), "the copy's node to serve its first chunks to the reader");
         var killed = await Cli.RunAsync(copy, "stop", "--force");
         Assert.Equal(0, killed.ExitCode);
 
