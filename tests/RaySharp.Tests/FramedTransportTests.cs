@@ -402,4 +402,32 @@ public sealed class FramedTransportTests
             await server.DisposeAsync();
         }
     }
+
+    private sealed class Duplex(System.IO.Pipelines.PipeReader input, System.IO.Pipelines.PipeWriter output) : System.IO.Pipelines.IDuplexPipe
+    {
+        public System.IO.Pipelines.PipeReader Input => input;
+        public System.IO.Pipelines.PipeWriter Output => output;
+    }
+
+    /// <summary>
+    /// A peer that never reads lets frames pile up in the sender's queue: past the bound (512 MiB) the connection is
+    /// closed, and the calls waiting on it fail with that reason, rather than the queue growing without end.
+    /// </summary>
+    [Fact]
+    public async Task AConnectionWhosePeerReadsNothingIsClosedOnceItsQueueHoldsMoreThanTheBound()
+    {
+        var toPeer = new System.IO.Pipelines.Pipe();
+        var fromPeer = new System.IO.Pipelines.Pipe();
+        await using var connection = new FramedConnection(new Duplex(fromPeer.Reader, toPeer.Writer), null);
+        connection.Start();
+        // The same 64 MiB array each time: queued frames hold their payload, they do not copy it.
+        var payload = new byte[64 * 1024 * 1024];
+        var calls = Enumerable.Range(0, 10).Select(_ => connection.CallAsync(1, payload)).ToList();
+        var failures = new List<string>();
+        foreach (var call in calls) failures.Add((await Assert.ThrowsAsync<IOException>(() => call.WaitAsync(TimeSpan.FromSeconds(30)))).Message);
+        // Those queued when the bound was passed say why; the ones made after it find the connection closed.
+        Assert.True(failures.Count(f => f.Contains("waited to be written to a peer that did not read them", StringComparison.Ordinal)) >= 7, string.Join("\n", failures));
+        Assert.All(failures, f => Assert.True(f.Contains("did not read them", StringComparison.Ordinal) || f.Contains("the connection is closed", StringComparison.Ordinal), f));
+        await connection.Completion.WaitAsync(TimeSpan.FromSeconds(10));
+    }
 }
