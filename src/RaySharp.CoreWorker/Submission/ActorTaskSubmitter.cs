@@ -19,8 +19,9 @@ internal sealed class ActorDiedCoreException(string actorId, string cause, TaskE
 /// <summary>The actor restarted while a call was running on it; the call was not retried (MaxTaskRetries is 0).</summary>
 internal sealed class ActorUnavailableCoreException(string message) : Exception(message);
 
-/// <summary>This process shut down (Ray.Shutdown) before the call or task finished.</summary>
-internal sealed class ShutdownCoreException(string message) : Exception(message);
+/// <summary>This process shut down (Ray.Shutdown) before the call or task <paramref name="what"/> finished.</summary>
+internal sealed class ShutdownCoreException(string what)
+    : Exception($"{what} did not finish: this process shut down (Ray.Shutdown, or the end of the program) first");
 
 /// <summary>A caller already has MaxPendingCalls calls in flight to the actor.</summary>
 internal sealed class PendingCallsLimitCoreException(string message) : Exception(message);
@@ -145,7 +146,7 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
         lock (_gate)
         {
             state = State(actorId);
-            if (_disposed.IsCancellationRequested) return Task.FromException<ByteString>(outcome.Failure(Shutdown(request.Name)));
+            if (_disposed.IsCancellationRequested) return Task.FromException<ByteString>(outcome.Failure(new ShutdownCoreException(request.Name)));
             if (state.Dead is { } dead) return Task.FromException<ByteString>(outcome.Failure(dead));
             if (maxPendingCalls >= 0 && state.InFlight >= maxPendingCalls)
                 throw new PendingCallsLimitCoreException(
@@ -202,8 +203,6 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
         }
     }
 
-    private static ShutdownCoreException Shutdown(string what) =>
-        new($"{what} did not finish: this process shut down (Ray.Shutdown, or the end of the program) first");
 
     private void Finish(ActorState state, PendingCall call, PushTaskReply? reply, Exception? error)
     {
@@ -235,7 +234,7 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
     {
         if (_disposed.IsCancellationRequested)
         {
-            Finish(state, call, null, Shutdown(call.Request.Name));
+            Finish(state, call, null, new ShutdownCoreException(call.Request.Name));
             return;
         }
         var resolve = false;
@@ -378,13 +377,20 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
         lock (_gate)
         {
             state.Dead = dead;
-            state.Resolving = false;
-            calls = [.. state.Interrupted, .. state.Retrying, .. state.Waiting];
-            state.Interrupted.Clear();
-            state.Retrying.Clear();
-            state.Waiting.Clear();
+            calls = TakeUnsent(state);
         }
         foreach (var call in calls) Finish(state, call, null, dead);
+    }
+
+    /// <summary>Under the lock: every call of the actor not on a connection (waiting, to retry, interrupted), taken out.</summary>
+    private static List<PendingCall> TakeUnsent(ActorState state)
+    {
+        List<PendingCall> calls = [.. state.Interrupted, .. state.Retrying, .. state.Waiting];
+        state.Interrupted.Clear();
+        state.Retrying.Clear();
+        state.Waiting.Clear();
+        state.Resolving = false;
+        return calls;
     }
 
     private Task<FramedConnection> ConnectAsync(WorkerAddress address)
@@ -493,17 +499,9 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
         {
             _disposed.Cancel();
             connections = [.. _connections.Values];
-            unsent = [];
-            foreach (var state in _actors.Values)
-            {
-                unsent.AddRange(state.Waiting.Concat(state.Retrying).Concat(state.Interrupted).Select(c => (state, c)));
-                state.Waiting.Clear();
-                state.Retrying.Clear();
-                state.Interrupted.Clear();
-                state.Resolving = false;
-            }
+            unsent = [.. _actors.Values.SelectMany(state => TakeUnsent(state).Select(call => (state, call)))];
         }
-        foreach (var (state, call) in unsent) Finish(state, call, null, Shutdown(call.Request.Name));
+        foreach (var (state, call) in unsent) Finish(state, call, null, new ShutdownCoreException(call.Request.Name));
         // Calls in flight fail as their connections close (OnInterrupted sees the cancellation).
         foreach (var c in connections.Where(c => c.IsCompletedSuccessfully)) await c.Result.DisposeAsync().ConfigureAwait(false);
     }

@@ -161,7 +161,7 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
         ShapeQueue shape;
         lock (_gate)
         {
-            if (_disposed.IsCancellationRequested) return Task.FromException<PushTaskReply>(Shutdown(request.Name));
+            if (_disposed.IsCancellationRequested) return Task.FromException<PushTaskReply>(new ShutdownCoreException(request.Name));
             if (!_shapes.TryGetValue(key, out shape!)) _shapes[key] = shape = new ShapeQueue(key, resources, strategy);
             // A worker may run tasks of several jobs in turn: leases are asked for the job of the latest task.
             shape.JobId = request.JobId;
@@ -260,7 +260,7 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
         if (_disposed.IsCancellationRequested)
         {
             // Shutting down closed the connection: nothing will run the task again.
-            task.Reply.TrySetException(Shutdown(task.Request.Name));
+            task.Reply.TrySetException(new ShutdownCoreException(task.Request.Name));
         }
         else if (task.RetriesLeft != 0)
         {
@@ -299,14 +299,7 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
             _shapes.Remove(shape.Key);
     }
 
-    private static ShutdownCoreException Shutdown(string what) =>
-        new($"{what} did not finish: this process shut down (Ray.Shutdown, or the end of the program) first");
 
-    /// <summary>How many (resources, strategy) queues are kept now (for tests of their eviction).</summary>
-    internal int ShapeCount
-    {
-        get { lock (_gate) return _shapes.Count; }
-    }
 
     /// <summary>Prints the console output workers stream back, each line prefixed as Ray does: <c>(name pid=…, ip=…)</c>.</summary>
     /// <summary>Also serves the objects this process passed by reference inside task arguments.</summary>
@@ -467,7 +460,7 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
                 s.Pending.Clear();
             }
         }
-        foreach (var task in queued) task.Reply.TrySetException(Shutdown(task.Request.Name));
+        foreach (var task in queued) task.Reply.TrySetException(new ShutdownCoreException(task.Request.Name));
         // Tasks running on the workers fail as their connections close (OnLostAsync sees the cancellation).
         await Task.WhenAll(workers.Select(w => ReturnAsync(w, disconnect: w.InFlight > 0))).ConfigureAwait(false);
     }

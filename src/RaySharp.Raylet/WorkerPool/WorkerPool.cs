@@ -31,14 +31,11 @@ internal sealed class WorkerHandle
 
     private readonly HashSet<string> _jobs = new(StringComparer.Ordinal);
 
-    /// <summary>Notes that the worker was leased for a task or actor of <paramref name="jobId"/>; returns how many jobs it has served.</summary>
-    public int ServeJob(string jobId)
+    /// <summary>Notes that the worker was leased for a task or actor of <paramref name="jobId"/>.</summary>
+    public void ServeJob(string jobId)
     {
-        lock (_jobs)
-        {
-            if (jobId.Length > 0) _jobs.Add(jobId);
-            return _jobs.Count;
-        }
+        if (jobId.Length == 0) return;
+        lock (_jobs) _jobs.Add(jobId);
     }
 
     /// <summary>False when serving <paramref name="jobId"/> would make the worker hold the code of more than <paramref name="maxJobs"/> jobs.</summary>
