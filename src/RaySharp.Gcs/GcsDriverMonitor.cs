@@ -55,7 +55,7 @@ internal sealed partial class GcsDriverMonitor : IFramedHandler, IDisposable
         if (job.IsDead) throw new InvalidOperationException($"RegisterDriver: job {jobId} has ended; start the driver again for a new job");
 
         Registration registration;
-        bool back;
+        bool back, again;
         lock (_gate)
         {
             _registered.TryGetValue(jobId, out var previous);
@@ -63,9 +63,13 @@ internal sealed partial class GcsDriverMonitor : IFramedHandler, IDisposable
             if (previous is not null && previous.Connection == connection) return ReadOnlyMemory<byte>.Empty;
             registration = new Registration(connection);
             _registered[jobId] = registration;
-            back = _awaited.Remove(jobId) || previous is { Dropped: true };
+            back = _awaited.Remove(jobId);
+            // A driver whose connection dropped may register again before this GCS has read the old connection's
+            // end, so a newer registration is what keeps the job, whether or not the old one was seen closed yet.
+            again = !back && previous is not null;
         }
         if (back) LogDriverBack(_logger, jobId);
+        if (again) LogDriverKept(_logger, jobId);
         _ = WatchAsync(jobId, registration);
         return ReadOnlyMemory<byte>.Empty;
     }
@@ -91,11 +95,7 @@ internal sealed partial class GcsDriverMonitor : IFramedHandler, IDisposable
             lock (_gate)
             {
                 if (!_registered.TryGetValue(jobId, out var current)) return; // the job ended meanwhile
-                if (current != registration)
-                {
-                    LogDriverKept(_logger, jobId);
-                    return;
-                }
+                if (current != registration) return; // registered again meanwhile (logged then)
                 _registered.Remove(jobId);
             }
             LogDriverGone(_logger, jobId, _grace.TotalSeconds);
@@ -165,7 +165,7 @@ internal sealed partial class GcsDriverMonitor : IFramedHandler, IDisposable
     [LoggerMessage(EventId = 122, Level = LogLevel.Information, Message = "The connection of the driver of job {JobId} closed; the job ends unless it registers again within {Seconds} s")]
     private static partial void LogDriverDropped(ILogger logger, string jobId, double seconds);
 
-    [LoggerMessage(EventId = 123, Level = LogLevel.Information, Message = "The driver of job {JobId} registered again after its connection dropped; the job goes on")]
+    [LoggerMessage(EventId = 123, Level = LogLevel.Information, Message = "The driver of job {JobId} registered again over a new connection; the job goes on")]
     private static partial void LogDriverKept(ILogger logger, string jobId);
 
     [LoggerMessage(EventId = 124, Level = LogLevel.Warning, Message = "The driver of job {JobId} did not register again within {Seconds} s of its connection closing; ending the job")]

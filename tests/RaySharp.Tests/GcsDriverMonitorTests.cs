@@ -45,6 +45,8 @@ public sealed class GcsDriverMonitorTests
         await RegisterAsync(a, "00000002");
         // Job 1's driver registered again over another connection: from now on only that one's loss counts.
         await RegisterAsync(b, "00000001");
+        // While a is still open: the driver may register again before the GCS reads its old connection's end.
+        Assert.Contains(log.Lines, l => l.Contains("The driver of job 00000001 registered again over a new connection", StringComparison.Ordinal));
 
         // Connection a closes: job 2, registered only there, ends (with no grace here); job 1 goes on.
         await a.DisposeAsync();
