@@ -149,7 +149,112 @@ var tlsGenerate = new Command("generate", "Make a CA and a node certificate it s
 tlsGenerate.SetAction(parse => Run(() => Task.FromResult(TlsCommand.Generate(parse.GetValue(tlsOut)!, parse.GetValue(tlsName)!, parse.GetValue(tlsAddresses) ?? []))).GetAwaiter().GetResult());
 var tlsCommand = new Command("tls", "Certificates for mutual TLS between the processes of a cluster: `raysharp tls generate`.") { tlsGenerate };
 
-var root = new RootCommand("raysharp: start, stop and inspect RaySharp clusters.") { start, stop, status, list, memory, microbenchmark, tlsCommand };
+// ---- cluster launcher: up, down, exec, attach, submit, rsync-up, rsync-down, get-head-ip, get-worker-ips, monitor ----
+Argument<string> ClusterConfigArgument() => new("cluster_config_file") { Description = "The cluster YAML (Ray's keys; see docs/launcher.md)." };
+Option<string?> ClusterNameOption() => new("--cluster-name", "-n") { Description = "Use this cluster name instead of the YAML's cluster_name." };
+Option<bool> YesOption() => new("--yes", "-y") { Description = "Do not ask for confirmation." };
+Option<bool> StartOption() => new("--start") { Description = "Start the cluster first if it is not running." };
+Option<bool> StopOption() => new("--stop") { Description = "Take the cluster down once the command finished." };
+Option<bool> TmuxOption() => new("--tmux") { Description = "Run in a detached tmux session on the head." };
+Option<bool> ScreenOption() => new("--screen") { Description = "Run in a detached screen session on the head." };
+Option<int[]> PortForwardOption() => new("--port-forward", "-p") { Description = "Forward this port of the head to localhost here (repeatable)." };
+static string? Session(bool tmux, bool screen) => tmux && screen ? throw new CliException("--tmux and --screen: give one of them.") : tmux ? "tmux" : screen ? "screen" : null;
+
+var upConfig = ClusterConfigArgument();
+var upName = ClusterNameOption();
+var upYes = YesOption();
+var noRestart = new Option<bool>("--no-restart") { Description = "Leave RaySharp running on nodes whose setup is current (default: restart it everywhere)." };
+var restartOnly = new Option<bool>("--restart-only") { Description = "Skip the setup commands on every node and only restart RaySharp." };
+var sshTimeout = new Option<int>("--ssh-timeout") { Description = "Seconds a node may take to answer over SSH before its update fails (default 120).", DefaultValueFactory = _ => 120 };
+var up = new Command("up", "Start or update a cluster from a cluster YAML: provision the nodes, set them up and start RaySharp on them.") { upConfig, upName, upYes, noRestart, restartOnly, sshTimeout };
+up.SetAction((parse, ct) => Run(() => LauncherCommands.UpAsync(new UpSettings(parse.GetValue(upConfig)!, parse.GetValue(upName), parse.GetValue(upYes),
+    parse.GetValue(noRestart), parse.GetValue(restartOnly), parse.GetValue(sshTimeout)), ct)));
+
+var downConfig = ClusterConfigArgument();
+var downName = ClusterNameOption();
+var downYes = YesOption();
+var workersOnly = new Option<bool>("--workers-only") { Description = "Take down the worker nodes only and keep the head." };
+var keepMinWorkers = new Option<bool>("--keep-min-workers") { Description = "Keep each node type's min_workers running." };
+var down = new Command("down", "Stop RaySharp on every node of a cluster (workers first, then the head) and release the nodes.") { downConfig, downName, downYes, workersOnly, keepMinWorkers };
+down.SetAction((parse, ct) => Run(() => LauncherCommands.DownAsync(parse.GetValue(downConfig)!, parse.GetValue(downName), parse.GetValue(downYes),
+    parse.GetValue(workersOnly), parse.GetValue(keepMinWorkers), ct)));
+
+var execConfig = ClusterConfigArgument();
+var execCommand = new Argument<string>("cmd") { Description = "The shell command to run on the head." };
+var execName = ClusterNameOption();
+var execStart = StartOption();
+var execStop = StopOption();
+var execTmux = TmuxOption();
+var execScreen = ScreenOption();
+var execPorts = PortForwardOption();
+var exec = new Command("exec", "Run a shell command on the cluster's head node.") { execConfig, execCommand, execName, execStart, execStop, execTmux, execScreen, execPorts };
+exec.SetAction((parse, ct) => Run(() => LauncherCommands.ExecAsync(parse.GetValue(execConfig)!, parse.GetValue(execName), parse.GetValue(execCommand)!,
+    Session(parse.GetValue(execTmux), parse.GetValue(execScreen)), parse.GetValue(execStart), parse.GetValue(execStop), parse.GetValue(execPorts) ?? [], ct)));
+
+var attachConfig = ClusterConfigArgument();
+var attachName = ClusterNameOption();
+var attachStart = StartOption();
+var attachTmux = new Option<bool>("--tmux") { Description = "Attach to the head's tmux session (made by exec --tmux), or a new one." };
+var attachScreen = new Option<bool>("--screen") { Description = "Attach to the head's screen session (made by exec --screen), or a new one." };
+var attachPorts = PortForwardOption();
+var attach = new Command("attach", "Open an SSH shell on the cluster's head node.") { attachConfig, attachName, attachStart, attachTmux, attachScreen, attachPorts };
+attach.SetAction((parse, ct) => Run(() => LauncherCommands.AttachAsync(parse.GetValue(attachConfig)!, parse.GetValue(attachName),
+    Session(parse.GetValue(attachTmux), parse.GetValue(attachScreen)), parse.GetValue(attachStart), parse.GetValue(attachPorts) ?? [], ct)));
+
+var submitConfig = ClusterConfigArgument();
+var submitProgram = new Argument<string>("program") { Description = "A built .NET program (its output folder or .dll) or a project (.csproj or its folder, built here first)." };
+var submitArgs = new Argument<string[]>("args") { Description = "Arguments for the program (after --).", Arity = ArgumentArity.ZeroOrMore };
+var submitName = ClusterNameOption();
+var submitStart = StartOption();
+var submitStop = StopOption();
+var submitTmux = TmuxOption();
+var submitScreen = ScreenOption();
+var submit = new Command("submit", "Copy a .NET program to the head node and run it there as a driver: `raysharp submit cluster.yaml ./MyApp -- arg1 arg2`.")
+{
+    submitConfig, submitProgram, submitArgs, submitName, submitStart, submitStop, submitTmux, submitScreen,
+};
+submit.SetAction((parse, ct) => Run(() => LauncherCommands.SubmitAsync(parse.GetValue(submitConfig)!, parse.GetValue(submitName), parse.GetValue(submitProgram)!,
+    parse.GetValue(submitArgs) ?? [], parse.GetValue(submitStart), parse.GetValue(submitStop), Session(parse.GetValue(submitTmux), parse.GetValue(submitScreen)), ct)));
+
+Command RsyncCommand(string name, bool toCluster)
+{
+    var config = ClusterConfigArgument();
+    var source = new Argument<string>("source") { Description = toCluster ? "The local file or folder." : "The file or folder on the head." };
+    var target = new Argument<string>("target") { Description = toCluster ? "Where it goes on the head." : "Where it goes here." };
+    var clusterName = ClusterNameOption();
+    var command = new Command(name, toCluster ? "Copy files to the head node (rsync over SSH)." : "Copy files from the head node (rsync over SSH).") { config, source, target, clusterName };
+    Option<bool>? allNodes = null;
+    if (toCluster)
+    {
+        allNodes = new Option<bool>("--all-nodes", "-A") { Description = "Copy to every node of the cluster, not only the head." };
+        command.Add(allNodes);
+    }
+    command.SetAction((parse, ct) => Run(() => LauncherCommands.RsyncAsync(parse.GetValue(config)!, parse.GetValue(clusterName), parse.GetValue(source)!, parse.GetValue(target)!,
+        toCluster, allNodes is not null && parse.GetValue(allNodes), ct)));
+    return command;
+}
+
+Command IpsCommand(string name, bool head)
+{
+    var config = ClusterConfigArgument();
+    var clusterName = ClusterNameOption();
+    var command = new Command(name, head ? "Print the head node's IP address." : "Print the worker nodes' IP addresses, one per line.") { config, clusterName };
+    command.SetAction((parse, ct) => Run(() => LauncherCommands.GetIpsAsync(parse.GetValue(config)!, parse.GetValue(clusterName), head, ct)));
+    return command;
+}
+
+var monitorConfig = ClusterConfigArgument();
+var monitorName = ClusterNameOption();
+var monitorLines = new Option<int>("--lines") { Description = "Lines of the log to show first (default 100).", DefaultValueFactory = _ => 100 };
+var monitor = new Command("monitor", "Follow the autoscaler's log on the head node.") { monitorConfig, monitorName, monitorLines };
+monitor.SetAction((parse, ct) => Run(() => LauncherCommands.MonitorAsync(parse.GetValue(monitorConfig)!, parse.GetValue(monitorName), parse.GetValue(monitorLines), ct)));
+
+var root = new RootCommand("raysharp: start, stop and inspect RaySharp clusters.") 
+{
+    start, stop, status, list, memory, microbenchmark, tlsCommand,
+    up, down, exec, attach, submit, RsyncCommand("rsync-up", toCluster: true), RsyncCommand("rsync-down", toCluster: false),
+    IpsCommand("get-head-ip", head: true), IpsCommand("get-worker-ips", head: false), monitor,
+};
 return await root.Parse(args).InvokeAsync();
 
 // Parse errors that name the flag and what it expects, instead of a .NET type name.

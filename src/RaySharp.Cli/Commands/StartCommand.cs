@@ -51,8 +51,16 @@ internal static class StartCommand
     /// <summary>How long joining waits for the head to answer (the whole command must fail within 10 s).</summary>
     private static readonly TimeSpan s_joinBudget = TimeSpan.FromSeconds(8);
 
+    /// <summary>
+    /// The node's resources as the cluster launcher's node type declares them (a JSON object such as
+    /// <c>{"CPU": 4, "GPU": 1, "accelerator": 2}</c>), taking the place of --num-cpus, --num-gpus and --resources, as
+    /// Ray's RAY_OVERRIDE_RESOURCES: the start commands of a cluster YAML stay the same for every node type.
+    /// </summary>
+    internal const string OverrideResourcesVariable = "RAYSHARP_OVERRIDE_RESOURCES";
+
     public static async Task<int> RunAsync(StartSettings s, CancellationToken cancellationToken)
     {
+        s = WithResourceOverride(s);
         Validate(s, out var customResources);
         var root = SessionDirectory.ResolveRoot(s.TempDir);
         Directory.CreateDirectory(root);
@@ -263,6 +271,28 @@ internal static class StartCommand
         AnsiConsole.MarkupLineInterpolated($"The GCS of this head (session {session.Path}) had died; restarted it on [bold]{gcsAddress}[/] with the cluster's state from Redis at {s.RedisAddress}.");
         AnsiConsole.WriteLine("Nodes, jobs, actors and the key-value store are as they were; raylets and drivers reconnect by themselves.");
         return 0;
+    }
+
+    private static StartSettings WithResourceOverride(StartSettings s)
+    {
+        if (Environment.GetEnvironmentVariable(OverrideResourcesVariable) is not { Length: > 0 } json) return s;
+        Dictionary<string, double> all;
+        try
+        {
+            all = System.Text.Json.JsonSerializer.Deserialize<Dictionary<string, double>>(json) ?? [];
+        }
+        catch (System.Text.Json.JsonException e)
+        {
+            throw new CliException($"{OverrideResourcesVariable} is not a JSON object of resource names to numbers ({e.Message}); for example {{\"CPU\": 4, \"GPU\": 1}}.");
+        }
+        int? cpus = s.NumCpus;
+        if (all.Remove("CPU", out var cpu))
+        {
+            if (cpu != Math.Floor(cpu)) throw new CliException($"{OverrideResourcesVariable}: CPU must be a whole number, got {cpu.ToString(CultureInfo.InvariantCulture)}.");
+            cpus = (int)cpu;
+        }
+        double? gpus = all.Remove("GPU", out var gpu) ? gpu : s.NumGpus;
+        return s with { NumCpus = cpus, NumGpus = gpus, Resources = all.Count > 0 ? System.Text.Json.JsonSerializer.Serialize(all) : s.Resources };
     }
 
     private static void Validate(StartSettings s, out Dictionary<string, double> customResources)

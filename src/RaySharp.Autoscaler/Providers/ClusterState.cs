@@ -1,0 +1,111 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using RaySharp.Common;
+
+namespace RaySharp.Autoscaler.Providers;
+
+/// <summary>
+/// What the machine running <c>raysharp up</c> keeps of one cluster, in <c>&lt;RAYSHARP_TEMP_DIR&gt;/launcher/&lt;cluster&gt;/</c>:
+/// the nodes in use with their tags (state.json), the cluster token (readable by its owner alone), the hosts' keys as
+/// first seen, and one log per node. The head gets a copy of state.json, so the autoscaler there knows the nodes too.
+/// </summary>
+internal sealed class ClusterState
+{
+    private static readonly JsonSerializerOptions s_json = new() { WriteIndented = true, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull };
+
+    public ClusterState(string clusterName, string? tempDir = null)
+    {
+        ClusterName = clusterName;
+        Dir = Path.Combine(SessionDirectory.ResolveRoot(tempDir), "launcher", clusterName);
+    }
+
+    public string ClusterName { get; }
+    public string Dir { get; }
+    public string StateFile => Path.Combine(Dir, "state.json");
+    public string KnownHostsFile => Path.Combine(Dir, "known_hosts");
+    public string TokenFile => Path.Combine(Dir, ClusterToken.FileName);
+    public string LogsDir => Path.Combine(Dir, "logs");
+    public string LogFile(string nodeName) => Path.Combine(LogsDir, nodeName + ".log");
+
+    public bool Exists => File.Exists(StateFile);
+
+    /// <summary>The cluster's token: made on the first <c>up</c>, the same on every later one (the nodes already run with it).</summary>
+    public string Token()
+    {
+        Directory.CreateDirectory(Dir);
+        using var _ = Lock();
+        if (File.Exists(TokenFile)) return ClusterToken.ReadFile(TokenFile);
+        var token = ClusterToken.Generate();
+        Posix.WritePrivateFile(TokenFile, token + "\n");
+        return token;
+    }
+
+    /// <summary>Reads, changes and writes the node records under an exclusive lock (an <c>up</c> and a <c>down</c> may run at once).</summary>
+    public T Update<T>(Func<List<NodeRecord>, T> change)
+    {
+        Directory.CreateDirectory(Dir);
+        using var _ = Lock();
+        var nodes = ReadUnlocked();
+        var result = change(nodes);
+        var temp = StateFile + ".tmp";
+        File.WriteAllText(temp, JsonSerializer.Serialize(new StateDocument { Nodes = nodes }, s_json));
+        File.Move(temp, StateFile, overwrite: true);
+        return result;
+    }
+
+    public List<NodeRecord> Read()
+    {
+        if (!Exists) return [];
+        using var _ = Lock();
+        return ReadUnlocked();
+    }
+
+    private List<NodeRecord> ReadUnlocked()
+    {
+        if (!File.Exists(StateFile)) return [];
+        try
+        {
+            return JsonSerializer.Deserialize<StateDocument>(File.ReadAllText(StateFile), s_json)?.Nodes ?? [];
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidOperationException($"the launcher's state file {StateFile} is damaged ({e.Message}); delete it once every node of the cluster is stopped");
+        }
+    }
+
+    private FileStream Lock()
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (true)
+        {
+            try
+            {
+                return new FileStream(Path.Combine(Dir, "state.lock"), FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+            }
+            catch (IOException) when (DateTime.UtcNow < deadline)
+            {
+                Thread.Sleep(50);
+            }
+        }
+    }
+
+    private sealed class StateDocument
+    {
+        public List<NodeRecord> Nodes { get; set; } = [];
+    }
+}
+
+/// <summary>One node the cluster holds or held.</summary>
+internal sealed class NodeRecord
+{
+    public required string Id { get; set; }
+    public required string Ip { get; set; }
+    public bool Terminated { get; set; }
+    public Dictionary<string, string> Tags { get; set; } = new(StringComparer.Ordinal);
+    /// <summary><c>process</c> nodes: the node's network namespace, when it has one.</summary>
+    public string? Namespace { get; set; }
+    /// <summary><c>process</c> nodes: the node's RAYSHARP_TEMP_DIR.</summary>
+    public string? TempDir { get; set; }
+
+    public ProviderNode ToNode() => new(Id, Ip, new Dictionary<string, string>(Tags, StringComparer.Ordinal));
+}
