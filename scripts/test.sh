@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole RaySharp test suite on this machine.
 # Installs what the tests need when it is missing (iproute2 for the network-namespace test hosts, root being required
-# to create them; redis-server for the control store tests, which start their own Redis on a free port), builds everything in Release and prints a closing "Tests: N passed, N failed" line.
+# to create them; redis-server for the control store tests, which start their own Redis on a free port; openssh-server
+# and rsync for the SSH test hosts, which start their own sshd in each host), without starting the packages' system
+# services, builds everything in Release and prints a closing "Tests: N passed, N failed" line.
 # A test running longer than RAYSHARP_TEST_HANG_TIMEOUT (default 10m, dotnet test's --blame-hang-timeout syntax) is
 # taken as hung: the run is stopped and the test named.
 set -euo pipefail
@@ -18,9 +20,26 @@ fi
 missing=()
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+command -v ssh >/dev/null 2>&1 && command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
+command -v rsync >/dev/null 2>&1 || missing+=(rsync)
 if [ "${#missing[@]}" -gt 0 ]; then
-  echo "Installing ${missing[*]} for the multi-node and control store tests..."
+  echo "Installing ${missing[*]} for the multi-node, control store and SSH tests..."
+  # The tests start their own servers inside their test hosts: a policy-rc.d keeps the install from starting the
+  # machine's own sshd (on port 22) and redis-server. Only when there is none already (Docker images have one).
+  policy=/usr/sbin/policy-rc.d
+  ours=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\n# scripts/test.sh: no service starts while it installs test dependencies\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+    ours=1
+    trap 'rm -f "$policy"' EXIT
+  fi
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  if [ -n "$ours" ]; then
+    rm -f "$policy"
+    trap - EXIT
+  fi
 fi
 
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
