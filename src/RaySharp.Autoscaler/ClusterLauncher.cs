@@ -68,6 +68,7 @@ internal sealed class ClusterLauncher
 
     public async Task<UpResult> UpAsync(UpOptions options, CancellationToken cancellationToken)
     {
+        State.EnsureDir();
         Directory.CreateDirectory(State.LogsDir);
         var token = State.Token();
         var head = await HeadAsync(cancellationToken).ConfigureAwait(false);
@@ -312,6 +313,7 @@ internal sealed class ClusterLauncher
     {
         var name = node.Tag(NodeTags.Name) ?? node.Id;
         _progress.Report(name, "stopping");
+        State.EnsureDir();
         Directory.CreateDirectory(State.LogsDir);
         await using (var log = new StreamWriter(State.LogFile(name), append: true) { AutoFlush = true })
         {

@@ -29,10 +29,20 @@ internal sealed class ClusterState
 
     public bool Exists => File.Exists(StateFile);
 
+    /// <summary>
+    /// Makes the cluster's folder, readable by its owner alone: it holds the token, and the nodes' logs hold what their
+    /// start commands printed (the head prints how to join it, token included).
+    /// </summary>
+    public void EnsureDir()
+    {
+        if (OperatingSystem.IsWindows()) Directory.CreateDirectory(Dir);
+        else Directory.CreateDirectory(Dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+    }
+
     /// <summary>The cluster's token: made on the first <c>up</c>, the same on every later one (the nodes already run with it).</summary>
     public string Token()
     {
-        Directory.CreateDirectory(Dir);
+        EnsureDir();
         using var _ = Lock();
         if (File.Exists(TokenFile)) return ClusterToken.ReadFile(TokenFile);
         var token = ClusterToken.Generate();
@@ -43,7 +53,7 @@ internal sealed class ClusterState
     /// <summary>Reads, changes and writes the node records under an exclusive lock (an <c>up</c> and a <c>down</c> may run at once).</summary>
     public T Update<T>(Func<List<NodeRecord>, T> change)
     {
-        Directory.CreateDirectory(Dir);
+        EnsureDir();
         using var _ = Lock();
         var nodes = ReadUnlocked();
         var result = change(nodes);
