@@ -56,6 +56,10 @@ public sealed class LauncherTests : IDisposable
     {
         using var net = TestNetwork.Create(3);
         using var ssh = await SshHosts.StartAsync(net);
+        var appDir = Path.Combine(_dir, "app");
+        Directory.CreateDirectory(Path.Combine(appDir, "conf"));
+        File.WriteAllText(Path.Combine(appDir, "conf", "settings.json"), "{\"answer\": 42}");
+        File.WriteAllText(Path.Combine(appDir, "scratch.tmp"), "left out");
         var config = WriteConfig("local.yaml", $"""
             cluster_name: ssh-lab
             provider:
@@ -65,6 +69,9 @@ public sealed class LauncherTests : IDisposable
             auth:
               ssh_user: root
               ssh_private_key: {ssh.PrivateKeyPath}
+            file_mounts:
+              ~/app: {appDir}
+            rsync_exclude: ["*.tmp"]
             # Counts how often setup ran on each host, and shows the node's own environment.
             setup_commands:
               - echo "setup $(hostname) head=$RAYSHARP_HEAD_IP" >> ~/setup-runs
@@ -91,6 +98,30 @@ public sealed class LauncherTests : IDisposable
             Assert.Contains(commandLines, c => c.Contains("raysharp-node", StringComparison.Ordinal));
             Assert.DoesNotContain(commandLines, c => c.Contains(token, StringComparison.Ordinal));
         }
+
+        // file_mounts reached every host (rsync_exclude honoured); the head holds the resolved config and its key.
+        foreach (var host in net.Hosts)
+        {
+            var mounted = await ssh.RunAsync(host, "cat ~/app/conf/settings.json; ls ~/app");
+            Assert.True(mounted.ExitCode == 0, mounted.ToString());
+            Assert.Contains("{\"answer\": 42}", mounted.Stdout);
+            Assert.DoesNotContain("scratch.tmp", mounted.Stdout);
+        }
+        var bootstrap = await ssh.RunAsync(net[0], "cat ~/raysharp_bootstrap_config.yaml");
+        Assert.Contains("\"ssh_private_key\": \"~/raysharp_bootstrap_key.pem\"", bootstrap.Stdout);
+        Assert.Contains($"\"worker_ips\": [\n      \"{net[1].Ip}\"", bootstrap.Stdout);
+        Assert.Equal(File.ReadAllText(ssh.PrivateKeyPath), (await ssh.RunAsync(net[0], "cat ~/raysharp_bootstrap_key.pem")).Stdout);
+        Assert.Equal("600", (await ssh.RunAsync(net[0], "stat -c %a ~/raysharp_bootstrap_key.pem")).Stdout.Trim());
+        Assert.False((await ssh.RunAsync(net[1], "test -e ~/raysharp_bootstrap_key.pem")).ExitCode == 0, "only the head gets the key");
+
+        // rsync-up to every node, rsync-down from the head.
+        var extra = Path.Combine(_dir, "extra.txt");
+        File.WriteAllText(extra, "extra file");
+        Assert.Equal(0, (await RaySharpAsync("rsync-up", config, extra, "~/extra.txt", "--all-nodes")).ExitCode);
+        foreach (var host in net.Hosts) Assert.Equal("extra file", (await ssh.RunAsync(host, "cat ~/extra.txt")).Stdout);
+        var back = Path.Combine(_dir, "back", "settings.json");
+        Assert.Equal(0, (await RaySharpAsync("rsync-down", config, "~/app/conf/settings.json", back)).ExitCode);
+        Assert.Equal("{\"answer\": 42}", File.ReadAllText(back));
 
         var ips = net.Hosts.Select(h => h.Ip).Order(StringComparer.Ordinal).ToList();
         Assert.Equal(ips, await NodeIpsAsync(RaySharpAsync("exec", config, "raysharp status --format json")));
@@ -175,7 +206,7 @@ public sealed class LauncherTests : IDisposable
     public async Task TheProcessProviderBringsUpAHeadAndMinWorkersOnThisMachineAndDownRemovesThemAll()
     {
         var name = "proc-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(3));
-        var config = WriteConfig("process.yaml", $$"""
+        var yaml = $$"""
             cluster_name: {{name}}
             max_workers: 3
             provider:
@@ -188,7 +219,8 @@ public sealed class LauncherTests : IDisposable
                 resources: {CPU: 2, accelerator: 1}
                 min_workers: 2
             head_node_type: head
-            """);
+            """;
+        var config = WriteConfig("process.yaml", yaml);
         try
         {
             var up = await RaySharpAsync("up", "-y", config);
@@ -207,24 +239,51 @@ public sealed class LauncherTests : IDisposable
                 Assert.Equal(1, w.GetProperty("resources_total").GetProperty("accelerator").GetDouble());
             }
             Assert.Equal(1, nodes.Single(n => n.GetProperty("is_head_node").GetBoolean()).GetProperty("resources_total").GetProperty("CPU").GetDouble());
-            var namespaces = TestNetwork.Ip("netns", "list").Split('\n').Select(l => l.Split(' ')[0]).Where(n => n.StartsWith("rsl", StringComparison.Ordinal)).ToList();
-            Assert.Equal(3, namespaces.Count);
+            // The nodes' namespaces, as the launcher's state names them: they exist, one per node.
+            var stateFile = Path.Combine(_dir, "operator", "launcher", name, "state.json");
+            var namespaces = JsonDocument.Parse(File.ReadAllText(stateFile)).RootElement.GetProperty("Nodes").EnumerateArray().Select(n => n.GetProperty("Namespace").GetString()!).ToList();
+            var listed = TestNetwork.Ip("netns", "list");
+            Assert.Equal(3, namespaces.Distinct().Count(ns => listed.Contains(ns, StringComparison.Ordinal)));
+            var prefix = namespaces[0][..^2];
             var pids = namespaces.SelectMany(ns => TestNetwork.Ip("netns", "pids", ns).Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse)).ToList();
             Assert.NotEmpty(pids);
             var nodesDir = Path.Combine(_dir, "operator", "launcher", name, "nodes");
             var sessions = Directory.GetDirectories(nodesDir).SelectMany(Common.SessionDirectory.EnumerateAll).Select(s => s.Name).ToList();
             Assert.Equal(3, sessions.Count);
 
+            // A changed worker setup updates the workers only: the head's setup is current, so it is just restarted.
+            File.AppendAllText(config, "\nworker_setup_commands: [echo changed]\n");
+            var changed = await RaySharpAsync("up", "-y", config);
+            Assert.True(changed.ExitCode == 0, changed.ToString());
+            Assert.Contains("head: setting-up (setup unchanged, restarting)", changed.Stdout);
+            Assert.DoesNotContain("head: syncing-files", changed.Stdout);
+            Assert.Contains("worker1: syncing-files", changed.Stdout);
+            Assert.Contains("worker2: syncing-files", changed.Stdout);
+            Assert.Contains("$ echo changed", File.ReadAllText(Path.Combine(_dir, "operator", "launcher", name, "logs", "worker1.log")));
+
+            // --workers-only keeps the head.
+            var workersDown = await RaySharpAsync("down", "-y", "--workers-only", config);
+            Assert.True(workersDown.ExitCode == 0, workersDown.ToString());
+            Assert.Equal(0, (await RaySharpAsync("get-head-ip", config)).ExitCode);
+            Assert.Equal("", (await RaySharpAsync("get-worker-ips", config)).Stdout.Trim());
+            await ClusterAssertions.EventuallyAsync(async () =>
+            {
+                var s = await RaySharpAsync("exec", config, "raysharp status --format json");
+                return s.ExitCode == 0 && JsonDocument.Parse(s.Stdout).RootElement.GetProperty("nodes").EnumerateArray().Count(n => n.GetProperty("state").GetString() == "ALIVE") == 1;
+            }, TimeSpan.FromSeconds(60), "the head to be the one node alive");
+
             var down = await RaySharpAsync("down", "-y", config);
             Assert.True(down.ExitCode == 0, down.ToString());
-            Assert.DoesNotContain("rsl", TestNetwork.Ip("netns", "list"), StringComparison.Ordinal);
-            Assert.DoesNotContain("rsl", TestNetwork.Ip("link", "show"), StringComparison.Ordinal);
+            Assert.DoesNotContain(prefix, TestNetwork.Ip("netns", "list"), StringComparison.Ordinal);
+            Assert.DoesNotContain(prefix, TestNetwork.Ip("link", "show"), StringComparison.Ordinal);
             Assert.DoesNotContain(pids, Common.Posix.IsAlive);
             Assert.DoesNotContain(Directory.EnumerateFileSystemEntries("/dev/shm"), f => sessions.Any(s => Path.GetFileName(f).StartsWith("raysharp_" + s, StringComparison.Ordinal)));
             Assert.Empty(Directory.EnumerateFileSystemEntries(nodesDir));
         }
         finally
         {
+            // Whatever failed, the nodes go (with the config they were made with).
+            File.WriteAllText(config, yaml);
             await RaySharpAsync("down", "-y", config);
         }
     }
