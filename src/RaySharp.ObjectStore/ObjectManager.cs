@@ -91,11 +91,16 @@ internal sealed partial class ObjectManager : IFramedHandler, IAsyncDisposable
             {
                 await FetchAsync(obj, offset).ConfigureAwait(false);
             }
-            catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or RemoteCallException or InvalidDataException)
+            catch (Exception e)
             {
+                // Whatever ended the fetch, the half-pulled object must not stay: a later read of it here would find it
+                // and wait for a seal that never comes (it hung when every holder, the primary last, timed out), and
+                // other readers would keep asking this node for chunks it will never have.
                 store.Abort(obj.ObjectId);
                 Report(obj.ObjectId, added: false);
-                throw new IOException($"could not pull object {obj.ObjectId} ({obj.Size} bytes, primary copy on node {obj.NodeId}) from any node holding it: {e.Message}", e);
+                if (e is IOException or System.Net.Sockets.SocketException or RemoteCallException or InvalidDataException or TimeoutException)
+                    throw new IOException($"could not pull object {obj.ObjectId} ({obj.Size} bytes, primary copy on node {obj.NodeId}) from any node holding it: {e.Message}", e);
+                throw;
             }
             store.Seal(obj.ObjectId);
             Interlocked.Add(ref _pulledBytes, obj.Size);

@@ -29,7 +29,8 @@ internal sealed class ObjectStoreOptions
 
     /// <summary>
     /// How long a pull waits for one chunk from one holder before asking the next (a holder that is alive but does
-    /// not answer, which TCP alone never notices). Default 30 s: a 4 MiB chunk takes milliseconds.
+    /// not answer, which TCP alone never notices). Default 30 s: a 4 MiB chunk takes milliseconds;
+    /// <c>RAYSHARP_object_chunk_timeout_ms</c> overrides it for a raylet.
     /// </summary>
     public TimeSpan ChunkTimeout { get; set; } = TimeSpan.FromSeconds(30);
 

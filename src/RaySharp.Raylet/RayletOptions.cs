@@ -68,14 +68,19 @@ internal sealed class RayletOptions
 
     public const string MaxJobsPerWorkerEnv = "RAYSHARP_max_jobs_per_worker";
 
+    /// <summary>Overrides <see cref="ObjectStore.ObjectStoreOptions.ChunkTimeout"/>, in milliseconds (more than 0).</summary>
+    public const string ObjectChunkTimeoutEnv = "RAYSHARP_object_chunk_timeout_ms";
+
     /// <summary>
-    /// Applies <c>RAYSHARP_gcs_rpc_server_reconnect_timeout_s</c> (<see cref="Rpc.Clients.GcsClient.ReconnectTimeoutEnv"/>)
-    /// and <see cref="MaxJobsPerWorkerEnv"/> when set.
+    /// Applies <c>RAYSHARP_gcs_rpc_server_reconnect_timeout_s</c> (<see cref="Rpc.Clients.GcsClient.ReconnectTimeoutEnv"/>),
+    /// <see cref="MaxJobsPerWorkerEnv"/> and <see cref="ObjectChunkTimeoutEnv"/> when set.
     /// </summary>
     public void ApplyEnvironment()
     {
         if (Rpc.Clients.GcsClient.ReconnectTimeoutOverride() is { } reconnect) GcsReconnectTimeout = reconnect;
         if (int.TryParse(Environment.GetEnvironmentVariable(MaxJobsPerWorkerEnv), out var jobs) && jobs > 0) MaxJobsPerWorker = jobs;
+        if (int.TryParse(Environment.GetEnvironmentVariable(ObjectChunkTimeoutEnv), out var chunkMs) && chunkMs > 0)
+            ObjectStore.ChunkTimeout = TimeSpan.FromMilliseconds(chunkMs);
     }
 
     public int CpuCount => (int)Math.Floor(Resources.GetValueOrDefault(Common.ResourceSet.Cpu));

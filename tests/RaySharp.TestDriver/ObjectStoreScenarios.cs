@@ -30,7 +30,7 @@ internal static class ObjectStoreScenarios
                 Environment.FailFast("the test driver crashes on purpose");
                 return 0;
             case "store-failover":
-                Failover(args[2], args[3], args[4]);
+                Failover(args[2], args[3], args[4], args.Length > 5 ? args[5] : null);
                 return 0;
             default:
                 return null;
@@ -141,8 +141,10 @@ internal static class ObjectStoreScenarios
     /// <summary>
     /// The object's primary is on <paramref name="primaryIp"/>; <paramref name="copyIp"/> pulls a copy; then
     /// <paramref name="readerIp"/> reads it, pulling from the copy first. The test kills the copy's node mid-transfer.
+    /// With <paramref name="retrySignal"/>, the test makes that first read fail (it freezes every holder): the driver
+    /// says how it failed, waits for the file, then reads on the same node again.
     /// </summary>
-    private static void Failover(string primaryIp, string copyIp, string readerIp)
+    private static void Failover(string primaryIp, string copyIp, string readerIp, string? retrySignal)
     {
         var nodes = Ray.Nodes().Where(n => n.Alive).ToDictionary(n => n.NodeIpAddress, n => n.NodeId);
         TaskOptions On(string ip) => new() { Strategy = SchedulingStrategy.NodeAffinity(nodes[ip]) };
@@ -152,6 +154,20 @@ internal static class ObjectStoreScenarios
         var read = Ray.Task<double[], string>(HashWithIp, On(readerIp)).Remote(x);
         Console.WriteLine("pulling");
         Console.Out.Flush();
+        if (retrySignal is not null)
+        {
+            try
+            {
+                Console.WriteLine($"first-read {Ray.Get(read) == $"{readerIp} {expected}"}");
+            }
+            catch (RayTaskException e)
+            {
+                Console.WriteLine("first-read failed: " + e.Message.ReplaceLineEndings(" "));
+            }
+            Console.Out.Flush();
+            while (!File.Exists(retrySignal)) Thread.Sleep(50);
+            read = Ray.Task<double[], string>(HashWithIp, On(readerIp)).Remote(x);
+        }
         Console.WriteLine($"failover {Ray.Get(read) == $"{readerIp} {expected}"}");
     }
 
