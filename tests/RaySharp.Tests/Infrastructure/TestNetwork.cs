@@ -108,6 +108,16 @@ internal sealed class TestNetwork : IDisposable
             }
             catch (InvalidOperationException) { }
             TryIp("netns", "del", h.Namespace);
+            // A failed test's killed processes cannot remove their object stores' shared memory (gigabytes each,
+            // reserved): remove the files of this host's sessions, which nothing else uses.
+            try
+            {
+                foreach (var session in Common.SessionDirectory.EnumerateAll(h.TempDir))
+                    foreach (var file in Directory.EnumerateFiles("/dev/shm", "raysharp_" + session.Name + "*"))
+                        File.Delete(file);
+            }
+            catch (IOException) { }
+            catch (UnauthorizedAccessException) { }
         }
         TryIp("link", "del", _bridge);
         try { Directory.Delete(_rootDir, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
