@@ -10,6 +10,8 @@ namespace RaySharp.CoreWorker;
 /// <summary>
 /// A worker process's runtime: serves its tasks and actor calls on a port of the worker range (the framed transport,
 /// a thread per connection: <see cref="FramedListener"/>), registers with its raylet and stays ready until stopped.
+/// One per worker process; it submits nested tasks and actor calls through the same <see cref="CallerWiring"/> as a
+/// driver's <see cref="DriverRuntime"/>.
 /// </summary>
 internal sealed partial class WorkerRuntime : IAsyncDisposable
 {
@@ -17,8 +19,7 @@ internal sealed partial class WorkerRuntime : IAsyncDisposable
     private readonly ILogger _logger;
     private readonly RpcChannelPool _channels = new();
     private FramedListener? _rpc;
-    private Submission.TaskSubmitter? _submitter;
-    private Submission.ActorTaskSubmitter? _actorSubmitter;
+    private CallerWiring? _callers;
 
     public WorkerRuntime(CoreWorkerOptions options, ILogger<WorkerRuntime> logger)
     {
@@ -31,17 +32,15 @@ internal sealed partial class WorkerRuntime : IAsyncDisposable
     public async Task StartAsync(ILoggerFactory loggerFactory, CancellationToken cancellationToken)
     {
         Execution.TaskOutputCapture.Install();
-        Objects.LocalObjectStore.Configure(() => Task.FromResult(_options.RayletAddress));
         var gcs = new Rpc.Clients.GcsClient(_channels, _options.GcsAddress, Rpc.Clients.GcsClient.ReconnectTimeoutFromEnvironment());
         var rayletClient = new NodeManagerService.NodeManagerServiceClient(_channels.Get(_options.RayletAddress));
-        _submitter = new Submission.TaskSubmitter(_channels, () => Task.FromResult(_options.RayletAddress), loggerFactory.CreateLogger<Submission.TaskSubmitter>(),
-            () => gcs.GetAllNodesAsync(aliveOnly: true), message => Console.Error.WriteLine(message),
-            (text, isError) => (isError ? Console.Error : Console.Out).WriteLine(text));
-        _actorSubmitter = new Submission.ActorTaskSubmitter(gcs, _submitter.CallerHandler, loggerFactory.CreateLogger<Submission.ActorTaskSubmitter>());
+        // The same object store, task and actor-call wiring as a driver's, through this worker's raylet.
+        var localRaylet = Task.FromResult(_options.RayletAddress);
+        _callers = CallerWiring.Create(_channels, gcs, () => localRaylet, loggerFactory);
         Execution.WorkerContext.Current = new Execution.WorkerContext(_options.NodeId, _options.NodeIpAddress, _options.WorkerId, _options.GcsAddress)
         {
-            Submitter = _submitter,
-            ActorSubmitter = _actorSubmitter,
+            Submitter = _callers.Tasks,
+            ActorSubmitter = _callers.Actors,
             RayletAddress = _options.RayletAddress,
             NotifyBlocked = async blocked =>
             {
@@ -81,8 +80,7 @@ internal sealed partial class WorkerRuntime : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
-        if (_actorSubmitter is not null) await _actorSubmitter.DisposeAsync().ConfigureAwait(false);
-        if (_submitter is not null) await _submitter.DisposeAsync().ConfigureAwait(false);
+        if (_callers is not null) await _callers.DisposeAsync().ConfigureAwait(false);
         if (_rpc is not null) await _rpc.DisposeAsync().ConfigureAwait(false);
         _channels.Dispose();
     }

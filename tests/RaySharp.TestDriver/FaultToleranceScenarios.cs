@@ -190,15 +190,15 @@ internal static class FaultToleranceScenarios
         TestSignals.WaitFor("killed"); // the test kills this process with SIGKILL meanwhile
     }
 
-    /// <summary>Closes the driver's registration connection (reaching into the driver API: test only) and waits until it registered again.</summary>
+    /// <summary>Closes the driver's registration connection (reaching into the driver runtime, Ray.s_runtime: test only) and waits until it registered again.</summary>
     private static void DropRegistration()
     {
-        var session = typeof(Ray).GetField("s_session", BindingFlags.NonPublic | BindingFlags.Static)!.GetValue(null)!;
-        var field = session.GetType().GetField("_driverConnection", BindingFlags.NonPublic | BindingFlags.Instance)!;
-        var dropped = field.GetValue(session)!;
+        var runtime = typeof(Ray).GetField("s_runtime", BindingFlags.NonPublic | BindingFlags.Static)!.GetValue(null)!;
+        var field = runtime.GetType().GetField("_driverConnection", BindingFlags.NonPublic | BindingFlags.Instance)!;
+        var dropped = field.GetValue(runtime)!;
         ((IAsyncDisposable)dropped).DisposeAsync().AsTask().GetAwaiter().GetResult();
         var deadline = DateTime.UtcNow.AddMinutes(1);
-        while (ReferenceEquals(field.GetValue(session), dropped))
+        while (ReferenceEquals(field.GetValue(runtime), dropped))
         {
             if (DateTime.UtcNow > deadline) throw new TimeoutException("the driver did not register with the GCS again");
             Thread.Sleep(20);

@@ -30,6 +30,23 @@ internal sealed record WorkerContext(string NodeId, string NodeIpAddress, string
     /// <summary>Submits actor calls from inside a task or actor (handles passed as arguments).</summary>
     public Submission.ActorTaskSubmitter? ActorSubmitter { get; init; }
 
+    private Submission.ActorCallerContext? _actorCaller;
+
+    /// <summary>
+    /// Who calls actors from the task or actor running on this flow: this worker's actor submitter, for the job of
+    /// that task. Reused while the job stays the same; null outside a task or in a worker with no submitter.
+    /// </summary>
+    public Submission.ActorCallerContext? ActorCaller()
+    {
+        if (ActorSubmitter is not { } submitter || RayletAddress is not { } rayletAddress || CurrentJobId is not { } jobId) return null;
+        var known = Volatile.Read(ref _actorCaller);
+        if (known?.JobId == jobId) return known;
+        var raylet = Task.FromResult(rayletAddress);
+        var made = new Submission.ActorCallerContext(jobId, Submission.ActorCallerContext.AnonymousNamespace(jobId), submitter, () => raylet);
+        Volatile.Write(ref _actorCaller, made);
+        return made;
+    }
+
     /// <summary>The actor whose constructor or method runs on this flow, if any.</summary>
     public static string? CurrentActorId => s_running.Value?.ActorId;
 
