@@ -1,3 +1,6 @@
+// Over 400 lines on purpose: every path that takes the submitter's one lock (resolving an actor, ordering and sending
+// calls, retries on restart, node deaths, shutdown) is in this file, so the call-ordering invariants can be checked in
+// one read.
 using Google.Protobuf;
 using Grpc.Core;
 using Microsoft.Extensions.Logging;
@@ -6,35 +9,6 @@ using RaySharp.Rpc.Protocol;
 using RaySharp.Rpc.Transport;
 
 namespace RaySharp.CoreWorker.Submission;
-
-/// <summary>The actor is dead: killed, its constructor threw, its worker or node died with no restarts left, or its owner exited.</summary>
-internal sealed class ActorDiedCoreException(string actorId, string cause, TaskError? creationError)
-    : Exception($"actor {actorId} is dead: {cause}")
-{
-    public string ActorId { get; } = actorId;
-    public string Cause { get; } = cause;
-    public TaskError? CreationError { get; } = creationError;
-}
-
-/// <summary>The actor restarted while a call was running on it; the call was not retried (MaxTaskRetries is 0).</summary>
-internal sealed class ActorUnavailableCoreException(string message) : Exception(message);
-
-/// <summary>This process shut down (Ray.Shutdown) before the call or task <paramref name="what"/> finished.</summary>
-internal sealed class ShutdownCoreException(string what)
-    : Exception($"{what} did not finish: this process shut down (Ray.Shutdown, or the end of the program) first");
-
-/// <summary>A caller already has MaxPendingCalls calls in flight to the actor.</summary>
-internal sealed class PendingCallsLimitCoreException(string message) : Exception(message);
-
-/// <summary>How a call's reply or failure becomes what readers of its result see (the API layer's types).</summary>
-internal interface ICallOutcome
-{
-    /// <summary>The result bytes of a reply; throws what a failed call's readers see.</summary>
-    ByteString Result(PushTaskReply reply);
-
-    /// <summary>What readers see of a failure of the runtime's (the actor died, the connection broke, ...).</summary>
-    Exception Failure(Exception coreFailure);
-}
 
 /// <summary>
 /// The caller's side of actor calls: per actor, one ordered stream of calls over a framed connection to the actor's
@@ -495,9 +469,11 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
     {
         List<Task<FramedConnection>> connections;
         List<(ActorState, PendingCall)> unsent;
+        // Cancelled before the lock, so that no cancellation callback runs under it: what takes the lock afterwards
+        // sees the cancellation, what took it before is in the lists below.
+        _disposed.Cancel();
         lock (_gate)
         {
-            _disposed.Cancel();
             connections = [.. _connections.Values];
             unsent = [.. _actors.Values.SelectMany(state => TakeUnsent(state).Select(call => (state, call)))];
         }

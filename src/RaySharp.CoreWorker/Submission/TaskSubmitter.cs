@@ -1,3 +1,5 @@
+// Over 400 lines on purpose: every path that takes the submitter's one lock (queueing, leasing, pushing, losing and
+// returning workers, shutdown) is in this file, so the lock's invariants can be checked in one read.
 using Google.Protobuf;
 using Grpc.Core;
 using Microsoft.Extensions.Logging;
@@ -8,16 +10,6 @@ using RaySharp.Rpc.Protocol;
 using RaySharp.Rpc.Transport;
 
 namespace RaySharp.CoreWorker.Submission;
-
-/// <summary>
-/// A task's worker went away under it (the connection broke before the reply) on every attempt it was allowed;
-/// <see cref="NodeDied"/> when the last worker's raylet was gone too.
-/// </summary>
-internal sealed class WorkerLostCoreException(string message, Exception inner, bool nodeDied, int attempts) : Exception(message, inner)
-{
-    public bool NodeDied { get; } = nodeDied;
-    public int Attempts { get; } = attempts;
-}
 
 /// <summary>
 /// The owner's side of the hot path: per resource shape, a queue of tasks and a set of leased workers. Leases come
@@ -449,9 +441,11 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
     {
         List<LeasedWorker> workers;
         List<PendingTask> queued;
+        // Cancelled before the lock, so that no cancellation callback runs under it: a grant that takes the lock
+        // afterwards sees the cancellation and returns its worker, one that took it before is in the list below.
+        _disposed.Cancel();
         lock (_gate)
         {
-            _disposed.Cancel();
             workers = _shapes.Values.SelectMany(s => s.Workers).ToList();
             queued = _shapes.Values.SelectMany(s => s.Pending).ToList();
             foreach (var s in _shapes.Values)
