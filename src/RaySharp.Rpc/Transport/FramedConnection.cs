@@ -151,6 +151,9 @@ internal sealed class FramedConnection : IAsyncDisposable
     private long _queuedBytes;
     private string? _closeReason;
 
+    /// <summary>Payload bytes queued and not yet handed to the pipe (tests: a peer that reads slowly fills it).</summary>
+    internal long QueuedBytes => Interlocked.Read(ref _queuedBytes);
+
     private void Abort(string? reason = null)
     {
         if (reason is not null) Interlocked.CompareExchange(ref _closeReason, reason, null);
