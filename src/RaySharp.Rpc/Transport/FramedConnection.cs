@@ -244,7 +244,11 @@ internal sealed class FramedConnection : IAsyncDisposable
         if (_closed.IsCancellationRequested
             || !(alone && TryWriteInline(FrameType.Request, id, method, payload)) && !Enqueue(FrameType.Request, id, method, payload))
         {
-            if (_pending.TryRemove(id, out _)) Interlocked.Decrement(ref _callsInFlight);
+            // Whoever took the call out of _pending first has given it its outcome: most often the Close that the
+            // enqueue itself ran on passing the queue's bound (Abort), else a Close on another thread, a reply or a
+            // cancellation. Then it is not refused: callers fail a refused call themselves, and it would hear twice.
+            if (!_pending.TryRemove(id, out _)) return true;
+            Interlocked.Decrement(ref _callsInFlight);
             return false;
         }
         return true;
