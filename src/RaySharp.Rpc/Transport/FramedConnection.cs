@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.IO.Pipelines;
 using System.Text;
 using System.Threading.Channels;
@@ -86,6 +87,40 @@ internal sealed class RemoteCallException(string message) : Exception(message);
 /// queue drained by a single writer that flushes only when the queue is empty, so frames written while a flush is in
 /// progress share the next one (write coalescing).
 /// </summary>
+/// <remarks>
+/// <para>
+/// Invariants the ordering and the inline writes rest on (the counters are plain ints beside the channel and the
+/// semaphore, so nothing else enforces them):
+/// </para>
+/// <list type="number">
+/// <item><c>_writing</c> is held by exactly one writer from the first byte of its frames until their flush has
+/// finished, even when that flush finishes off the caller's thread (<see cref="FinishFlushAsync"/> releases it):
+/// frames never interleave in the pipe, and nothing is written behind a flush still in progress.</item>
+/// <item><c>_queued</c> is never below the number of frames in <c>_outgoing</c>: <see cref="Enqueue"/> counts a frame
+/// before putting it in, the write loop uncounts it only after taking it out, and takes frames out only while holding
+/// <c>_writing</c>. So a writer that holds <c>_writing</c> and reads <c>_queued == 0</c> knows every frame queued
+/// before (its own included) is already in the pipe: writing inline then cannot overtake one of its earlier frames.
+/// This is what keeps one caller's calls and one-way messages in order, though some go inline and some queue. The
+/// read before taking <c>_writing</c> is only a cheap early refusal; the one after it is the one that counts.</item>
+/// <item><c>_queuedBytes</c> is the payload bytes in <c>_outgoing</c> (inline frames are never counted): the bound
+/// (<see cref="MaxQueuedBytes"/>) applies to what waits, not to what is being written.</item>
+/// <item>A call leaves <c>_pending</c> exactly once, and whoever removes it (a reply, an error, a cancellation,
+/// <see cref="Close"/>, or <see cref="Send"/> taking back a frame it could not send) gives it its one outcome. So
+/// Send reports a call refused (false) only when it removed it itself: callers fail a refused call on their own.</item>
+/// <item><c>_callsInFlight</c> and <c>_requestsInHand</c> only choose between inline and queued, never correctness: a
+/// stale value costs a thread hop or a flush, not order (which point 2 keeps). <c>_callsInFlight</c> counts the
+/// entries of <c>_pending</c> but may be one below for a moment (a call can be taken out between its insertion and
+/// its increment); <c>_requestsInHand</c> is one per read batch being dispatched plus the requests dispatched and not
+/// yet answered, which holds only because each request is answered exactly once (<see cref="FramedRequest"/>).</item>
+/// <item>The receiving thread of a <see cref="ReceiveThreadPipe"/> never writes inline: blocked in send to a peer
+/// doing the same, neither side would read again.</item>
+/// </list>
+/// <para>
+/// Over 400 lines: the calls, the two loops and the inline write share the counters above and the close, and split
+/// apart each part would have to expose them (the send queue is a channel plus three of those counters, not a unit
+/// of its own).
+/// </para>
+/// </remarks>
 internal sealed class FramedConnection : IAsyncDisposable
 {
     private readonly IDuplexPipe _pipe;
@@ -150,6 +185,9 @@ internal sealed class FramedConnection : IAsyncDisposable
 
     private long _queuedBytes;
     private string? _closeReason;
+
+    /// <summary>Payload bytes queued and not yet handed to the pipe (tests: a peer that reads slowly fills it).</summary>
+    internal long QueuedBytes => Interlocked.Read(ref _queuedBytes);
 
     private void Abort(string? reason = null)
     {
@@ -241,7 +279,11 @@ internal sealed class FramedConnection : IAsyncDisposable
         if (_closed.IsCancellationRequested
             || !(alone && TryWriteInline(FrameType.Request, id, method, payload)) && !Enqueue(FrameType.Request, id, method, payload))
         {
-            if (_pending.TryRemove(id, out _)) Interlocked.Decrement(ref _callsInFlight);
+            // Whoever took the call out of _pending first has given it its outcome: most often the Close that the
+            // enqueue itself ran on passing the queue's bound (Abort), else a Close on another thread, a reply or a
+            // cancellation. Then it is not refused: callers fail a refused call themselves, and it would hear twice.
+            if (!_pending.TryRemove(id, out _)) return true;
+            Interlocked.Decrement(ref _callsInFlight);
             return false;
         }
         return true;
@@ -271,8 +313,10 @@ internal sealed class FramedConnection : IAsyncDisposable
                 {
                     while (_outgoing.Reader.TryRead(out var f))
                     {
-                        Interlocked.Decrement(ref _queued);
-                        Interlocked.Add(ref _queuedBytes, -f.Payload.Length);
+                        // Counted before it went in (invariant 2), uncounted only now that it is out.
+                        var queued = Interlocked.Decrement(ref _queued);
+                        var queuedBytes = Interlocked.Add(ref _queuedBytes, -f.Payload.Length);
+                        Debug.Assert(queued >= 0 && queuedBytes >= 0, "a frame was uncounted before it was counted");
                         FrameFormat.Write(output, f.Type, f.Id, f.Method, f.Payload.Span);
                         Release(f.Payload);
                     }
@@ -523,7 +567,9 @@ internal sealed class FramedConnection : IAsyncDisposable
 
     internal void Answer(FrameType type, long id, int method, ReadOnlyMemory<byte> payload)
     {
-        var alone = Interlocked.Decrement(ref _requestsInHand) == 0;
+        var inHand = Interlocked.Decrement(ref _requestsInHand);
+        Debug.Assert(inHand >= 0, "a request was answered twice");
+        var alone = inHand == 0;
         if (alone && TryWriteInline(type, id, method, payload)) return;
         if (!Enqueue(type, id, method, payload)) Release(payload);
     }
