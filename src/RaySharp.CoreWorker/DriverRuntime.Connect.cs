@@ -86,7 +86,8 @@ internal sealed partial class DriverRuntime
             await CodePackage.UploadAsync(gcs, jobId, AppContext.BaseDirectory, System.Reflection.Assembly.GetEntryAssembly()?.GetName().Name, cancellationToken).ConfigureAwait(false);
             // The GCS learns of this driver's exit (even by SIGKILL) when this connection closes, and ends the job.
             var driverConnection = await RegisterDriverAsync(gcsAddress, jobId, cancellationToken).ConfigureAwait(false);
-            return new DriverRuntime(channels, gcs, jobId, nodeIp, embedded, options.Namespace, driverConnection, ReconnectTimeout(options));
+            return new DriverRuntime(channels, gcs, jobId, nodeIp, embedded, options.Namespace, driverConnection, ReconnectTimeout(options),
+                new LocalRayletFinder(gcs, nodeIp, embedded?.SessionDir));
         }
         catch
         {

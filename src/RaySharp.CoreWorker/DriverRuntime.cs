@@ -8,14 +8,14 @@ using RaySharp.Rpc.Protocol;
 namespace RaySharp.CoreWorker;
 
 /// <summary>
-/// A driver process's runtime, as <see cref="WorkerRuntime"/> is a worker's: its GCS client, its job and the
-/// registration that keeps it, the submitters (wired as a worker's, by <see cref="CallerWiring"/>), and the embedded
-/// cluster it started, if any. One per driver process, made by <see cref="ConnectAsync"/> (in
+/// A driver process's runtime, as <see cref="WorkerRuntime"/> is a worker's: its job and the registration that keeps
+/// it, and the embedded cluster it started, if any, beside what every core worker holds (<see cref="CoreWorkerRuntime"/>:
+/// store, submitters, directories, wired as a worker's). One per driver process, made by <see cref="ConnectAsync"/> (in
 /// <c>DriverRuntime.Connect.cs</c>: discovery, embedded start, job, code and driver registration); the API's
 /// <c>Ray</c> holds it. <see cref="DisposeAsync"/> says goodbye over the network; <see cref="StopLocal"/> is all a
 /// process exit may do.
 /// </summary>
-internal sealed partial class DriverRuntime : IAsyncDisposable
+internal sealed partial class DriverRuntime : CoreWorkerRuntime
 {
     /// <summary>Stands in for a missing or "auto" address of <c>Ray.Init</c>.</summary>
     public const string AddressEnvironmentVariable = "RAYSHARP_ADDRESS";
@@ -25,47 +25,47 @@ internal sealed partial class DriverRuntime : IAsyncDisposable
 
     private readonly RpcChannelPool _channels;
     private readonly EmbeddedCluster? _embedded;
-    private readonly CallerWiring _callers;
+    private readonly Submission.ActorCallerContext _actorCaller;
 
     /// <summary>The connection whose closing tells the GCS this driver is gone; replaced when the GCS comes back.</summary>
     private Rpc.Transport.FramedConnection _driverConnection;
     private readonly CancellationTokenSource _closing = new();
     private readonly Task _registration;
-    private string? _localRaylet;
 
     private DriverRuntime(RpcChannelPool channels, GcsClient gcs, string jobId, string nodeIp, EmbeddedCluster? embedded, string? ns,
-        Rpc.Transport.FramedConnection driverConnection, TimeSpan reconnectTimeout)
+        Rpc.Transport.FramedConnection driverConnection, TimeSpan reconnectTimeout, LocalRayletFinder localRaylet)
+        : base(channels, gcs, localRaylet.FindAsync, workerId: "", NullLoggerFactory.Instance)
     {
         _driverConnection = driverConnection;
         _channels = channels;
-        Gcs = gcs;
         JobId = jobId;
         NodeIpAddress = nodeIp;
         _embedded = embedded;
-        _callers = CallerWiring.Create(channels, gcs, LocalRayletAsync, NullLoggerFactory.Instance);
-        ActorCaller = new Submission.ActorCallerContext(jobId, ns ?? Submission.ActorCallerContext.AnonymousNamespace(jobId), _callers.Actors, LocalRayletAsync);
+        _actorCaller = new Submission.ActorCallerContext(jobId, ns ?? Submission.ActorCallerContext.AnonymousNamespace(jobId), Actors, localRaylet.FindAsync);
         _registration = Task.WhenAll(KeepRegisteredAsync(reconnectTimeout), ReportNodeDeathsAsync());
     }
 
-    public Submission.TaskSubmitter Submitter => _callers.Tasks;
+    public override string JobId { get; }
 
-    public Submission.ActorCallerContext ActorCaller { get; }
+    public override string NodeIpAddress { get; }
 
-    public GcsClient Gcs { get; }
-    public string GcsAddress => Gcs.Address;
-    public string JobId { get; }
-    public string NodeIpAddress { get; }
+    public override Submission.ActorCallerContext ActorCaller() => _actorCaller;
 
-    /// <summary>Tasks are submitted through the raylet of the node the driver runs on, as in Ray.</summary>
-    private async Task<string> LocalRayletAsync()
+    /// <summary>Tasks are submitted through the raylet of the node the driver runs on, as in Ray: found once, in the GCS's node table.</summary>
+    private sealed class LocalRayletFinder(GcsClient gcs, string nodeIp, string? sessionDir)
     {
-        if (_localRaylet is { } known) return known;
-        var nodes = await Gcs.GetAllNodesAsync(aliveOnly: true).ConfigureAwait(false);
-        var local = nodes.FirstOrDefault(n => n.NodeIpAddress == NodeIpAddress && (_embedded is null || n.SessionDir == _embedded.SessionDir))
-            ?? throw new InvalidOperationException(
-                $"no RaySharp node runs on this machine ({NodeIpAddress}); a driver submits tasks through its local raylet. " +
-                "Run the driver on a node of the cluster, or join this machine with `raysharp start --address=<head-ip>:<port>`.");
-        return _localRaylet = NodeAddress.Format(local.NodeIpAddress, local.NodeManagerPort);
+        private string? _address;
+
+        public async Task<string> FindAsync()
+        {
+            if (_address is { } known) return known;
+            var nodes = await gcs.GetAllNodesAsync(aliveOnly: true).ConfigureAwait(false);
+            var local = nodes.FirstOrDefault(n => n.NodeIpAddress == nodeIp && (sessionDir is null || n.SessionDir == sessionDir))
+                ?? throw new InvalidOperationException(
+                    $"no RaySharp node runs on this machine ({nodeIp}); a driver submits tasks through its local raylet. " +
+                    "Run the driver on a node of the cluster, or join this machine with `raysharp start --address=<head-ip>:<port>`.");
+            return _address = NodeAddress.Format(local.NodeIpAddress, local.NodeManagerPort);
+        }
     }
 
     /// <summary>
@@ -120,7 +120,7 @@ internal sealed partial class DriverRuntime : IAsyncDisposable
                 {
                     if (message.NodeInfo is { State: NodeState.Dead } node && reported.Add(node.NodeId))
                     {
-                        _callers.OnNodeDead(node.NodeId);
+                        OnNodeDead(node.NodeId);
                         Console.Error.WriteLine($"RaySharp: node {node.NodeIpAddress} ({node.NodeId}) died: " +
                                                 $"{(node.DeathReason.Length > 0 ? node.DeathReason : "no reason given")}. Its tasks are retried elsewhere and its lost objects rebuilt where they can be.");
                     }
@@ -146,7 +146,7 @@ internal sealed partial class DriverRuntime : IAsyncDisposable
     /// gone, a loop that faulted) must not leave an embedded cluster's processes running or this process's calls
     /// hanging. The first failure is rethrown once everything is stopped.
     /// </summary>
-    public async ValueTask DisposeAsync()
+    public override async ValueTask DisposeAsync()
     {
         var failures = new List<Exception>();
         async Task Step(Func<Task> step)
@@ -154,8 +154,7 @@ internal sealed partial class DriverRuntime : IAsyncDisposable
             try { await step().ConfigureAwait(false); }
             catch (Exception e) { failures.Add(e); }
         }
-        Objects.LocalObjectStore.Configure(null);
-        await Step(() => _callers.DisposeAsync().AsTask()).ConfigureAwait(false);
+        await Step(() => DisposeCallersAsync().AsTask()).ConfigureAwait(false);
         try
         {
             await Gcs.Jobs.MarkJobFinishedAsync(new MarkJobFinishedRequest { JobId = JobId }, deadline: DateTime.UtcNow.AddSeconds(2)).ConfigureAwait(false);

@@ -170,8 +170,8 @@ async Task<int> RunWorkerAsync()
         MinWorkerPort = arguments.Int("--min-worker-port", 10002),
         MaxWorkerPort = arguments.Int("--max-worker-port", 19999),
     };
-    await using var worker = new WorkerRuntime(options, loggerFactory.CreateLogger<WorkerRuntime>());
-    await worker.StartAsync(loggerFactory, shutdown.Token);
+    await using var worker = new WorkerRuntime(options, loggerFactory);
+    await worker.StartAsync(shutdown.Token);
     await WaitForShutdownAsync(shutdown.Token);
     logger.LogInformation("Worker exiting ({Reason})", shutdownReason);
     return 0;

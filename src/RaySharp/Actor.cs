@@ -159,6 +159,7 @@ public sealed class ActorMethod
 /// call returns an <see cref="ObjectRef{T}"/>; calls from one caller run in the order they were made. Handles can be
 /// passed to tasks and other actors.
 /// </summary>
+[MessagePack.MessagePackFormatter(typeof(ActorHandleFormatter<>))]
 public sealed class ActorHandle<TActor> where TActor : class
 {
     internal ActorHandle(string actorId, int maxTaskRetries, int maxPendingCalls)

@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using Google.Protobuf;
+using RaySharp.CoreWorker.Objects;
 using RaySharp.CoreWorker.Serialization;
 using RaySharp.CoreWorker.Submission;
 using RaySharp.Rpc.Protocol;
@@ -12,6 +13,7 @@ namespace RaySharp;
 /// <typeparamref name="T"/> is expected: the task runs once the value is ready, with the value. The driver that
 /// created it owns the value.
 /// </summary>
+[MessagePack.MessagePackFormatter(typeof(ObjectRefFormatter<>))]
 public sealed class ObjectRef<T>
 {
     // Deserialized on first use (most refs passed along as arguments are never read here).
@@ -51,20 +53,24 @@ public sealed class ObjectRef<T>
         ByteString value;
         try
         {
-            value = CoreWorker.Objects.Lineage.Latest(await bytes.ConfigureAwait(false));
+            value = await bytes.ConfigureAwait(false);
         }
         catch (CoreWorker.Objects.OwnerDiedCoreException e)
         {
             throw new OwnerDiedException(e.Message, e);
         }
+        // Inline values need no runtime: they are the bytes.
+        if (!LocalObjectStore.IsStored(value)) return ValueSerializer.Deserialize<T>(value.Memory);
+        var runtime = Ray.CurrentRuntime;
+        value = runtime.Lineage.Latest(value);
         try
         {
-            return await CoreWorker.Objects.LocalObjectStore.DeserializeAsync<T>(value).ConfigureAwait(false);
+            return await runtime.Store.DeserializeAsync<T>(value).ConfigureAwait(false);
         }
         catch (IOException lost)
         {
             // Every copy is gone: make it again from its lineage, when this process made it with a task.
-            var rebuilding = CoreWorker.Objects.Lineage.TryRebuildAsync(value)
+            var rebuilding = runtime.Lineage.TryRebuildAsync(value)
                 ?? throw new ObjectLostException(lost.Message + ". It cannot be rebuilt: it was made by Ray.Put (or is owned by another process), " +
                                                  "and only task results are made again from their lineage", lost);
             ByteString rebuilt;
@@ -78,7 +84,7 @@ public sealed class ObjectRef<T>
             }
             try
             {
-                return await CoreWorker.Objects.LocalObjectStore.DeserializeAsync<T>(rebuilt).ConfigureAwait(false);
+                return await runtime.Store.DeserializeAsync<T>(rebuilt).ConfigureAwait(false);
             }
             catch (IOException e)
             {
@@ -101,8 +107,10 @@ public sealed class ObjectRef<T>
     }
 
     /// <summary>The result bytes of a task's reply; a failed task becomes the exception its readers see.</summary>
+    /// <param name="runtime">The submitter's: a stored result becomes its store's to free, and its lineage is kept there.</param>
     /// <param name="request">With <paramref name="lineage"/>: the task, recorded with a stored result so it can be made again.</param>
-    internal static async Task<ByteString> FromReply(Task<PushTaskReply> pending, PushTaskRequest? request = null, CoreWorker.Objects.ILineageSource? lineage = null)
+    internal static async Task<ByteString> FromReply(Task<PushTaskReply> pending, CoreWorker.CoreWorkerRuntime runtime, PushTaskRequest? request = null,
+        CoreWorker.Objects.ILineageSource? lineage = null)
     {
         PushTaskReply reply;
         try
@@ -113,8 +121,9 @@ public sealed class ObjectRef<T>
         {
             throw failure;
         }
-        var result = TaskOutcome.Instance.Result(reply);
-        if (lineage is not null) CoreWorker.Objects.Lineage.Record(result, request!, lineage);
+        // A result left in the worker's node store becomes this process's to free.
+        var result = runtime.Store.TakeOwnership(TaskOutcome.Instance.Result(reply));
+        if (lineage is not null) runtime.Lineage.Record(result, request!, lineage);
         return result;
     }
 
@@ -129,8 +138,7 @@ internal sealed class TaskOutcome : ICallOutcome
     public ByteString Result(PushTaskReply reply)
     {
         if (reply.Error is { } error) throw new RayTaskException(error);
-        // A result left in the worker's node store becomes this process's to free.
-        return CoreWorker.Objects.LocalObjectStore.TakeOwnership(reply.Result);
+        return reply.Result;
     }
 
     public Exception Failure(Exception coreFailure) => ApiFailure(coreFailure) ?? coreFailure;
@@ -198,7 +206,7 @@ internal sealed class ObjectRefFormatter<T> : MessagePack.Formatters.IMessagePac
             writer.WriteNil();
             return;
         }
-        CoreWorker.Objects.ObjectDirectory.Register(value.Id, value.Bytes);
+        Ray.CurrentRuntime.Objects.Register(value.Id, value.Bytes);
         var ready = value.Bytes.IsCompletedSuccessfully;
         writer.WriteArrayHeader(ready ? 2 : 1);
         writer.Write(value.Id);
@@ -216,7 +224,7 @@ internal sealed class ObjectRefFormatter<T> : MessagePack.Formatters.IMessagePac
             return new ObjectRef<T>(id, Task.FromResult(UnsafeByteOperations.UnsafeWrap(System.Buffers.BuffersExtensions.ToArray(bytes))));
         }
         for (var i = 1; i < count; i++) reader.Skip();
-        return new ObjectRef<T>(id, CoreWorker.Objects.ObjectDirectory.Fetch(id));
+        return new ObjectRef<T>(id, Ray.CurrentRuntime.Objects.Fetch(id));
     }
 }
 

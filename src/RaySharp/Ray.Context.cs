@@ -1,4 +1,4 @@
-using RaySharp.CoreWorker.Execution;
+using RaySharp.CoreWorker;
 using RaySharp.CoreWorker.Submission;
 using RaySharp.Rpc.Protocol;
 
@@ -11,17 +11,15 @@ public static partial class Ray
     public static string GcsAddress => Runtime.GcsAddress;
 
     /// <summary>This job's id, assigned by the GCS (in a driver or inside one of its tasks).</summary>
-    public static string JobId =>
-        Volatile.Read(ref s_runtime)?.JobId ?? WorkerContext.CurrentJobId ?? throw NotInitialized();
+    public static string JobId => CoreWorkerProcess.Current?.JobId ?? throw NotInitialized();
 
     /// <summary>Inside a task: the id of the node and of the worker running it. Null in a driver.</summary>
-    public static string? NodeId => WorkerContext.Current?.NodeId;
+    public static string? NodeId => CoreWorkerProcess.Current?.NodeId;
 
-    public static string? WorkerId => WorkerContext.Current?.WorkerId;
+    public static string? WorkerId => CoreWorkerProcess.Current?.WorkerId;
 
     /// <summary>The IP address of the node this code runs on, as the cluster sees it (in a driver or inside a task).</summary>
-    public static string NodeIpAddress =>
-        Volatile.Read(ref s_runtime)?.NodeIpAddress ?? WorkerContext.Current?.NodeIpAddress ?? throw NotInitialized();
+    public static string NodeIpAddress => Runtime.NodeIpAddress;
 
     /// <summary>Every node the cluster has known, alive or dead.</summary>
     public static IReadOnlyList<NodeDescription> Nodes() => NodesAsync().GetAwaiter().GetResult();
@@ -61,15 +59,12 @@ public static partial class Ray
     }
 
     /// <summary>Who submits: the driver's runtime, or, inside a task, the worker running it (nested tasks).</summary>
-    internal static (string JobId, TaskSubmitter Submitter) SubmitContext()
-    {
-        if (Volatile.Read(ref s_runtime) is { } runtime) return (runtime.JobId, runtime.Submitter);
-        if (WorkerContext.Current is { Submitter: { } submitter } && WorkerContext.CurrentJobId is { } jobId)
-            return (jobId, submitter);
-        throw NotInitialized();
-    }
+    internal static (string JobId, CoreWorkerRuntime Runtime) SubmitContext() =>
+        CoreWorkerProcess.Current is { JobId: { } jobId } runtime ? (jobId, runtime) : throw NotInitialized();
+
+    /// <summary>The process's runtime, for what the API's types do with it (reading, writing and rebuilding objects).</summary>
+    internal static CoreWorkerRuntime CurrentRuntime => Runtime;
 
     /// <summary>Who calls actors: the driver's runtime, or, inside a task or actor, the worker running it.</summary>
-    internal static ActorCallerContext ActorContext() =>
-        Volatile.Read(ref s_runtime)?.ActorCaller ?? WorkerContext.Current?.ActorCaller() ?? throw NotInitialized();
+    internal static ActorCallerContext ActorContext() => CoreWorkerProcess.Current?.ActorCaller() ?? throw NotInitialized();
 }

@@ -10,22 +10,17 @@ namespace RaySharp;
 /// </summary>
 /// <remarks>
 /// A thin facade, split by concern: <c>Ray.Init.cs</c> (connect, disconnect), <c>Ray.Context.cs</c> (who is asking:
-/// runtime context and cluster introspection), <c>Ray.Tasks.cs</c>, <c>Ray.Actors.cs</c>, <c>Ray.Objects.cs</c>. The
-/// driver's runtime is a <see cref="DriverRuntime"/> in the core worker; <see cref="s_runtime"/> is the only static
-/// of this class (inside a task, the worker's context answers instead).
+/// runtime context and cluster introspection), <c>Ray.Tasks.cs</c>, <c>Ray.Actors.cs</c>, <c>Ray.Objects.cs</c>. What
+/// it speaks for is the process's core worker runtime, <see cref="CoreWorkerProcess.Current"/>: a driver's
+/// <see cref="DriverRuntime"/> between Init and Shutdown, or, inside a task, the <see cref="WorkerRuntime"/> of the
+/// worker running it. That is the one static the API reads; the core worker reads none.
 /// </remarks>
 public static partial class Ray
 {
     public const string AddressEnvironmentVariable = DriverRuntime.AddressEnvironmentVariable;
 
-    /// <summary>Serializes Init and Shutdown's swaps of <see cref="s_runtime"/>; never held across network work.</summary>
-    private static readonly Lock s_gate = new();
-
-    /// <summary>This process's driver runtime, between Init and Shutdown.</summary>
-    private static DriverRuntime? s_runtime;
-
     /// <summary>True between <see cref="Init(string?, RayInitOptions?)"/> and <see cref="Shutdown"/>.</summary>
-    public static bool IsInitialized => Volatile.Read(ref s_runtime) is not null;
+    public static bool IsInitialized => CoreWorkerProcess.Current is DriverRuntime;
 
     /// <summary>Connects this program to a RaySharp cluster; dispose the result (or call <see cref="Shutdown"/>) to disconnect.</summary>
     public static IDisposable Init(string? address = null, RayInitOptions? options = null) =>
@@ -34,11 +29,7 @@ public static partial class Ray
     public static async Task<IDisposable> InitAsync(string? address = null, RayInitOptions? options = null, CancellationToken cancellationToken = default)
     {
         options ??= new RayInitOptions();
-        lock (s_gate)
-        {
-            if (s_runtime is not null)
-                throw new RayException("Ray.Init was already called in this process; call Ray.Shutdown() (or dispose the result of Ray.Init) first.");
-        }
+        if (CoreWorkerProcess.Current is not null) throw AlreadyInitialized();
         DriverRuntime runtime;
         try
         {
@@ -48,17 +39,11 @@ public static partial class Ray
         {
             throw new RayException(e.Message, e);
         }
-        bool raced;
-        lock (s_gate)
+        if (!CoreWorkerProcess.TryInstall(runtime))
         {
-            raced = s_runtime is not null;
-            if (!raced) s_runtime = runtime;
-        }
-        if (raced)
-        {
-            // The loser's goodbye happens here, outside the lock.
+            // Two Inits at once: the loser says goodbye.
             await runtime.DisposeAsync().ConfigureAwait(false);
-            throw new RayException("Ray.Init was called twice at once in this process.");
+            throw AlreadyInitialized();
         }
         AppDomain.CurrentDomain.ProcessExit += OnProcessExit;
         return new Connection();
@@ -73,18 +58,17 @@ public static partial class Ray
         if (TakeRuntime() is { } runtime) await runtime.DisposeAsync().ConfigureAwait(false);
     }
 
-    /// <summary>Takes the runtime out under the lock; what is done with it (the network goodbye) is done outside.</summary>
+    /// <summary>Takes the driver's runtime out of the process (at most once); what is done with it (the network goodbye) is the caller's.</summary>
     private static DriverRuntime? TakeRuntime()
     {
-        DriverRuntime? runtime;
-        lock (s_gate)
-        {
-            runtime = s_runtime;
-            s_runtime = null;
-        }
-        if (runtime is not null) AppDomain.CurrentDomain.ProcessExit -= OnProcessExit;
+        if (CoreWorkerProcess.Current is not DriverRuntime runtime || !CoreWorkerProcess.Uninstall(runtime)) return null;
+        AppDomain.CurrentDomain.ProcessExit -= OnProcessExit;
         return runtime;
     }
+
+    private static RayException AlreadyInitialized() => CoreWorkerProcess.Current is WorkerRuntime
+        ? new RayException("Ray.Init cannot be called inside a task or actor: it already runs in the cluster, and Ray's API works there as it is.")
+        : new RayException("Ray.Init was already called in this process; call Ray.Shutdown() (or dispose the result of Ray.Init) first.");
 
     /// <summary>
     /// A process that exits without <see cref="Shutdown"/>: only the bounded local cleanup (an embedded cluster's
@@ -104,9 +88,8 @@ public static partial class Ray
         GcsReconnectTimeout = options.GcsReconnectTimeout,
     };
 
-    /// <summary>The driver's runtime; throws when there is none.</summary>
-    private static DriverRuntime Runtime =>
-        Volatile.Read(ref s_runtime) ?? throw NotInitialized();
+    /// <summary>The process's runtime (a driver's, or inside a task the worker's); throws when there is none.</summary>
+    private static CoreWorkerRuntime Runtime => CoreWorkerProcess.Current ?? throw NotInitialized();
 
     private static RayException NotInitialized() => new("RaySharp is not initialized: call Ray.Init() first.");
 

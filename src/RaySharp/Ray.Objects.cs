@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using System.Runtime.ExceptionServices;
 using Google.Protobuf;
-using RaySharp.CoreWorker.Execution;
+using RaySharp.CoreWorker;
 using RaySharp.CoreWorker.Objects;
 using Tasks = System.Threading.Tasks;
 
@@ -117,10 +117,10 @@ public static partial class Ray
     /// <summary>Serializes a value for Put: small values stay in this process; large ones are written once into the node's shared-memory store.</summary>
     private static ValueTask<ByteString> StartPut<T>(T value)
     {
-        var (jobId, _) = SubmitContext();
+        var (jobId, runtime) = SubmitContext();
         try
         {
-            return LocalObjectStore.SerializeAsync(typeof(T), value, jobId);
+            return runtime.Store.SerializeAsync(typeof(T), value, jobId);
         }
         catch (Exception e) when (e is MessagePack.MessagePackSerializationException or NotSupportedException or InvalidOperationException)
         {
@@ -204,7 +204,7 @@ public static partial class Ray
         // A reply usually comes within tens of microseconds: stay awake for it before sleeping.
         // Wait(0) on a completed task: throws its failure as Wait does.
         if (Common.YieldingSpin.Until(static t => t.IsCompleted, value)) return value.Wait(0);
-        if (WorkerContext.Current?.NotifyBlocked is not { } notify) return value.Wait(timeout);
+        if (CoreWorkerProcess.Current?.NotifyBlocked is not { } notify) return value.Wait(timeout);
         notify(true).GetAwaiter().GetResult();
         try
         {

@@ -106,7 +106,8 @@ public abstract class RemoteFunctionBase : CoreWorker.Objects.ILineageSource
 
     private protected ObjectRef<TResult> Submit<TResult>(params Task<ByteString>[] args)
     {
-        var (jobId, submitter) = Ray.SubmitContext();
+        var (jobId, runtime) = Ray.SubmitContext();
+        var submitter = runtime.Tasks;
         var request = new PushTaskRequest
         {
             JobId = jobId,
@@ -118,14 +119,13 @@ public abstract class RemoteFunctionBase : CoreWorker.Objects.ILineageSource
         var reply = args.All(a => a.IsCompletedSuccessfully)
             ? SubmitNow(submitter, request, placement, Options.MaxRetries, args)
             : SubmitWhenReadyAsync(submitter, request, placement, Options.MaxRetries, args);
-        return new ObjectRef<TResult>(request.TaskId, ObjectRef<TResult>.FromReply(reply, request, this));
+        return new ObjectRef<TResult>(request.TaskId, ObjectRef<TResult>.FromReply(reply, runtime, request, this));
     }
 
     int CoreWorker.Objects.ILineageSource.MaxRetries => Options.MaxRetries;
 
-    Task<PushTaskReply> CoreWorker.Objects.ILineageSource.ResubmitAsync(PushTaskRequest request)
+    Task<PushTaskReply> CoreWorker.Objects.ILineageSource.ResubmitAsync(CoreWorker.Submission.TaskSubmitter submitter, PushTaskRequest request)
     {
-        var (_, submitter) = Ray.SubmitContext();
         var placement = _placement ??= Placement.Of(Options);
         return submitter.SubmitAsync(request, placement.Shape, placement.Strategy, Options.MaxRetries, placement.QueueKey, placement.RetryOn);
     }
@@ -202,13 +202,14 @@ internal static class TaskArgs
         {
             // A ref whose object was rebuilt since travels with its new location.
             return reference.Bytes.IsCompletedSuccessfully && CoreWorker.Objects.LocalObjectStore.IsStored(reference.Bytes.Result)
-                ? Task.FromResult(CoreWorker.Objects.Lineage.Latest(reference.Bytes.Result))
+                ? Task.FromResult(Ray.CurrentRuntime.Lineage.Latest(reference.Bytes.Result))
                 : reference.Bytes;
         }
         try
         {
             // A large value goes into the object store once and travels as a reference, freed when the task is done.
-            var bytes = CoreWorker.Objects.LocalObjectStore.SerializeAsync(typeof(TArg), arg.Value, Ray.JobId);
+            var (jobId, runtime) = Ray.SubmitContext();
+            var bytes = runtime.Store.SerializeAsync(typeof(TArg), arg.Value, jobId);
             return bytes.IsCompletedSuccessfully ? Task.FromResult(bytes.Result) : ObjectRef<TArg>.MapStoreErrors(bytes.AsTask());
         }
         catch (Exception e) when (e is MessagePack.MessagePackSerializationException or NotSupportedException or InvalidOperationException)

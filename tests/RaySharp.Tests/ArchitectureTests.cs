@@ -82,4 +82,52 @@ public sealed class ArchitectureTests
             return seen;
         }
     }
+
+    /// <summary>
+    /// The core worker keeps no process-wide state of its own (docs/architecture.md, "One runtime per process"): what a
+    /// process holds hangs off its runtime object. The exceptions, each with its reason: the one static the API reads,
+    /// the flow-local of the task running, and caches of what reflection found (the same for every runtime).
+    /// </summary>
+    private static readonly Dictionary<string, string> s_allowedStatics = new(StringComparer.Ordinal)
+    {
+        ["CoreWorkerProcess.s_current"] = "the runtime the public API speaks for (Ray's CoreWorkerProcess)",
+        ["RunningTask.s_current"] = "flow-local: the task running on this flow, as Ray's worker context is thread-local",
+        ["TaskResults.s_readers"] = "typed result readers made once per type by reflection",
+        ["TaskResults.s_converters"] = "typed ValueTask converters made once per type by reflection",
+        ["FunctionDescriptors.s_cache"] = "the descriptor of a method, made once per MethodInfo",
+        ["FunctionDescriptors.s_packed"] = "a descriptor serialized once, as every call carries it",
+        ["FunctionDescriptors.s_resolved"] = "what a job's descriptor resolves to in its code, found once by reflection",
+        ["FunctionDescriptors.s_resolvedByKey"] = "the same, by the descriptor's key",
+    };
+
+    private static readonly Type[] s_stateTypes =
+    [
+        typeof(System.Collections.Concurrent.ConcurrentDictionary<,>), typeof(Dictionary<,>), typeof(System.Runtime.CompilerServices.ConditionalWeakTable<,>),
+        typeof(HashSet<>), typeof(List<>), typeof(Queue<>), typeof(AsyncLocal<>), typeof(ThreadLocal<>),
+    ];
+
+    [Fact]
+    public void TheCoreWorkerHoldsNoProcessWideStateOutsideItsRuntime()
+    {
+        var assembly = typeof(CoreWorker.CoreWorkerRuntime).Assembly;
+        var found = new List<string>();
+        foreach (var type in assembly.GetTypes().Where(t => !t.Name.Contains('<', StringComparison.Ordinal)))
+        {
+            foreach (var field in type.GetFields(System.Reflection.BindingFlags.Static | System.Reflection.BindingFlags.Public
+                                                 | System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.DeclaredOnly))
+            {
+                if (field.IsLiteral || type.Namespace?.StartsWith("RaySharp.Rpc", StringComparison.Ordinal) == true) continue;
+                // A settable static (a field, or a static property's backing field) is state; so is a readonly one
+                // holding a collection or a flow-local.
+                var state = !field.IsInitOnly
+                    || (field.FieldType.IsGenericType && s_stateTypes.Contains(field.FieldType.GetGenericTypeDefinition()));
+                if (!state) continue;
+                var name = $"{type.Name}.{field.Name}";
+                if (!s_allowedStatics.ContainsKey(name)) found.Add(name);
+            }
+        }
+        Assert.True(found.Count == 0, $"process-wide state in the core worker, outside its runtime object: {string.Join(", ", found)}");
+        // And the one static the API reads still exists where this test says.
+        Assert.NotNull(typeof(CoreWorker.CoreWorkerProcess).GetField("s_current", System.Reflection.BindingFlags.Static | System.Reflection.BindingFlags.NonPublic));
+    }
 }

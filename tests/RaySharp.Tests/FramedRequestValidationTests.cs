@@ -155,7 +155,8 @@ public sealed class FramedRequestValidationTests : IAsyncDisposable
             WorkerId = UniqueId.New(), NodeId = _nodeId, RayletAddress = "127.0.0.1:1", GcsAddress = "127.0.0.1:1",
             NodeIpAddress = "127.0.0.1", SessionDir = _root.FullName,
         };
-        var worker = Connect(new WorkerHandler(options, new TaskExecutor(options, new GcsClient(channels, "127.0.0.1:1"), NullLogger<TaskExecutor>.Instance)));
+        var worker = Connect(new WorkerHandler(options, new TaskExecutor(options, new GcsClient(channels, "127.0.0.1:1"),
+            new CoreWorker.Objects.LocalObjectStore(() => Task.FromResult(options.RayletAddress), options.WorkerId), new CoreWorker.Objects.ObjectDirectory(), NullLogger<TaskExecutor>.Instance)));
         var task = new PushTaskRequest { JobId = "00000001", TaskId = UniqueId.New() };
         // Empty arguments: two bytes each on the wire, a ByteString each once parsed.
         for (var i = 0; i < FramedRequests.TaskFields + 1; i++) task.Args.Add(ByteString.Empty);

@@ -11,7 +11,7 @@ namespace RaySharp.CoreWorker.Execution;
 /// The actors this worker holds: one for a worker dedicated to an actor, many for a host of lightweight actors. The GCS
 /// creates (and, for lightweight ones, kills) them; callers then send method calls straight here.
 /// </summary>
-internal sealed partial class ActorExecutor(CoreWorkerOptions options, JobCodeCache code, ILogger logger)
+internal sealed partial class ActorExecutor(CoreWorkerOptions options, JobCodeCache code, Objects.LocalObjectStore store, ILogger logger)
 {
     private readonly ConcurrentDictionary<string, ActorInstance> _actors = new(StringComparer.Ordinal);
 
@@ -25,8 +25,8 @@ internal sealed partial class ActorExecutor(CoreWorkerOptions options, JobCodeCa
             var (method, invoker, target, parameters) = FunctionDescriptors.Resolve(request.JobId, FunctionDescriptors.Unpack(request), JobCodeCache.Loader(job));
             var args = new object?[parameters.Length];
             var running = new RunningTask(request.JobId, null, request.ActorId) { ArgumentSource = creator };
-            WorkerContext.Enter(running);
-            await Objects.LocalObjectStore.ReadArgumentsAsync(parameters, request.Args, args).ConfigureAwait(false);
+            RunningTask.Enter(running);
+            await store.ReadArgumentsAsync(parameters, request.Args, args).ConfigureAwait(false);
             running.ArgumentSource = null;
             // A dedicated actor keeps its lease's GPUs for life, and one that asked for none sees none (not a value its
             // worker inherited from the raylet's environment); lightweight actors hold none and share their process.
@@ -39,7 +39,7 @@ internal sealed partial class ActorExecutor(CoreWorkerOptions options, JobCodeCa
                 instance = task.GetType().GetProperty("Result")?.GetValue(task);
             }
             if (instance is null) throw new InvalidOperationException($"the factory of actor {request.ClassName} returned null");
-            var actor = new ActorInstance(request.ActorId, request.JobId, request.ClassName, instance, request.MaxConcurrency, options, job, request.DedicatedWorker);
+            var actor = new ActorInstance(request.ActorId, request.JobId, request.ClassName, instance, request.MaxConcurrency, options, store, job, request.DedicatedWorker);
             _actors[request.ActorId] = actor;
             LogCreated(logger, request.ActorId, instance.GetType().FullName ?? request.ClassName, actor.MaxConcurrency);
             return new PushTaskReply { Result = Google.Protobuf.ByteString.Empty };

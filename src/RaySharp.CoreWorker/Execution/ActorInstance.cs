@@ -25,6 +25,7 @@ internal sealed class ActorInstance
 
     private readonly ConcurrentDictionary<FunctionDescriptor, Method> _methods = new();
     private readonly CoreWorkerOptions _options;
+    private readonly Objects.LocalObjectStore _store;
     private readonly JobAssemblyLoadContext _code;
     // Exactly one of these runs the calls: the serial context (async actors), the actor's thread (a dedicated
     // synchronous actor), the actor's threads (threaded actors), or the mailbox drained on the thread pool (lightweight
@@ -49,7 +50,7 @@ internal sealed class ActorInstance
     private sealed record Method(MethodInvoker Invoker, object? Target, Type[] ParameterTypes, Type ReturnType, bool Lambda);
 
     /// <param name="dedicatedWorker">The worker process is this actor's alone (not a host of lightweight actors).</param>
-    public ActorInstance(string actorId, string jobId, string name, object instance, int maxConcurrency, CoreWorkerOptions options, JobAssemblyLoadContext code,
+    public ActorInstance(string actorId, string jobId, string name, object instance, int maxConcurrency, CoreWorkerOptions options, Objects.LocalObjectStore store, JobAssemblyLoadContext code,
         bool dedicatedWorker = false)
     {
         ActorId = actorId;
@@ -57,6 +58,7 @@ internal sealed class ActorInstance
         Name = name;
         Instance = instance;
         _options = options;
+        _store = store;
         _code = code;
         IsAsync = instance.GetType().GetMethods(System.Reflection.BindingFlags.Public | System.Reflection.BindingFlags.Instance)
             .Any(m => m.DeclaringType != typeof(object) && TaskResults.IsAsync(m.ReturnType));
@@ -239,7 +241,7 @@ internal sealed class ActorInstance
     {
         var request = call.Request;
         var running = new RunningTask(JobId, request.TaskId, ActorId);
-        WorkerContext.Enter(running);
+        RunningTask.Enter(running);
         try
         {
             var method = Resolve(request);
@@ -250,11 +252,11 @@ internal sealed class ActorInstance
             if (method.Lambda) args[0] = Instance;
             running.ArgumentSource = call.Caller;
             // No ConfigureAwait(false): an async actor's calls stay on its serial context.
-            await Objects.LocalObjectStore.ReadArgumentsAsync(method.ParameterTypes, request.Args, args, offset);
+            await _store.ReadArgumentsAsync(method.ParameterTypes, request.Args, args, offset);
             running.ArgumentSource = null;
             TaskOutputCapture.BeginStreamingTo(running, call.Caller, request.Name, request.TaskId, _options.NodeIpAddress);
             var result = method.Invoker.Invoke(method.Lambda ? method.Target : Instance, args.AsSpan());
-            return new PushTaskReply { Result = await TaskResults.SerializeAsync(result, method.ReturnType, JobId) };
+            return new PushTaskReply { Result = await TaskResults.SerializeAsync(_store, result, method.ReturnType, JobId) };
         }
         catch (Exception e)
         {

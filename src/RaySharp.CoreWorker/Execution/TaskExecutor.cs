@@ -15,13 +15,16 @@ namespace RaySharp.CoreWorker.Execution;
 /// the arguments with the parameters' types, runs it off the connection's read loop, and answers with the result or
 /// the exception (type, message, remote stack trace, where it ran).
 /// </summary>
-internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient gcs, ILogger<TaskExecutor> logger) : IFramedHandler
+/// <param name="store">This worker's object store: arguments are read from it, large results written to it.</param>
+/// <param name="objects">Serves the objects this worker passed on by reference inside values.</param>
+internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient gcs, Objects.LocalObjectStore store, Objects.ObjectDirectory objects,
+    ILogger<TaskExecutor> logger) : IFramedHandler
 {
     private readonly JobCodeCache _code = new(options, gcs);
     private ActorExecutor? _actors;
 
     /// <summary>The actors of this worker, made on the first actor it is given.</summary>
-    private ActorExecutor Actors => LazyInitializer.EnsureInitialized(ref _actors, () => new ActorExecutor(options, _code, logger));
+    private ActorExecutor Actors => LazyInitializer.EnsureInitialized(ref _actors, () => new ActorExecutor(options, _code, store, logger));
 
     // Tasks pushed ahead (pipelined by the lessee) wait here and run one at a time, in arrival order: a worker is
     // leased for one task's resources. The runner takes the next one itself when a task ends without awaiting.
@@ -107,7 +110,7 @@ internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient 
 
     public async ValueTask<ReadOnlyMemory<byte>> HandleAsync(int method, byte[] payload, CancellationToken cancellationToken)
     {
-        if (method == FramedMethods.GetObject) return await Objects.ObjectDirectory.ServeAsync(payload).ConfigureAwait(false);
+        if (method == FramedMethods.GetObject) return await objects.ServeAsync(payload).ConfigureAwait(false);
         if (method == FramedMethods.ActorCreate)
         {
             var creation = FramedRequests.Message<PushTaskRequest>(method, payload);
@@ -127,7 +130,7 @@ internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient 
     {
         // References inside the arguments are borrowed from the process that pushed the task.
         var running = new RunningTask(request.JobId, request.TaskId, null) { ArgumentSource = submitter };
-        WorkerContext.Enter(running);
+        RunningTask.Enter(running);
         try
         {
             var code = await _code.GetAsync(request.JobId).ConfigureAwait(false);
@@ -135,7 +138,7 @@ internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient 
             if (parameters.Length != request.Args.Count)
                 throw new ArgumentException($"{method.Name} takes {parameters.Length} arguments, the task carried {request.Args.Count}");
             var args = new object?[parameters.Length];
-            await Objects.LocalObjectStore.ReadArgumentsAsync(parameters, request.Args, args).ConfigureAwait(false);
+            await store.ReadArgumentsAsync(parameters, request.Args, args).ConfigureAwait(false);
             running.ArgumentSource = null;
 
             Common.FaultInjection.AtTaskStart(request.Name, request.Attempt);
@@ -143,7 +146,7 @@ internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient 
             Environment.SetEnvironmentVariable("CUDA_VISIBLE_DEVICES", request.GpuIds.Count > 0 ? string.Join(",", request.GpuIds) : null);
             TaskOutputCapture.BeginStreamingTo(running, submitter, request.Name, request.TaskId, options.NodeIpAddress);
             var result = invoker.Invoke(target, args.AsSpan());
-            return new PushTaskReply { Result = await TaskResults.SerializeAsync(result, method.ReturnType, request.JobId).ConfigureAwait(false) };
+            return new PushTaskReply { Result = await TaskResults.SerializeAsync(store, result, method.ReturnType, request.JobId).ConfigureAwait(false) };
         }
         catch (Exception e)
         {

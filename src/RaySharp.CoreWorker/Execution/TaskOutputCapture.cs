@@ -35,14 +35,28 @@ internal sealed class TaskOutputCapture(TextWriter log, bool isError) : TextWrit
 
     public override Encoding Encoding => log.Encoding;
 
-    /// <summary>Routes Console.Out and Console.Error through capture; call once per worker process.</summary>
-    public static void Install()
+    /// <summary>
+    /// Routes Console.Out and Console.Error through capture, until the result is disposed (the console is the
+    /// process's, so its worker runtime installs this once and owns the result).
+    /// </summary>
+    public static IDisposable Install()
     {
-        Console.SetOut(TextWriter.Synchronized(new TaskOutputCapture(Console.Out, isError: false)));
-        Console.SetError(TextWriter.Synchronized(new TaskOutputCapture(Console.Error, isError: true)));
+        var (stdout, stderr) = (Console.Out, Console.Error);
+        Console.SetOut(TextWriter.Synchronized(new TaskOutputCapture(stdout, isError: false)));
+        Console.SetError(TextWriter.Synchronized(new TaskOutputCapture(stderr, isError: true)));
+        return new Restore(stdout, stderr);
     }
 
-    private static Capture? Current => WorkerContext.Running?.Output;
+    private sealed class Restore(TextWriter stdout, TextWriter stderr) : IDisposable
+    {
+        public void Dispose()
+        {
+            Console.SetOut(stdout);
+            Console.SetError(stderr);
+        }
+    }
+
+    private static Capture? Current => RunningTask.Current?.Output;
 
     /// <summary>The connection the running task's output streams to (its submitter), if any: where nested output goes too.</summary>
     public static Rpc.Transport.FramedConnection? CurrentCaller => Current?.Caller;

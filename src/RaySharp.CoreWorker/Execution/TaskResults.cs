@@ -12,7 +12,7 @@ internal static class TaskResults
 
     /// <summary>The serialized result of a call that returned <paramref name="result"/>; async results are awaited first.</summary>
     /// <remarks>A large result goes into this node's store; the task's submitter owns it once the reply reaches it.</remarks>
-    public static async ValueTask<ByteString> SerializeAsync(object? result, Type returnType, string jobId)
+    public static async ValueTask<ByteString> SerializeAsync(Objects.LocalObjectStore store, object? result, Type returnType, string jobId)
     {
         switch (result)
         {
@@ -35,7 +35,7 @@ internal static class TaskResults
                 }
                 break;
         }
-        return returnType == typeof(void) ? s_null : await Objects.LocalObjectStore.SerializeAsync(returnType, result, jobId, owned: false).ConfigureAwait(false);
+        return returnType == typeof(void) ? s_null : await store.SerializeAsync(returnType, result, jobId, owned: false).ConfigureAwait(false);
     }
 
     // Typed accessors made once per result type: no reflection per call.

@@ -5,13 +5,52 @@ using RaySharp.Rpc.Protocol;
 
 namespace RaySharp.CoreWorker.Objects;
 
-/// <summary>What can run a task again for its owner: the remote function that submitted it.</summary>
+/// <summary>How a task is run again for its owner: the placement of the remote function that submitted it.</summary>
 internal interface ILineageSource
 {
     /// <summary>Re-runs to rebuild a lost result are bounded by the task's retries (-1: no limit), as in Ray.</summary>
     int MaxRetries { get; }
 
-    Task<PushTaskReply> ResubmitAsync(PushTaskRequest request);
+    /// <summary>Submits <paramref name="request"/> again through <paramref name="submitter"/>, the owner's, with the function's placement.</summary>
+    Task<PushTaskReply> ResubmitAsync(Submission.TaskSubmitter submitter, PushTaskRequest request);
+}
+
+/// <summary>
+/// The lineages of the stored results this process owns, hung off their envelopes (see <see cref="Lineage"/>). One per
+/// process, owned by its <see cref="CoreWorkerRuntime"/>: rebuilt tasks go through its submitter, and the results
+/// they make become its store's to free.
+/// </summary>
+internal sealed class LineageTable(LocalObjectStore store, Submission.TaskSubmitter submitter)
+{
+    private readonly ConditionalWeakTable<ByteString, Lineage> _lineages = new();
+
+    internal LocalObjectStore Store => store;
+    internal Submission.TaskSubmitter Submitter => submitter;
+
+    /// <summary>Records how <paramref name="result"/> was made, when it is a stored object.</summary>
+    public void Record(ByteString result, PushTaskRequest request, ILineageSource source, int rebuildsDone = 0)
+    {
+        if (LocalObjectStore.IsStored(result)) _lineages.AddOrUpdate(result, new Lineage(this, request, source, rebuildsDone));
+    }
+
+    /// <summary>The newest envelope of an object: the one its last rebuild made, else itself.</summary>
+    public ByteString Latest(ByteString bytes)
+    {
+        while (LocalObjectStore.IsStored(bytes) && _lineages.TryGetValue(bytes, out var lineage) && lineage.Rebuilt is { } next) bytes = next;
+        return bytes;
+    }
+
+    /// <summary>
+    /// Makes a lost object again; null when it has no lineage here (made by Put, or borrowed from another owner).
+    /// Concurrent readers of the same lost object share one rebuild.
+    /// </summary>
+    public Task<ByteString>? TryRebuildAsync(ByteString lost)
+    {
+        lost = Latest(lost);
+        return _lineages.TryGetValue(lost, out var lineage) ? lineage.RebuildAsync() : null;
+    }
+
+    internal bool TryGet(ByteString bytes, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out Lineage? lineage) => _lineages.TryGetValue(bytes, out lineage);
 }
 
 /// <summary>
@@ -24,8 +63,7 @@ internal interface ILineageSource
 /// </summary>
 internal sealed class Lineage
 {
-    private static readonly ConditionalWeakTable<ByteString, Lineage> s_lineages = new();
-
+    private readonly LineageTable _table;
     private readonly PushTaskRequest _request;
     private readonly ILineageSource _source;
     private readonly int _rebuildsDone;
@@ -33,37 +71,18 @@ internal sealed class Lineage
     private ByteString? _rebuilt;
     private Task<ByteString>? _rebuilding;
 
-    private Lineage(PushTaskRequest request, ILineageSource source, int rebuildsDone)
+    internal Lineage(LineageTable table, PushTaskRequest request, ILineageSource source, int rebuildsDone)
     {
+        _table = table;
         _request = request;
         _source = source;
         _rebuildsDone = rebuildsDone;
     }
 
-    /// <summary>Records how <paramref name="result"/> was made, when it is a stored object.</summary>
-    public static void Record(ByteString result, PushTaskRequest request, ILineageSource source, int rebuildsDone = 0)
-    {
-        if (LocalObjectStore.IsStored(result)) s_lineages.AddOrUpdate(result, new Lineage(request, source, rebuildsDone));
-    }
+    /// <summary>The envelope the last rebuild made, once there was one.</summary>
+    internal ByteString? Rebuilt => Volatile.Read(ref _rebuilt);
 
-    /// <summary>The newest envelope of an object: the one its last rebuild made, else itself.</summary>
-    public static ByteString Latest(ByteString bytes)
-    {
-        while (LocalObjectStore.IsStored(bytes) && s_lineages.TryGetValue(bytes, out var lineage) && lineage._rebuilt is { } next) bytes = next;
-        return bytes;
-    }
-
-    /// <summary>
-    /// Makes a lost object again; null when it has no lineage here (made by Put, or borrowed from another owner).
-    /// Concurrent readers of the same lost object share one rebuild.
-    /// </summary>
-    public static Task<ByteString>? TryRebuildAsync(ByteString lost)
-    {
-        lost = Latest(lost);
-        return s_lineages.TryGetValue(lost, out var lineage) ? lineage.RebuildAsync() : null;
-    }
-
-    private Task<ByteString> RebuildAsync()
+    internal Task<ByteString> RebuildAsync()
     {
         lock (_gate)
         {
@@ -97,21 +116,21 @@ internal sealed class Lineage
         request.Args.Clear();
         foreach (var arg in _request.Args)
         {
-            var current = Latest(arg);
-            if (LocalObjectStore.IsStored(current) && s_lineages.TryGetValue(current, out var argLineage)
+            var current = _table.Latest(arg);
+            if (LocalObjectStore.IsStored(current) && _table.TryGet(current, out var argLineage)
                 && !await IsAvailableAsync(LocalObjectStore.ParseEnvelope(current)).ConfigureAwait(false))
             {
                 current = await argLineage.RebuildAsync().ConfigureAwait(false);
             }
             request.Args.Add(current);
         }
-        var reply = await _source.ResubmitAsync(request).ConfigureAwait(false);
+        var reply = await _source.ResubmitAsync(_table.Submitter, request).ConfigureAwait(false);
         if (reply.Error is { } error)
         {
             throw new IOException($"task {_request.Name} ({_request.TaskId}), run again to rebuild its lost result, threw {error.ExceptionType}: {error.Message}");
         }
-        var rebuilt = LocalObjectStore.TakeOwnership(reply.Result);
-        Record(rebuilt, request, _source, _rebuildsDone + 1);
+        var rebuilt = _table.Store.TakeOwnership(reply.Result);
+        _table.Record(rebuilt, request, _source, _rebuildsDone + 1);
         lock (_gate)
         {
             _rebuilt = rebuilt;

@@ -21,50 +21,55 @@ namespace RaySharp.CoreWorker.Objects;
 /// <see cref="OwnedObject"/> with it; when nothing in the owner references that envelope any more (no
 /// <c>ObjectRef</c>, no pending task carrying it, no value it was nested in), the object is freed on every node.
 /// </para>
+/// One per process, owned by its <see cref="CoreWorkerRuntime"/>; the envelope helpers (<see cref="IsStored"/>,
+/// <see cref="ParseEnvelope"/>) are static because they only read bytes.
 /// </summary>
-internal static class LocalObjectStore
+internal sealed class LocalObjectStore(Func<Task<string>> rayletAddress, string workerId)
 {
     /// <summary>The first byte of an envelope: 0xC1 is the one byte MessagePack never writes.</summary>
     public const byte EnvelopeMarker = 0xC1;
 
-    private static readonly ConditionalWeakTable<ByteString, OwnedObject> s_owned = new();
+    private readonly ConditionalWeakTable<ByteString, OwnedObject> _owned = new();
 
     /// <summary>Objects this large are stored after a collection (see <see cref="StoreAsync"/>); small against their copy time.</summary>
     private const int CollectBeforeStoring = 64 * 1024 * 1024;
-    private static readonly Lock s_gate = new();
-    private static Func<Task<string>>? s_rayletAddress;
-    private static Task<PlasmaClient>? s_client;
+    private readonly Lock _gate = new();
+    private Func<Task<string>>? _rayletAddress = rayletAddress;
+    private Task<PlasmaClient>? _client;
 
-    /// <summary>Says how to find this process's raylet (a worker knows it; a driver finds the raylet of its machine).</summary>
-    public static void Configure(Func<Task<string>>? rayletAddress)
+    /// <summary>
+    /// Disconnects from the node's store: from here on values travel inline and stored ones cannot be read. Objects
+    /// this process still owns are freed by the raylet, which sees the connection close.
+    /// </summary>
+    public void Close()
     {
         Task<PlasmaClient>? previous;
-        lock (s_gate)
+        lock (_gate)
         {
-            s_rayletAddress = rayletAddress;
-            previous = s_client;
-            s_client = null;
+            _rayletAddress = null;
+            previous = _client;
+            _client = null;
         }
         if (previous is { IsCompletedSuccessfully: true }) _ = previous.Result.DisposeAsync().AsTask();
     }
 
-    public static bool IsConfigured => Volatile.Read(ref s_rayletAddress) is not null;
+    public bool IsConfigured => Volatile.Read(ref _rayletAddress) is not null;
 
-    private static Task<PlasmaClient> ClientAsync()
+    private Task<PlasmaClient> ClientAsync()
     {
-        lock (s_gate)
+        lock (_gate)
         {
-            if (s_client is { } existing && !(existing.IsFaulted || existing.IsCanceled || (existing.IsCompletedSuccessfully && existing.Result.Closed.IsCompleted)))
+            if (_client is { } existing && !(existing.IsFaulted || existing.IsCanceled || (existing.IsCompletedSuccessfully && existing.Result.Closed.IsCompleted)))
                 return existing;
-            var address = s_rayletAddress ?? throw new InvalidOperationException("this process is not connected to a RaySharp node, so it has no object store");
-            return s_client = ConnectAsync(address);
+            var address = _rayletAddress ?? throw new InvalidOperationException("this process is not connected to a RaySharp node, so it has no object store");
+            return _client = ConnectAsync(address, workerId);
         }
 
-        static async Task<PlasmaClient> ConnectAsync(Func<Task<string>> address) =>
+        static async Task<PlasmaClient> ConnectAsync(Func<Task<string>> address, string workerId) =>
             await PlasmaClient.ConnectAsync(await address().ConfigureAwait(false), new ObjectStoreClientInfo
             {
                 Pid = Environment.ProcessId,
-                WorkerId = Execution.WorkerContext.Current?.WorkerId ?? "",
+                WorkerId = workerId,
             }).ConfigureAwait(false);
     }
 
@@ -81,9 +86,9 @@ internal static class LocalObjectStore
     }
 
     /// <summary>Makes this process the owner of a stored object whose envelope it holds (a result it received).</summary>
-    public static ByteString TakeOwnership(ByteString bytes)
+    public ByteString TakeOwnership(ByteString bytes)
     {
-        if (IsStored(bytes)) s_owned.TryAdd(bytes, new OwnedObject(ParseEnvelope(bytes)));
+        if (IsStored(bytes)) _owned.TryAdd(bytes, new OwnedObject(this, ParseEnvelope(bytes)));
         return bytes;
     }
 
@@ -92,7 +97,7 @@ internal static class LocalObjectStore
     /// no store), else into the store. Stored objects made here are owned here unless <paramref name="owned"/> is false
     /// (a task's result: its submitter takes ownership when the reply arrives).
     /// </summary>
-    public static ValueTask<ByteString> SerializeAsync(Type type, object? value, string jobId, bool owned = true)
+    public ValueTask<ByteString> SerializeAsync(Type type, object? value, string jobId, bool owned = true)
     {
         if (IsConfigured && RawLayout.TryGet(type, value, ObjectStoreOptions.InlineThreshold, out var raw))
             return StoreAsync(raw.TotalLength, static (span, s) => ((RawLayout)s!).WriteTo(span), raw, jobId, owned, () => ValueSerializer.Serialize(type, value));
@@ -102,7 +107,7 @@ internal static class LocalObjectStore
         return StoreAsync(bytes.Length, static (span, s) => ParallelCopy.Copy((byte[])s!, span), bytes, jobId, owned, () => bytes);
     }
 
-    private static async ValueTask<ByteString> StoreAsync(int size, SpanAction<byte, object?> write, object state, string jobId, bool owned, Func<byte[]> inline)
+    private async ValueTask<ByteString> StoreAsync(int size, SpanAction<byte, object?> write, object state, string jobId, bool owned, Func<byte[]> inline)
     {
         PlasmaClient client;
         try
@@ -131,25 +136,25 @@ internal static class LocalObjectStore
             throw new ObjectStoreFullCoreException(e.Message);
         }
         var envelope = Envelope(stored);
-        if (owned) s_owned.AddOrUpdate(envelope, new OwnedObject(stored));
+        if (owned) _owned.AddOrUpdate(envelope, new OwnedObject(this, stored));
         return envelope;
     }
 
     /// <summary>Reads a value serialized by <see cref="SerializeAsync"/>: inline bytes at once, a stored object mapped from this node's store.</summary>
-    public static ValueTask<T> DeserializeAsync<T>(ByteString bytes, TimeSpan? timeout = null)
+    public ValueTask<T> DeserializeAsync<T>(ByteString bytes, TimeSpan? timeout = null)
     {
         if (!IsStored(bytes)) return ValueTask.FromResult(ValueSerializer.Deserialize<T>(bytes.Memory));
         return ReadStoredAsync(bytes, timeout, static memory => ValueSerializer.Deserialize<T>(memory));
     }
 
-    public static ValueTask<object?> DeserializeAsync(Type type, ByteString bytes) =>
+    public ValueTask<object?> DeserializeAsync(Type type, ByteString bytes) =>
         IsStored(bytes) ? ReadStoredAsync(type, bytes) : ValueTask.FromResult(ValueSerializer.Deserialize(type, bytes.Memory));
 
     // Its own method so that the inline path above allocates no closure.
-    private static ValueTask<object?> ReadStoredAsync(Type type, ByteString bytes) =>
+    private ValueTask<object?> ReadStoredAsync(Type type, ByteString bytes) =>
         ReadStoredAsync(bytes, null, memory => ValueSerializer.Deserialize(type, memory));
 
-    private static async ValueTask<T> ReadStoredAsync<T>(ByteString envelope, TimeSpan? timeout, Func<ReadOnlyMemory<byte>, T> read)
+    private async ValueTask<T> ReadStoredAsync<T>(ByteString envelope, TimeSpan? timeout, Func<ReadOnlyMemory<byte>, T> read)
     {
         var obj = ParseEnvelope(envelope);
         var client = await ClientAsync().ConfigureAwait(false);
@@ -169,27 +174,29 @@ internal static class LocalObjectStore
     /// Reads the arguments of a task or call into <paramref name="into"/> (from <paramref name="offset"/>) with the
     /// parameters' types; stored ones are mapped from the node's store (pulled to it first when made elsewhere).
     /// </summary>
-    public static async ValueTask ReadArgumentsAsync(Type[] types, IReadOnlyList<ByteString> args, object?[] into, int offset = 0)
+    public async ValueTask ReadArgumentsAsync(Type[] types, IReadOnlyList<ByteString> args, object?[] into, int offset = 0)
     {
         for (var i = 0; i < types.Length; i++) into[i + offset] = await DeserializeAsync(types[i], args[i]).ConfigureAwait(false);
     }
 
     /// <summary>What the node's store holds (for <c>raysharp memory</c> and tests).</summary>
-    public static async Task<ObjectStoreStats> StatsAsync() => await (await ClientAsync().ConfigureAwait(false)).StatsAsync().ConfigureAwait(false);
+    public async Task<ObjectStoreStats> StatsAsync() => await (await ClientAsync().ConfigureAwait(false)).StatsAsync().ConfigureAwait(false);
 
-    private static void Free(StoredObject obj)
+    private void Free(StoredObject obj)
     {
-        var client = s_client;
+        var client = _client;
         if (client is { IsCompletedSuccessfully: true }) client.Result.Free([obj]);
     }
 
     /// <summary>An object this process owns: freed on every node when its envelope is no longer referenced here.</summary>
     private sealed class OwnedObject
     {
+        private readonly LocalObjectStore _store;
         private readonly StoredObject _obj;
 
-        public OwnedObject(StoredObject obj)
+        public OwnedObject(LocalObjectStore store, StoredObject obj)
         {
+            _store = store;
             _obj = obj;
             // The collector sees nothing of the shared memory a ref holds: told, it collects dropped refs sooner.
             GC.AddMemoryPressure(Math.Max(1, obj.Size));
@@ -198,7 +205,7 @@ internal static class LocalObjectStore
         ~OwnedObject()
         {
             GC.RemoveMemoryPressure(Math.Max(1, _obj.Size));
-            if (!Environment.HasShutdownStarted) Free(_obj);
+            if (!Environment.HasShutdownStarted) _store.Free(_obj);
         }
     }
 }

@@ -8,21 +8,21 @@ namespace RaySharp.CoreWorker.Objects;
 /// <summary>
 /// The objects this process has handed out by reference inside values (a list of refs passed to a task, say), so that
 /// the processes that received them can fetch their values from here. Refs passed at top level never need it: their
-/// values travel with the task.
+/// values travel with the task. One per process, owned by its <see cref="CoreWorkerRuntime"/>.
 /// </summary>
-internal static class ObjectDirectory
+internal sealed class ObjectDirectory
 {
-    private static readonly ConcurrentDictionary<string, Task<ByteString>> s_objects = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, Task<ByteString>> _objects = new(StringComparer.Ordinal);
 
-    public static void Register(string id, Task<ByteString> value) => s_objects.TryAdd(id, value);
+    public void Register(string id, Task<ByteString> value) => _objects.TryAdd(id, value);
 
 
     /// <summary>The value of a reference received inside a value: from this process if it has it, else from the sender.</summary>
-    public static Task<ByteString> Fetch(string id)
+    public Task<ByteString> Fetch(string id)
     {
-        if (s_objects.TryGetValue(id, out var local)) return local;
+        if (_objects.TryGetValue(id, out var local)) return local;
         // Where a reference being deserialized came from: the connection of the task that carries it.
-        var source = Execution.WorkerContext.Running?.ArgumentSource;
+        var source = Execution.RunningTask.Current?.ArgumentSource;
         if (source is null)
         {
             return Task.FromException<ByteString>(new InvalidOperationException(
@@ -30,7 +30,7 @@ internal static class ObjectDirectory
         }
         var fetched = FetchAsync(source, id);
         // A borrower passing the ref on serves it from here too.
-        s_objects.TryAdd(id, fetched);
+        _objects.TryAdd(id, fetched);
         return fetched;
     }
 
@@ -53,10 +53,10 @@ internal static class ObjectDirectory
     }
 
     /// <summary>Serves <see cref="FramedMethods.GetObject"/>.</summary>
-    public static async ValueTask<ReadOnlyMemory<byte>> ServeAsync(byte[] payload)
+    public async ValueTask<ReadOnlyMemory<byte>> ServeAsync(byte[] payload)
     {
         var id = Encoding.UTF8.GetString(payload);
-        if (!s_objects.TryGetValue(id, out var value)) throw new KeyNotFoundException($"object {id} is not known here");
+        if (!_objects.TryGetValue(id, out var value)) throw new KeyNotFoundException($"object {id} is not known here");
         return (await value.ConfigureAwait(false)).Memory;
     }
 }

@@ -17,16 +17,17 @@ internal static class ValueSerializer
     /// </remarks>
     public static readonly MessagePackSerializerOptions Options =
         MessagePackSerializerOptions.Standard.WithResolver(CompositeResolver.Create(
-            ObjectRefResolver.Instance, RawArrayFormatters.Resolver.Instance, ContractlessStandardResolverAllowPrivate.Instance))
+            GenericAttributeFormatterResolver.Instance, RawArrayFormatters.Resolver.Instance, ContractlessStandardResolverAllowPrivate.Instance))
             .WithSecurity(MessagePackSecurity.UntrustedData);
 
     /// <summary>
-    /// Finds the formatters of the API's <c>ObjectRef&lt;T&gt;</c> and <c>ActorHandle&lt;T&gt;</c> (refs and handles inside values travel as references). The API assembly is
-    /// per job on a worker, so the formatter is looked up next to whichever <c>ObjectRef</c> type is being written.
+    /// The formatter a generic type names with MessagePack's own <see cref="MessagePackFormatterAttribute"/>, as an
+    /// open generic closed over the type's arguments: how the API's <c>ObjectRef&lt;T&gt;</c> and
+    /// <c>ActorHandle&lt;T&gt;</c> say that they travel inside values as references. The runtime knows no API type.
     /// </summary>
-    private sealed class ObjectRefResolver : IFormatterResolver
+    private sealed class GenericAttributeFormatterResolver : IFormatterResolver
     {
-        public static readonly ObjectRefResolver Instance = new();
+        public static readonly GenericAttributeFormatterResolver Instance = new();
 
         public IMessagePackFormatter<T>? GetFormatter<T>() => Cache<T>.Formatter;
 
@@ -37,16 +38,10 @@ internal static class ValueSerializer
             private static IMessagePackFormatter<T>? Create()
             {
                 var type = typeof(T);
-                if (!type.IsGenericType) return null;
-                var formatterName = type.GetGenericTypeDefinition().FullName switch
-                {
-                    "RaySharp.ObjectRef`1" => "RaySharp.ObjectRefFormatter`1",
-                    "RaySharp.ActorHandle`1" => "RaySharp.ActorHandleFormatter`1",
-                    _ => null,
-                };
-                if (formatterName is null) return null;
-                var formatter = type.Assembly.GetType(formatterName)?.MakeGenericType(type.GetGenericArguments());
-                return formatter is null ? null : (IMessagePackFormatter<T>?)Activator.CreateInstance(formatter);
+                if (!type.IsConstructedGenericType) return null;
+                if (System.Reflection.CustomAttributeExtensions.GetCustomAttribute<MessagePackFormatterAttribute>(type.GetGenericTypeDefinition()) is not { FormatterType: { IsGenericTypeDefinition: true } open })
+                    return null;
+                return (IMessagePackFormatter<T>?)Activator.CreateInstance(open.MakeGenericType(type.GetGenericArguments()));
             }
         }
     }

@@ -20,6 +20,8 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
 {
     private readonly GcsClient _gcs;
     private readonly IFramedHandler _callerHandler;
+    private readonly NestedOutputRouter _nestedOutput;
+    private readonly Objects.LocalObjectStore _store;
     private readonly ILogger _logger;
     private readonly Lock _gate = new();
     private readonly Dictionary<string, ActorState> _actors = new(StringComparer.Ordinal);
@@ -29,8 +31,12 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
     private readonly CancellationTokenSource _disposed = new();
 
     /// <param name="callerHandler">Serves what actors ask of their caller over the same connection: console output, nested refs.</param>
-    public ActorTaskSubmitter(GcsClient gcs, IFramedHandler callerHandler, ILogger logger)
+    /// <param name="nestedOutput">Where output of calls made from inside a task or actor goes: on to its own caller.</param>
+    /// <param name="store">Results left in the actor's node store become this process's to free, through its store.</param>
+    public ActorTaskSubmitter(GcsClient gcs, IFramedHandler callerHandler, NestedOutputRouter nestedOutput, Objects.LocalObjectStore store, ILogger logger)
     {
+        _store = store;
+        _nestedOutput = nestedOutput;
         _gcs = gcs;
         _callerHandler = callerHandler;
         _logger = logger;
@@ -136,7 +142,7 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
         }
         if (drain is not null) Drain(state, drain);
         if (resolve) _ = ResolveAsync(state);
-        NestedOutputRouter.Track(request.TaskId, call.Result.Task);
+        _nestedOutput.Track(request.TaskId, call.Result.Task);
         return call.Result.Task;
     }
 
@@ -189,7 +195,7 @@ internal sealed partial class ActorTaskSubmitter : IAsyncDisposable
         ByteString result;
         try
         {
-            result = call.Outcome.Result(reply!);
+            result = _store.TakeOwnership(call.Outcome.Result(reply!));
         }
         catch (Exception e)
         {

@@ -37,7 +37,7 @@ internal sealed class PendingCallsLimitCoreException(string message) : Exception
 /// <summary>How a call's reply or failure becomes what readers of its result see (the API layer's types).</summary>
 internal interface ICallOutcome
 {
-    /// <summary>The result bytes of a reply; throws what a failed call's readers see.</summary>
+    /// <summary>The result bytes of a reply (the submitter takes ownership of a stored one); throws what a failed call's readers see.</summary>
     ByteString Result(PushTaskReply reply);
 
     /// <summary>What readers see of a failure of the runtime's (the actor died, the connection broke, ...).</summary>

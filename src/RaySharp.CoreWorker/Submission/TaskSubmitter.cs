@@ -45,14 +45,19 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
     private readonly Func<Task<IReadOnlyList<NodeInfo>>>? _nodes;
     private readonly Action<string>? _warn;
     private readonly OutputPrinter _printer;
+    private readonly NestedOutputRouter _nestedOutput;
 
     /// <summary>How long a lease request may wait before the submitter checks whether any node could ever grant it. Default 3 s.</summary>
     public static readonly TimeSpan InfeasibleCheckDelay = TimeSpan.FromSeconds(3);
 
+    /// <param name="objects">Serves workers the objects this process passed them by reference inside values.</param>
+    /// <param name="nestedOutput">Where output of tasks submitted from inside a task goes: on to that task's own submitter.</param>
     public TaskSubmitter(RpcChannelPool channels, Func<Task<string>> localRaylet, ILogger<TaskSubmitter> logger,
+        Objects.ObjectDirectory objects, NestedOutputRouter nestedOutput,
         Func<Task<IReadOnlyList<NodeInfo>>>? nodes = null, Action<string>? warn = null, Action<string, bool>? output = null)
     {
-        _printer = new OutputPrinter(output ?? ((_, _) => { }));
+        _nestedOutput = nestedOutput;
+        _printer = new OutputPrinter(objects, nestedOutput, output ?? ((_, _) => { }));
         _channels = channels;
         _localRaylet = localRaylet;
         _logger = logger;
@@ -160,7 +165,7 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
             shape.Pending.Enqueue(new PendingTask(this, request, reply, maxRetries, retryOn));
         }
         Pump(shape);
-        NestedOutputRouter.Track(request.TaskId, reply.Task);
+        _nestedOutput.Track(request.TaskId, reply.Task);
         return reply.Task;
     }
 
@@ -293,20 +298,22 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
 
 
 
-    /// <summary>Prints the console output workers stream back, each line prefixed as Ray does: <c>(name pid=…, ip=…)</c>.</summary>
-    /// <summary>Also serves the objects this process passed by reference inside task arguments.</summary>
-    private sealed class OutputPrinter(Action<string, bool> print) : IFramedHandler
+    /// <summary>
+    /// Prints the console output workers stream back, each line prefixed as Ray does: <c>(name pid=…, ip=…)</c>. Also
+    /// serves the objects this process passed by reference inside task arguments.
+    /// </summary>
+    private sealed class OutputPrinter(Objects.ObjectDirectory objects, NestedOutputRouter nestedOutput, Action<string, bool> print) : IFramedHandler
     {
         public ValueTask<ReadOnlyMemory<byte>> HandleAsync(int method, byte[] payload, CancellationToken cancellationToken) =>
             method == FramedMethods.GetObject
-                ? Objects.ObjectDirectory.ServeAsync(payload)
+                ? objects.ServeAsync(payload)
                 : throw new NotSupportedException($"a submitter serves no method {method}");
 
         public void OnNotify(int method, byte[] payload)
         {
             if (method != FramedMethods.TaskOutput) return;
             var output = TaskOutput.Parser.ParseFrom(payload);
-            if (NestedOutputRouter.TryForward(output.TaskId, payload)) return;
+            if (nestedOutput.TryForward(output.TaskId, payload)) return;
             var prefix = $"({output.TaskName} pid={output.Pid}, ip={output.NodeIpAddress}) ";
             print(string.Join('\n', output.Text.Split('\n').Select(l => prefix + l)), output.IsStderr);
         }

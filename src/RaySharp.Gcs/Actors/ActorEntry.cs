@@ -1,5 +1,5 @@
 using RaySharp.Rpc.Protocol;
-using RaySharp.Rpc.Transport;
+using RaySharp.Rpc.Clients;
 
 namespace RaySharp.Gcs.Actors;
 
@@ -14,7 +14,7 @@ internal sealed class ActorEntry(ActorInfo info, RegisterActorRequest spec)
     public RegisterActorRequest Spec { get; } = spec;
     public string? LeaseId { get; set; }
     public string? RayletAddress { get; set; }
-    public FramedConnection? Connection { get; set; }
+    public CoreWorkerClient? Connection { get; set; }
     public ActorHost? Host { get; set; }
     /// <summary>Set with the DEAD transition of a kill, so that nothing reported later (a lost worker, a placement) revives it.</summary>
     public bool KillRequested { get; set; }
@@ -34,13 +34,13 @@ internal sealed class ActorEntry(ActorInfo info, RegisterActorRequest spec)
 }
 
 /// <summary>A worker process that hosts lightweight actors.</summary>
-internal sealed class ActorHost(string nodeId, string rayletAddress, string leaseId, WorkerAddress address, FramedConnection connection)
+internal sealed class ActorHost(string nodeId, string rayletAddress, string leaseId, WorkerAddress address, CoreWorkerClient connection)
 {
     public string NodeId { get; } = nodeId;
     public string RayletAddress { get; } = rayletAddress;
     public string LeaseId { get; } = leaseId;
     public WorkerAddress Address { get; } = address;
-    public FramedConnection Connection { get; } = connection;
+    public CoreWorkerClient Connection { get; } = connection;
     public HashSet<string> Actors { get; } = new(StringComparer.Ordinal);
     public bool Lost { get; set; }
     public string? LostCause { get; set; }

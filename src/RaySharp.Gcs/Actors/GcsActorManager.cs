@@ -3,7 +3,6 @@ using RaySharp.Rpc;
 using RaySharp.Rpc.Clients;
 using RaySharp.Gcs.Storage;
 using RaySharp.Rpc.Protocol;
-using RaySharp.Rpc.Transport;
 
 namespace RaySharp.Gcs.Actors;
 
@@ -26,7 +25,8 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
     public GcsActorManager(GcsServerOptions options, IGcsStore store, GcsNodeManager nodes, RpcChannelPool channels, TimeProvider time, ILogger<GcsActorManager> logger)
     {
         _logger = logger;
-        _runtime = new GcsActorRuntime(options, store, nodes, channels, time, logger, new OutputLogger(logger));
+        // Console output of actor constructors reaches the GCS (their caller): it goes to the GCS log.
+        _runtime = new GcsActorRuntime(options, store, nodes, channels, time, logger, output => LogActorOutput(logger, output.TaskName, output.Pid, output.Text));
         // A restart hands the actor to placement again, off the caller's lock: placement starts RPCs.
         _directory = new GcsActorDirectory(options, store, time, logger,
             (entry, incarnation) => _runtime.Observe(Task.Run(() => _scheduler!.PlaceAsync(entry, incarnation)), "placing actor " + entry.Info.ActorId));
@@ -125,7 +125,7 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
 
     private void OnNodeDead(NodeInfo node)
     {
-        List<FramedConnection> connections;
+        List<CoreWorkerClient> connections;
         var cause = $"its node {node.NodeIpAddress} died ({(node.DeathReason.Length > 0 ? node.DeathReason : "no reason given")})";
         lock (_directory.Gate)
         {
@@ -143,23 +143,9 @@ internal sealed partial class GcsActorManager : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         await _runtime.StopAsync().ConfigureAwait(false);
-        List<FramedConnection> connections;
-        lock (_directory.Gate) connections = _directory.Entries.Select(e => e.Connection).OfType<FramedConnection>().Concat(_hosts.Connections).ToList();
+        List<CoreWorkerClient> connections;
+        lock (_directory.Gate) connections = _directory.Entries.Select(e => e.Connection).OfType<CoreWorkerClient>().Concat(_hosts.Connections).ToList();
         foreach (var c in connections) await c.DisposeAsync().ConfigureAwait(false);
-    }
-
-    /// <summary>Console output of actor constructors reaches the GCS (their caller): it goes to the GCS log.</summary>
-    private sealed class OutputLogger(ILogger logger) : IFramedHandler
-    {
-        public ValueTask<ReadOnlyMemory<byte>> HandleAsync(int method, byte[] payload, CancellationToken cancellationToken) =>
-            throw new NotSupportedException($"the GCS serves no method {method} on actor connections");
-
-        public void OnNotify(int method, byte[] payload)
-        {
-            if (method != FramedMethods.TaskOutput) return;
-            var output = TaskOutput.Parser.ParseFrom(payload);
-            LogActorOutput(logger, output.TaskName, output.Pid, output.Text);
-        }
     }
 
     [LoggerMessage(EventId = 300, Level = LogLevel.Information, Message = "Actor {ActorId} ({Class}) registered, name '{Name}'")]

@@ -3,7 +3,6 @@ using RaySharp.Common;
 using RaySharp.Gcs.Storage;
 using RaySharp.Rpc.Clients;
 using RaySharp.Rpc.Protocol;
-using RaySharp.Rpc.Transport;
 
 namespace RaySharp.Gcs.Actors;
 
@@ -74,10 +73,10 @@ internal sealed partial class GcsActorRecovery(GcsActorRuntime runtime, GcsActor
     {
         var address = entry.Info.Address;
         var incarnation = entry.Incarnation;
-        FramedConnection connection;
+        CoreWorkerClient connection;
         try
         {
-            connection = await FramedClient.ConnectAsync(address.IpAddress, address.Port, handler: runtime.Output, cancellationToken: runtime.Stopping).ConfigureAwait(false);
+            connection = await CoreWorkerClient.ConnectAsync(address, runtime.Output, runtime.Stopping).ConfigureAwait(false);
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
@@ -104,10 +103,10 @@ internal sealed partial class GcsActorRecovery(GcsActorRuntime runtime, GcsActor
 
     private async Task ReattachHostAsync(ActorHostRecord record, List<ActorEntry> actors)
     {
-        FramedConnection connection;
+        CoreWorkerClient connection;
         try
         {
-            connection = await FramedClient.ConnectAsync(record.Address.IpAddress, record.Address.Port, handler: runtime.Output, cancellationToken: runtime.Stopping).ConfigureAwait(false);
+            connection = await CoreWorkerClient.ConnectAsync(record.Address, runtime.Output, runtime.Stopping).ConfigureAwait(false);
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {

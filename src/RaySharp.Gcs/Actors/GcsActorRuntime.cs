@@ -1,7 +1,7 @@
 using Microsoft.Extensions.Logging;
 using RaySharp.Gcs.Storage;
 using RaySharp.Rpc;
-using RaySharp.Rpc.Transport;
+using RaySharp.Rpc.Clients;
 
 namespace RaySharp.Gcs.Actors;
 
@@ -10,7 +10,7 @@ namespace RaySharp.Gcs.Actors;
 /// shutdown token, so that background work stops, and stops reporting failures, once the GCS is going away.
 /// </summary>
 internal sealed partial class GcsActorRuntime(GcsServerOptions options, IGcsStore store, GcsNodeManager nodes, RpcChannelPool channels,
-    TimeProvider time, ILogger logger, IFramedHandler output)
+    TimeProvider time, ILogger logger, Action<Rpc.Protocol.TaskOutput> output)
 {
     // Never disposed: placements and monitors still read its token after the GCS stopped.
     private readonly CancellationTokenSource _stopping = new();
@@ -22,7 +22,7 @@ internal sealed partial class GcsActorRuntime(GcsServerOptions options, IGcsStor
     public TimeProvider Time { get; } = time;
     public ILogger Logger { get; } = logger;
     /// <summary>The handler of every connection to an actor's worker or host: it logs their console output.</summary>
-    public IFramedHandler Output { get; } = output;
+    public Action<Rpc.Protocol.TaskOutput> Output { get; } = output;
     public CancellationToken Stopping => _stopping.Token;
     public bool IsStopping => _stopping.IsCancellationRequested;
 

@@ -5,7 +5,6 @@ using RaySharp.Common;
 using RaySharp.Rpc;
 using RaySharp.Rpc.Clients;
 using RaySharp.Rpc.Protocol;
-using RaySharp.Rpc.Transport;
 
 namespace RaySharp.Gcs.Actors;
 
@@ -53,7 +52,7 @@ internal sealed partial class GcsActorScheduler(GcsActorRuntime runtime, GcsActo
     }
 
     /// <summary>Watches the connection to a dedicated actor's worker: when it breaks, the worker is gone.</summary>
-    public void Watch(ActorEntry entry, int incarnation, FramedConnection connection, WorkerAddress address) =>
+    public void Watch(ActorEntry entry, int incarnation, CoreWorkerClient connection, WorkerAddress address) =>
         runtime.Observe(MonitorAsync(entry, incarnation, connection, address), "watching actor " + entry.Info.ActorId);
 
     private bool Outrun(ActorEntry entry, int incarnation)
@@ -65,7 +64,7 @@ internal sealed partial class GcsActorScheduler(GcsActorRuntime runtime, GcsActo
     private static bool IsTransient(Exception e) => e switch
     {
         RpcException r => r.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded or StatusCode.Aborted or StatusCode.Cancelled,
-        IOException or System.Net.Sockets.SocketException or RemoteCallException or TimeoutException => true,
+        IOException or System.Net.Sockets.SocketException or Rpc.Transport.RemoteCallException or TimeoutException => true,
         NodeUnavailableException => true,
         _ => false,
     };
@@ -101,10 +100,10 @@ internal sealed partial class GcsActorScheduler(GcsActorRuntime runtime, GcsActo
         var (lease, raylet) = await RayletLeaseClient.RequestAsync(runtime.Channels, selector.FirstRaylet(entry.Spec), () => LeaseRequest(entry),
             cancellationToken: runtime.Stopping).ConfigureAwait(false);
         var address = lease.WorkerAddress;
-        FramedConnection connection;
+        CoreWorkerClient connection;
         try
         {
-            connection = await FramedClient.ConnectAsync(address.IpAddress, address.Port, handler: runtime.Output, cancellationToken: runtime.Stopping).ConfigureAwait(false);
+            connection = await CoreWorkerClient.ConnectAsync(address, runtime.Output, runtime.Stopping).ConfigureAwait(false);
         }
         catch
         {
@@ -163,7 +162,7 @@ internal sealed partial class GcsActorScheduler(GcsActorRuntime runtime, GcsActo
         {
             error = await CreateAsync(host.Connection, creation).ConfigureAwait(false);
         }
-        catch (Exception e) when (e is IOException or RemoteCallException)
+        catch (Exception e) when (e is IOException or Rpc.Transport.RemoteCallException)
         {
             return; // the host died: its monitor restarts or buries this actor
         }
@@ -186,14 +185,9 @@ internal sealed partial class GcsActorScheduler(GcsActorRuntime runtime, GcsActo
     }
 
     /// <summary>Runs the factory on the worker; null on success, else the exception it threw.</summary>
-    private static async Task<TaskError?> CreateAsync(FramedConnection connection, PushTaskRequest creation)
-    {
-        var bytes = await connection.CallAsync(FramedMethods.ActorCreate, creation.ToByteArray()).ConfigureAwait(false);
-        var reply = PushTaskReply.Parser.ParseFrom(bytes);
-        return reply.OutcomeCase == PushTaskReply.OutcomeOneofCase.Error ? reply.Error : null;
-    }
+    private static Task<TaskError?> CreateAsync(CoreWorkerClient connection, PushTaskRequest creation) => connection.CreateActorAsync(creation);
 
-    private async Task MonitorAsync(ActorEntry entry, int incarnation, FramedConnection connection, WorkerAddress address)
+    private async Task MonitorAsync(ActorEntry entry, int incarnation, CoreWorkerClient connection, WorkerAddress address)
     {
         await connection.Completion.ConfigureAwait(false);
         string? leaseId, raylet;

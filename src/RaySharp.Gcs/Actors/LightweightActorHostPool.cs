@@ -4,7 +4,6 @@ using RaySharp.Common;
 using RaySharp.Gcs.Storage;
 using RaySharp.Rpc.Clients;
 using RaySharp.Rpc.Protocol;
-using RaySharp.Rpc.Transport;
 
 namespace RaySharp.Gcs.Actors;
 
@@ -60,10 +59,10 @@ internal sealed partial class LightweightActorHostPool(GcsActorRuntime runtime, 
 
     /// <summary>Tells a host to drop an actor it built (killed, or its incarnation is over).</summary>
     public void Drop(ActorHost host, string actorId, string what) =>
-        runtime.Observe(host.Connection.CallAsync(FramedMethods.ActorKill, new ActorKillRequest { ActorId = actorId }.ToByteArray()), what);
+        runtime.Observe(host.Connection.KillActorAsync(actorId), what);
 
     /// <summary>Under the lock: notes why the hosts of a dead node are lost; their connections, for the caller to close.</summary>
-    public IEnumerable<FramedConnection> OnNodeDead(string nodeId, string cause)
+    public IEnumerable<CoreWorkerClient> OnNodeDead(string nodeId, string cause)
     {
         var onNode = _hosts.Where(h => h.NodeId == nodeId).ToList();
         foreach (var h in onNode) h.LostCause = cause;
@@ -71,10 +70,10 @@ internal sealed partial class LightweightActorHostPool(GcsActorRuntime runtime, 
     }
 
     /// <summary>Under the lock.</summary>
-    public IEnumerable<FramedConnection> Connections => _hosts.Select(h => h.Connection);
+    public IEnumerable<CoreWorkerClient> Connections => _hosts.Select(h => h.Connection);
 
     /// <summary>After a GCS restart: a host found again, with the actors whose rows name it.</summary>
-    public void Adopt(ActorHostRecord record, FramedConnection connection, IReadOnlyList<ActorEntry> actors)
+    public void Adopt(ActorHostRecord record, CoreWorkerClient connection, IReadOnlyList<ActorEntry> actors)
     {
         var host = new ActorHost(record.NodeId, record.RayletAddress, record.LeaseId, record.Address, connection);
         lock (directory.Gate)
@@ -105,7 +104,7 @@ internal sealed partial class LightweightActorHostPool(GcsActorRuntime runtime, 
             () => new RequestWorkerLeaseRequest { LeaseRequestId = UniqueId.New(), Strategy = new SchedulingStrategy() },
             grantOrReject: true, cancellationToken: runtime.Stopping).ConfigureAwait(false);
         var address = lease.WorkerAddress;
-        var connection = await FramedClient.ConnectAsync(address.IpAddress, address.Port, handler: runtime.Output, cancellationToken: runtime.Stopping).ConfigureAwait(false);
+        var connection = await CoreWorkerClient.ConnectAsync(address, runtime.Output, runtime.Stopping).ConfigureAwait(false);
         var host = new ActorHost(nodeId, raylet, lease.LeaseId, address, connection);
         lock (directory.Gate) _hosts.Add(host);
         await runtime.Store.PutAsync(GcsTables.ActorHosts, host.LeaseId,

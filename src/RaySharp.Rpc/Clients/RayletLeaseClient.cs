@@ -5,8 +5,10 @@ namespace RaySharp.Rpc.Clients;
 
 /// <summary>
 /// Asks raylets for a worker lease, following spillback: the raylet asked first either grants, or names the node that
-/// should run the shape, which must then grant or queue (never spill again). Used by task owners and by the GCS when
-/// it places actors.
+/// should run the shape, which must then grant or queue (never spill again). The lessee's half of the raylet's lease
+/// protocol (Ray's raylet client), here because it has two lessees that must follow it alike: task owners (the core
+/// worker's <c>TaskSubmitter</c>) and the GCS placing actors. The raylet's half is <c>Raylet/Scheduling/LeaseManager</c>;
+/// the contract, <c>node_manager.proto</c>.
 /// </summary>
 internal static class RayletLeaseClient
 {

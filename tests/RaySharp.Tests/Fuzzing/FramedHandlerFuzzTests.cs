@@ -123,14 +123,16 @@ public sealed class FramedHandlerFuzzTests(ITestOutputHelper output)
         using var drivers = new GcsDriverMonitor(new GcsJobManager(new InMemoryGcsStore(), new GcsPublisher(), TimeProvider.System), TimeProvider.System, NullLogger<GcsDriverMonitor>.Instance);
         Served[] served =
         [
-            new("worker", new WorkerHandler(workerOptions, new TaskExecutor(workerOptions, gcs, NullLogger<TaskExecutor>.Instance)),
+            new("worker", new WorkerHandler(workerOptions, new TaskExecutor(workerOptions, gcs,
+                new CoreWorker.Objects.LocalObjectStore(() => Task.FromResult(workerOptions.RayletAddress), workerOptions.WorkerId), new CoreWorker.Objects.ObjectDirectory(), NullLogger<TaskExecutor>.Instance)),
                 [FramedMethods.PushTask, FramedMethods.GetObject, FramedMethods.ActorCreate, FramedMethods.ActorCall, FramedMethods.ActorKill, FramedMethods.WorkerPing]),
             new("object store", new ObjectStoreService(store, objectManager, "127.0.0.1", () => 1),
                 [FramedMethods.ObjectStoreConnect, FramedMethods.ObjectCreate, FramedMethods.ObjectSeal, FramedMethods.ObjectGet, FramedMethods.ObjectRelease, FramedMethods.ObjectFree, FramedMethods.ObjectStoreStats]),
             new("object manager", objectManager, [FramedMethods.ObjectChunk, FramedMethods.ObjectFreeCopies]),
             new("gcs driver monitor", drivers, [FramedMethods.RegisterDriver]),
-            new("gcs actor output", Nested(typeof(RaySharp.Gcs.Actors.GcsActorManager), "OutputLogger", NullLogger.Instance), [FramedMethods.TaskOutput]),
-            new("submitter output", Nested(typeof(RaySharp.CoreWorker.Submission.TaskSubmitter), "OutputPrinter", new Action<string, bool>((_, _) => { })), [FramedMethods.TaskOutput, FramedMethods.GetObject]),
+            new("gcs actor output", Nested(typeof(RaySharp.Rpc.Clients.CoreWorkerClient), "OutputHandler", new Action<TaskOutput>(_ => { })), [FramedMethods.TaskOutput]),
+            new("submitter output", Nested(typeof(RaySharp.CoreWorker.Submission.TaskSubmitter), "OutputPrinter",
+                new RaySharp.CoreWorker.Objects.ObjectDirectory(), new RaySharp.CoreWorker.Submission.NestedOutputRouter(), new Action<string, bool>((_, _) => { })), [FramedMethods.TaskOutput, FramedMethods.GetObject]),
             new("store client", CollectOnRequest.Instance, [FramedMethods.ObjectStoreCollect]),
         ];
         var links = served.Select(s => new Link(s.Handler)).ToArray();
@@ -170,10 +172,10 @@ public sealed class FramedHandlerFuzzTests(ITestOutputHelper output)
         }
     }
 
-    private static IFramedHandler Nested(Type outer, string name, object argument)
+    private static IFramedHandler Nested(Type outer, string name, params object[] arguments)
     {
         var type = outer.GetNestedType(name, BindingFlags.NonPublic) ?? throw new InvalidOperationException($"{outer.Name}.{name} is gone: update the fuzz target");
-        return (IFramedHandler)Activator.CreateInstance(type, argument)!;
+        return (IFramedHandler)Activator.CreateInstance(type, arguments)!;
     }
 
     private static void CheckCall(Task<byte[]> call, Input input, TimeSpan limit)
