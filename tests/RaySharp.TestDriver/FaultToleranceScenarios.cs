@@ -190,10 +190,15 @@ internal static class FaultToleranceScenarios
         TestSignals.WaitFor("killed"); // the test kills this process with SIGKILL meanwhile
     }
 
-    /// <summary>Closes the driver's registration connection (reaching into the driver runtime, Ray.s_runtime: test only) and waits until it registered again.</summary>
+    /// <summary>
+    /// Closes the driver's registration connection (reaching into the process's runtime, CoreWorkerProcess.s_current:
+    /// test only) and waits until it registered again.
+    /// </summary>
     private static void DropRegistration()
     {
-        var runtime = typeof(Ray).GetField("s_runtime", BindingFlags.NonPublic | BindingFlags.Static)!.GetValue(null)!;
+        var process = Type.GetType("RaySharp.CoreWorker.CoreWorkerProcess, RaySharp.CoreWorker", throwOnError: true)!;
+        var runtime = process.GetField("s_current", BindingFlags.NonPublic | BindingFlags.Static)!.GetValue(null)
+            ?? throw new InvalidOperationException("no core worker runtime in this driver process");
         var field = runtime.GetType().GetField("_driverConnection", BindingFlags.NonPublic | BindingFlags.Instance)!;
         var dropped = field.GetValue(runtime)!;
         ((IAsyncDisposable)dropped).DisposeAsync().AsTask().GetAwaiter().GetResult();
