@@ -3,6 +3,7 @@ using RaySharp.Autoscaler.Providers;
 
 namespace RaySharp.Autoscaler.Scaling;
 
+/// <summary>The summary's node and resource blocks from one tick (the failures are the autoscaler's to add: they change between ticks).</summary>
 internal static class AutoscalerSummaryBuilder
 {
     public static AutoscalerSummary Build(
@@ -11,7 +12,6 @@ internal static class AutoscalerSummaryBuilder
         IReadOnlyList<ProviderNode> providerNodes,
         LoadSnapshot snapshot,
         IReadOnlyList<PendingNode> pending,
-        IReadOnlyList<AutoscalerFailure> failures,
         SchedulingResult plan)
     {
         var typeByIp = providerNodes.GroupBy(n => n.Ip, StringComparer.Ordinal)
@@ -37,7 +37,6 @@ internal static class AutoscalerSummaryBuilder
             ActiveNodes = active,
             IdleNodes = idle,
             PendingNodes = pending,
-            RecentFailures = failures,
             Usage = usage,
             Demands = [.. ResourceShapes.Group(snapshot.PendingDemands.Concat(snapshot.InfeasibleDemands)).Where(d => !infeasible.Contains(ResourceShapes.Key(d.Shape)))],
             Constraints = ResourceShapes.Group(snapshot.ResourceRequests.Select(r => new ResourceDemand(r, 1))),

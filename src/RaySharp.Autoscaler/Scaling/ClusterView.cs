@@ -23,6 +23,12 @@ internal sealed class ClusterView
     /// <summary>Live nodes with their load, and pending ones with their type's full resources.</summary>
     public List<SchedulingNode> SchedulingNodes { get; } = [];
 
+    /// <summary>
+    /// Totals of the nodes that stay whatever scale-down decides (the head, nodes the provider does not know, pending
+    /// ones): request_resources is packed onto these before any idle worker.
+    /// </summary>
+    public List<IReadOnlyDictionary<string, double>> OtherTotals { get; } = [];
+
     /// <summary>What the head offers, as it reported it (for types that declare no resources).</summary>
     public List<IReadOnlyDictionary<string, double>> HeadTotals { get; } = [];
 
@@ -72,6 +78,7 @@ internal sealed class ClusterView
                 view.Pending.Add(new PendingNode(node.Ip, type ?? "", state));
                 var resources = known is null ? new Dictionary<string, double>() : resourcesOf(known);
                 view.SchedulingNodes.Add(new SchedulingNode(known, resources, resources, SchedulingNodeState.Pending));
+                view.OtherTotals.Add(resources);
             }
         }
 
@@ -80,6 +87,7 @@ internal sealed class ClusterView
         foreach (var load in alive.Values.Where(l => !matched.Contains(l.Ip)))
         {
             view.SchedulingNodes.Add(new SchedulingNode(null, load.Total, load.Available, SchedulingNodeState.Running));
+            view.OtherTotals.Add(load.Total);
             if (load.IsHead || headIps.Contains(load.Ip)) view.HeadTotals.Add(load.Total);
         }
         return view;

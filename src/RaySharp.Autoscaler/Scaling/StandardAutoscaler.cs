@@ -63,11 +63,19 @@ internal sealed class StandardAutoscaler : IAsyncDisposable
         _time = time;
         _options = options ?? new AutoscalerOptions();
         _backoff = new LaunchBackoff(_options);
-        Summary = new AutoscalerSummary { Time = time.GetUtcNow() };
+        _summary = new AutoscalerSummary { Time = time.GetUtcNow() };
     }
 
-    /// <summary>As of the last tick (failures of setups since then included on the next).</summary>
-    public AutoscalerSummary Summary { get; private set; }
+    /// <summary>As of the last tick, with the failures up to now (a setup may fail between ticks).</summary>
+    public AutoscalerSummary Summary
+    {
+        get
+        {
+            lock (_gate) return _summary with { RecentFailures = _backoff.Recent };
+        }
+    }
+
+    private AutoscalerSummary _summary;
 
     /// <summary>Completes once every setup started so far has finished (for shutdown, and for tests).</summary>
     public Task WhenSetupsDoneAsync()
@@ -101,19 +109,21 @@ internal sealed class StandardAutoscaler : IAsyncDisposable
             if (_config.AvailableNodeTypes.TryGetValue(w.TypeName, out var t) && t.Resources.Count == 0) _learned.TryAdd(w.TypeName, w.Load.Total);
         }
 
-        var toTerminate = new List<(ProviderNode Node, string Reason)>();
+        // Nodes that will not join are given back first, so that what replaces them is planned in the same tick.
+        var gone = view.Died.Select(n => (Node: n, Reason: "raylet died")).Concat(view.SetupFailed.Select(n => (Node: n, Reason: "setup failed"))).ToList();
+        var goneResults = await Task.WhenAll(gone.Select(g => TerminateAsync(g.Node, g.Reason, now, cancellationToken))).ConfigureAwait(false);
+        var terminated = gone.Zip(goneResults).Where(g => g.Second).Select(g => g.First.Node).ToList();
+        var diedAndGone = view.Died.Where(terminated.Contains).ToList();
         lock (_gate)
         {
-            foreach (var dead in view.Died)
-                _backoff.Failed(new AutoscalerFailure(now, TypeOf(dead), dead.Ip, "raylet died; the node is replaced"), backOff: false);
+            foreach (var dead in diedAndGone)
+                _backoff.Failed(new AutoscalerFailure(now, TypeOf(dead), dead.Ip, "raylet died; the node was replaced"), backOff: false);
         }
-        toTerminate.AddRange(view.Died.Select(n => (n, "raylet died")));
-        toTerminate.AddRange(view.SetupFailed.Select(n => (n, "setup failed")));
 
         // Scale up. A died node is replaced as it was (Ray's autoscaler recovers it); the replacement is pending capacity
         // for the scheduler, so the tasks it ran, queued again, do not launch a second node for the same work.
         var schedulerConfig = SchedulerConfig(view);
-        var replacements = view.Died.Select(TypeOf).Where(t => schedulerConfig.WorkerTypes.ContainsKey(t)).ToList();
+        var replacements = diedAndGone.Select(TypeOf).Where(t => schedulerConfig.WorkerTypes.ContainsKey(t)).ToList();
         var nodes = view.SchedulingNodes.Concat(replacements.Select(t => Pending(schedulerConfig, t))).ToList();
         var demands = ResourceShapes.Group(snapshot.PendingDemands.Concat(snapshot.InfeasibleDemands));
         var plan = ResourceDemandScheduler.GetNodesToLaunch(schedulerConfig, nodes, demands, snapshot.ResourceRequests);
@@ -128,29 +138,23 @@ internal sealed class StandardAutoscaler : IAsyncDisposable
 
         // Scale down: drain first (the GCS refuses a node that took work meanwhile), terminate once drained.
         var minWorkers = _config.WorkerTypes.ToDictionary(t => t.Key, t => t.Value.MinWorkers, StringComparer.Ordinal);
-        var otherTotals = view.SchedulingNodes.Where(n => n.TypeName is null || n.State == SchedulingNodeState.Pending).Select(n => n.Total).ToList();
-        var idle = ScaleDownPolicy.NodesToDrain(view.Joined, minWorkers, otherTotals, snapshot.ResourceRequests,
+        var idle = ScaleDownPolicy.NodesToDrain(view.Joined, minWorkers, view.OtherTotals, snapshot.ResourceRequests,
             TimeSpan.FromMinutes(_config.IdleTimeoutMinutes), now);
-        var drained = new List<string>();
         var drainResults = await Task.WhenAll(idle.Select(w => DrainAsync(w, now, cancellationToken))).ConfigureAwait(false);
-        foreach (var (w, ok) in idle.Zip(drainResults))
-        {
-            drained.Add(w.ProviderNodeId);
-            if (ok) toTerminate.Add((view.ProviderNode(w), "idle"));
-        }
+        var toTerminate = idle.Zip(drainResults).Where(d => d.Second).Select(d => view.ProviderNode(d.First)).ToList();
+        var idleResults = await Task.WhenAll(toTerminate.Select(n => TerminateAsync(n, "idle", now, cancellationToken))).ConfigureAwait(false);
+        terminated.AddRange(toTerminate.Zip(idleResults).Where(t => t.Second).Select(t => t.First));
+        foreach (var node in terminated) _joined.Remove(node.Id);
 
-        var terminated = await Task.WhenAll(toTerminate.Select(t => TerminateAsync(t.Node, t.Reason, now, cancellationToken))).ConfigureAwait(false);
-        foreach (var (node, _) in toTerminate) _joined.Remove(node.Id);
         var made = await Task.WhenAll(launches.Select(l => LaunchAsync(l.Key, l.Value, now, cancellationToken))).ConfigureAwait(false);
 
         var pending = view.Pending.Concat(made.SelectMany(m => m).Select(n => new PendingNode(n.Ip, TypeOf(n), SetupState(n.Id) ?? NodeStatus.Uninitialized)));
-        IReadOnlyList<AutoscalerFailure> failures;
-        lock (_gate) failures = _backoff.Recent;
-        Summary = AutoscalerSummaryBuilder.Build(now, _config, providerNodes, snapshot, [.. pending], failures, plan);
+        var summary = AutoscalerSummaryBuilder.Build(now, _config, providerNodes, snapshot, [.. pending], plan);
+        lock (_gate) _summary = summary;
         return new AutoscalerUpdate(
             launches.Keys.Zip(made).Where(m => m.Second.Count > 0).ToDictionary(m => m.First, m => m.Second.Count, StringComparer.Ordinal),
-            drained,
-            [.. toTerminate.Zip(terminated).Where(t => t.Second).Select(t => t.First.Node.Id)],
+            [.. idle.Select(w => w.ProviderNodeId)],
+            [.. terminated.Select(n => n.Id)],
             [.. plan.Infeasible, .. plan.InfeasibleRequests]);
     }
 
