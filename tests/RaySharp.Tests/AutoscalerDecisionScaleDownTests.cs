@@ -119,6 +119,32 @@ public sealed class AutoscalerDecisionScaleDownTests
     }
 
     [Fact]
+    public async Task WithoutADrainAnIdleNodeIsTerminatedAsItIsEmpty()
+    {
+        var h = new AutoscalerHarness(ClusterConfig(10, types: [("cpu4", Cpu4, 0, 10)]));
+        await h.TickAsync(new LoadSnapshot { PendingDemands = Demand((Shape("CPU", 4), 1)) });
+        var idleSince = h.Clock.GetUtcNow();
+        h.Clock.Advance(TimeSpan.FromMinutes(5));
+        var update = await h.TickAsync(new LoadSnapshot { Nodes = h.AllJoined(n => h.Load(n, idleSince: idleSince)) });
+        Assert.Equal(["node-1"], update.Terminated);
+        Assert.Empty(h.Provider.Nodes);
+    }
+
+    [Fact]
+    public void TheBackoffDoublesUpToItsMaximum()
+    {
+        var backoff = new LaunchBackoff(new AutoscalerOptions());
+        var t = DateTimeOffset.UnixEpoch;
+        for (var i = 0; i < 10; i++) backoff.Failed(new AutoscalerFailure(t, "cpu4", null, "no"), backOff: true);
+        Assert.Equal(t + TimeSpan.FromMinutes(5), backoff.NotBefore("cpu4"));
+        Assert.Equal(10, backoff.Recent.Count);
+        backoff.Succeeded("cpu4");
+        backoff.Failed(new AutoscalerFailure(t, "cpu4", null, "no"), backOff: true);
+        Assert.Equal(t + TimeSpan.FromSeconds(5), backoff.NotBefore("cpu4"));
+        Assert.False(backoff.Waiting("gpu", t));
+    }
+
+    [Fact]
     public void ScaleDownNeverPicksABusyNodeEvenWithItsResourcesFree()
     {
         var now = DateTimeOffset.UnixEpoch + TimeSpan.FromHours(1);

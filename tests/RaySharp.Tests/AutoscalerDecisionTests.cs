@@ -19,9 +19,9 @@ public sealed class AutoscalerDecisionTests
         var update = await gpu.TickAsync(new LoadSnapshot { PendingDemands = Demand((Shape("GPU", 1), 1)) });
         Assert.Equal(new Dictionary<string, int> { ["gpu"] = 1 }, update.Launched);
 
-        // Eight one-CPU tasks would fill the 8-CPU GPU node exactly, and two 4-CPU nodes just as well: the GPU is kept
-        // for GPU work.
-        var cpu = CpuAndGpu();
+        // Eight one-CPU tasks fill the 8-CPU GPU node's CPUs exactly, and score better there than on the CPU type (whose
+        // memory they leave unused as the GPU node leaves its GPU): the GPU is kept for GPU work all the same.
+        var cpu = new AutoscalerHarness(ClusterConfig(10, types: [("cpu4", new() { ["CPU"] = 4, ["memory"] = 16 }, 0, 10), ("gpu", Gpu, 0, 10)]));
         update = await cpu.TickAsync(new LoadSnapshot { PendingDemands = Demand((Shape("CPU", 1), 8)) });
         Assert.Equal(new Dictionary<string, int> { ["cpu4"] = 2 }, update.Launched);
         Assert.Equal(0, cpu.Launched("gpu"));
@@ -178,6 +178,10 @@ public sealed class AutoscalerDecisionTests
         var update = await h.TickAsync(new LoadSnapshot());
         Assert.Equal(7, update.Launched["cpu4"]);
         Assert.Empty((await h.TickAsync(new LoadSnapshot())).Launched);
+
+        // Within the cluster's max_workers all the same.
+        var capped = new AutoscalerHarness(ClusterConfig(3, types: [("cpu4", Cpu4, 7, 10)]));
+        Assert.Equal(3, (await capped.TickAsync(new LoadSnapshot())).Launched["cpu4"]);
     }
 
     [Fact]
