@@ -255,6 +255,12 @@ public sealed class AutoscalerDecisionTests
         await h.TickAsync(new LoadSnapshot { PendingDemands = Demand((Shape("CPU", 4), 1)) });
         await h.TickAsync(new LoadSnapshot { Nodes = h.AllJoined(n => h.Load(n, used: 4)) });
 
+        // Missing from a snapshot is not dead (a short read of the GCS must not cost the node).
+        var missing = await h.TickAsync(new LoadSnapshot());
+        Assert.Empty(missing.Terminated);
+        Assert.Empty(missing.Launched);
+        Assert.Equal("not-reporting", Assert.Single(h.Autoscaler.Summary.PendingNodes).State);
+
         // The raylet died; its task, retried, waits again: one node replaces it, not two.
         var update = await h.TickAsync(new LoadSnapshot
         {

@@ -5,11 +5,14 @@ namespace RaySharp.Autoscaler.Scaling;
 
 /// <summary>
 /// One tick's join of the provider's nodes (what exists) with the snapshot's (what has joined, and its load), matched by
-/// address. A worker is joined when a live node of its address is in the snapshot, died when it had joined and is no
-/// longer live there, failed when its setup failed, and pending otherwise.
+/// address. A worker is joined when a live node of its address is in the snapshot, died when it had joined and the
+/// snapshot lists it dead, failed when its setup failed, and pending otherwise. A joined node missing from the snapshot
+/// is not taken for dead (a snapshot read short must not terminate the cluster): it stays pending, "not-reporting".
 /// </summary>
 internal sealed class ClusterView
 {
+    public const string NotReporting = "not-reporting";
+
     private readonly Dictionary<string, ProviderNode> _byId = new(StringComparer.Ordinal);
 
     public List<WorkerNode> Joined { get; } = [];
@@ -46,6 +49,7 @@ internal sealed class ClusterView
         var view = new ClusterView();
         var alive = snapshot.Nodes.Where(n => n.Alive).GroupBy(n => n.Ip, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.First(), StringComparer.Ordinal);
         var workerTypes = config.WorkerTypes.Select(t => t.Key).ToHashSet(StringComparer.Ordinal);
+        var dead = snapshot.Nodes.Where(n => !n.Alive).Select(n => n.Ip).ToHashSet(StringComparer.Ordinal);
         var matched = new HashSet<string>(StringComparer.Ordinal);
         var headIps = providerNodes.Where(n => n.IsHead).Select(n => n.Ip).ToHashSet(StringComparer.Ordinal);
 
@@ -60,7 +64,7 @@ internal sealed class ClusterView
                 view.Joined.Add(new WorkerNode(node.Id, type, load));
                 view.SchedulingNodes.Add(new SchedulingNode(known, load.Total, load.Available, SchedulingNodeState.Running));
             }
-            else if (joinedBefore.Contains(node.Id))
+            else if (joinedBefore.Contains(node.Id) && dead.Contains(node.Ip))
             {
                 view.Died.Add(node);
             }
@@ -74,7 +78,9 @@ internal sealed class ClusterView
                 var ours = setupState(node.Id);
                 // The updater's tag says more (waiting-for-ssh, syncing-files) while it runs; once it is done, what is
                 // left is for the raylet to join.
-                var state = ours == "setting-up" && tag is not null && tag != NodeStatus.Uninitialized ? tag : ours ?? tag ?? NodeStatus.Uninitialized;
+                var state = joinedBefore.Contains(node.Id) ? NotReporting
+                    : ours == "setting-up" && tag is not null && tag != NodeStatus.Uninitialized ? tag
+                    : ours ?? tag ?? NodeStatus.Uninitialized;
                 view.Pending.Add(new PendingNode(node.Ip, type ?? "", state));
                 var resources = known is null ? new Dictionary<string, double>() : resourcesOf(known);
                 view.SchedulingNodes.Add(new SchedulingNode(known, resources, resources, SchedulingNodeState.Pending));

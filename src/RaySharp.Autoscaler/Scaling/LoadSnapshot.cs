@@ -8,7 +8,10 @@ namespace RaySharp.Autoscaler.Scaling;
 /// </summary>
 internal sealed record LoadSnapshot
 {
-    /// <summary>Every node the GCS knows, the dead ones included (a dead one is how a died raylet is noticed).</summary>
+    /// <summary>
+    /// Every node the GCS knows, the dead ones included: a node listed dead is how a died raylet is noticed (one merely
+    /// missing is not taken for dead).
+    /// </summary>
     public IReadOnlyList<NodeLoad> Nodes { get; init; } = [];
 
     /// <summary>Tasks and actors queued for resources, by shape with counts (Ray's <c>resource_load_by_shape</c>).</summary>

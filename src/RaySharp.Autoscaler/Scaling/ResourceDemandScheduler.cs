@@ -1,13 +1,13 @@
 namespace RaySharp.Autoscaler.Scaling;
 
 /// <summary>What the scheduler plans with: the worker types it may launch and the cluster's limits.</summary>
-/// <param name="WorkerTypes">Launchable types by name, each with the resources a node of it offers (known ones only).</param>
-/// <param name="OtherTypeResources">Resources of types that are never launched (the head's), for telling infeasible demand from waiting demand.</param>
+/// <param name="WorkerTypes">Launchable types by name, each with the resources a node of it offers (empty when not yet known).</param>
 internal sealed record SchedulerConfig(
     IReadOnlyDictionary<string, WorkerTypeLimits> WorkerTypes,
     int MaxWorkers,
     double UpscalingSpeed)
 {
+    /// <summary>Resources of types that are never launched (the head's): demand that fits only there is waiting, not infeasible.</summary>
     public IReadOnlyList<IReadOnlyDictionary<string, double>> OtherTypeResources { get; init; } = [];
 
     /// <summary>Ray's <c>AUTOSCALER_MAX_RESOURCE_DEMAND_VECTOR_SIZE</c>: demand beyond it is planned on a later tick.</summary>

@@ -122,7 +122,7 @@ internal sealed class StandardAutoscaler : IAsyncDisposable
 
         // Scale up. A died node is replaced as it was (Ray's autoscaler recovers it); the replacement is pending capacity
         // for the scheduler, so the tasks it ran, queued again, do not launch a second node for the same work.
-        var schedulerConfig = SchedulerConfig(view);
+        var schedulerConfig = BuildSchedulerConfig(view);
         var replacements = diedAndGone.Select(TypeOf).Where(t => schedulerConfig.WorkerTypes.ContainsKey(t)).ToList();
         var nodes = view.SchedulingNodes.Concat(replacements.Select(t => Pending(schedulerConfig, t))).ToList();
         var demands = ResourceShapes.Group(snapshot.PendingDemands.Concat(snapshot.InfeasibleDemands));
@@ -158,7 +158,7 @@ internal sealed class StandardAutoscaler : IAsyncDisposable
             [.. plan.Infeasible, .. plan.InfeasibleRequests]);
     }
 
-    private SchedulerConfig SchedulerConfig(ClusterView view)
+    private SchedulerConfig BuildSchedulerConfig(ClusterView view)
     {
         var types = new Dictionary<string, WorkerTypeLimits>(StringComparer.Ordinal);
         foreach (var (name, t) in _config.WorkerTypes)
