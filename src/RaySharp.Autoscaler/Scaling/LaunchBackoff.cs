@@ -1,0 +1,33 @@
+namespace RaySharp.Autoscaler.Scaling;
+
+/// <summary>
+/// Per node type: after a failed launch or setup the type waits before it is launched again, the wait doubling with
+/// each failure in a row (a provider out of machines, or a setup that always fails, must not be hammered every tick),
+/// and the failures are kept for <c>raysharp status</c>. Not thread-safe: the caller holds its lock.
+/// </summary>
+internal sealed class LaunchBackoff(AutoscalerOptions options)
+{
+    private readonly Dictionary<string, (int Failures, DateTimeOffset NotBefore)> _byType = new(StringComparer.Ordinal);
+    private readonly List<AutoscalerFailure> _recent = [];
+
+    public IReadOnlyList<AutoscalerFailure> Recent => [.. _recent];
+
+    /// <summary>Records the failure; when <paramref name="backOff"/>, the type also waits (a died raylet is not the launch's fault).</summary>
+    public void Failed(AutoscalerFailure failure, bool backOff)
+    {
+        _recent.Add(failure);
+        if (_recent.Count > options.MaxRecentFailures) _recent.RemoveRange(0, _recent.Count - options.MaxRecentFailures);
+        if (!backOff) return;
+        var failures = _byType.TryGetValue(failure.NodeType, out var seen) ? seen.Failures + 1 : 1;
+        var wait = options.InitialBackoff * Math.Pow(2, Math.Min(failures - 1, 30));
+        if (wait > options.MaxBackoff) wait = options.MaxBackoff;
+        _byType[failure.NodeType] = (failures, failure.Time + wait);
+    }
+
+    /// <summary>A node of the type joined: its launches work again, so the next failure waits the shortest time.</summary>
+    public void Succeeded(string nodeType) => _byType.Remove(nodeType);
+
+    public bool Waiting(string nodeType, DateTimeOffset now) => _byType.TryGetValue(nodeType, out var b) && now < b.NotBefore;
+
+    public DateTimeOffset? NotBefore(string nodeType) => _byType.TryGetValue(nodeType, out var b) ? b.NotBefore : null;
+}
