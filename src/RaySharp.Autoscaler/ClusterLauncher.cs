@@ -36,6 +36,12 @@ internal sealed class ClusterLauncher
     public const string BootstrapKey = "~/raysharp_bootstrap_key.pem";
     public const string BootstrapState = "~/raysharp_bootstrap_state.json";
 
+    /// <summary>The cluster YAML the head's autoscaler runs with (<c>raysharp start --head --autoscaling-config</c> stands in).</summary>
+    public const string AutoscalingConfigVariable = "RAYSHARP_AUTOSCALING_CONFIG";
+
+    /// <summary>Where the launcher keeps the cluster's state, when the head shares this machine's files (the process provider).</summary>
+    public const string LauncherTempDirVariable = "RAYSHARP_LAUNCHER_TEMP_DIR";
+
     /// <summary>Lets <c>raysharp start</c> take the node type's resources instead of detecting them (Ray's RAY_OVERRIDE_RESOURCES).</summary>
     public const string OverrideResourcesVariable = "RAYSHARP_OVERRIDE_RESOURCES";
 
@@ -80,6 +86,14 @@ internal sealed class ClusterLauncher
             [ClusterToken.EnvironmentVariable] = token,
             ["RAYSHARP_HEAD_IP"] = head.Ip,
         };
+        if (_config.Provider.Type == "process")
+        {
+            // `raysharp start --head` starts the autoscaler with these (Ray's configs pass --autoscaling-config). The
+            // head shares this machine's files, so it works on the launcher's own state. (For the local provider the
+            // head's start command can pass --autoscaling-config=~/raysharp_bootstrap_config.yaml itself.)
+            environment[AutoscalingConfigVariable] = bootstrap;
+            environment[LauncherTempDirVariable] = Path.GetDirectoryName(Path.GetDirectoryName(State.Dir))!;
+        }
         var headOptions = new UpdaterOptions
         {
             SshTimeout = options.Updater.SshTimeout,
@@ -304,8 +318,41 @@ internal sealed class ClusterLauncher
             workers.RemoveAll(kept.Contains);
         }
         var problems = new List<string>();
+        // The head first stops what runs there, its autoscaler included: one still running would launch nodes again
+        // (min_workers) while the workers go.
+        var headNode = nodes.FirstOrDefault(n => n.IsHead);
+        if (!workersOnly && headNode is not null)
+            await Provider.CommandRunner(headNode).RunAsync("raysharp stop", new Dictionary<string, string>(), null, cancellationToken).ConfigureAwait(false);
+        workers = (await Provider.NonTerminatedNodesAsync(cancellationToken).ConfigureAwait(false)).Where(n => !n.IsHead && (!keepMinWorkers || workers.Any(w => w.Id == n.Id))).ToList();
         await Task.WhenAll(workers.Select(w => StopAndTerminateAsync(w, problems, cancellationToken))).ConfigureAwait(false);
         if (!workersOnly && nodes.FirstOrDefault(n => n.IsHead) is { } head) await StopAndTerminateAsync(head, problems, cancellationToken).ConfigureAwait(false);
+        return problems;
+    }
+
+    /// <summary>
+    /// Sets up a worker the autoscaler launched as <c>up</c> sets up its own: the updater's full run, with the type's
+    /// resources, joining the head at <paramref name="headAddress"/>.
+    /// </summary>
+    public Task SetUpWorkerAsync(ProviderNode node, string headAddress, string token, CancellationToken cancellationToken)
+    {
+        State.EnsureDir();
+        Directory.CreateDirectory(State.LogsDir);
+        NodeAddress.TryParse(headAddress, out var headIp, out _, out _);
+        var environment = new Dictionary<string, string>(StringComparer.Ordinal)
+        {
+            [ClusterToken.EnvironmentVariable] = token,
+            ["RAYSHARP_HEAD_IP"] = headIp,
+            ["RAYSHARP_HEAD_ADDRESS"] = headAddress,
+        };
+        var type = _config.AvailableNodeTypes.GetValueOrDefault(node.Tag(NodeTags.NodeType) ?? "") ?? new NodeTypeConfig();
+        return UpdateAsync(node, UpdateMode.Full, WithResources(environment, type), new UpdaterOptions { ShipRaySharp = ShipsRaySharp }, cancellationToken);
+    }
+
+    /// <summary>Stops what runs on a node (<c>raysharp stop</c>), then gives it back, as <c>down</c> does; what went wrong, if anything.</summary>
+    public async Task<IReadOnlyList<string>> StopAndTerminateAsync(ProviderNode node, CancellationToken cancellationToken)
+    {
+        var problems = new List<string>();
+        await StopAndTerminateAsync(node, problems, cancellationToken).ConfigureAwait(false);
         return problems;
     }
 

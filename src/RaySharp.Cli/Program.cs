@@ -49,6 +49,10 @@ var redisAddress = new Option<string?>("--redis-address")
     Description = "Head only: keep the GCS's state in this Redis (host:port), so the GCS can be killed and started again with nothing lost. " +
                   "Run the same command again on the head to restart a GCS that died.",
 };
+var autoscalingConfig = new Option<string?>("--autoscaling-config")
+{
+    Description = "Head only: run the autoscaler with this cluster YAML (`raysharp up` passes it; default $RAYSHARP_AUTOSCALING_CONFIG).",
+};
 var redisPassword = new Option<string?>("--redis-password") { Description = "Password of the Redis given with --redis-address." };
 var token = new Option<string?>("--token")
 {
@@ -67,7 +71,7 @@ var tlsCa = new Option<string?>("--tls-ca") { Description = "The cluster's CA ce
 var start = new Command("start", "Start RaySharp on this machine: `--head` for the head node, `--address=<head-ip>:<port>` to join a cluster.")
 {
     head, address, port, numCpus, numGpus, resources, nodeIp, tempDir, block, nodeManagerPort, minWorkerPort, maxWorkerPort,
-    objectManagerPort, objectStoreMemory, plasmaDirectory, spillDirectory, redisAddress, redisPassword, token, tokenFile, auth, tlsCert, tlsKey, tlsCa,
+    objectManagerPort, objectStoreMemory, plasmaDirectory, spillDirectory, redisAddress, redisPassword, autoscalingConfig, token, tokenFile, auth, tlsCert, tlsKey, tlsCa,
 };
 start.SetAction((parse, ct) => Run(() => StartCommand.RunAsync(new StartSettings
 {
@@ -89,6 +93,7 @@ start.SetAction((parse, ct) => Run(() => StartCommand.RunAsync(new StartSettings
     ObjectSpillingDirectory = parse.GetValue(spillDirectory),
     RedisAddress = parse.GetValue(redisAddress),
     RedisPassword = parse.GetValue(redisPassword),
+    AutoscalingConfig = parse.GetValue(autoscalingConfig) ?? StartCommand.NonEmpty(Environment.GetEnvironmentVariable(RaySharp.Autoscaler.ClusterLauncher.AutoscalingConfigVariable)),
     Token = parse.GetValue(token),
     TokenFile = parse.GetValue(tokenFile),
     Auth = parse.GetValue(auth),

@@ -189,4 +189,6 @@ internal static class Components
     public const string GcsServer = "gcs_server";
     public const string Raylet = "raylet";
     public const string Worker = "worker";
+    /// <summary>The autoscaler's loop, on a head started with an autoscaling config.</summary>
+    public const string Monitor = "monitor";
 }

@@ -90,6 +90,8 @@ internal sealed partial class GcsNodeManager(IGcsStore store, GcsPublisher publi
             row.PendingDemands.Add(report.PendingDemands);
             row.InfeasibleDemands.Clear();
             row.InfeasibleDemands.Add(report.InfeasibleDemands);
+            row.IdleDurationMs = report.IdleDurationMs;
+            row.PrimaryObjectCount = report.PrimaryObjectCount;
             _nodes[report.NodeId] = row;
             return true;
         }

@@ -82,7 +82,8 @@ try
         Components.GcsServer => await RunGcsAsync(),
         Components.Raylet => await RunRayletAsync(),
         Components.Worker => await RunWorkerAsync(),
-        _ => throw new ArgumentException($"unknown component '{arguments.Component}'; expected {Components.GcsServer}, {Components.Raylet} or {Components.Worker}"),
+        Components.Monitor => await RunMonitorAsync(),
+        _ => throw new ArgumentException($"unknown component '{arguments.Component}'; expected {Components.GcsServer}, {Components.Raylet}, {Components.Worker} or {Components.Monitor}"),
     };
 }
 catch (Exception e) when (e is not OperationCanceledException)
@@ -174,6 +175,30 @@ async Task<int> RunWorkerAsync()
     await worker.StartAsync(shutdown.Token);
     await WaitForShutdownAsync(shutdown.Token);
     logger.LogInformation("Worker exiting ({Reason})", shutdownReason);
+    return 0;
+}
+
+async Task<int> RunMonitorAsync()
+{
+    var session = new SessionDirectory(arguments.Required("--session-dir"));
+    var gcsAddress = arguments.Required("--gcs-address");
+    var config = RaySharp.Autoscaler.Config.ClusterConfigLoader.LoadFile(arguments.Required("--autoscaling-config"));
+    var options = new RaySharp.Autoscaler.Scaling.AutoscalerOptions
+    {
+        UpdateInterval = arguments.Optional("--update-interval-ms") is { } ms
+            ? TimeSpan.FromMilliseconds(int.Parse(ms, System.Globalization.CultureInfo.InvariantCulture))
+            : Environment.GetEnvironmentVariable("RAYSHARP_AUTOSCALER_UPDATE_INTERVAL_S") is { Length: > 0 } s
+                ? TimeSpan.FromSeconds(double.Parse(s, System.Globalization.CultureInfo.InvariantCulture))
+                : TimeSpan.FromSeconds(5),
+    };
+    using var channels = new RaySharp.Rpc.RpcChannelPool();
+    var gcs = new RaySharp.Rpc.Clients.GcsClient(channels, gcsAddress);
+    var token = Environment.GetEnvironmentVariable(ClusterToken.EnvironmentVariable) ?? "";
+    await using var monitor = new RaySharp.Autoscaler.Monitor.AutoscalerMonitor(config, arguments.Optional("--launcher-temp-dir"), gcs, gcsAddress, token,
+        TimeProvider.System, options, loggerFactory.CreateLogger("autoscaler"));
+    session.WritePorts(Components.Monitor, new ComponentPorts(Environment.ProcessId, 0));
+    await monitor.RunAsync(shutdown.Token);
+    logger.LogInformation("Autoscaler stopping ({Reason})", shutdownReason);
     return 0;
 }
 

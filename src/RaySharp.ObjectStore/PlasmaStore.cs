@@ -239,6 +239,12 @@ internal sealed partial class PlasmaStore : IDisposable
         }
     }
 
+    /// <summary>Primary copies held here, in memory or spilled: objects the cluster would lose with this node.</summary>
+    public int PrimaryCount()
+    {
+        lock (_gate) return _objects.Values.Count(e => e.Primary);
+    }
+
     /// <summary>The objects this store holds a whole copy of that another node made (what the location table lists).</summary>
     public IReadOnlyList<string> SecondaryCopies()
     {

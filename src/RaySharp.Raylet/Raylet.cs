@@ -190,6 +190,8 @@ internal sealed partial class Raylet : IAsyncDisposable
                 report.ResourcesAvailable.Add(_leases.AvailableSnapshot());
                 report.PendingDemands.Add(pending);
                 report.InfeasibleDemands.Add(infeasible);
+                report.IdleDurationMs = (long)_leases.IdleFor().TotalMilliseconds;
+                report.PrimaryObjectCount = _store?.PrimaryCount() ?? 0;
                 var reply = await Gcs.ReportResourceUsageAsync(report, deadline: DateTime.UtcNow.AddSeconds(5), cancellationToken: stop).ConfigureAwait(false);
                 if (!reply.NodeAlive)
                 {

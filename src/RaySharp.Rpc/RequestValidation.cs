@@ -24,7 +24,8 @@ public sealed partial class UnregisterNodeRequest : IValidatedRequest
 public sealed partial class ReportResourceUsageRequest : IValidatedRequest
 {
     string? IValidatedRequest.Validate() =>
-        Validation.Id(NodeId, "node_id") ?? Validation.Resources(ResourcesAvailable, "resources_available");
+        Validation.Id(NodeId, "node_id") ?? Validation.Resources(ResourcesAvailable, "resources_available")
+        ?? (IdleDurationMs < 0 || PrimaryObjectCount < 0 ? "idle_duration_ms and primary_object_count must not be negative" : null);
 }
 
 public sealed partial class RequestWorkerLeaseRequest : IValidatedRequest

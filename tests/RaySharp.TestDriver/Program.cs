@@ -232,6 +232,7 @@ switch (scenario)
         if (PartitionScenarios.Run(scenario) is { } partitionCode) return partitionCode;
         if (LifecycleScenarios.Run(scenario, args) is { } lifecycleCode) return lifecycleCode;
         if (OrderingScenarios.Run(scenario) is { } orderCode) return orderCode;
+        if (AutoscalerScenarios.Run(scenario, args) is { } autoscalerCode) return autoscalerCode;
         Console.Error.WriteLine("unknown scenario " + scenario);
         return 2;
 }

@@ -20,9 +20,9 @@ public sealed class ArchitectureTests
         ["RaySharp.Gcs"] = ["RaySharp.Rpc", "RaySharp.Common"],
         ["RaySharp.Raylet"] = ["RaySharp.ObjectStore", "RaySharp.Rpc", "RaySharp.Common"],
         ["RaySharp.CoreWorker"] = ["RaySharp.ObjectStore", "RaySharp.Rpc", "RaySharp.Common"],
-        ["RaySharp.Node"] = ["RaySharp.Gcs", "RaySharp.Raylet", "RaySharp.CoreWorker", "RaySharp.ObjectStore", "RaySharp.Rpc", "RaySharp.Common"],
+        ["RaySharp.Node"] = ["RaySharp.Gcs", "RaySharp.Raylet", "RaySharp.CoreWorker", "RaySharp.Autoscaler", "RaySharp.ObjectStore", "RaySharp.Rpc", "RaySharp.Common"],
         ["RaySharp"] = ["RaySharp.CoreWorker", "RaySharp.Node", "RaySharp.ObjectStore", "RaySharp.Rpc", "RaySharp.Common"],
-        ["RaySharp.Autoscaler"] = ["RaySharp.Common"],
+        ["RaySharp.Autoscaler"] = ["RaySharp.Rpc", "RaySharp.Common"],
         ["RaySharp.Cli"] = ["RaySharp.Autoscaler", "RaySharp.Node", "RaySharp.Rpc", "RaySharp.Common", "RaySharp.Bench.Core"],
     };
 

@@ -261,16 +261,19 @@ public sealed class LauncherTests : IDisposable
             Assert.Contains("worker2: syncing-files", changed.Stdout);
             Assert.Contains("$ echo changed", File.ReadAllText(Path.Combine(_dir, "operator", "launcher", name, "logs", "worker1.log")));
 
-            // --workers-only keeps the head.
+            // --workers-only keeps the head and takes the workers down; the head's autoscaler then brings min_workers
+            // back, as Ray's does.
             var workersDown = await RaySharpAsync("down", "-y", "--workers-only", config);
             Assert.True(workersDown.ExitCode == 0, workersDown.ToString());
+            Assert.Contains("worker1: terminated", workersDown.Stdout);
+            Assert.Contains("worker2: terminated", workersDown.Stdout);
             Assert.Equal(0, (await RaySharpAsync("get-head-ip", config)).ExitCode);
-            Assert.Equal("", (await RaySharpAsync("get-worker-ips", config)).Stdout.Trim());
             await ClusterAssertions.EventuallyAsync(async () =>
             {
                 var s = await RaySharpAsync("exec", config, "raysharp status --format json");
-                return s.ExitCode == 0 && JsonDocument.Parse(s.Stdout).RootElement.GetProperty("nodes").EnumerateArray().Count(n => n.GetProperty("state").GetString() == "ALIVE") == 1;
-            }, TimeSpan.FromSeconds(60), "the head to be the one node alive");
+                return s.ExitCode == 0 && JsonDocument.Parse(s.Stdout).RootElement.GetProperty("nodes").EnumerateArray()
+                    .Count(n => n.GetProperty("state").GetString() == "ALIVE" && !n.GetProperty("is_head_node").GetBoolean()) == 2;
+            }, TimeSpan.FromMinutes(2), "the autoscaler to bring the two min_workers back");
 
             var down = await RaySharpAsync("down", "-y", config);
             Assert.True(down.ExitCode == 0, down.ToString());

@@ -147,6 +147,20 @@ internal sealed class ProcessNodeProvider : INodeProvider
         return new LocalCommandRunner(record.Id, record.Namespace, record.TempDir!, BinDir);
     }
 
+    private static bool OutsideMachineNamespace => s_outside.Value;
+
+    private static readonly Lazy<bool> s_outside = new(() =>
+    {
+        try
+        {
+            return new FileInfo("/proc/self/ns/net").ResolveLinkTarget(false)?.Name != new FileInfo("/proc/1/ns/net").ResolveLinkTarget(false)?.Name;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return false;
+        }
+    });
+
     private static void Ip(params string[] args)
     {
         var result = Run("ip", args);
@@ -155,7 +169,14 @@ internal sealed class ProcessNodeProvider : INodeProvider
 
     private static CommandResult Run(string file, params string[] args)
     {
-        var psi = new ProcessStartInfo(file);
+        // The autoscaler runs on the head, itself a node in a namespace of its own: the bridge and the nodes' links are
+        // made in the machine's namespace (pid 1's), where `up` made the head's.
+        var psi = new ProcessStartInfo(OutsideMachineNamespace ? "nsenter" : file);
+        if (OutsideMachineNamespace)
+        {
+            psi.ArgumentList.Add("--net=/proc/1/ns/net");
+            psi.ArgumentList.Add(file);
+        }
         foreach (var a in args) psi.ArgumentList.Add(a);
         return CommandScripts.RunProcessAsync(psi, null, null, CancellationToken.None).GetAwaiter().GetResult();
     }

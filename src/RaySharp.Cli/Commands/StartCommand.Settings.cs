@@ -25,6 +25,8 @@ internal sealed record StartSettings
     public string? ObjectSpillingDirectory { get; init; }
     public string? RedisAddress { get; init; }
     public string? RedisPassword { get; init; }
+    /// <summary>The cluster YAML the head's autoscaler runs with; null: no autoscaler.</summary>
+    public string? AutoscalingConfig { get; init; }
     public string? Token { get; init; }
     public string? TokenFile { get; init; }
     /// <summary><c>token</c> (the default) or <c>none</c>.</summary>
@@ -100,6 +102,10 @@ internal static partial class StartCommand
             throw new CliException(error + ".");
         if (s.Address is not null && !NodeAddress.TryParse(s.Address, out _, out _, out var addressError))
             throw new CliException($"Invalid --address '{s.Address}': {addressError}.");
+        if (s.AutoscalingConfig is not null && !s.Head)
+            throw new CliException("--autoscaling-config is for the head node, where the autoscaler runs; leave it out when joining a cluster with --address.");
+        if (s.AutoscalingConfig is { } yaml && !File.Exists(RaySharp.Autoscaler.Config.ClusterConfigLoader.ExpandHome(yaml)))
+            throw new CliException($"--autoscaling-config: no file {yaml}. Give the cluster YAML the autoscaler should run with (`raysharp up` passes the one it wrote to the head).");
         if (s.RedisAddress is not null && !s.Head)
             throw new CliException("--redis-address is for the head node, whose GCS keeps its state there; leave it out when joining a cluster with --address.");
         if (s.RedisAddress is not null && !NodeAddress.TryParse(s.RedisAddress, out _, out _, out var redisError))

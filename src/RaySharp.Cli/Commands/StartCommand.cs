@@ -86,6 +86,18 @@ internal static partial class StartCommand
                 rayletArgs.AddRange(["--resources", System.Text.Json.JsonSerializer.Serialize(customResources)]);
             if (s.Head) rayletArgs.Add("--head");
             started.Add(await LaunchAsync(session, Components.Raylet, rayletArgs, s.Block, environment).ConfigureAwait(false));
+            if (s.Head && s.AutoscalingConfig is { } yaml)
+            {
+                // After the head's raylet: the autoscaler's first tick then sees the head it runs on.
+                var monitorArgs = new List<string>
+                {
+                    "--session-dir", session.Path, "--gcs-address", gcsAddress,
+                    "--autoscaling-config", Path.GetFullPath(RaySharp.Autoscaler.Config.ClusterConfigLoader.ExpandHome(yaml)),
+                };
+                if (NonEmpty(Environment.GetEnvironmentVariable(RaySharp.Autoscaler.ClusterLauncher.LauncherTempDirVariable)) is { } launcherRoot)
+                    monitorArgs.AddRange(["--launcher-temp-dir", launcherRoot]);
+                started.Add(await LaunchAsync(session, Components.Monitor, monitorArgs, s.Block, environment).ConfigureAwait(false));
+            }
         }
         catch
         {
@@ -104,6 +116,8 @@ internal static partial class StartCommand
         if (!s.Block) return 0;
         return await BlockAsync(session, started, cancellationToken).ConfigureAwait(false);
     }
+
+    internal static string? NonEmpty(string? value) => string.IsNullOrEmpty(value) ? null : value;
 
     private static List<string> GcsArguments(SessionDirectory session, int port, StartSettings s)
     {

@@ -19,11 +19,14 @@ internal static class StatusCommand
         using var channels = GcsConnection.Channels(root, gcsAddress);
         IReadOnlyList<NodeInfo> nodes;
         GetClusterInfoReply cluster;
+        string? autoscaler;
         try
         {
             var gcs = new GcsClient(channels, gcsAddress);
             nodes = await gcs.GetAllNodesAsync(aliveOnly: false, cancellationToken).ConfigureAwait(false);
             cluster = await gcs.Nodes.GetClusterInfoAsync(new GetClusterInfoRequest(), deadline: DateTime.UtcNow.AddSeconds(5), cancellationToken: cancellationToken).ConfigureAwait(false);
+            // What the head's autoscaler last decided (Ray's status shows it in the same report); null without one.
+            autoscaler = await AutoscalerKv.GetStatusAsync(gcs, cancellationToken).ConfigureAwait(false);
         }
         catch (RpcException e)
         {
@@ -39,6 +42,7 @@ internal static class StatusCommand
                 gcs_restarts = cluster.GcsRestarts,
                 auth = cluster.AuthRequired ? "token" : "none",
                 tls = cluster.Tls,
+                autoscaler,
                 nodes = nodes.Select(n => new
                 {
                     node_id = n.NodeId,
@@ -92,6 +96,13 @@ internal static class StatusCommand
         foreach (var (d, infeasible) in demands)
             console.WriteLine($" {ResourceSet.Describe(d.Shape)}: {d.Count}+ pending{(infeasible ? " (infeasible: no node can ever satisfy this; add a node with these resources)" : "")}");
         console.WriteLine();
+        if (autoscaler is not null)
+        {
+            console.WriteLine("Autoscaler");
+            console.WriteLine(new string('-', 60));
+            console.WriteLine(autoscaler.TrimEnd());
+            console.WriteLine();
+        }
 
         var table = new Table().Border(TableBorder.Rounded).Title("Nodes");
         table.AddColumns("Node ID", "State", "IP", "Head", "CPU", "GPU", "Other resources");

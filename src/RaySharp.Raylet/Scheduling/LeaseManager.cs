@@ -25,6 +25,8 @@ internal sealed partial class LeaseManager
     // of requests spreads over the cluster instead of all following one stale view to the same node.
     private readonly Dictionary<string, Dictionary<string, double>> _spilledSinceRefresh = new(StringComparer.Ordinal);
     private long _nextLease;
+    // When a lease was last held or asked for (Environment.TickCount64): where the node's idle time starts.
+    private long _lastActive = Environment.TickCount64;
     // GPU indices not held by a lease; a lease asking for n GPUs (rounded up) gets n of them.
     private readonly SortedSet<int> _freeGpus;
 
@@ -92,6 +94,20 @@ internal sealed partial class LeaseManager
             }).ToList();
     }
 
+    /// <summary>
+    /// How long this node has held and queued no lease (Ray's idle duration); zero while it holds or queues one. A
+    /// lease granted and returned between two reports still counts: its return restarts the idle time.
+    /// </summary>
+    public TimeSpan IdleFor()
+    {
+        lock (_gate)
+        {
+            var now = Environment.TickCount64;
+            if (_leases.Count > 0 || _queue.Count > 0) _lastActive = now;
+            return TimeSpan.FromMilliseconds(now - _lastActive);
+        }
+    }
+
     public (int Pending, int Infeasible) QueueCounts()
     {
         lock (_gate) return (_queue.Count(p => !p.Infeasible), _queue.Count(p => p.Infeasible));
@@ -148,6 +164,7 @@ internal sealed partial class LeaseManager
         lock (_gate)
         {
             if (!_leases.Remove(leaseId, out lease)) return false;
+            _lastActive = Environment.TickCount64;
             _freeGpus.UnionWith(lease.GpuIds);
             ResourceSet.Add(_available, lease.Blocked ? lease.Resources.Where(r => r.Key != ResourceSet.Cpu).ToDictionary(r => r.Key, r => r.Value) : lease.Resources, _total);
         }
@@ -178,6 +195,7 @@ internal sealed partial class LeaseManager
         {
             if (worker.LeaseId is { } id && _leases.Remove(id, out var lease))
             {
+                _lastActive = Environment.TickCount64;
                 _freeGpus.UnionWith(lease.GpuIds);
                 // The lessee learns of the death when its push to the worker fails; the resources come back now.
                 ResourceSet.Add(_available, lease.Blocked ? lease.Resources.Where(r => r.Key != ResourceSet.Cpu).ToDictionary(r => r.Key, r => r.Value) : lease.Resources, _total);

@@ -1,0 +1,36 @@
+using RaySharp;
+
+/// <summary>Drivers for the autoscaler's end-to-end tests: work that only a node the autoscaler launches can run.</summary>
+internal static class AutoscalerScenarios
+{
+    public static int? Run(string scenario, string[] args)
+    {
+        switch (scenario)
+        {
+            case "autoscale-gpu":
+                // The cluster has no GPU: this runs once the autoscaler has launched a node of a type that has one.
+                Console.WriteLine("gpu-task-ran-on " + Ray.Get(Ray.Task(NodeIp, new TaskOptions { NumGpus = 1 }).Remote(), TimeSpan.FromMinutes(4)));
+                return 0;
+            case "autoscale-request":
+                Ray.RequestResources(numCpus: int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture));
+                Console.WriteLine("requested " + args[2]);
+                return 0;
+            case "autoscale-withdraw":
+                Ray.RequestResources();
+                Console.WriteLine("withdrawn");
+                return 0;
+            case "autoscale-infeasible":
+                // No node type has two GPUs: the task waits, and the autoscaler says so, while this driver lives.
+                _ = Ray.Task(NodeIp, new TaskOptions { NumGpus = 2 }).Remote();
+                Console.WriteLine("submitted");
+                Console.Out.Flush();
+                Thread.Sleep(TimeSpan.FromSeconds(int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture)));
+                Environment.Exit(0);
+                return 0;
+            default:
+                return null;
+        }
+    }
+
+    private static string NodeIp() => Ray.NodeIpAddress;
+}

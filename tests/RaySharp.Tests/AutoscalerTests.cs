@@ -1,0 +1,126 @@
+using System.Security.Cryptography;
+using System.Text.Json;
+using RaySharp.Tests.Infrastructure;
+
+namespace RaySharp.Tests;
+
+/// <summary>
+/// The autoscaler end to end, on the process provider: `raysharp up` starts a head whose monitor launches nodes of the
+/// cluster YAML's types (each in a network namespace of its own, set up by the launcher's updater) as drivers on the
+/// head ask for work, and removes them once idle. Real processes throughout; the drivers are the test driver program.
+/// </summary>
+public sealed class AutoscalerTests : IDisposable
+{
+    private static readonly TimeSpan s_commandTimeout = TimeSpan.FromMinutes(5);
+    private readonly string _dir = Path.Combine(Path.GetTempPath(), "raysharp-tests", "autoscaler-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(4)));
+
+    public AutoscalerTests() => Directory.CreateDirectory(_dir);
+
+    public void Dispose()
+    {
+        try { Directory.Delete(_dir, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+    }
+
+    private Task<CliResult> RaySharpAsync(params string[] args) =>
+        Cli.RunDllAsync(Cli.CliDll, netns: null, Path.Combine(_dir, "operator"), env: null, s_commandTimeout, args);
+
+    /// <summary>The test driver run on the head (in its namespace, joining its cluster), as `raysharp exec` runs any command there.</summary>
+    private Task<CliResult> DriverOnHeadAsync(string config, params string[] args) =>
+        RaySharpAsync("exec", config, $"dotnet {Cli.ProgramDll("RaySharp.TestDriver")} {string.Join(' ', args)}");
+
+    private async Task<(List<(string Ip, bool Head, double Gpus)> Alive, string Autoscaler)> StatusAsync(string config)
+    {
+        var status = await RaySharpAsync("exec", config, "raysharp status --format json");
+        Assert.True(status.ExitCode == 0, status.ToString());
+        var root = JsonDocument.Parse(status.Stdout).RootElement;
+        var alive = root.GetProperty("nodes").EnumerateArray().Where(n => n.GetProperty("state").GetString() == "ALIVE")
+            .Select(n => (n.GetProperty("node_ip_address").GetString()!, n.GetProperty("is_head_node").GetBoolean(),
+                n.GetProperty("resources_total").TryGetProperty("GPU", out var g) ? g.GetDouble() : 0)).ToList();
+        return (alive, root.TryGetProperty("autoscaler", out var a) && a.ValueKind == JsonValueKind.String ? a.GetString()! : "");
+    }
+
+    /// <summary>The launcher's nodes by type, as its state file lists them (the autoscaler's launches included).</summary>
+    private static Dictionary<string, int> NodesByType(string stateFile) =>
+        JsonDocument.Parse(File.ReadAllText(stateFile)).RootElement.GetProperty("Nodes").EnumerateArray()
+            .Where(n => !n.GetProperty("Terminated").GetBoolean())
+            .GroupBy(n => n.GetProperty("Tags").GetProperty("raysharp-user-node-type").GetString()!)
+            .ToDictionary(g => g.Key, g => g.Count(), StringComparer.Ordinal);
+
+    [Fact]
+    public async Task WorkNeedingAGpuLaunchesAGpuNodeIdleNodesGoRequestResourcesKeepsNodesAndAnImpossibleShapeLaunchesNothing()
+    {
+        var name = "auto-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(3));
+        var yaml = $$"""
+            cluster_name: {{name}}
+            max_workers: 3
+            idle_timeout_minutes: 0.25
+            provider:
+              type: process
+            available_node_types:
+              head:
+                resources: {CPU: 1}
+                max_workers: 0
+              cpu4:
+                resources: {CPU: 4}
+                min_workers: 0
+                max_workers: 2
+              gpu:
+                resources: {CPU: 1, GPU: 1}
+                min_workers: 0
+                max_workers: 1
+            head_node_type: head
+            """;
+        var config = Path.Combine(_dir, "autoscaling.yaml");
+        File.WriteAllText(config, yaml);
+        var stateFile = Path.Combine(_dir, "operator", "launcher", name, "state.json");
+        try
+        {
+            var up = await RaySharpAsync("up", "-y", config);
+            Assert.True(up.ExitCode == 0, up.ToString());
+            var (alive, _) = await StatusAsync(config);
+            var head = Assert.Single(alive);
+            Assert.True(head.Head);
+
+            // A task needing a GPU: the monitor launches the gpu type (not cpu4, which has none) and the task runs there.
+            var gpu = await DriverOnHeadAsync(config, "autoscale-gpu", "auto");
+            Assert.True(gpu.ExitCode == 0, gpu.ToString());
+            var ranOn = gpu.Stdout.Split('\n').Single(l => l.StartsWith("gpu-task-ran-on ", StringComparison.Ordinal))["gpu-task-ran-on ".Length..].Trim();
+            Assert.NotEqual(head.Ip, ranOn);
+            Assert.Equal(new Dictionary<string, int> { ["head"] = 1, ["gpu"] = 1 }, NodesByType(stateFile));
+            (alive, var text) = await StatusAsync(config);
+            Assert.Contains(alive, n => n.Ip == ranOn && n.Gpus == 1);
+            Assert.Contains("Node status", text, StringComparison.Ordinal);
+
+            // Idle past idle_timeout_minutes (15 s), the gpu node is stopped and given back; the head stays.
+            await ClusterAssertions.EventuallyAsync(async () => !NodesByType(stateFile).ContainsKey("gpu"), TimeSpan.FromSeconds(90), "the idle gpu node to be terminated");
+            await ClusterAssertions.EventuallyAsync(async () => (await StatusAsync(config)).Alive.Count == 1, TimeSpan.FromSeconds(60), "the head to be the one node alive");
+
+            // RequestResources(8 CPUs) with 1 on the head: two cpu4 nodes, kept while the request holds, though idle.
+            Assert.Equal(0, (await DriverOnHeadAsync(config, "autoscale-request", "auto", "8")).ExitCode);
+            await ClusterAssertions.EventuallyAsync(async () => NodesByType(stateFile).GetValueOrDefault("cpu4") == 2 && (await StatusAsync(config)).Alive.Count == 3,
+                TimeSpan.FromMinutes(3), "two cpu4 nodes to join for the request");
+            await Task.Delay(TimeSpan.FromSeconds(25)); // past the idle timeout
+            Assert.Equal(2, NodesByType(stateFile).GetValueOrDefault("cpu4"));
+            Assert.False(NodesByType(stateFile).ContainsKey("gpu"), "CPU-only demand never launches the gpu type");
+            Assert.Contains("{'CPU': 1.0}: 8 from request_resources()", (await StatusAsync(config)).Autoscaler, StringComparison.Ordinal);
+            Assert.Equal(0, (await DriverOnHeadAsync(config, "autoscale-withdraw", "auto")).ExitCode);
+            await ClusterAssertions.EventuallyAsync(async () => !NodesByType(stateFile).ContainsKey("cpu4"), TimeSpan.FromSeconds(90), "the cpu4 nodes to go once the request is withdrawn");
+
+            // Two GPUs on one node: no type has them. The autoscaler says so and launches nothing.
+            var waiting = DriverOnHeadAsync(config, "autoscale-infeasible", "auto", "25");
+            await ClusterAssertions.EventuallyAsync(async () => (await StatusAsync(config)).Autoscaler.Contains("'GPU': 2.0", StringComparison.Ordinal),
+                TimeSpan.FromSeconds(60), "the impossible shape to be reported");
+            Assert.Contains("no node type", (await StatusAsync(config)).Autoscaler, StringComparison.OrdinalIgnoreCase);
+            Assert.Equal(new Dictionary<string, int> { ["head"] = 1 }, NodesByType(stateFile));
+            Assert.Equal(0, (await waiting).ExitCode);
+
+            var down = await RaySharpAsync("down", "-y", config);
+            Assert.True(down.ExitCode == 0, down.ToString());
+            Assert.Empty(NodesByType(stateFile));
+        }
+        finally
+        {
+            await RaySharpAsync("down", "-y", config);
+        }
+    }
+}
