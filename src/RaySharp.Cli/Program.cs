@@ -93,7 +93,9 @@ start.SetAction((parse, ct) => Run(() => StartCommand.RunAsync(new StartSettings
     ObjectSpillingDirectory = parse.GetValue(spillDirectory),
     RedisAddress = parse.GetValue(redisAddress),
     RedisPassword = parse.GetValue(redisPassword),
-    AutoscalingConfig = parse.GetValue(autoscalingConfig) ?? StartCommand.NonEmpty(Environment.GetEnvironmentVariable(RaySharp.Autoscaler.ClusterLauncher.AutoscalingConfigVariable)),
+    // The variable is for a head (nodes the autoscaler starts inherit the environment of the head's processes).
+    AutoscalingConfig = parse.GetValue(autoscalingConfig)
+        ?? (parse.GetValue(head) ? StartCommand.NonEmpty(Environment.GetEnvironmentVariable(RaySharp.Autoscaler.ClusterLauncher.AutoscalingConfigVariable)) : null),
     Token = parse.GetValue(token),
     TokenFile = parse.GetValue(tokenFile),
     Auth = parse.GetValue(auth),

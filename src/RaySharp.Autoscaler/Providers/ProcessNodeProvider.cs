@@ -88,20 +88,22 @@ internal sealed class ProcessNodeProvider : INodeProvider
 
     private void MakeNamespace(NodeRecord node)
     {
-        if (!Run("ip", "link", "show", Bridge).Succeeded)
+        // Made by the launcher, in the machine's namespace, before any node: what the autoscaler finds on the head.
+        if (!HasMachineNamespace) Ip("netns", "attach", MachineNamespace, Environment.ProcessId.ToString(CultureInfo.InvariantCulture));
+        if (!Run("ip", OnMachine("link", "show", Bridge)).Succeeded)
         {
-            Ip("link", "add", Bridge, "type", "bridge");
-            Ip("addr", "add", $"{_subnet}.1/24", "dev", Bridge);
-            Ip("link", "set", Bridge, "up");
+            Ip(OnMachine("link", "add", Bridge, "type", "bridge"));
+            Ip(OnMachine("addr", "add", $"{_subnet}.1/24", "dev", Bridge));
+            Ip(OnMachine("link", "set", Bridge, "up"));
         }
         var index = node.Ip[(node.Ip.LastIndexOf('.') + 1)..];
         var veth = $"rsl{_id}v{index}";
         Run("ip", "netns", "del", node.Namespace!);
-        Run("ip", "link", "del", veth);
+        Run("ip", OnMachine("link", "del", veth));
         Ip("netns", "add", node.Namespace!);
-        Ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", node.Namespace!);
-        Ip("link", "set", veth, "master", Bridge);
-        Ip("link", "set", veth, "up");
+        Ip(OnMachine("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", node.Namespace!));
+        Ip(OnMachine("link", "set", veth, "master", Bridge));
+        Ip(OnMachine("link", "set", veth, "up"));
         Ip("-n", node.Namespace!, "addr", "add", node.Ip + "/24", "dev", "eth0");
         Ip("-n", node.Namespace!, "link", "set", "eth0", "up");
         Ip("-n", node.Namespace!, "link", "set", "lo", "up");
@@ -137,7 +139,11 @@ internal sealed class ProcessNodeProvider : INodeProvider
             nodes.RemoveAll(n => n.Id == nodeId);
             return nodes.Count(n => !n.Terminated);
         });
-        if (left == 0 && _namespaces) Run("ip", "link", "del", Bridge);
+        if (left == 0 && _namespaces)
+        {
+            Run("ip", OnMachine("link", "del", Bridge));
+            Run("ip", "netns", "del", MachineNamespace);
+        }
         return Task.CompletedTask;
     }
 
@@ -147,19 +153,17 @@ internal sealed class ProcessNodeProvider : INodeProvider
         return new LocalCommandRunner(record.Id, record.Namespace, record.TempDir!, BinDir);
     }
 
-    private static bool OutsideMachineNamespace => s_outside.Value;
+    /// <summary>
+    /// A name for the machine's own network namespace, where the bridge and the nodes' links live. The autoscaler runs
+    /// on the head, itself a node in a namespace of its own, and reaches the machine's through this name, which the
+    /// launcher makes (<c>ip netns attach</c>, from the machine's namespace) before it makes the first node.
+    /// </summary>
+    private string MachineNamespace => $"rsl{_id}m";
 
-    private static readonly Lazy<bool> s_outside = new(() =>
-    {
-        try
-        {
-            return new FileInfo("/proc/self/ns/net").ResolveLinkTarget(false)?.Name != new FileInfo("/proc/1/ns/net").ResolveLinkTarget(false)?.Name;
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            return false;
-        }
-    });
+    private bool HasMachineNamespace => File.Exists(Path.Combine("/run/netns", MachineNamespace));
+
+    /// <summary>An <c>ip</c> command on the machine's links (the bridge, the nodes' outer ends), from wherever this runs.</summary>
+    private string[] OnMachine(params string[] args) => HasMachineNamespace ? ["netns", "exec", MachineNamespace, "ip", .. args] : args;
 
     private static void Ip(params string[] args)
     {
@@ -169,14 +173,7 @@ internal sealed class ProcessNodeProvider : INodeProvider
 
     private static CommandResult Run(string file, params string[] args)
     {
-        // The autoscaler runs on the head, itself a node in a namespace of its own: the bridge and the nodes' links are
-        // made in the machine's namespace (pid 1's), where `up` made the head's.
-        var psi = new ProcessStartInfo(OutsideMachineNamespace ? "nsenter" : file);
-        if (OutsideMachineNamespace)
-        {
-            psi.ArgumentList.Add("--net=/proc/1/ns/net");
-            psi.ArgumentList.Add(file);
-        }
+        var psi = new ProcessStartInfo(file);
         foreach (var a in args) psi.ArgumentList.Add(a);
         return CommandScripts.RunProcessAsync(psi, null, null, CancellationToken.None).GetAwaiter().GetResult();
     }
