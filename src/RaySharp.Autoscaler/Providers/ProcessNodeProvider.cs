@@ -150,7 +150,7 @@ internal sealed class ProcessNodeProvider : INodeProvider
     public ICommandRunner CommandRunner(ProviderNode node)
     {
         var record = _state.Read().Single(n => n.Id == node.Id);
-        return new LocalCommandRunner(record.Id, record.Namespace, record.TempDir!, BinDir);
+        return new LocalCommandRunner(record.Id, record.Namespace, record.TempDir!, BinDir, netOnly: node.IsHead);
     }
 
     /// <summary>
@@ -180,14 +180,25 @@ internal sealed class ProcessNodeProvider : INodeProvider
 }
 
 /// <summary>Runs a process node's commands on this machine, in its network namespace and with its RAYSHARP_TEMP_DIR.</summary>
-internal sealed class LocalCommandRunner(string name, string? netns, string tempDir, string binDir) : ICommandRunner
+/// <param name="netOnly">
+/// Enter the network namespace only (<c>nsenter --net</c>), not the mount namespace of its own that <c>ip netns exec</c>
+/// adds: the head's autoscaler makes the namespaces of the nodes it launches, and a namespace made in a mount namespace
+/// of the head's own would be seen there alone (launcher commands here could not reach the node).
+/// </param>
+internal sealed class LocalCommandRunner(string name, string? netns, string tempDir, string binDir, bool netOnly = false) : ICommandRunner
 {
     public string Describe => netns is null ? $"process node {name}" : $"process node {name} (namespace {netns})";
 
     private ProcessStartInfo Shell(params string[] command)
     {
-        var psi = new ProcessStartInfo(netns is null ? command[0] : "ip");
-        if (netns is not null)
+        var psi = new ProcessStartInfo(netns is null ? command[0] : netOnly ? "nsenter" : "ip");
+        if (netns is not null && netOnly)
+        {
+            psi.ArgumentList.Add("--net=" + Path.Combine("/run/netns", netns));
+            psi.ArgumentList.Add("--");
+            psi.ArgumentList.Add(command[0]);
+        }
+        else if (netns is not null)
         {
             psi.ArgumentList.Add("netns");
             psi.ArgumentList.Add("exec");
