@@ -23,7 +23,8 @@ internal abstract class CoreWorkerRuntime : IAsyncDisposable
         var nestedOutput = new Submission.NestedOutputRouter();
         Tasks = new Submission.TaskSubmitter(channels, localRaylet, loggers.CreateLogger<Submission.TaskSubmitter>(), Objects, nestedOutput,
             () => gcs.GetAllNodesAsync(aliveOnly: true), message => Console.Error.WriteLine(message),
-            (text, isError) => (isError ? Console.Error : Console.Out).WriteLine(text));
+            (text, isError) => (isError ? Console.Error : Console.Out).WriteLine(text),
+            () => AutoscalerKv.GetLaunchableTypesAsync(gcs));
         Actors = new Submission.ActorTaskSubmitter(gcs, Tasks.CallerHandler, nestedOutput, Store, loggers.CreateLogger<Submission.ActorTaskSubmitter>());
         Lineage = new Objects.LineageTable(Store, Tasks);
     }

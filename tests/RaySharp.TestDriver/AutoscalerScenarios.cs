@@ -27,10 +27,22 @@ internal static class AutoscalerScenarios
                 Thread.Sleep(TimeSpan.FromSeconds(int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture)));
                 Environment.Exit(0);
                 return 0;
+            case "autoscale-many":
+                // 40 tasks of one CPU, two seconds each, on a head of one CPU: the autoscaler adds cpu4 nodes for them.
+                var refs = Enumerable.Range(0, 40).Select(_ => Ray.Task(SleepThenNodeIp).Remote()).ToList();
+                var ips = Ray.Get(refs, TimeSpan.FromMinutes(5));
+                Console.WriteLine($"ran {ips.Length} on {ips.Distinct().Count()} nodes");
+                return 0;
             default:
                 return null;
         }
     }
 
     private static string NodeIp() => Ray.NodeIpAddress;
+
+    private static string SleepThenNodeIp()
+    {
+        Thread.Sleep(2000);
+        return Ray.NodeIpAddress;
+    }
 }

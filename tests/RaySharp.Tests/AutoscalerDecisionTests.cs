@@ -37,6 +37,24 @@ public sealed class AutoscalerDecisionTests
     }
 
     [Fact]
+    public void CpuWorkWaitsForCpuNodesAtTheirMaxRatherThanTakeAGpuNode()
+    {
+        var types = new Dictionary<string, WorkerTypeLimits>
+        {
+            ["cpu4"] = new(Shape("CPU", 4), 0, 2),
+            ["gpu"] = new(new Dictionary<string, double> { ["CPU"] = 1, ["GPU"] = 1 }, 0, 1),
+        };
+        var config = new SchedulerConfig(types, 10, 1);
+        // Forty one-CPU tasks: two cpu4 nodes (their max), and no gpu node for the rest, though it would hold one.
+        var plan = ResourceDemandScheduler.GetNodesToLaunch(config, [], Demand((Shape("CPU", 1), 40)), []);
+        Assert.Equal(new Dictionary<string, int> { ["cpu4"] = 2 }, plan.ToLaunch);
+        Assert.Empty(plan.Infeasible);
+        // GPU work among it still gets the gpu node.
+        plan = ResourceDemandScheduler.GetNodesToLaunch(config, [], Demand((Shape("CPU", 1), 40), (new Dictionary<string, double> { ["CPU"] = 1, ["GPU"] = 1 }, 1)), []);
+        Assert.Equal(new Dictionary<string, int> { ["cpu4"] = 2, ["gpu"] = 1 }, plan.ToLaunch);
+    }
+
+    [Fact]
     public void TheTypeTheDemandFillsBestIsChosen()
     {
         var types = new Dictionary<string, WorkerTypeLimits>

@@ -86,6 +86,8 @@ public sealed class AutoscalerTests : IDisposable
             Assert.True(gpu.ExitCode == 0, gpu.ToString());
             var ranOn = gpu.Stdout.Split('\n').Single(l => l.StartsWith("gpu-task-ran-on ", StringComparison.Ordinal))["gpu-task-ran-on ".Length..].Trim();
             Assert.NotEqual(head.Ip, ranOn);
+            // The driver was told why its task waited, and that a node that fits is on its way.
+            Assert.Contains("the autoscaler can launch a node of type 'gpu' for them", gpu.Output, StringComparison.Ordinal);
             Assert.Equal(new Dictionary<string, int> { ["head"] = 1, ["gpu"] = 1 }, NodesByType(stateFile));
             (alive, var text) = await StatusAsync(config);
             Assert.Contains(alive, n => n.Ip == ranOn && n.Gpus == 1);
@@ -112,11 +114,64 @@ public sealed class AutoscalerTests : IDisposable
                 TimeSpan.FromSeconds(60), "the impossible shape to be reported");
             Assert.Contains("no node type", (await StatusAsync(config)).Autoscaler, StringComparison.OrdinalIgnoreCase);
             Assert.Equal(new Dictionary<string, int> { ["head"] = 1 }, NodesByType(stateFile));
-            Assert.Equal(0, (await waiting).ExitCode);
+            var impossible = await waiting;
+            Assert.Equal(0, impossible.ExitCode);
+            Assert.Contains("no node type the autoscaler can launch has either", impossible.Output, StringComparison.Ordinal);
 
             var down = await RaySharpAsync("down", "-y", config);
             Assert.True(down.ExitCode == 0, down.ToString());
             Assert.Empty(NodesByType(stateFile));
+        }
+        finally
+        {
+            await RaySharpAsync("down", "-y", config);
+        }
+    }
+
+    [Fact]
+    public async Task FortyOneCpuTasksScaleTheCpuTypeUpWithinItsMaxWorkersAndNeverLaunchTheGpuType()
+    {
+        var name = "many-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(3));
+        var yaml = $$"""
+            cluster_name: {{name}}
+            max_workers: 4
+            upscaling_speed: 1.0
+            provider:
+              type: process
+            available_node_types:
+              head:
+                resources: {CPU: 1}
+                max_workers: 0
+              cpu4:
+                resources: {CPU: 4}
+                max_workers: 2
+              gpu:
+                resources: {CPU: 1, GPU: 1}
+                max_workers: 1
+            head_node_type: head
+            """;
+        var config = Path.Combine(_dir, "many.yaml");
+        File.WriteAllText(config, yaml);
+        var stateFile = Path.Combine(_dir, "operator", "launcher", name, "state.json");
+        try
+        {
+            var up = await RaySharpAsync("up", "-y", config);
+            Assert.True(up.ExitCode == 0, up.ToString());
+            var most = new Dictionary<string, int>(StringComparer.Ordinal);
+            var driver = DriverOnHeadAsync(config, "autoscale-many", "auto");
+            while (!driver.IsCompleted)
+            {
+                foreach (var (type, count) in NodesByType(stateFile)) most[type] = Math.Max(most.GetValueOrDefault(type), count);
+                await Task.WhenAny(driver, Task.Delay(500));
+            }
+            var run = await driver;
+            Assert.True(run.ExitCode == 0, run.ToString());
+            // Every task ran; more than the head ran them; cpu4 grew to its max_workers and no further; no gpu node.
+            var line = run.Stdout.Split('\n').Single(l => l.StartsWith("ran ", StringComparison.Ordinal));
+            Assert.StartsWith("ran 40 on ", line, StringComparison.Ordinal);
+            Assert.True(int.Parse(line.Split(' ')[3], System.Globalization.CultureInfo.InvariantCulture) >= 2, line);
+            Assert.Equal(2, most.GetValueOrDefault("cpu4"));
+            Assert.False(most.ContainsKey("gpu"), "CPU-only tasks launched a gpu node");
         }
         finally
         {

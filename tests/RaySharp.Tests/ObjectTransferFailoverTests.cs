@@ -89,9 +89,11 @@ public sealed class ObjectTransferFailoverTests : IDisposable
     {
         var (head, primary, copy, reader) = (_net[0], _net[1], _net[2], _net[3]);
         var signal = Path.Combine(head.TempDir, "read-again");
-        // The primary's node serves slowly too, so that it can be frozen once the reader has turned to it.
-        primary.Environment["RAYSHARP_testing_object_chunk_delay_ms"] = "1000";
-        await using var run = await FrozenHolderRun.StartAsync(head, primary, copy, reader, signal);
+        // The primary's node serves slowly too, so that it can be frozen once the reader has turned to it: at 2 s a
+        // chunk, the rest of the object takes it well over the time the test needs to see it serving and freeze it
+        // (at 1 s, a loaded machine once saw the pull finish first). The reader waits 5 s for a chunk, more than 2.
+        primary.Environment["RAYSHARP_testing_object_chunk_delay_ms"] = "2000";
+        await using var run = await FrozenHolderRun.StartAsync(head, primary, copy, reader, signal, chunkTimeoutMs: 5000);
         await run.WaitForCopyToServeAsync();
         var servedToCopy = await FrozenHolderRun.ServedBytesAsync(head, primary);
         Assert.True(servedToCopy > 0, $"the primary's node served the copy {servedToCopy} bytes");
@@ -169,14 +171,14 @@ public sealed class ObjectTransferFailoverTests : IDisposable
             get { lock (_output) return _output.ToString(); }
         }
 
-        public static async Task<FrozenHolderRun> StartAsync(TestHost head, TestHost primary, TestHost copy, TestHost reader, string? retrySignal)
+        public static async Task<FrozenHolderRun> StartAsync(TestHost head, TestHost primary, TestHost copy, TestHost reader, string? retrySignal, int chunkTimeoutMs = 2000)
         {
             // A frozen node misses its health checks: not declared dead (and the primary copy lost) while the test holds it.
             head.Environment[Gcs.GcsServerOptions.HealthCheckFailureThresholdEnv] = "20";
             Assert.Equal(0, (await Cli.RunAsync(head, "start", "--head", "--num-cpus=1")).ExitCode);
             // The copy's node serves slowly (an injected fault), so that it can be frozen in the middle of serving.
             copy.Environment["RAYSHARP_testing_object_chunk_delay_ms"] = "400";
-            reader.Environment[Raylet.RayletOptions.ObjectChunkTimeoutEnv] = "2000";
+            reader.Environment[Raylet.RayletOptions.ObjectChunkTimeoutEnv] = chunkTimeoutMs.ToString(System.Globalization.CultureInfo.InvariantCulture);
             foreach (var worker in new[] { primary, copy, reader })
             {
                 var joined = await Cli.RunAsync(worker, "start", $"--address={head.Ip}:6379", "--num-cpus=1");

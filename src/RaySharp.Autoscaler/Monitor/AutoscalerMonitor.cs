@@ -76,6 +76,12 @@ internal sealed partial class AutoscalerMonitor : IAsyncDisposable
         foreach (var (type, count) in update.Launched) LogLaunched(_logger, count, type);
         foreach (var id in update.Terminated) LogTerminated(_logger, id);
         await AutoscalerKv.PutStatusAsync(_gcs, _autoscaler.Summary.Format(), stopping).ConfigureAwait(false);
+        // What drivers' infeasible warnings check a shape against: the types with room left under their max_workers.
+        var byType = providerNodes.Where(n => !n.IsHead).GroupBy(n => n.Tag(NodeTags.NodeType) ?? "").ToDictionary(g => g.Key, g => g.Count(), StringComparer.Ordinal);
+        var launchable = _config.WorkerTypes
+            .Where(t => t.Value.Resources.Count > 0 && byType.GetValueOrDefault(t.Key) < t.Value.MaxWorkers && providerNodes.Count(n => !n.IsHead) < _config.MaxWorkers)
+            .ToDictionary(t => t.Key, t => (IReadOnlyDictionary<string, double>)t.Value.Resources, StringComparer.Ordinal);
+        await AutoscalerKv.PutLaunchableTypesAsync(_gcs, launchable, stopping).ConfigureAwait(false);
     }
 
     /// <summary>

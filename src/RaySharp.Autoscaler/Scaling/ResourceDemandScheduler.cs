@@ -170,13 +170,18 @@ internal static class ResourceDemandScheduler
         var unmet = demand;
         while (unmet.Count > 0 && added.Values.Sum() < maxToAdd)
         {
+            // A GPU type takes work that asks no GPU only when no other type could ever hold it, not merely when the
+            // others are at their max_workers: CPU work then waits for CPU nodes rather than occupy a GPU node (where
+            // Ray's autoscaler launches one).
+            var fairTypeExists = types.Values.Any(t => UtilizationScore.Of(t.Resources, unmet) is { FairChoice: true });
             string? best = null;
             UtilizationScore? bestScore = null;
             foreach (var (name, type) in types.OrderBy(t => t.Key, StringComparer.Ordinal))
             {
                 if (counts[name] + added.GetValueOrDefault(name) >= type.MaxWorkers) continue;
                 var score = UtilizationScore.Of(type.Resources, unmet);
-                if (score is null || (bestScore is not null && score.Value.CompareTo(bestScore.Value) <= 0)) continue;
+                if (score is null || (fairTypeExists && !score.Value.FairChoice)) continue;
+                if (bestScore is not null && score.Value.CompareTo(bestScore.Value) <= 0) continue;
                 (best, bestScore) = (name, score);
             }
             if (best is null) break;

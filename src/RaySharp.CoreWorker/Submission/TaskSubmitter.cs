@@ -46,6 +46,8 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
     private readonly Action<string>? _warn;
     private readonly OutputPrinter _printer;
     private readonly NestedOutputRouter _nestedOutput;
+    // The node types the cluster's autoscaler could launch (null: it has none), for the infeasible warning.
+    private readonly Func<Task<IReadOnlyDictionary<string, IReadOnlyDictionary<string, double>>?>>? _launchableTypes;
 
     /// <summary>How long a lease request may wait before the submitter checks whether any node could ever grant it. Default 3 s.</summary>
     public static readonly TimeSpan InfeasibleCheckDelay = TimeSpan.FromSeconds(3);
@@ -54,8 +56,10 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
     /// <param name="nestedOutput">Where output of tasks submitted from inside a task goes: on to that task's own submitter.</param>
     public TaskSubmitter(RpcChannelPool channels, Func<Task<string>> localRaylet, ILogger<TaskSubmitter> logger,
         Objects.ObjectDirectory objects, NestedOutputRouter nestedOutput,
-        Func<Task<IReadOnlyList<NodeInfo>>>? nodes = null, Action<string>? warn = null, Action<string, bool>? output = null)
+        Func<Task<IReadOnlyList<NodeInfo>>>? nodes = null, Action<string>? warn = null, Action<string, bool>? output = null,
+        Func<Task<IReadOnlyDictionary<string, IReadOnlyDictionary<string, double>>?>>? launchableTypes = null)
     {
+        _launchableTypes = launchableTypes;
         _nestedOutput = nestedOutput;
         _printer = new OutputPrinter(objects, nestedOutput, output ?? ((_, _) => { }));
         _channels = channels;
@@ -82,9 +86,24 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
                 if (shape.WarnedInfeasible) return;
                 shape.WarnedInfeasible = true;
             }
-            _warn($"Warning: tasks need {ResourceSet.Describe(shape.Resources)}, which no node of the cluster has " +
-                  $"({nodes.Count} alive node(s)). They wait until a node with these resources joins (`raysharp status` lists them as infeasible); " +
-                  "start one with `raysharp start --address=<head> --resources=...`, or ask for less.");
+            var types = _launchableTypes is null ? null : await _launchableTypes().ConfigureAwait(false);
+            if (types is null)
+            {
+                _warn($"Warning: tasks need {ResourceSet.Describe(shape.Resources)}, which no node of the cluster has " +
+                      $"({nodes.Count} alive node(s)). They wait until a node with these resources joins (`raysharp status` lists them as infeasible); " +
+                      "start one with `raysharp start --address=<head> --resources=...`, or ask for less.");
+            }
+            else if (types.FirstOrDefault(t => ResourceSet.Fits(shape.Resources, t.Value)) is { Key: { } type })
+            {
+                _warn($"Warning: tasks need {ResourceSet.Describe(shape.Resources)}, which no node of the cluster has now ({nodes.Count} alive node(s)); " +
+                      $"the autoscaler can launch a node of type '{type}' for them, and they run once it joins (`raysharp status` shows it pending).");
+            }
+            else
+            {
+                _warn($"Warning: tasks need {ResourceSet.Describe(shape.Resources)}, which no node of the cluster has, and no node type the autoscaler can launch has either " +
+                      $"({(types.Count == 0 ? "none has room left under max_workers" : "types: " + string.Join(", ", types.Select(t => $"{t.Key} {ResourceSet.Describe(t.Value)}")))}). " +
+                      "They wait until such a node joins; ask for less, or add a node type with these resources to the cluster YAML.");
+            }
         }
         catch (Exception e) when (e is OperationCanceledException or RpcException) { }
     }
