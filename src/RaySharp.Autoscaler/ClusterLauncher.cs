@@ -311,6 +311,13 @@ internal sealed class ClusterLauncher
     public async Task<IReadOnlyList<string>> DownAsync(bool workersOnly, bool keepMinWorkers, CancellationToken cancellationToken)
     {
         var nodes = await Provider.NonTerminatedNodesAsync(cancellationToken).ConfigureAwait(false);
+        // The head first stops what runs there, its autoscaler included: one still running would launch nodes again
+        // (min_workers) while the workers go. The nodes are listed again after, with any it launched meanwhile.
+        if (!workersOnly && nodes.FirstOrDefault(n => n.IsHead) is { } running)
+        {
+            await Provider.CommandRunner(running).RunAsync("raysharp stop", new Dictionary<string, string>(), null, cancellationToken).ConfigureAwait(false);
+            nodes = await Provider.NonTerminatedNodesAsync(cancellationToken).ConfigureAwait(false);
+        }
         var workers = nodes.Where(n => !n.IsHead).ToList();
         if (keepMinWorkers)
         {
@@ -318,12 +325,6 @@ internal sealed class ClusterLauncher
             workers.RemoveAll(kept.Contains);
         }
         var problems = new List<string>();
-        // The head first stops what runs there, its autoscaler included: one still running would launch nodes again
-        // (min_workers) while the workers go.
-        var headNode = nodes.FirstOrDefault(n => n.IsHead);
-        if (!workersOnly && headNode is not null)
-            await Provider.CommandRunner(headNode).RunAsync("raysharp stop", new Dictionary<string, string>(), null, cancellationToken).ConfigureAwait(false);
-        workers = (await Provider.NonTerminatedNodesAsync(cancellationToken).ConfigureAwait(false)).Where(n => !n.IsHead && (!keepMinWorkers || workers.Any(w => w.Id == n.Id))).ToList();
         await Task.WhenAll(workers.Select(w => StopAndTerminateAsync(w, problems, cancellationToken))).ConfigureAwait(false);
         if (!workersOnly && nodes.FirstOrDefault(n => n.IsHead) is { } head) await StopAndTerminateAsync(head, problems, cancellationToken).ConfigureAwait(false);
         return problems;

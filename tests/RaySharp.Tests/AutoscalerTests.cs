@@ -46,14 +46,16 @@ public sealed class AutoscalerTests : IDisposable
             .GroupBy(n => n.GetProperty("Tags").GetProperty("raysharp-user-node-type").GetString()!)
             .ToDictionary(g => g.Key, g => g.Count(), StringComparer.Ordinal);
 
-    [Fact]
-    public async Task WorkNeedingAGpuLaunchesAGpuNodeIdleNodesGoRequestResourcesKeepsNodesAndAnImpossibleShapeLaunchesNothing()
+    /// <summary>
+    /// Brings up a process-provider cluster of a 1-CPU head, a <c>cpu4</c> type (max 2) and a <c>gpu</c> type of one
+    /// CPU and one GPU (max 1), with <paramref name="settings"/> (YAML lines) besides, runs <paramref name="body"/> with
+    /// the config's path and the launcher's state file, and takes the cluster down whatever happened.
+    /// </summary>
+    private async Task OnClusterAsync(string settings, Func<string, string, Task> body)
     {
         var name = "auto-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(3));
-        var yaml = $$"""
-            cluster_name: {{name}}
-            max_workers: 3
-            idle_timeout_minutes: 0.25
+        var config = Path.Combine(_dir, name + ".yaml");
+        File.WriteAllText(config, $"cluster_name: {name}\n{settings}" + """
             provider:
               type: process
             available_node_types:
@@ -62,21 +64,30 @@ public sealed class AutoscalerTests : IDisposable
                 max_workers: 0
               cpu4:
                 resources: {CPU: 4}
-                min_workers: 0
                 max_workers: 2
               gpu:
                 resources: {CPU: 1, GPU: 1}
-                min_workers: 0
                 max_workers: 1
             head_node_type: head
-            """;
-        var config = Path.Combine(_dir, "autoscaling.yaml");
-        File.WriteAllText(config, yaml);
-        var stateFile = Path.Combine(_dir, "operator", "launcher", name, "state.json");
+
+            """);
         try
         {
             var up = await RaySharpAsync("up", "-y", config);
             Assert.True(up.ExitCode == 0, up.ToString());
+            await body(config, Path.Combine(_dir, "operator", "launcher", name, "state.json"));
+        }
+        finally
+        {
+            await RaySharpAsync("down", "-y", config);
+        }
+    }
+
+    [Fact]
+    public async Task WorkNeedingAGpuLaunchesAGpuNodeIdleNodesGoRequestResourcesKeepsNodesAndAnImpossibleShapeLaunchesNothing()
+    {
+        await OnClusterAsync("max_workers: 3\nidle_timeout_minutes: 0.25\n", async (config, stateFile) =>
+        {
             var (alive, _) = await StatusAsync(config);
             var head = Assert.Single(alive);
             Assert.True(head.Head);
@@ -121,42 +132,14 @@ public sealed class AutoscalerTests : IDisposable
             var down = await RaySharpAsync("down", "-y", config);
             Assert.True(down.ExitCode == 0, down.ToString());
             Assert.Empty(NodesByType(stateFile));
-        }
-        finally
-        {
-            await RaySharpAsync("down", "-y", config);
-        }
+        });
     }
 
     [Fact]
     public async Task FortyOneCpuTasksScaleTheCpuTypeUpWithinItsMaxWorkersAndNeverLaunchTheGpuType()
     {
-        var name = "many-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(3));
-        var yaml = $$"""
-            cluster_name: {{name}}
-            max_workers: 4
-            upscaling_speed: 1.0
-            provider:
-              type: process
-            available_node_types:
-              head:
-                resources: {CPU: 1}
-                max_workers: 0
-              cpu4:
-                resources: {CPU: 4}
-                max_workers: 2
-              gpu:
-                resources: {CPU: 1, GPU: 1}
-                max_workers: 1
-            head_node_type: head
-            """;
-        var config = Path.Combine(_dir, "many.yaml");
-        File.WriteAllText(config, yaml);
-        var stateFile = Path.Combine(_dir, "operator", "launcher", name, "state.json");
-        try
+        await OnClusterAsync("max_workers: 4\nupscaling_speed: 1.0\n", async (config, stateFile) =>
         {
-            var up = await RaySharpAsync("up", "-y", config);
-            Assert.True(up.ExitCode == 0, up.ToString());
             var most = new Dictionary<string, int>(StringComparer.Ordinal);
             var driver = DriverOnHeadAsync(config, "autoscale-many", "auto");
             while (!driver.IsCompleted)
@@ -172,10 +155,6 @@ public sealed class AutoscalerTests : IDisposable
             Assert.True(int.Parse(line.Split(' ')[3], System.Globalization.CultureInfo.InvariantCulture) >= 2, line);
             Assert.Equal(2, most.GetValueOrDefault("cpu4"));
             Assert.False(most.ContainsKey("gpu"), "CPU-only tasks launched a gpu node");
-        }
-        finally
-        {
-            await RaySharpAsync("down", "-y", config);
-        }
+        });
     }
 }
