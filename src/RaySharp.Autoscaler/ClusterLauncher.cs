@@ -48,11 +48,12 @@ internal sealed class ClusterLauncher
     private readonly ClusterConfig _config;
     private readonly IUpdateProgress _progress;
 
-    public ClusterLauncher(ClusterConfig config, IUpdateProgress progress, string? tempDir = null)
+    /// <param name="stateFile">The node records' file, when not the state folder's own (see <see cref="ClusterState"/>).</param>
+    public ClusterLauncher(ClusterConfig config, IUpdateProgress progress, string? tempDir = null, string? stateFile = null)
     {
         _config = config;
         _progress = progress;
-        State = new ClusterState(config.ClusterName, tempDir);
+        State = new ClusterState(config.ClusterName, tempDir, stateFile);
         Provider = config.Provider.Type switch
         {
             "local" => new LocalNodeProvider(config, State),
@@ -78,6 +79,7 @@ internal sealed class ClusterLauncher
         Directory.CreateDirectory(State.LogsDir);
         var token = State.Token();
         var head = await HeadAsync(cancellationToken).ConfigureAwait(false);
+        if (head is not null) await AdoptHeadStateAsync(head, cancellationToken).ConfigureAwait(false);
         head ??= (await Provider.CreateNodesAsync(_config.HeadType, NewTags(NodeTags.KindHead, _config.HeadNodeType), 1, cancellationToken).ConfigureAwait(false)).SingleOrDefault()
                  ?? throw new InvalidOperationException("the provider made no head node");
         var bootstrap = WriteBootstrapConfig();
@@ -85,29 +87,15 @@ internal sealed class ClusterLauncher
         {
             [ClusterToken.EnvironmentVariable] = token,
             ["RAYSHARP_HEAD_IP"] = head.Ip,
+            // `raysharp start --head` starts the autoscaler with this config (Ray's configs pass --autoscaling-config).
+            [AutoscalingConfigVariable] = KeepsStateOnHead ? BootstrapConfig : bootstrap,
         };
-        if (_config.Provider.Type == "process")
-        {
-            // `raysharp start --head` starts the autoscaler with these (Ray's configs pass --autoscaling-config). The
-            // head shares this machine's files, so it works on the launcher's own state. (For the local provider the
-            // head's start command can pass --autoscaling-config=~/raysharp_bootstrap_config.yaml itself.)
-            environment[AutoscalingConfigVariable] = bootstrap;
-            environment[LauncherTempDirVariable] = Path.GetDirectoryName(Path.GetDirectoryName(State.Dir))!;
-        }
-        var headOptions = new UpdaterOptions
-        {
-            SshTimeout = options.Updater.SshTimeout,
-            SshRetryInterval = options.Updater.SshRetryInterval,
-            ShipRaySharp = ShipsRaySharp,
-            HeadFiles = _config.Auth.SshPrivateKey is { } key ? [(bootstrap, BootstrapConfig), (key, BootstrapKey)] : [(bootstrap, BootstrapConfig)],
-        };
-        var headMode = Mode(head, options, restartForced: false);
-        var headRestarted = headMode != UpdateMode.Nothing;
-        await UpdateAsync(head, headMode, WithResources(environment, _config.HeadType), headOptions, cancellationToken).ConfigureAwait(false);
-        var headAddress = await HeadAddressAsync(head, cancellationToken).ConfigureAwait(false);
-        environment["RAYSHARP_HEAD_ADDRESS"] = headAddress;
+        // A process head shares this machine's files, so its autoscaler works on the launcher's own state.
+        if (!KeepsStateOnHead) environment[LauncherTempDirVariable] = Path.GetDirectoryName(Path.GetDirectoryName(State.Dir))!;
 
-        // Workers: those of the cluster already, and each type's min_workers, within max_workers over all types.
+        // Workers: those of the cluster already, and each type's min_workers, within max_workers over all types. They
+        // are made before the head (re)starts, so that the autoscaler starting with it counts them as pending instead
+        // of launching min_workers of its own while this `up` sets these up.
         var workers = (await WorkersAsync(cancellationToken).ConfigureAwait(false)).ToList();
         foreach (var (typeName, type) in _config.WorkerTypes)
         {
@@ -119,6 +107,25 @@ internal sealed class ClusterLauncher
                 _progress.Report("cluster", NodeStatus.UpdateFailed, $"the provider had {made.Count} of the {want} {typeName} nodes asked for");
             workers.AddRange(made);
         }
+
+        List<(string, string)> headFiles = [(bootstrap, BootstrapConfig)];
+        if (_config.Auth.SshPrivateKey is { } key) headFiles.Add((key, BootstrapKey));
+        if (KeepsStateOnHead) headFiles.Add((State.StateFile, BootstrapState));
+        var headOptions = new UpdaterOptions
+        {
+            SshTimeout = options.Updater.SshTimeout,
+            SshRetryInterval = options.Updater.SshRetryInterval,
+            ShipRaySharp = ShipsRaySharp,
+            HeadFiles = headFiles,
+        };
+        var headMode = Mode(head, options, restartForced: false);
+        var headRestarted = headMode != UpdateMode.Nothing;
+        await UpdateAsync(head, headMode, WithResources(environment, _config.HeadType), headOptions, cancellationToken).ConfigureAwait(false);
+        var headAddress = await HeadAddressAsync(head, cancellationToken).ConfigureAwait(false);
+        environment["RAYSHARP_HEAD_ADDRESS"] = headAddress;
+        environment.Remove(AutoscalingConfigVariable);
+        environment.Remove(LauncherTempDirVariable);
+
         var syncedFromHead = await FetchSyncedFilesAsync(head, cancellationToken).ConfigureAwait(false);
         var workerOptions = new UpdaterOptions
         {
@@ -142,9 +149,32 @@ internal sealed class ClusterLauncher
             }
         })).ConfigureAwait(false);
 
-        // The autoscaler on the head reads which nodes the cluster holds from this copy.
-        await Provider.CommandRunner(head).SyncUpAsync(State.StateFile, BootstrapState, [], delete: false, null, cancellationToken).ConfigureAwait(false);
+        // The autoscaler on the head works on this copy from now on: the workers' tags as this `up` left them.
+        if (KeepsStateOnHead)
+            await Provider.CommandRunner(head).SyncUpAsync(State.StateFile, BootstrapState, [], delete: false, null, cancellationToken).ConfigureAwait(false);
         return new UpResult(head, headAddress, workers, failures);
+    }
+
+    /// <summary>
+    /// A head that is a machine of its own (the local provider) keeps the node records its autoscaler works on in
+    /// <see cref="BootstrapState"/>; a process head shares this machine's state file.
+    /// </summary>
+    private bool KeepsStateOnHead => _config.Provider.Type != "process";
+
+    /// <summary>
+    /// Reads back the workers the head's autoscaler launched and terminated since the last <c>up</c>, into this
+    /// machine's state. A head that cannot be reached, or holds no copy, leaves the state as it is.
+    /// </summary>
+    private async Task AdoptHeadStateAsync(ProviderNode head, CancellationToken cancellationToken)
+    {
+        if (!KeepsStateOnHead) return;
+        var fetched = Path.Combine(State.Dir, "head_state.json");
+        File.Delete(fetched);
+        var result = await Provider.CommandRunner(head).SyncDownAsync(BootstrapState, fetched, null, cancellationToken).ConfigureAwait(false);
+        if (!result.Succeeded || !File.Exists(fetched)) return;
+        var records = ClusterState.Parse(File.ReadAllText(fetched));
+        File.Delete(fetched);
+        if (records.Count > 0) State.AdoptWorkers(records);
     }
 
     private static Dictionary<string, string> NewTags(string kind, string type) => new(StringComparer.Ordinal)
@@ -312,10 +342,13 @@ internal sealed class ClusterLauncher
     {
         var nodes = await Provider.NonTerminatedNodesAsync(cancellationToken).ConfigureAwait(false);
         // The head first stops what runs there, its autoscaler included: one still running would launch nodes again
-        // (min_workers) while the workers go. The nodes are listed again after, with any it launched meanwhile.
+        // (min_workers) while the workers go. The nodes are listed again after, with any it launched (on a local head,
+        // read back from its copy of the state).
         if (!workersOnly && nodes.FirstOrDefault(n => n.IsHead) is { } running)
-        {
             await Provider.CommandRunner(running).RunAsync("raysharp stop", new Dictionary<string, string>(), null, cancellationToken).ConfigureAwait(false);
+        if (nodes.FirstOrDefault(n => n.IsHead) is { } withState)
+        {
+            await AdoptHeadStateAsync(withState, cancellationToken).ConfigureAwait(false);
             nodes = await Provider.NonTerminatedNodesAsync(cancellationToken).ConfigureAwait(false);
         }
         var workers = nodes.Where(n => !n.IsHead).ToList();
@@ -327,6 +360,9 @@ internal sealed class ClusterLauncher
         var problems = new List<string>();
         await Task.WhenAll(workers.Select(w => StopAndTerminateAsync(w, problems, cancellationToken))).ConfigureAwait(false);
         if (!workersOnly && nodes.FirstOrDefault(n => n.IsHead) is { } head) await StopAndTerminateAsync(head, problems, cancellationToken).ConfigureAwait(false);
+        // The head stays: its autoscaler must see the workers gone (and brings min_workers back, as after any loss).
+        if (workersOnly && KeepsStateOnHead && nodes.FirstOrDefault(n => n.IsHead) is { } stays)
+            await Provider.CommandRunner(stays).SyncUpAsync(State.StateFile, BootstrapState, [], delete: false, null, cancellationToken).ConfigureAwait(false);
         return problems;
     }
 

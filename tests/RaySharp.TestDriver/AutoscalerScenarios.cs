@@ -9,7 +9,7 @@ internal static class AutoscalerScenarios
         {
             case "autoscale-gpu":
                 // The cluster has no GPU: this runs once the autoscaler has launched a node of a type that has one.
-                Console.WriteLine("gpu-task-ran-on " + Ray.Get(Ray.Task(NodeIp, new TaskOptions { NumGpus = 1 }).Remote(), TimeSpan.FromMinutes(4)));
+                Console.WriteLine("gpu-task-ran-on " + Ray.Get(Ray.Task(NodeIp, new TaskOptions { NumGpus = 1 }).Remote(), TimeSpan.FromMinutes(args.Length > 2 ? int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture) : 4)));
                 return 0;
             case "autoscale-request":
                 Ray.RequestResources(numCpus: int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture));

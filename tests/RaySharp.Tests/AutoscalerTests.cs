@@ -5,9 +5,10 @@ using RaySharp.Tests.Infrastructure;
 namespace RaySharp.Tests;
 
 /// <summary>
-/// The autoscaler end to end, on the process provider: `raysharp up` starts a head whose monitor launches nodes of the
-/// cluster YAML's types (each in a network namespace of its own, set up by the launcher's updater) as drivers on the
-/// head ask for work, and removes them once idle. Real processes throughout; the drivers are the test driver program.
+/// The autoscaler end to end: `raysharp up` starts a head whose monitor launches nodes of the cluster YAML's types as
+/// drivers on the head ask for work, and removes them once idle; on the process provider (each node in a network
+/// namespace of its own, set up by the launcher's updater) and on the local one (a pool of hosts with their own sshd,
+/// which the head reaches over SSH). Real processes throughout; the drivers are the test driver program.
 /// </summary>
 public sealed class AutoscalerTests : IDisposable
 {
@@ -156,5 +157,78 @@ public sealed class AutoscalerTests : IDisposable
             Assert.Equal(2, most.GetValueOrDefault("cpu4"));
             Assert.False(most.ContainsKey("gpu"), "CPU-only tasks launched a gpu node");
         });
+    }
+
+    [Fact]
+    public async Task OnTheLocalProviderAPoolHostIsStartedOverSshWhenWorkNeedsItStoppedWhenIdleAndDownFindsWhatTheHeadLaunched()
+    {
+        using var net = TestNetwork.Create(3);
+        using var ssh = await SshHosts.StartAsync(net);
+        var config = Path.Combine(_dir, "pool.yaml");
+        File.WriteAllText(config, $$"""
+            cluster_name: ssh-pool
+            max_workers: 2
+            idle_timeout_minutes: 0.25
+            provider:
+              type: local
+              head_ip: {{net[0].Ip}}
+              worker_ips: [{{net[1].Ip}}, {{net[2].Ip}}]
+            auth:
+              ssh_user: root
+              ssh_private_key: {{ssh.PrivateKeyPath}}
+            available_node_types:
+              head:
+                resources: {CPU: 1}
+                max_workers: 0
+              pool:
+                resources: {CPU: 1, GPU: 1}
+                max_workers: 2
+            head_node_type: head
+            """);
+        var pool = new[] { net[1], net[2] };
+        try
+        {
+            var up = await RaySharpAsync("up", "-y", config);
+            Assert.True(up.ExitCode == 0, up.ToString());
+            var (alive, _) = await StatusAsync(config);
+            Assert.Equal([net[0].Ip], alive.Select(n => n.Ip));
+            foreach (var host in pool) await ssh.AssertNothingLeftAsync(host);
+
+            // Work that needs a GPU: the head's autoscaler takes a host of the pool, sets it up over SSH (RaySharp
+            // shipped from the head) and the task runs there.
+            var gpu = await DriverOnHeadAsync(config, "autoscale-gpu", "auto", "2");
+            Assert.True(gpu.ExitCode == 0, gpu.ToString());
+            var ranOn = gpu.Stdout.Split('\n').Single(l => l.StartsWith("gpu-task-ran-on ", StringComparison.Ordinal))["gpu-task-ran-on ".Length..].Trim();
+            var used = Assert.Single(pool, h => h.Ip == ranOn);
+            Assert.Contains(used.Pids(), p => (Common.Posix.ReadCommandLine(p) ?? "").Contains("raysharp-node", StringComparison.Ordinal));
+            Assert.Contains((await StatusAsync(config)).Alive, n => n.Ip == ranOn && n.Gpus == 1);
+
+            // Idle past the timeout (15 s): RaySharp is stopped on that host, which goes back to the pool.
+            await ClusterAssertions.EventuallyAsync(async () => (await StatusAsync(config)).Alive.Count == 1, TimeSpan.FromSeconds(90), "the idle pool host to leave the cluster");
+            await ClusterAssertions.EventuallyAsync(async () =>
+            {
+                try { await ssh.AssertNothingLeftAsync(used); return true; }
+                catch (Xunit.Sdk.XunitException) { return false; }
+            }, TimeSpan.FromSeconds(30), "RaySharp to be stopped on the idle pool host");
+
+            // Launched again, and `down` straight after: the operator's state never listed this node, but down reads
+            // back what the head's autoscaler did and stops it too.
+            gpu = await DriverOnHeadAsync(config, "autoscale-gpu", "auto", "2");
+            Assert.True(gpu.ExitCode == 0, gpu.ToString());
+            var down = await RaySharpAsync("down", "-y", config);
+            Assert.True(down.ExitCode == 0, down.ToString());
+            foreach (var host in net.Hosts) await ssh.AssertNothingLeftAsync(host);
+            Assert.Equal("", (await RaySharpAsync("get-worker-ips", config)).Stdout.Trim());
+        }
+        catch (Exception e)
+        {
+            // The head's autoscaler log, which no other place keeps (the hosts' /tmp goes with them).
+            var log = await RaySharpAsync("exec", config, "tail -n 80 /tmp/raysharp/session_latest/logs/monitor.out /tmp/raysharp/session_latest/logs/monitor.err");
+            throw new InvalidOperationException(e.Message + "\n--- the head's autoscaler log ---\n" + log.Output, e);
+        }
+        finally
+        {
+            await RaySharpAsync("down", "-y", config);
+        }
     }
 }

@@ -39,18 +39,6 @@ public sealed class LauncherTests : IDisposable
             .Where(n => n.GetProperty("state").GetString() == "ALIVE").Select(n => n.GetProperty("node_ip_address").GetString()!).Order(StringComparer.Ordinal).ToList();
     }
 
-    /// <summary>No RaySharp process (only sshd and what it runs for this check) and no shared-memory file of RaySharp's is left on the host.</summary>
-    private static async Task AssertNothingLeftAsync(SshHosts ssh, TestHost host)
-    {
-        var shm = await ssh.RunAsync(host, "ls -A /dev/shm");
-        Assert.True(shm.ExitCode == 0, shm.ToString());
-        Assert.DoesNotContain("raysharp", shm.Stdout, StringComparison.Ordinal);
-        var left = host.Pids().Where(p => p != ssh.SshdPid(host))
-            .Select(p => (Pid: p, Command: Common.Posix.ReadCommandLine(p) ?? ""))
-            .Where(p => p.Command.Contains("RaySharp", StringComparison.Ordinal) || p.Command.Contains("raysharp", StringComparison.Ordinal)).ToList();
-        Assert.True(left.Count == 0, $"{host}: left running: {string.Join("; ", left.Select(p => $"{p.Pid} {p.Command}"))}");
-    }
-
     [Fact]
     public async Task UpBringsAHeadAndTwoWorkersUpOverSshSubmitRunsThereASecondUpSkipsSetupAndDownLeavesNothing()
     {
@@ -155,7 +143,7 @@ public sealed class LauncherTests : IDisposable
         var down = await RaySharpAsync("down", "-y", config);
         Assert.True(down.ExitCode == 0, down.ToString());
         Assert.Contains("every node stopped and released", down.Stdout);
-        foreach (var host in net.Hosts) await AssertNothingLeftAsync(ssh, host);
+        foreach (var host in net.Hosts) await ssh.AssertNothingLeftAsync(host);
         Assert.Equal("", (await RaySharpAsync("get-worker-ips", config)).Stdout.Trim());
     }
 
@@ -176,6 +164,10 @@ public sealed class LauncherTests : IDisposable
               ssh_private_key: {ssh.PrivateKeyPath}
             worker_setup_commands:
               - if [ "$(hostname)" = worker1 ]; then echo "disk /data is full" >&2; exit 3; fi
+            # What `up` reports is the subject here: a head without its autoscaler, which would retry the failed workers.
+            head_start_ray_commands:
+              - raysharp stop
+              - RAYSHARP_AUTOSCALING_CONFIG= raysharp start --head --port=6379
             """);
 
         var up = await RaySharpAsync("up", "-y", "--ssh-timeout=5", config);
@@ -198,7 +190,7 @@ public sealed class LauncherTests : IDisposable
         var down = await RaySharpAsync("down", "-y", config);
         // worker2 cannot be reached to stop it (nothing runs there): named, and released all the same.
         Assert.Contains($"worker-{net[2].Ip}", down.Stderr);
-        foreach (var host in new[] { net[0], net[1] }) await AssertNothingLeftAsync(ssh, host);
+        foreach (var host in new[] { net[0], net[1] }) await ssh.AssertNothingLeftAsync(host);
         Assert.Equal("", (await RaySharpAsync("get-worker-ips", config)).Stdout.Trim());
     }
 

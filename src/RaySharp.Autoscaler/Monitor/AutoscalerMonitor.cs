@@ -25,7 +25,7 @@ internal sealed partial class AutoscalerMonitor : IAsyncDisposable
     private readonly StandardAutoscaler _autoscaler;
 
     /// <param name="launcherTempDir">Where the launcher keeps the cluster's state (for the process provider, the machine's
-    /// own); null: this node's, filled from the copy <c>up</c> left on the head.</param>
+    /// own); null: this node's (its logs and known hosts; the node records are the copy <c>up</c> left in the home folder).</param>
     /// <param name="headAddress">The GCS address workers join.</param>
     public AutoscalerMonitor(ClusterConfig config, string? launcherTempDir, GcsClient gcs, string headAddress, string token,
         TimeProvider time, AutoscalerOptions options, ILogger logger)
@@ -35,8 +35,10 @@ internal sealed partial class AutoscalerMonitor : IAsyncDisposable
         _time = time;
         _options = options;
         _logger = logger;
-        _launcher = new ClusterLauncher(config, new LoggedProgress(logger), launcherTempDir);
-        AdoptBootstrapState(_launcher.State);
+        // On a head that is a machine of its own (the local provider) the node records are the copy `up` sends there,
+        // worked on in place, so that the next `up` or `down` reads back what this autoscaler did.
+        var stateFile = config.Provider.Type == "process" ? null : ClusterConfigLoader.ExpandHome(ClusterLauncher.BootstrapState);
+        _launcher = new ClusterLauncher(config, new LoggedProgress(logger), launcherTempDir, stateFile);
         _autoscaler = new StandardAutoscaler(config, new StoppingNodeProvider(_launcher),
             (node, ct) => _launcher.SetUpWorkerAsync(node, headAddress, token, ct), time, options);
     }
@@ -82,18 +84,6 @@ internal sealed partial class AutoscalerMonitor : IAsyncDisposable
             .Where(t => t.Value.Resources.Count > 0 && byType.GetValueOrDefault(t.Key) < t.Value.MaxWorkers && providerNodes.Count(n => !n.IsHead) < _config.MaxWorkers)
             .ToDictionary(t => t.Key, t => (IReadOnlyDictionary<string, double>)t.Value.Resources, StringComparer.Ordinal);
         await AutoscalerKv.PutLaunchableTypesAsync(_gcs, launchable, stopping).ConfigureAwait(false);
-    }
-
-    /// <summary>
-    /// On a head that is a machine of its own (the local provider) the launcher's state is the copy <c>up</c> left in
-    /// the home folder: the autoscaler starts from the nodes it lists.
-    /// </summary>
-    private static void AdoptBootstrapState(ClusterState state)
-    {
-        var copy = ClusterConfigLoader.ExpandHome(ClusterLauncher.BootstrapState);
-        if (state.Exists || !File.Exists(copy)) return;
-        state.EnsureDir();
-        File.Copy(copy, state.StateFile);
     }
 
     public async ValueTask DisposeAsync()

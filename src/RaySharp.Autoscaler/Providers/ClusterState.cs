@@ -13,15 +13,19 @@ internal sealed class ClusterState
 {
     private static readonly JsonSerializerOptions s_json = new() { WriteIndented = true, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull };
 
-    public ClusterState(string clusterName, string? tempDir = null)
+    /// <param name="stateFile">The node records' file, when not the folder's state.json: the autoscaler on a head that is
+    /// a machine of its own keeps them in the copy <c>up</c> sends there, so the next <c>up</c> or <c>down</c> reads back
+    /// what it launched and terminated.</param>
+    public ClusterState(string clusterName, string? tempDir = null, string? stateFile = null)
     {
         ClusterName = clusterName;
         Dir = Path.Combine(SessionDirectory.ResolveRoot(tempDir), "launcher", clusterName);
+        StateFile = stateFile ?? Path.Combine(Dir, "state.json");
     }
 
     public string ClusterName { get; }
     public string Dir { get; }
-    public string StateFile => Path.Combine(Dir, "state.json");
+    public string StateFile { get; }
     public string KnownHostsFile => Path.Combine(Dir, "known_hosts");
     public string TokenFile => Path.Combine(Dir, ClusterToken.FileName);
     public string LogsDir => Path.Combine(Dir, "logs");
@@ -63,6 +67,30 @@ internal sealed class ClusterState
         return result;
     }
 
+    /// <summary>
+    /// Takes the worker records of <paramref name="workers"/> (the head's autoscaler's copy) in place of this state's,
+    /// keeping this state's head: while the head runs, its autoscaler is the one that launches and terminates workers.
+    /// </summary>
+    public void AdoptWorkers(IReadOnlyList<NodeRecord> workers) => Update(nodes =>
+    {
+        nodes.RemoveAll(n => !n.IsHead);
+        nodes.AddRange(workers.Where(w => !w.IsHead));
+        return 0;
+    });
+
+    /// <summary>Node records from a state file written elsewhere (the head's copy, fetched); empty if it holds none.</summary>
+    public static List<NodeRecord> Parse(string json)
+    {
+        try
+        {
+            return JsonSerializer.Deserialize<StateDocument>(json, s_json)?.Nodes ?? [];
+        }
+        catch (JsonException)
+        {
+            return [];
+        }
+    }
+
     public List<NodeRecord> Read()
     {
         if (!Exists) return [];
@@ -85,6 +113,8 @@ internal sealed class ClusterState
 
     private FileStream Lock()
     {
+        // The folder may be new while the node records are not (the head's copy, kept in its home folder).
+        EnsureDir();
         var deadline = DateTime.UtcNow.AddSeconds(30);
         while (true)
         {
@@ -116,6 +146,9 @@ internal sealed class NodeRecord
     public string? Namespace { get; set; }
     /// <summary><c>process</c> nodes: the node's RAYSHARP_TEMP_DIR.</summary>
     public string? TempDir { get; set; }
+
+    [JsonIgnore]
+    public bool IsHead => Tags.TryGetValue(NodeTags.Kind, out var kind) && kind == NodeTags.KindHead;
 
     public ProviderNode ToNode() => new(Id, Ip, new Dictionary<string, string>(Tags, StringComparer.Ordinal));
 }

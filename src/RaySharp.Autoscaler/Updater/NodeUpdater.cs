@@ -61,6 +61,9 @@ internal sealed class NodeUpdater(
         {
             progress.Report(Name, NodeStatus.SettingUp, "setup unchanged, restarting");
             Log("setup is current (nothing it depends on changed): skipped; running the start commands only");
+            // The head's autoscaler starts with these: its config and node records as of this `up`, setup or not.
+            if (node.IsHead)
+                foreach (var (local, remote) in options.HeadFiles) await SyncAsync(local, remote, [], delete: false, cancellationToken).ConfigureAwait(false);
         }
         var start = node.IsHead ? config.HeadStartRayCommands : config.WorkerStartRayCommands;
         foreach (var command in start) await RunStepAsync(node.IsHead ? "head_start_ray_commands" : "worker_start_ray_commands", command, cancellationToken).ConfigureAwait(false);

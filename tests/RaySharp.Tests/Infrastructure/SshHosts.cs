@@ -106,6 +106,18 @@ internal sealed class SshHosts : IDisposable
         lock (log) return log.ToString();
     }
 
+    /// <summary>No RaySharp process (only sshd and what it runs for this check) and no shared-memory file of RaySharp's is left on the host.</summary>
+    public async Task AssertNothingLeftAsync(TestHost host)
+    {
+        var shm = await RunAsync(host, "ls -A /dev/shm");
+        Assert.True(shm.ExitCode == 0, shm.ToString());
+        Assert.DoesNotContain("raysharp", shm.Stdout, StringComparison.Ordinal);
+        var left = host.Pids().Where(p => p != SshdPid(host))
+            .Select(p => (Pid: p, Command: RaySharp.Common.Posix.ReadCommandLine(p) ?? ""))
+            .Where(p => p.Command.Contains("RaySharp", StringComparison.Ordinal) || p.Command.Contains("raysharp", StringComparison.Ordinal)).ToList();
+        Assert.True(left.Count == 0, $"{host}: left running: {string.Join("; ", left.Select(p => $"{p.Pid} {p.Command}"))}");
+    }
+
     public static Task<SshHosts> StartAsync(TestNetwork network, IReadOnlyList<string>? keepVisible = null) =>
         StartAsync(network.Hosts, keepVisible);
 
