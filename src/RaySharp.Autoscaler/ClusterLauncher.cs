@@ -283,8 +283,11 @@ internal sealed class ClusterLauncher
                 return (object?)type;
             }),
             ["head_node_type"] = c.HeadNodeType,
-            // The head's files are in place already: its copy mounts nothing.
-            ["file_mounts"] = new Dictionary<string, string>(),
+            // For the workers the autoscaler launches: a process head reads the mounts where `up` does (this machine's
+            // files), a head of its own from where `up` put them on it.
+            ["file_mounts"] = c.Provider.Type == "process"
+                ? c.FileMounts.ToDictionary(m => m.Key, m => Path.GetFullPath(ClusterConfigLoader.ExpandHome(m.Value), Path.GetDirectoryName(c.SourceFile)!), StringComparer.Ordinal)
+                : c.FileMounts.ToDictionary(m => m.Key, m => m.Key, StringComparer.Ordinal),
             ["cluster_synced_files"] = c.ClusterSyncedFiles,
             ["rsync_exclude"] = c.RsyncExclude,
             ["initialization_commands"] = c.InitializationCommands,

@@ -165,8 +165,13 @@ public sealed class AutoscalerTests : IDisposable
         using var net = TestNetwork.Create(3);
         using var ssh = await SshHosts.StartAsync(net);
         var config = Path.Combine(_dir, "pool.yaml");
+        var appDir = Path.Combine(_dir, "app");
+        Directory.CreateDirectory(appDir);
+        File.WriteAllText(Path.Combine(appDir, "settings.json"), "{\"answer\": 42}");
         File.WriteAllText(config, $$"""
             cluster_name: ssh-pool
+            file_mounts:
+              ~/app: {{appDir}}
             max_workers: 2
             idle_timeout_minutes: 0.25
             provider:
@@ -202,6 +207,8 @@ public sealed class AutoscalerTests : IDisposable
             var used = Assert.Single(pool, h => h.Ip == ranOn);
             Assert.Contains(used.Pids(), p => (Common.Posix.ReadCommandLine(p) ?? "").Contains("raysharp-node", StringComparison.Ordinal));
             Assert.Contains((await StatusAsync(config)).Alive, n => n.Ip == ranOn && n.Gpus == 1);
+            // The file mounts reached it too, from the head's copy of them.
+            Assert.Equal("{\"answer\": 42}", (await ssh.RunAsync(used, "cat ~/app/settings.json")).Stdout);
 
             // Idle past the timeout (15 s): RaySharp is stopped on that host, which goes back to the pool.
             await ClusterAssertions.EventuallyAsync(async () => (await StatusAsync(config)).Alive.Count == 1, TimeSpan.FromSeconds(90), "the idle pool host to leave the cluster");
