@@ -47,7 +47,8 @@ internal sealed class ActorNodeSelector(GcsNodeManager nodes)
 
     private IReadOnlyList<NodeInfo> Alive()
     {
-        var alive = nodes.GetAll(aliveOnly: true);
+        // A draining node is about to leave: an actor placed there would die with it.
+        var alive = nodes.GetAll(aliveOnly: true).Where(n => !n.IsDraining).ToList();
         return alive.Count > 0 ? alive : throw new NodeUnavailableException("no node of the cluster is alive");
     }
 }
