@@ -132,4 +132,15 @@ public sealed class AutoscalerDecisionLimitsTests
         Assert.Empty(update.Terminated);
         Assert.Empty(update.Launched);
     }
+
+    [Fact]
+    public async Task WhatADrainingNodeHasFreeTakesNoDemand()
+    {
+        var h = new AutoscalerHarness(ClusterConfig(10, types: [("cpu4", Cpu4, 0, 10)]));
+        await h.TickAsync(OneNodeOfDemand);
+        var update = await h.TickAsync(new LoadSnapshot { Nodes = h.AllJoined(), PendingDemands = OneNodeOfDemand.PendingDemands });
+        Assert.Empty(update.Launched);
+        update = await h.TickAsync(new LoadSnapshot { Nodes = h.AllJoined(n => h.Load(n) with { Draining = true }), PendingDemands = OneNodeOfDemand.PendingDemands });
+        Assert.Equal(1, update.Launched["cpu4"]);
+    }
 }

@@ -67,7 +67,7 @@ internal sealed class ClusterView
             {
                 matched.Add(node.Ip);
                 view.Joined.Add(new WorkerNode(node.Id, type, load));
-                view.SchedulingNodes.Add(new SchedulingNode(known, load.Total, load.Available, SchedulingNodeState.Running));
+                view.SchedulingNodes.Add(new SchedulingNode(known, load.Total, load.Draining ? new Dictionary<string, double>() : load.Available, SchedulingNodeState.Running));
             }
             else if (joinedBefore.Contains(node.Id) && dead.Contains(node.Ip))
             {
