@@ -1,3 +1,4 @@
+using Grpc.Core;
 using RaySharp.Rpc;
 using RaySharp.Rpc.Clients;
 using RaySharp.Rpc.Protocol;
@@ -34,6 +35,17 @@ public sealed class DrainNodeTests : IDisposable
         var nodes = await ClusterAssertions.StatusAsync(head);
         var (headNode, drained, other) = (nodes.Single(n => n.Ip == head.Ip), nodes.Single(n => n.Ip == w1.Ip), nodes.Single(n => n.Ip == w2.Ip));
         Task<DrainNodeReply> DrainAsync() => gcs.DrainNodeAsync(drained.NodeId, DrainNodeReason.IdleTermination, "idle termination (test)");
+
+        // Through the gate as every call: the token, and a reason it knows.
+        using (var anonymous = new RpcChannelPool(new RpcSecurityOptions()))
+        {
+            var refusedCall = await Assert.ThrowsAsync<RpcException>(() => new GcsClient(anonymous, address).DrainNodeAsync(drained.NodeId, DrainNodeReason.IdleTermination, ""));
+            Assert.Equal(StatusCode.Unauthenticated, refusedCall.StatusCode);
+        }
+        var unknownReason = await Assert.ThrowsAsync<RpcException>(() => gcs.DrainNodeAsync(drained.NodeId, DrainNodeReason.Unspecified, ""));
+        Assert.Equal(StatusCode.InvalidArgument, unknownReason.StatusCode);
+        // A node the GCS does not know (gone already) has nothing to lose.
+        Assert.True((await gcs.DrainNodeAsync(RaySharp.Common.UniqueId.New(), DrainNodeReason.IdleTermination, "")).IsAccepted);
 
         using var driver = new SignalledDriver(head, "autoscale-drain", address, w1.Ip);
         await driver.WaitForAsync("running", TimeSpan.FromSeconds(60));
