@@ -49,7 +49,7 @@ internal sealed class ActorNodeSelector(GcsNodeManager nodes)
     {
         // A draining node is about to leave: an actor placed there would die with it.
         var alive = nodes.GetAll(aliveOnly: true).Where(n => !n.IsDraining).ToList();
-        return alive.Count > 0 ? alive : throw new NodeUnavailableException("no node of the cluster is alive");
+        return alive.Count > 0 ? alive : throw new NodeUnavailableException("no node of the cluster is alive (and not draining)");
     }
 }
 

@@ -134,14 +134,13 @@ internal sealed partial class LeaseManager
     {
         lock (_gate)
         {
-            if (!_draining)
-            {
-                if (_leases.Count > 0) return $"the node holds {_leases.Count} lease(s)";
-                if (_queue.Count > 0) return $"the node has {_queue.Count} lease request(s) queued";
-                var primaries = _primaryObjects();
-                if (primaries > 0) return $"the node holds the primary copy of {primaries} object(s)";
-                _draining = true;
-            }
+            if (_draining) return null;
+            if (_leases.Count > 0) return $"the node holds {_leases.Count} lease(s)";
+            if (_queue.Count > 0) return $"the node has {_queue.Count} lease request(s) queued";
+            // The store's lock is taken inside this one; the store never calls back into the lease manager.
+            var primaries = _primaryObjects();
+            if (primaries > 0) return $"the node holds the primary copy of {primaries} object(s)";
+            _draining = true;
         }
         LogDraining(_logger);
         Changed?.Invoke();
