@@ -92,9 +92,30 @@ internal sealed partial class GcsNodeManager(IGcsStore store, GcsPublisher publi
             row.InfeasibleDemands.Add(report.InfeasibleDemands);
             row.IdleDurationMs = report.IdleDurationMs;
             row.PrimaryObjectCount = report.PrimaryObjectCount;
+            // Draining is never undone, so a report sent before the drain was accepted cannot clear the mark.
+            row.IsDraining |= report.IsDraining;
             _nodes[report.NodeId] = row;
             return true;
         }
+    }
+
+    /// <summary>
+    /// Marks a node draining once its raylet accepted the drain, and publishes it, so that raylets following the node
+    /// table stop spilling work to it at once rather than at their next refresh.
+    /// </summary>
+    public async Task MarkDrainingAsync(string nodeId, string reason)
+    {
+        NodeInfo row;
+        lock (_gate)
+        {
+            if (!_nodes.TryGetValue(nodeId, out var existing) || existing.State != NodeState.Alive || existing.IsDraining) return;
+            row = existing.Clone();
+            row.IsDraining = true;
+            _nodes[nodeId] = row;
+        }
+        await store.PutAsync(GcsTables.Nodes, row.NodeId, row.ToByteArray()).ConfigureAwait(false);
+        LogNodeDraining(logger, nodeId, row.NodeIpAddress, reason);
+        publisher.Publish(Channel.NodeInfo, m => m.NodeInfo = row.Clone());
     }
 
     public NodeInfo? Get(string nodeId) => _nodes.TryGetValue(nodeId, out var n) ? n : null;
@@ -104,6 +125,9 @@ internal sealed partial class GcsNodeManager(IGcsStore store, GcsPublisher publi
 
     [LoggerMessage(EventId = 200, Level = LogLevel.Information, Message = "Node {NodeId} registered from {Ip}:{Port} with {Resources}")]
     private static partial void LogNodeRegistered(ILogger logger, string nodeId, string ip, int port, string resources);
+
+    [LoggerMessage(EventId = 202, Level = LogLevel.Information, Message = "Node {NodeId} ({Ip}) is draining: {Reason}")]
+    private static partial void LogNodeDraining(ILogger logger, string nodeId, string ip, string reason);
 
     [LoggerMessage(EventId = 201, Level = LogLevel.Warning, Message = "Node {NodeId} ({Ip}) is dead: {Reason}")]
     private static partial void LogNodeDead(ILogger logger, string nodeId, string ip, string reason);

@@ -113,6 +113,7 @@ internal sealed partial class GcsServer : IAsyncDisposable
                 services.AddSingleton(publisher);
                 services.AddSingleton(actors);
                 services.AddSingleton(objects);
+                services.AddSingleton(channels);
             },
             endpoints =>
             {

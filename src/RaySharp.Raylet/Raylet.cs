@@ -75,7 +75,7 @@ internal sealed partial class Raylet : IAsyncDisposable
 
         pool = _pool = new WorkerPool.WorkerPool(_options, _session, NodeAddress.Format(_options.NodeIpAddress, _rpc.Port), _time,
             loggerFactory.CreateLogger<WorkerPool.WorkerPool>());
-        leases = _leases = new LeaseManager(_options, pool, RemoteNodes, loggerFactory.CreateLogger<LeaseManager>());
+        leases = _leases = new LeaseManager(_options, pool, RemoteNodes, loggerFactory.CreateLogger<LeaseManager>(), () => _store?.PrimaryCount() ?? 0);
         leases.Changed += () => _reportNow.Release();
 
         await RegisterWithGcsAsync(cancellationToken).ConfigureAwait(false);
@@ -156,7 +156,7 @@ internal sealed partial class Raylet : IAsyncDisposable
         lock (_viewGate)
         {
             return _clusterNodes.Values
-                .Where(n => n.State == NodeState.Alive && n.NodeId != _options.NodeId)
+                .Where(n => n.State == NodeState.Alive && !n.IsDraining && n.NodeId != _options.NodeId)
                 .Select(n => new NodeView(n.NodeId, n.NodeIpAddress, n.NodeManagerPort, n.ResourcesTotal, n.ResourcesAvailable))
                 .ToList();
         }
@@ -192,6 +192,7 @@ internal sealed partial class Raylet : IAsyncDisposable
                 report.InfeasibleDemands.Add(infeasible);
                 report.IdleDurationMs = (long)_leases.IdleFor().TotalMilliseconds;
                 report.PrimaryObjectCount = _store?.PrimaryCount() ?? 0;
+                report.IsDraining = _leases.IsDraining;
                 var reply = await Gcs.ReportResourceUsageAsync(report, deadline: DateTime.UtcNow.AddSeconds(5), cancellationToken: stop).ConfigureAwait(false);
                 if (!reply.NodeAlive)
                 {

@@ -21,6 +21,29 @@ public sealed partial class UnregisterNodeRequest : IValidatedRequest
     string? IValidatedRequest.Validate() => Validation.Id(NodeId, "node_id");
 }
 
+public sealed partial class DrainNodeRequest : IValidatedRequest
+{
+    string? IValidatedRequest.Validate() =>
+        Validation.Id(NodeId, "node_id") ?? DrainReason.Validate(Reason, ReasonMessage);
+}
+
+public sealed partial class DrainRayletRequest : IValidatedRequest
+{
+    string? IValidatedRequest.Validate() => DrainReason.Validate(Reason, ReasonMessage);
+}
+
+internal static class DrainReason
+{
+    /// <summary>A reason message is for logs and status: a line, not a payload.</summary>
+    public const int MaxMessageLength = 1024;
+
+    public static string? Validate(DrainNodeReason reason, string message)
+    {
+        if (reason != DrainNodeReason.IdleTermination) return $"drain reason {reason} is not supported (only DRAIN_NODE_REASON_IDLE_TERMINATION)";
+        return message.Length > MaxMessageLength ? $"reason_message has {message.Length} characters, more than {MaxMessageLength}" : null;
+    }
+}
+
 public sealed partial class ReportResourceUsageRequest : IValidatedRequest
 {
     string? IValidatedRequest.Validate() =>

@@ -33,12 +33,47 @@ internal static class AutoscalerScenarios
                 var ips = Ray.Get(refs, TimeSpan.FromMinutes(5));
                 Console.WriteLine($"ran {ips.Length} on {ips.Distinct().Count()} nodes");
                 return 0;
+            case "autoscale-drain":
+                Drain(args[2]);
+                return 0;
             default:
                 return null;
         }
     }
 
     private static string NodeIp() => Ray.NodeIpAddress;
+
+    /// <summary>
+    /// A task held on the node at <paramref name="drainedIp"/> while the test's drain of it is refused; once the test
+    /// has drained the node, tasks that either worker could run (SPREAD, each waiting for the others) must all go to
+    /// the other one.
+    /// </summary>
+    private static void Drain(string drainedIp)
+    {
+        var signals = Environment.GetEnvironmentVariable("TESTDRIVER_SIGNAL_DIR")!;
+        var pool = new Dictionary<string, double> { ["pool"] = 1 };
+        var node = Ray.Nodes().Single(n => n.Alive && n.NodeIpAddress == drainedIp);
+        var held = Ray.Task(RunUntilReleased, new TaskOptions { Resources = pool, Strategy = SchedulingStrategy.NodeAffinity(node.NodeId) }).Remote(signals);
+        Console.WriteLine("held-on " + Ray.Get(held, TimeSpan.FromMinutes(1)));
+        TestSignals.WaitFor("drained");
+        var spread = new TaskOptions { Resources = pool, Strategy = SchedulingStrategy.Spread };
+        var after = Ray.Get(Enumerable.Range(0, 3).Select(_ => Ray.Task(SleepThenNodeIpShort, spread).Remote()).ToList(), TimeSpan.FromMinutes(1));
+        Console.WriteLine("after-drain " + string.Join(",", after.Distinct().Order(StringComparer.Ordinal)));
+    }
+
+    private static string RunUntilReleased(string signals)
+    {
+        File.WriteAllText(Path.Combine(signals, "running"), "");
+        var deadline = DateTime.UtcNow.AddMinutes(1);
+        while (!File.Exists(Path.Combine(signals, "release")) && DateTime.UtcNow < deadline) Thread.Sleep(20);
+        return Ray.NodeIpAddress;
+    }
+
+    private static string SleepThenNodeIpShort()
+    {
+        Thread.Sleep(300);
+        return Ray.NodeIpAddress;
+    }
 
     private static string SleepThenNodeIp()
     {

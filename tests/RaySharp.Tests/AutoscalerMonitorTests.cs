@@ -43,8 +43,17 @@ public sealed class AutoscalerMonitorTests
         Assert.Equal("cpu4", worker.NodeType);
         Assert.Equal(s_now - TimeSpan.FromSeconds(30), worker.IdleSince);
         Assert.True(worker.HoldsPrimaryObjects);
+        Assert.False(worker.Draining);
         Assert.DoesNotContain(worker.Total.Keys, k => k.StartsWith("node:", StringComparison.Ordinal));
         Assert.Equal("head", snapshot.Nodes.Single(n => n.IsHead).NodeType);
+    }
+
+    [Fact]
+    public void ANodeThatAcceptedADrainIsDraining()
+    {
+        var node = Node("n1", "10.0.0.2", NodeState.Alive, started: 1, idleMs: 1000);
+        node.IsDraining = true;
+        Assert.True(GcsLoad.Snapshot(Config(), [node], [], [], s_now).Nodes.Single().Draining);
     }
 
     [Fact]

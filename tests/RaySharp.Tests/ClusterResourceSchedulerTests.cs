@@ -103,4 +103,30 @@ public sealed class ClusterResourceSchedulerTests
         var soft = new SchedulingStrategy { Kind = SchedulingStrategyKind.SchedulingNodeAffinity, NodeId = "gone", Soft = true };
         Assert.Equal(PlacementKind.Local, ClusterResourceScheduler.Decide(Cpu(1), soft, false, local, [remote]).Kind);
     }
+
+    [Fact]
+    public void ADrainingNodeSendsWorkItCouldRunToAnotherNode()
+    {
+        var p = ClusterResourceScheduler.DecideWhileDraining(Cpu(1), null, Node("local", 4, 4), [Node("busy", 4, 0), Node("idle", 4, 4)]);
+        Assert.Equal((PlacementKind.Remote, "idle"), (p.Kind, p.Node!.NodeId));
+        // Nobody has room now: it queues at a node that could ever run it, never here.
+        p = ClusterResourceScheduler.DecideWhileDraining(Cpu(2), null, Node("local", 4, 4), [Node("busy", 4, 0)]);
+        Assert.Equal((PlacementKind.Remote, "busy"), (p.Kind, p.Node!.NodeId));
+        // A shape that asks for nothing too.
+        p = ClusterResourceScheduler.DecideWhileDraining(new Dictionary<string, double>(), null, Node("local", 4, 4), [Node("idle", 4, 4)]);
+        Assert.Equal((PlacementKind.Remote, "idle"), (p.Kind, p.Node!.NodeId));
+    }
+
+    [Fact]
+    public void ADrainingNodeWithNoOtherNodeForTheShapeGrantsNothingAndRejectsAHardAffinityToItself()
+    {
+        Assert.Equal(PlacementKind.Infeasible, ClusterResourceScheduler.DecideWhileDraining(Cpu(8), null, Node("local", 8, 8), [Node("small", 4, 4)]).Kind);
+        var pinned = new SchedulingStrategy { Kind = SchedulingStrategyKind.SchedulingNodeAffinity, NodeId = "local" };
+        var p = ClusterResourceScheduler.DecideWhileDraining(Cpu(1), pinned, Node("local", 4, 4), [Node("idle", 4, 4)]);
+        Assert.Equal(PlacementKind.Rejected, p.Kind);
+        Assert.Contains("draining", p.Reason);
+        // A soft affinity runs elsewhere.
+        pinned.Soft = true;
+        Assert.Equal(PlacementKind.Remote, ClusterResourceScheduler.DecideWhileDraining(Cpu(1), pinned, Node("local", 4, 4), [Node("idle", 4, 4)]).Kind);
+    }
 }

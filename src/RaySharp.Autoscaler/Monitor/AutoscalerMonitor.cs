@@ -4,6 +4,7 @@ using RaySharp.Autoscaler.Providers;
 using RaySharp.Autoscaler.Scaling;
 using RaySharp.Common;
 using RaySharp.Rpc.Clients;
+using RaySharp.Rpc.Protocol;
 
 namespace RaySharp.Autoscaler.Monitor;
 
@@ -40,7 +41,16 @@ internal sealed partial class AutoscalerMonitor : IAsyncDisposable
         var stateFile = config.Provider.Type == "process" ? null : ClusterConfigLoader.ExpandHome(ClusterLauncher.BootstrapState);
         _launcher = new ClusterLauncher(config, new LoggedProgress(logger), launcherTempDir, stateFile);
         _autoscaler = new StandardAutoscaler(config, new StoppingNodeProvider(_launcher),
-            (node, ct) => _launcher.SetUpWorkerAsync(node, headAddress, token, ct), time, options);
+            (node, ct) => _launcher.SetUpWorkerAsync(node, headAddress, token, ct), time, options, DrainAsync);
+    }
+
+    /// <summary>Asks the GCS to drain the node; its raylet refuses when it took work since the snapshot was read.</summary>
+    private async Task<bool> DrainAsync(NodeLoad node, CancellationToken cancellationToken)
+    {
+        var reply = await _gcs.DrainNodeAsync(node.NodeId, DrainNodeReason.IdleTermination, $"idle termination of {node.Ip} by the autoscaler",
+            cancellationToken).ConfigureAwait(false);
+        if (!reply.IsAccepted) LogDrainRefused(_logger, node.NodeId, node.Ip, reply.RejectionReasonMessage);
+        return reply.IsAccepted;
     }
 
     public AutoscalerSummary Summary => _autoscaler.Summary;
@@ -109,6 +119,9 @@ internal sealed partial class AutoscalerMonitor : IAsyncDisposable
 
     [LoggerMessage(EventId = 1002, Level = LogLevel.Information, Message = "Launching {Count} node(s) of type {Type}")]
     private static partial void LogLaunched(ILogger logger, int count, string type);
+
+    [LoggerMessage(EventId = 1005, Level = LogLevel.Information, Message = "Node {NodeId} ({Ip}) refused to drain, kept this tick: {Reason}")]
+    private static partial void LogDrainRefused(ILogger logger, string nodeId, string ip, string reason);
 
     [LoggerMessage(EventId = 1003, Level = LogLevel.Information, Message = "Terminated node {Node}")]
     private static partial void LogTerminated(ILogger logger, string node);

@@ -26,6 +26,7 @@ internal static class GcsLoad
             HoldsPrimaryObjects = n.PrimaryObjectCount > 0,
             Alive = n.State == NodeState.Alive,
             IsHead = n.IsHeadNode,
+            Draining = n.IsDraining,
         }).ToList();
         var alive = nodes.Where(n => n.State == NodeState.Alive).ToList();
         return new LoadSnapshot

@@ -21,6 +21,14 @@ internal sealed class AutoscalerOptions
     /// <summary>Pending launches a type may have however few of it run (Ray's <c>UPSCALING_INITIAL_NUM_NODES</c>). Default 5.</summary>
     public int UpscalingInitialNodes { get; init; } = 5;
 
+    /// <summary>
+    /// How long a node whose setup finished (or one found pending after the monitor restarted, counted from then) may
+    /// take for its raylet to join before it is terminated and counted as a failed launch (with backoff). Default 5 min.
+    /// Ray's <c>AUTOSCALER_NODE_START_WAIT_S</c> (900 s) counts from the launch, setup included; this counts from the
+    /// end of the setup, when a raylet that started joins within seconds.
+    /// </summary>
+    public TimeSpan NodeJoinTimeout { get; init; } = TimeSpan.FromMinutes(5);
+
     /// <summary>Demand shapes planned per tick, the rest on later ticks (Ray's <c>AUTOSCALER_MAX_RESOURCE_DEMAND_VECTOR_SIZE</c>). Default 1000.</summary>
     public int MaxDemandVectorSize { get; init; } = 1000;
 }

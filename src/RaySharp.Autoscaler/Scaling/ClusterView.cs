@@ -8,6 +8,7 @@ namespace RaySharp.Autoscaler.Scaling;
 /// address. A worker is joined when a live node of its address is in the snapshot, died when it had joined and the
 /// snapshot lists it dead, failed when its setup failed, and pending otherwise. A joined node missing from the snapshot
 /// is not taken for dead (a snapshot read short must not terminate the cluster): it stays pending, "not-reporting".
+/// A node that never joined and has waited past the join timeout is given up (<see cref="NeverJoined"/>).
 /// </summary>
 internal sealed class ClusterView
 {
@@ -22,6 +23,9 @@ internal sealed class ClusterView
     public List<ProviderNode> SetupFailed { get; } = [];
 
     public List<PendingNode> Pending { get; } = [];
+
+    /// <summary>Pending nodes that never joined and were waited for longer than the join timeout: given up.</summary>
+    public List<ProviderNode> NeverJoined { get; } = [];
 
     /// <summary>Live nodes with their load, and pending ones with their type's full resources.</summary>
     public List<SchedulingNode> SchedulingNodes { get; } = [];
@@ -44,7 +48,8 @@ internal sealed class ClusterView
         IReadOnlySet<string> joinedBefore,
         Func<string, bool> setupFailed,
         Func<string, string?> setupState,
-        Func<string, IReadOnlyDictionary<string, double>> resourcesOf)
+        Func<string, IReadOnlyDictionary<string, double>> resourcesOf,
+        Func<ProviderNode, bool>? joinTimedOut = null)
     {
         var view = new ClusterView();
         var alive = snapshot.Nodes.Where(n => n.Alive).GroupBy(n => n.Ip, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.First(), StringComparer.Ordinal);
@@ -62,7 +67,7 @@ internal sealed class ClusterView
             {
                 matched.Add(node.Ip);
                 view.Joined.Add(new WorkerNode(node.Id, type, load));
-                view.SchedulingNodes.Add(new SchedulingNode(known, load.Total, load.Available, SchedulingNodeState.Running));
+                view.SchedulingNodes.Add(new SchedulingNode(known, load.Total, load.Draining ? new Dictionary<string, double>() : load.Available, SchedulingNodeState.Running));
             }
             else if (joinedBefore.Contains(node.Id) && dead.Contains(node.Ip))
             {
@@ -71,6 +76,10 @@ internal sealed class ClusterView
             else if (setupFailed(node.Id) || node.Tag(NodeTags.Status) == NodeStatus.UpdateFailed)
             {
                 view.SetupFailed.Add(node);
+            }
+            else if (!joinedBefore.Contains(node.Id) && joinTimedOut?.Invoke(node) == true)
+            {
+                view.NeverJoined.Add(node);
             }
             else
             {

@@ -53,6 +53,12 @@ internal sealed record NodeLoad(string NodeId, string Ip)
 
     public bool IsHead { get; init; }
 
+    /// <summary>
+    /// The node accepted a drain (its termination is under way, or failed and is tried again): what it has free takes
+    /// no demand, since it grants no lease.
+    /// </summary>
+    public bool Draining { get; init; }
+
     /// <summary>Idle as the autoscaler means it: nothing runs, nothing is held, no object would be lost.</summary>
     public bool IsIdle => Alive && IdleSince is not null && !HoldsPrimaryObjects && ResourceShapes.AllAvailable(Total, Available);
 }

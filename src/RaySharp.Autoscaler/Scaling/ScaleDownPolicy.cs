@@ -39,6 +39,51 @@ internal static class ScaleDownPolicy
     }
 
     /// <summary>
+    /// Idle workers beyond a type's max_workers or the cluster's (the config was changed while the cluster ran), on top
+    /// of <paramref name="chosen"/> (those already leaving as idle): the longest idle first, any idle time will do, and
+    /// never a type below its min_workers. Unlike Ray, which terminates busy surplus nodes too, a busy one stays until it
+    /// is idle: work a node runs is never cut short by a scale-down.
+    /// </summary>
+    /// <param name="allWorkers">Every worker the provider has by type, pending ones included: a pending node takes a
+    /// place under max_workers as much as a joined one.</param>
+    public static IReadOnlyList<WorkerNode> SurplusToDrain(
+        IReadOnlyList<WorkerNode> workers,
+        IReadOnlyList<WorkerNode> chosen,
+        IReadOnlyDictionary<string, int> allWorkers,
+        IReadOnlyDictionary<string, (int Min, int Max)> limits,
+        int clusterMaxWorkers)
+    {
+        var left = new Dictionary<string, int>(allWorkers, StringComparer.Ordinal);
+        foreach (var w in chosen) left[w.TypeName ?? ""] = left.GetValueOrDefault(w.TypeName ?? "") - 1;
+        var total = left.Values.Sum();
+        var chosenIds = chosen.Select(w => w.ProviderNodeId).ToHashSet(StringComparer.Ordinal);
+        var surplus = new List<WorkerNode>();
+        // The type's limit first, then the cluster's: a node that leaves for its type also makes room under the cluster's.
+        foreach (var w in workers.Where(w => w.Load.IsIdle && !chosenIds.Contains(w.ProviderNodeId))
+                     .OrderBy(w => w.Load.IdleSince).ThenBy(w => w.ProviderNodeId, StringComparer.Ordinal))
+        {
+            var type = w.TypeName ?? "";
+            var (min, max) = limits.TryGetValue(type, out var l) ? l : (0, int.MaxValue);
+            if (left[type] <= min || left[type] <= max) continue;
+            left[type]--;
+            total--;
+            surplus.Add(w);
+        }
+        foreach (var w in workers.Where(w => w.Load.IsIdle && !chosenIds.Contains(w.ProviderNodeId) && !surplus.Contains(w))
+                     .OrderBy(w => w.Load.IdleSince).ThenBy(w => w.ProviderNodeId, StringComparer.Ordinal))
+        {
+            if (total <= clusterMaxWorkers) break;
+            var type = w.TypeName ?? "";
+            var min = limits.TryGetValue(type, out var l) ? l.Min : 0;
+            if (left[type] <= min) continue;
+            left[type]--;
+            total--;
+            surplus.Add(w);
+        }
+        return surplus;
+    }
+
+    /// <summary>
     /// Packs the request_resources bundles onto the cluster's total capacity, filling the nodes that stay anyway first
     /// (the head, busy nodes, idle ones not yet expired) and expired ones last, the most recently idle of them first:
     /// an expired node that receives a bundle is needed for the cluster to keep the requested size.

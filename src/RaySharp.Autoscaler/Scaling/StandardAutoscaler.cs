@@ -37,6 +37,9 @@ internal sealed class StandardAutoscaler : IAsyncDisposable
     // Guarded by _gate: setups finish on their own, outside any tick.
     private readonly Dictionary<string, (Task Task, string Type)> _setups = new(StringComparer.Ordinal);
     private readonly HashSet<string> _setupFailed = new(StringComparer.Ordinal);
+    // Since when a node has waited for its raylet to join: its setup's end, or when a tick first saw it without a setup
+    // of ours (a node the monitor found after a restart).
+    private readonly Dictionary<string, DateTimeOffset> _waitingSince = new(StringComparer.Ordinal);
     private readonly LaunchBackoff _backoff;
 
     // Touched by ticks only.
@@ -101,7 +104,7 @@ internal sealed class StandardAutoscaler : IAsyncDisposable
         var now = _time.GetUtcNow();
         var providerNodes = await _provider.NonTerminatedNodesAsync(cancellationToken).ConfigureAwait(false);
         PruneSetups(providerNodes);
-        var view = ClusterView.Build(_config, providerNodes, snapshot, _joined, IsSetupFailed, SetupState, ResourcesOf);
+        var view = ClusterView.Build(_config, providerNodes, snapshot, _joined, IsSetupFailed, SetupState, ResourcesOf, n => JoinTimedOut(n, now));
         foreach (var w in view.Joined)
         {
             if (w.TypeName is null) continue;
@@ -110,7 +113,10 @@ internal sealed class StandardAutoscaler : IAsyncDisposable
         }
 
         // Nodes that will not join are given back first, so that what replaces them is planned in the same tick.
-        var gone = view.Died.Select(n => (Node: n, Reason: "raylet died")).Concat(view.SetupFailed.Select(n => (Node: n, Reason: "setup failed"))).ToList();
+        var gone = view.Died.Select(n => (Node: n, Reason: "raylet died"))
+            .Concat(view.SetupFailed.Select(n => (Node: n, Reason: "setup failed")))
+            .Concat(view.NeverJoined.Select(n => (Node: n, Reason: "did not join")))
+            .ToList();
         var goneResults = await Task.WhenAll(gone.Select(g => TerminateAsync(g.Node, g.Reason, now, cancellationToken))).ConfigureAwait(false);
         var terminated = gone.Zip(goneResults).Where(g => g.Second).Select(g => g.First.Node).ToList();
         var diedAndGone = view.Died.Where(terminated.Contains).ToList();
@@ -118,6 +124,10 @@ internal sealed class StandardAutoscaler : IAsyncDisposable
         {
             foreach (var dead in diedAndGone)
                 _backoff.Failed(new AutoscalerFailure(now, TypeOf(dead), dead.Ip, "raylet died; the node was replaced"), backOff: false);
+            // A node that never joins is a launch that failed late (a raylet that cannot reach the GCS, a wrong token):
+            // launching the type again at once would most likely fail the same way.
+            foreach (var lost in view.NeverJoined.Where(terminated.Contains))
+                _backoff.Failed(new AutoscalerFailure(now, TypeOf(lost), lost.Ip, $"did not join within {Describe(_options.NodeJoinTimeout)}; the node was terminated"), backOff: true);
         }
 
         // Scale up. A died node is replaced as it was (Ray's autoscaler recovers it); the replacement is pending capacity
@@ -140,6 +150,10 @@ internal sealed class StandardAutoscaler : IAsyncDisposable
         var minWorkers = _config.WorkerTypes.ToDictionary(t => t.Key, t => t.Value.MinWorkers, StringComparer.Ordinal);
         var idle = ScaleDownPolicy.NodesToDrain(view.Joined, minWorkers, view.OtherTotals, snapshot.ResourceRequests,
             TimeSpan.FromMinutes(_config.IdleTimeoutMinutes), now);
+        var left = providerNodes.Where(n => !n.IsHead && !terminated.Contains(n)).GroupBy(TypeOf)
+            .ToDictionary(g => g.Key, g => g.Count(), StringComparer.Ordinal);
+        var limits = _config.WorkerTypes.ToDictionary(t => t.Key, t => (t.Value.MinWorkers, t.Value.MaxWorkers), StringComparer.Ordinal);
+        idle = [.. idle, .. ScaleDownPolicy.SurplusToDrain(view.Joined, idle, left, limits, _config.MaxWorkers)];
         var drainResults = await Task.WhenAll(idle.Select(w => DrainAsync(w, now, cancellationToken))).ConfigureAwait(false);
         var toTerminate = idle.Zip(drainResults).Where(d => d.Second).Select(d => view.ProviderNode(d.First)).ToList();
         var idleResults = await Task.WhenAll(toTerminate.Select(n => TerminateAsync(n, "idle", now, cancellationToken))).ConfigureAwait(false);
@@ -191,8 +205,25 @@ internal sealed class StandardAutoscaler : IAsyncDisposable
             foreach (var id in _setups.Where(s => s.Value.Task.IsCompleted && (!exist.Contains(s.Key) || _joined.Contains(s.Key))).Select(s => s.Key).ToList())
                 _setups.Remove(id);
             _setupFailed.RemoveWhere(id => !exist.Contains(id));
+            foreach (var id in _waitingSince.Keys.Where(id => !exist.Contains(id) || _joined.Contains(id)).ToList())
+                _waitingSince.Remove(id);
         }
     }
+
+    /// <summary>Whether a node that never joined has waited for its raylet longer than the join timeout.</summary>
+    private bool JoinTimedOut(ProviderNode node, DateTimeOffset now)
+    {
+        lock (_gate)
+        {
+            // A setup under way has its own failure (it throws); the wait for the raylet starts when it returns.
+            if (_setups.TryGetValue(node.Id, out var setup) && !setup.Task.IsCompleted) return false;
+            if (!_waitingSince.TryGetValue(node.Id, out var since)) _waitingSince[node.Id] = since = now;
+            return now - since >= _options.NodeJoinTimeout;
+        }
+    }
+
+    private static string Describe(TimeSpan t) =>
+        t.TotalMinutes >= 1 && t.Seconds == 0 ? $"{t.TotalMinutes:0} min" : $"{t.TotalSeconds:0} s";
 
     private bool IsSetupFailed(string nodeId)
     {
@@ -228,6 +259,7 @@ internal sealed class StandardAutoscaler : IAsyncDisposable
             {
                 _setupFailed.Remove(node.Id);
                 _setups.Remove(node.Id);
+                _waitingSince.Remove(node.Id);
             }
             return true;
         }
@@ -280,6 +312,7 @@ internal sealed class StandardAutoscaler : IAsyncDisposable
         try
         {
             await _setUp(node, _stopping.Token).ConfigureAwait(false);
+            lock (_gate) _waitingSince[node.Id] = _time.GetUtcNow();
         }
         catch (OperationCanceledException) when (_stopping.IsCancellationRequested)
         {

@@ -47,8 +47,9 @@ internal sealed class ActorNodeSelector(GcsNodeManager nodes)
 
     private IReadOnlyList<NodeInfo> Alive()
     {
-        var alive = nodes.GetAll(aliveOnly: true);
-        return alive.Count > 0 ? alive : throw new NodeUnavailableException("no node of the cluster is alive");
+        // A draining node is about to leave: an actor placed there would die with it.
+        var alive = nodes.GetAll(aliveOnly: true).Where(n => !n.IsDraining).ToList();
+        return alive.Count > 0 ? alive : throw new NodeUnavailableException("no node of the cluster is alive (and not draining)");
     }
 }
 

@@ -1,9 +1,10 @@
 using Grpc.Core;
+using RaySharp.Rpc;
 using RaySharp.Rpc.Protocol;
 
 namespace RaySharp.Gcs.Services;
 
-internal sealed class NodeInfoGcsServiceImpl(GcsNodeManager nodes, GcsServerOptions options, GcsClusterIdentity identity)
+internal sealed class NodeInfoGcsServiceImpl(GcsNodeManager nodes, GcsServerOptions options, GcsClusterIdentity identity, RpcChannelPool channels)
     : NodeInfoGcsService.NodeInfoGcsServiceBase
 {
     public override Task<GetClusterInfoReply> GetClusterInfo(GetClusterInfoRequest request, ServerCallContext context) =>
@@ -37,4 +38,19 @@ internal sealed class NodeInfoGcsServiceImpl(GcsNodeManager nodes, GcsServerOpti
 
     public override Task<ReportResourceUsageReply> ReportResourceUsage(ReportResourceUsageRequest request, ServerCallContext context) =>
         Task.FromResult(new ReportResourceUsageReply { NodeAlive = nodes.UpdateResourceUsage(request), GcsRestarts = identity.GcsRestarts });
+
+    /// <summary>
+    /// Forwards the drain to the node's raylet, which alone knows whether it is idle at this moment (a lease may be on
+    /// its way); only an accepted drain marks the node draining.
+    /// </summary>
+    public override async Task<DrainNodeReply> DrainNode(DrainNodeRequest request, ServerCallContext context)
+    {
+        if (nodes.Get(request.NodeId) is not { State: NodeState.Alive } node) return new DrainNodeReply { IsAccepted = true };
+        var raylet = new NodeManagerService.NodeManagerServiceClient(channels.Get(node.NodeIpAddress, node.NodeManagerPort));
+        var reply = await raylet.DrainRayletAsync(new DrainRayletRequest { Reason = request.Reason, ReasonMessage = request.ReasonMessage },
+            deadline: DateTime.UtcNow.AddSeconds(5), cancellationToken: context.CancellationToken).ConfigureAwait(false);
+        if (reply.IsAccepted)
+            await nodes.MarkDrainingAsync(node.NodeId, request.ReasonMessage.Length > 0 ? request.ReasonMessage : request.Reason.ToString()).ConfigureAwait(false);
+        return new DrainNodeReply { IsAccepted = reply.IsAccepted, RejectionReasonMessage = reply.RejectionReasonMessage };
+    }
 }

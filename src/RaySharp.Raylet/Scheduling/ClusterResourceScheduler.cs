@@ -80,6 +80,27 @@ internal static class ClusterResourceScheduler
         return feasible is not null ? new(PlacementKind.Remote, feasible) : new(PlacementKind.Infeasible);
     }
 
+    /// <summary>
+    /// The choice of a draining node, which grants nothing itself: the request goes to another node as if this one
+    /// could never hold it (a hard affinity to this node is rejected: the node is leaving). Infeasible when no other
+    /// node could ever run it; the lease manager then keeps a request made here and sends one spilled here back.
+    /// </summary>
+    public static Placement DecideWhileDraining(
+        IReadOnlyDictionary<string, double> shape,
+        SchedulingStrategy? strategy,
+        NodeView local,
+        IReadOnlyList<NodeView> remotes)
+    {
+        if (strategy is { Kind: SchedulingStrategyKind.SchedulingNodeAffinity, Soft: false } s && s.NodeId == local.NodeId)
+            return new(PlacementKind.Rejected, Reason: $"node {s.NodeId} is draining and about to be terminated");
+        var empty = new Dictionary<string, double>();
+        var placement = Decide(shape, strategy, grantOrReject: false, local with { Total = empty, Available = empty }, remotes);
+        if (placement.Kind != PlacementKind.Local) return placement;
+        // A shape that asks for nothing fits even a node with nothing: any other node will do.
+        var any = remotes.Where(n => ResourceSet.Fits(shape, n.Available)).OrderBy(n => Utilisation(n, shape)).FirstOrDefault();
+        return any is not null ? new(PlacementKind.Remote, any) : new(PlacementKind.Infeasible);
+    }
+
     private static IEnumerable<NodeView> Candidates(NodeView local, IReadOnlyList<NodeView> remotes) => remotes.Prepend(local);
 
     /// <summary>Fraction of the node in use for the resources the shape asks for (CPU when it asks for none).</summary>

@@ -29,6 +29,9 @@ internal sealed partial class LeaseManager
     private long _lastActive = Environment.TickCount64;
     // GPU indices not held by a lease; a lease asking for n GPUs (rounded up) gets n of them.
     private readonly SortedSet<int> _freeGpus;
+    private readonly Func<long> _primaryObjects;
+    // Set once a drain was accepted, under _gate: from then on no lease is granted here (the node is about to go).
+    private bool _draining;
 
     private sealed record Lease(string LeaseId, WorkerHandle Worker, IReadOnlyDictionary<string, double> Resources, IReadOnlyList<int> GpuIds, string JobId)
     {
@@ -55,8 +58,11 @@ internal sealed partial class LeaseManager
         public RequestWorkerLeaseReply? Granted { get; set; }
     }
 
-    public LeaseManager(RayletOptions options, WorkerPool.WorkerPool pool, Func<IReadOnlyList<NodeView>> remoteNodes, ILogger<LeaseManager> logger)
+    /// <param name="primaryObjects">Primary copies in the node's store: a node holding one refuses to drain.</param>
+    public LeaseManager(RayletOptions options, WorkerPool.WorkerPool pool, Func<IReadOnlyList<NodeView>> remoteNodes, ILogger<LeaseManager> logger,
+        Func<long>? primaryObjects = null)
     {
+        _primaryObjects = primaryObjects ?? (() => 0);
         _options = options;
         _pool = pool;
         _remoteNodes = remoteNodes;
@@ -111,6 +117,34 @@ internal sealed partial class LeaseManager
     public (int Pending, int Infeasible) QueueCounts()
     {
         lock (_gate) return (_queue.Count(p => !p.Infeasible), _queue.Count(p => p.Infeasible));
+    }
+
+    public bool IsDraining
+    {
+        get { lock (_gate) return _draining; }
+    }
+
+    /// <summary>
+    /// Accepts a drain only while the node is idle: no lease granted, none queued, no primary copy in its store. The
+    /// check and the mark are one step under the lock, so no lease is granted between them; once accepted, queued and
+    /// new requests go elsewhere (<see cref="Dispatch"/>). A node already draining accepts again (a retried drain).
+    /// </summary>
+    /// <returns>Null when accepted, else why not.</returns>
+    public string? TryDrain()
+    {
+        lock (_gate)
+        {
+            if (_draining) return null;
+            if (_leases.Count > 0) return $"the node holds {_leases.Count} lease(s)";
+            if (_queue.Count > 0) return $"the node has {_queue.Count} lease request(s) queued";
+            // The store's lock is taken inside this one; the store never calls back into the lease manager.
+            var primaries = _primaryObjects();
+            if (primaries > 0) return $"the node holds the primary copy of {primaries} object(s)";
+            _draining = true;
+        }
+        LogDraining(_logger);
+        Changed?.Invoke();
+        return null;
     }
 
     /// <summary>The other alive nodes that spillback decisions choose from now.</summary>
@@ -235,7 +269,17 @@ internal sealed partial class LeaseManager
             for (var i = 0; i < _queue.Count; i++)
             {
                 var p = _queue[i];
-                var placement = ClusterResourceScheduler.Decide(p.Placement, p.Request.Strategy, p.Request.GrantOrReject, local, remotes);
+                var placement = _draining
+                    ? ClusterResourceScheduler.DecideWhileDraining(p.Placement, p.Request.Strategy, local, remotes)
+                    : ClusterResourceScheduler.Decide(p.Placement, p.Request.Strategy, p.Request.GrantOrReject, local, remotes);
+                if (_draining && placement.Kind == PlacementKind.Infeasible && p.Request.GrantOrReject)
+                {
+                    // Spilled here before the drain was known: its first raylet chooses again, among nodes that stay.
+                    _queue.RemoveAt(i--);
+                    changed = true;
+                    completions.Add((p, new RequestWorkerLeaseReply { Draining = true }));
+                    continue;
+                }
                 switch (placement.Kind)
                 {
                     case PlacementKind.Local when ResourceSet.Fits(p.Placement, _available) && ResourceSet.Fits(p.Shape, _available):
@@ -321,6 +365,9 @@ internal sealed partial class LeaseManager
         }
         if (changed) Changed?.Invoke();
     }
+
+    [LoggerMessage(EventId = 402, Level = LogLevel.Information, Message = "Drain accepted: this node grants no new lease")]
+    private static partial void LogDraining(ILogger logger);
 
     [LoggerMessage(EventId = 400, Level = LogLevel.Debug, Message = "Lease {LeaseId} on worker {WorkerId} returned")]
     private static partial void LogReturned(ILogger logger, string leaseId, string workerId);

@@ -34,6 +34,11 @@ internal sealed class NodeManagerServiceImpl(RayletOptions options, WorkerPool.W
         return Task.FromResult(new NotifyWorkerBlockedReply());
     }
 
+    public override Task<DrainRayletReply> DrainRaylet(DrainRayletRequest request, ServerCallContext context) =>
+        Task.FromResult(leases.TryDrain() is { } refusal
+            ? new DrainRayletReply { IsAccepted = false, RejectionReasonMessage = refusal }
+            : new DrainRayletReply { IsAccepted = true });
+
     public override Task<GetNodeStatsReply> GetNodeStats(GetNodeStatsRequest request, ServerCallContext context)
     {
         var reply = new GetNodeStatsReply { NodeId = options.NodeId };
@@ -52,6 +57,7 @@ internal sealed class NodeManagerServiceImpl(RayletOptions options, WorkerPool.W
         }
         (reply.PendingLeases, reply.InfeasibleLeases) = leases.QueueCounts();
         reply.RemoteNodeIds.Add(leases.RemoteNodes().Select(n => n.NodeId));
+        reply.Draining = leases.IsDraining;
         return Task.FromResult(reply);
     }
 }

@@ -142,6 +142,14 @@ internal sealed class GcsClient(RpcChannelPool channels, string address, TimeSpa
     public async Task<IReadOnlyList<NodeInfo>> GetAllNodesAsync(bool aliveOnly, CancellationToken cancellationToken = default) =>
         (await Nodes.GetAllNodeInfoAsync(new GetAllNodeInfoRequest { AliveOnly = aliveOnly },
             deadline: DateTime.UtcNow.AddSeconds(5), cancellationToken: cancellationToken).ConfigureAwait(false)).Nodes;
+
+    /// <summary>
+    /// Asks the GCS to drain a node before it is terminated (Ray's <c>DrainNode</c>); the reply says whether the raylet
+    /// accepted, or why not (it took work meanwhile).
+    /// </summary>
+    public async Task<DrainNodeReply> DrainNodeAsync(string nodeId, DrainNodeReason reason, string reasonMessage, CancellationToken cancellationToken = default) =>
+        await Nodes.DrainNodeAsync(new DrainNodeRequest { NodeId = nodeId, Reason = reason, ReasonMessage = reasonMessage },
+            deadline: DateTime.UtcNow.AddSeconds(10), cancellationToken: cancellationToken).ConfigureAwait(false);
 }
 
 /// <summary>The GCS could not be reached within the time allowed; <see cref="Exception.Message"/> is the cause.</summary>

@@ -41,6 +41,15 @@ internal static class RayletLeaseClient
             }
             if (reply.WorkerAddress is not null) return (reply, rayletAddress);
             if (reply.Rejected) throw new InvalidOperationException(reply.FailureMessage);
+            if (reply.Draining)
+            {
+                // The node it was spilled to is draining and nothing else could take the shape: the first raylet, whose
+                // view marks that node draining by now, chooses again.
+                await Task.Delay(pause, cancellationToken).ConfigureAwait(false);
+                pause = TimeSpan.FromMilliseconds(Math.Min(pause.TotalMilliseconds * 2, 2000));
+                (rayletAddress, grantOrReject) = (origin, originGrantOrReject);
+                continue;
+            }
             rayletAddress = NodeAddress.Format(reply.RetryAtIpAddress, reply.RetryAtPort);
             grantOrReject = true;
         }
