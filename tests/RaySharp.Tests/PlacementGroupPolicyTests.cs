@@ -1,4 +1,5 @@
 using RaySharp.Gcs.PlacementGroups;
+using RaySharp.Rpc.Protocol;
 
 namespace RaySharp.Tests;
 

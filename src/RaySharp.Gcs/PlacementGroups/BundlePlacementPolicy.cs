@@ -1,22 +1,7 @@
 using RaySharp.Common;
+using RaySharp.Rpc.Protocol;
 
 namespace RaySharp.Gcs.PlacementGroups;
-
-/// <summary>How a placement group's bundles spread over nodes (Ray's four strategies).</summary>
-internal enum PlacementStrategy
-{
-    /// <summary>As few nodes as possible; may span several when one cannot hold them all.</summary>
-    Pack,
-
-    /// <summary>Distinct nodes where possible; bundles share nodes only when there are too few.</summary>
-    Spread,
-
-    /// <summary>All bundles on one node, or the group waits.</summary>
-    StrictPack,
-
-    /// <summary>Every bundle on a node of its own, or the group waits.</summary>
-    StrictSpread,
-}
 
 /// <summary>A node as the GCS sees it when it places a group: what it has, and what is free of it now.</summary>
 internal sealed record CandidateNode(string NodeId, IReadOnlyDictionary<string, double> Total, IReadOnlyDictionary<string, double> Available);
@@ -42,9 +27,11 @@ internal sealed record BundlePlacement(PlacementOutcome Outcome, IReadOnlyDictio
 
 /// <summary>
 /// The first half of placing a group (Ray's bundle scheduling policy): a choice of node per bundle, simulated against
-/// the GCS's view of the nodes, which prepare and commit on the raylets then make real. Pure, so every strategy's
-/// rules are unit-tested without a cluster. A group being rescheduled keeps the bundles whose nodes live
-/// (<c>kept</c>), and its strict rules hold across kept and new bundles alike.
+/// the GCS's view of the nodes, which prepare and commit on the raylets then make real. PACK: as few nodes as possible,
+/// spanning several when one cannot hold them; SPREAD: distinct nodes where possible; STRICT_PACK: one node, or wait;
+/// STRICT_SPREAD: a node per bundle, or wait. Pure, so every strategy's rules are unit-tested without a cluster. A group
+/// being rescheduled keeps the bundles whose nodes live (<c>kept</c>), and its strict rules hold across kept and new
+/// bundles alike.
 /// </summary>
 internal static class BundlePlacementPolicy
 {
