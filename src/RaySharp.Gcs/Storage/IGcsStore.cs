@@ -34,5 +34,6 @@ internal static class GcsTables
     public const string ActorSpecs = "ACTOR_SPEC";
     public const string ActorHosts = "ACTOR_HOST";
     public const string Cluster = "CLUSTER";
+    public const string PlacementGroups = "PLACEMENT_GROUP";
     public static string Kv(string ns) => "KV:" + ns;
 }
