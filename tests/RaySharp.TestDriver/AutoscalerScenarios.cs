@@ -33,12 +33,49 @@ internal static class AutoscalerScenarios
                 var ips = Ray.Get(refs, TimeSpan.FromMinutes(5));
                 Console.WriteLine($"ran {ips.Length} on {ips.Distinct().Count()} nodes");
                 return 0;
+            case "autoscale-spread":
+                // N one-CPU tasks scheduled SPREAD, each holding its CPU until all N run (or 3 minutes pass): with
+                // nodes of one CPU they need N nodes at once. Prints how many ran together, on how many nodes, how long.
+                return Spread(int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture));
             default:
                 return null;
         }
     }
 
     private static string NodeIp() => Ray.NodeIpAddress;
+
+    private static int Spread(int count)
+    {
+        var barrier = Directory.CreateDirectory(Path.Combine("/tmp", "raysharp-spread-" + Guid.NewGuid().ToString("N"))).FullName;
+        try
+        {
+            var watch = System.Diagnostics.Stopwatch.StartNew();
+            var options = new TaskOptions { Strategy = SchedulingStrategy.Spread };
+            var refs = Enumerable.Range(0, count).Select(_ => Ray.Task(NodeIpWhenAllRun, options).Remote(barrier, count)).ToList();
+            var results = Ray.Get(refs, TimeSpan.FromMinutes(5));
+            var together = results.Count(r => r.EndsWith("|together", StringComparison.Ordinal));
+            var nodes = results.Select(r => r[..r.IndexOf('|', StringComparison.Ordinal)]).Distinct(StringComparer.Ordinal).Count();
+            Console.WriteLine($"spread {results.Length} tasks, {together} together, on {nodes} nodes in {watch.ElapsedMilliseconds} ms");
+            return 0;
+        }
+        finally
+        {
+            Directory.Delete(barrier, recursive: true);
+        }
+    }
+
+    /// <summary>Checks in at the barrier folder and waits until <paramref name="count"/> tasks have; the node's address, and whether they all did.</summary>
+    private static string NodeIpWhenAllRun(string barrier, int count)
+    {
+        File.WriteAllText(Path.Combine(barrier, Guid.NewGuid().ToString("N")), "");
+        var deadline = DateTime.UtcNow.AddMinutes(3);
+        while (Directory.GetFiles(barrier).Length < count)
+        {
+            if (DateTime.UtcNow > deadline) return Ray.NodeIpAddress + "|alone";
+            Thread.Sleep(100);
+        }
+        return Ray.NodeIpAddress + "|together";
+    }
 
     private static string SleepThenNodeIp()
     {
