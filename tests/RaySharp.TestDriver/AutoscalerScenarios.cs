@@ -34,8 +34,8 @@ internal static class AutoscalerScenarios
                 Console.WriteLine($"ran {ips.Length} on {ips.Distinct().Count()} nodes");
                 return 0;
             case "autoscale-spread":
-                // N one-CPU tasks scheduled SPREAD, each holding its CPU until all N run (or 3 minutes pass): with
-                // nodes of one CPU they need N nodes at once. Prints how many ran together, on how many nodes, how long.
+                // N one-CPU tasks scheduled SPREAD, each holding its CPU for 5 s: with nodes of one CPU, they run at
+                // once only on N nodes. Prints on how many nodes they ran, how many ran at once at most, how long.
                 return Spread(int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture));
             default:
                 return null;
@@ -46,35 +46,26 @@ internal static class AutoscalerScenarios
 
     private static int Spread(int count)
     {
-        var barrier = Directory.CreateDirectory(Path.Combine("/tmp", "raysharp-spread-" + Guid.NewGuid().ToString("N"))).FullName;
-        try
-        {
-            var watch = System.Diagnostics.Stopwatch.StartNew();
-            var options = new TaskOptions { Strategy = SchedulingStrategy.Spread };
-            var refs = Enumerable.Range(0, count).Select(_ => Ray.Task(NodeIpWhenAllRun, options).Remote(barrier, count)).ToList();
-            var results = Ray.Get(refs, TimeSpan.FromMinutes(5));
-            var together = results.Count(r => r.EndsWith("|together", StringComparison.Ordinal));
-            var nodes = results.Select(r => r[..r.IndexOf('|', StringComparison.Ordinal)]).Distinct(StringComparer.Ordinal).Count();
-            Console.WriteLine($"spread {results.Length} tasks, {together} together, on {nodes} nodes in {watch.ElapsedMilliseconds} ms");
-            return 0;
-        }
-        finally
-        {
-            Directory.Delete(barrier, recursive: true);
-        }
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        var options = new TaskOptions { Strategy = SchedulingStrategy.Spread };
+        var refs = Enumerable.Range(0, count).Select(_ => Ray.Task(HoldThenNodeIp, options).Remote(5000)).ToList();
+        var runs = Ray.Get(refs, TimeSpan.FromMinutes(10)).Select(r => r.Split('|')).Select(p => (Ip: p[0], Start: long.Parse(p[1], System.Globalization.CultureInfo.InvariantCulture), End: long.Parse(p[2], System.Globalization.CultureInfo.InvariantCulture))).ToList();
+        var took = watch.ElapsedMilliseconds;
+        // The most tasks running at one moment: sweep the starts (+1) and ends (-1), ends first at a tie.
+        var atOnce = 0;
+        var running = 0;
+        foreach (var (_, step) in runs.SelectMany(r => new[] { (r.Start, 1), (r.End, -1) }).OrderBy(e => e.Item1).ThenBy(e => e.Item2))
+            atOnce = Math.Max(atOnce, running += step);
+        Console.WriteLine($"spread {runs.Count} tasks on {runs.Select(r => r.Ip).Distinct(StringComparer.Ordinal).Count()} nodes, {atOnce} at once at most, in {took} ms");
+        return 0;
     }
 
-    /// <summary>Checks in at the barrier folder and waits until <paramref name="count"/> tasks have; the node's address, and whether they all did.</summary>
-    private static string NodeIpWhenAllRun(string barrier, int count)
+    /// <summary>Holds its CPU for <paramref name="ms"/>; the node's address and when it ran (Unix ms, this machine's clock).</summary>
+    private static string HoldThenNodeIp(int ms)
     {
-        File.WriteAllText(Path.Combine(barrier, Guid.NewGuid().ToString("N")), "");
-        var deadline = DateTime.UtcNow.AddMinutes(3);
-        while (Directory.GetFiles(barrier).Length < count)
-        {
-            if (DateTime.UtcNow > deadline) return Ray.NodeIpAddress + "|alone";
-            Thread.Sleep(100);
-        }
-        return Ray.NodeIpAddress + "|together";
+        var start = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+        Thread.Sleep(ms);
+        return $"{Ray.NodeIpAddress}|{start}|{DateTimeOffset.UtcNow.ToUnixTimeMilliseconds()}";
     }
 
     private static string SleepThenNodeIp()
