@@ -7,7 +7,8 @@
 #   dotnet build RaySharp.slnx -c Release && sudo bench/autoscaler/many-nodes.sh [N]
 # UPSCALING_SPEED (default 100: all N launch in one tick; 1.0 is the YAML's default), STORE_MB (object store per node,
 # default 64), JOIN_TIMEOUT_S (how long to wait for the N workers, default 900; the run goes on with those that joined,
-# and says so), STALL_S (give up waiting when no worker joined for this long, default 240).
+# and says so), STALL_S (give up waiting when no worker joined for this long, default 240), HOLD_MS (how long each
+# SPREAD task holds its CPU, default 20000).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
 cli="$repo/artifacts/bin/RaySharp.Cli/release/RaySharp.Cli.dll"
@@ -17,6 +18,7 @@ speed="${UPSCALING_SPEED:-100}"
 store_mb="${STORE_MB:-64}"
 join_timeout_s="${JOIN_TIMEOUT_S:-900}"
 stall_s="${STALL_S:-240}"
+hold_ms="${HOLD_MS:-20000}"
 name=bench-many
 id="$(printf %s "$name" | sha256sum | cut -c1-6)"   # the process provider's prefix: namespaces rsl<id>n<i>, bridge rsl<id>
 work="$(mktemp -d /tmp/raysharp-bench-many.XXXXXX)"
@@ -129,9 +131,10 @@ t=$(ms); dotnet "$cli" exec "$config" "raysharp status --format json" > /dev/nul
 mem_line | sed 's/^/  /'
 echo
 tasks=$((alive + 1))
+echo "$tasks SPREAD tasks of 1 CPU, each holding it $hold_ms ms:"
 for round in cold warm; do
   t=$(ms)
-  dotnet "$cli" exec "$config" "dotnet $driver autoscale-spread auto $tasks" > "$work/spread.log" 2>&1 || { tail -20 "$work/spread.log"; exit 1; }
+  dotnet "$cli" exec "$config" "dotnet $driver autoscale-spread auto $tasks $hold_ms" > "$work/spread.log" 2>&1 || { tail -20 "$work/spread.log"; exit 1; }
   echo "  $round: $(grep '^spread' "$work/spread.log") (driver run $(( $(ms) - t )) ms)"
 done
 mem_line | sed 's/^/  after the tasks: /'

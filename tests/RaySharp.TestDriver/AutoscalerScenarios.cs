@@ -34,9 +34,10 @@ internal static class AutoscalerScenarios
                 Console.WriteLine($"ran {ips.Length} on {ips.Distinct().Count()} nodes");
                 return 0;
             case "autoscale-spread":
-                // N one-CPU tasks scheduled SPREAD, each holding its CPU for 5 s: with nodes of one CPU, they run at
-                // once only on N nodes. Prints on how many nodes they ran, how many ran at once at most, how long.
-                return Spread(int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture));
+                // N one-CPU tasks scheduled SPREAD, each holding its CPU for args[3] ms (5000): with nodes of one CPU,
+                // they run at once only on N nodes. Prints on how many nodes they ran, how many ran at once at most, how long.
+                return Spread(int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture),
+                    args.Length > 3 ? int.Parse(args[3], System.Globalization.CultureInfo.InvariantCulture) : 5000);
             default:
                 return null;
         }
@@ -44,11 +45,11 @@ internal static class AutoscalerScenarios
 
     private static string NodeIp() => Ray.NodeIpAddress;
 
-    private static int Spread(int count)
+    private static int Spread(int count, int holdMs)
     {
         var watch = System.Diagnostics.Stopwatch.StartNew();
         var options = new TaskOptions { Strategy = SchedulingStrategy.Spread };
-        var refs = Enumerable.Range(0, count).Select(_ => Ray.Task(HoldThenNodeIp, options).Remote(5000)).ToList();
+        var refs = Enumerable.Range(0, count).Select(_ => Ray.Task(HoldThenNodeIp, options).Remote(holdMs)).ToList();
         var runs = Ray.Get(refs, TimeSpan.FromMinutes(10)).Select(r => r.Split('|')).Select(p => (Ip: p[0], Start: long.Parse(p[1], System.Globalization.CultureInfo.InvariantCulture), End: long.Parse(p[2], System.Globalization.CultureInfo.InvariantCulture))).ToList();
         var took = watch.ElapsedMilliseconds;
         // The most tasks running at one moment: sweep the starts (+1) and ends (-1), ends first at a tie.
