@@ -36,6 +36,16 @@ internal sealed class ClusterLauncher
     public const string BootstrapKey = "~/raysharp_bootstrap_key.pem";
     public const string BootstrapState = "~/raysharp_bootstrap_state.json";
 
+    /// <summary>
+    /// How long a worker's <c>raysharp start --address</c> waits for the head to answer, in seconds (its default is 8,
+    /// for a person who mistyped the address). The launcher gives its workers <see cref="WorkerJoinTimeoutSeconds"/>: it
+    /// knows the head runs, and many nodes starting at once on a loaded machine take longer than 8 s to make one call.
+    /// </summary>
+    public const string JoinTimeoutVariable = "RAYSHARP_JOIN_TIMEOUT_S";
+
+    /// <summary>The join timeout the launcher's workers get (<see cref="JoinTimeoutVariable"/>).</summary>
+    public const int WorkerJoinTimeoutSeconds = 120;
+
     /// <summary>The cluster YAML the head's autoscaler runs with (<c>raysharp start --head --autoscaling-config</c> stands in).</summary>
     public const string AutoscalingConfigVariable = "RAYSHARP_AUTOSCALING_CONFIG";
 
@@ -123,6 +133,7 @@ internal sealed class ClusterLauncher
         await UpdateAsync(head, headMode, WithResources(environment, _config.HeadType), headOptions, cancellationToken).ConfigureAwait(false);
         var headAddress = await HeadAddressAsync(head, cancellationToken).ConfigureAwait(false);
         environment["RAYSHARP_HEAD_ADDRESS"] = headAddress;
+        environment[JoinTimeoutVariable] = WorkerJoinTimeoutSeconds.ToString(CultureInfo.InvariantCulture);
         environment.Remove(AutoscalingConfigVariable);
         environment.Remove(LauncherTempDirVariable);
 
@@ -383,6 +394,7 @@ internal sealed class ClusterLauncher
             [ClusterToken.EnvironmentVariable] = token,
             ["RAYSHARP_HEAD_IP"] = headIp,
             ["RAYSHARP_HEAD_ADDRESS"] = headAddress,
+            [JoinTimeoutVariable] = WorkerJoinTimeoutSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture),
         };
         var type = _config.AvailableNodeTypes.GetValueOrDefault(node.Tag(NodeTags.NodeType) ?? "") ?? new NodeTypeConfig();
         return UpdateAsync(node, UpdateMode.Full, WithResources(environment, type), new UpdaterOptions { ShipRaySharp = ShipsRaySharp }, cancellationToken);

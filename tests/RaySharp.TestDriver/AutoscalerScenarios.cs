@@ -36,6 +36,11 @@ internal static class AutoscalerScenarios
             case "autoscale-drain":
                 Drain(args[2]);
                 return 0;
+            case "autoscale-spread":
+                // N one-CPU tasks scheduled SPREAD, each holding its CPU for args[3] ms (5000): with nodes of one CPU,
+                // they run at once only on N nodes. Prints on how many nodes they ran, how many ran at once at most, how long.
+                return Spread(int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture),
+                    args.Length > 3 ? int.Parse(args[3], System.Globalization.CultureInfo.InvariantCulture) : 5000);
             default:
                 return null;
         }
@@ -73,6 +78,31 @@ internal static class AutoscalerScenarios
     {
         Thread.Sleep(300);
         return Ray.NodeIpAddress;
+
+    }
+
+    private static int Spread(int count, int holdMs)
+    {
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        var options = new TaskOptions { Strategy = SchedulingStrategy.Spread };
+        var refs = Enumerable.Range(0, count).Select(_ => Ray.Task(HoldThenNodeIp, options).Remote(holdMs)).ToList();
+        var runs = Ray.Get(refs, TimeSpan.FromMinutes(10)).Select(r => r.Split('|')).Select(p => (Ip: p[0], Start: long.Parse(p[1], System.Globalization.CultureInfo.InvariantCulture), End: long.Parse(p[2], System.Globalization.CultureInfo.InvariantCulture))).ToList();
+        var took = watch.ElapsedMilliseconds;
+        // The most tasks running at one moment: sweep the starts (+1) and ends (-1), ends first at a tie.
+        var atOnce = 0;
+        var running = 0;
+        foreach (var (_, step) in runs.SelectMany(r => new[] { (r.Start, 1), (r.End, -1) }).OrderBy(e => e.Item1).ThenBy(e => e.Item2))
+            atOnce = Math.Max(atOnce, running += step);
+        Console.WriteLine($"spread {runs.Count} tasks on {runs.Select(r => r.Ip).Distinct(StringComparer.Ordinal).Count()} nodes, {atOnce} at once at most, in {took} ms");
+        return 0;
+    }
+
+    /// <summary>Holds its CPU for <paramref name="ms"/>; the node's address and when it ran (Unix ms, this machine's clock).</summary>
+    private static string HoldThenNodeIp(int ms)
+    {
+        var start = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+        Thread.Sleep(ms);
+        return $"{Ray.NodeIpAddress}|{start}|{DateTimeOffset.UtcNow.ToUnixTimeMilliseconds()}";
     }
 
     private static string SleepThenNodeIp()

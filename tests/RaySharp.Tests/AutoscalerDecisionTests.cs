@@ -267,6 +267,26 @@ public sealed class AutoscalerDecisionTests
     }
 
     [Fact]
+    public async Task SetupsOfOneLaunchFailingTogetherBackOffOnceNotOncePerNode()
+    {
+        // Four nodes of one launch fail their setups (joins timing out on a loaded machine, say): that is one failed
+        // launch, so the type waits 5 s, not 5 s × 2^3; the next launch failing doubles it.
+        var h = new AutoscalerHarness(ClusterConfig(10, types: [("cpu4", Cpu4, 0, 10)])) { FailSetups = true };
+        var demand = new LoadSnapshot { PendingDemands = Demand((Shape("CPU", 4), 4)) };
+        Assert.Equal(4, (await h.TickAsync(demand)).Launched["cpu4"]);
+        Assert.Equal(4, h.Autoscaler.Summary.RecentFailures.Count);
+        Assert.Equal(4, (await h.TickAsync(demand)).Terminated.Count);
+        h.Clock.Advance(TimeSpan.FromSeconds(5));
+        Assert.Equal(4, (await h.TickAsync(demand)).Launched["cpu4"]);
+        Assert.Equal(4, (await h.TickAsync(demand)).Terminated.Count);
+        h.Clock.Advance(TimeSpan.FromSeconds(9));
+        Assert.Empty((await h.TickAsync(demand)).Launched);
+        h.FailSetups = false;
+        h.Clock.Advance(TimeSpan.FromSeconds(1));
+        Assert.Equal(4, (await h.TickAsync(demand)).Launched["cpu4"]);
+    }
+
+    [Fact]
     public async Task ANodeWhoseRayletDiedIsTerminatedAndReplaced()
     {
         var h = new AutoscalerHarness(ClusterConfig(10, types: [("cpu4", Cpu4, 0, 10)]));

@@ -29,6 +29,19 @@ public sealed class CliErrorTests : IDisposable
         Assert.Contains("refused", refused.Stderr, StringComparison.OrdinalIgnoreCase);
     }
 
+    [Fact]
+    public async Task TheJoinTimeoutVariableGivesAJoiningNodeLongerToReachTheHead()
+    {
+        // What the launcher gives its workers (120 s): many nodes starting at once on a loaded machine need more than 8 s.
+        var nowhere = $"{_net.Subnet}.99:6379";
+        var env = new Dictionary<string, string>(_net[1].Environment, StringComparer.Ordinal) { ["RAYSHARP_JOIN_TIMEOUT_S"] = "12" };
+        var result = await Cli.RunDllAsync(Cli.CliDll, _net[1].Namespace, _net[1].TempDir, env, TimeSpan.FromSeconds(60), "start", $"--address={nowhere}");
+        Assert.NotEqual(0, result.ExitCode);
+        Assert.True(result.Elapsed > TimeSpan.FromSeconds(11), $"took {result.Elapsed.TotalSeconds:0.0} s");
+        Assert.Contains("within 12 s", result.Stderr);
+        Assert.Empty(_net[1].Pids());
+    }
+
     [Theory]
     [InlineData("{\"accelerator\": 2", "not valid JSON")]
     [InlineData("[1, 2]", "must be a JSON object")]

@@ -298,14 +298,14 @@ internal sealed class StandardAutoscaler : IAsyncDisposable
         }
         foreach (var node in made)
         {
-            var setup = SetUpAsync(node, type);
+            var setup = SetUpAsync(node, type, now);
             lock (_gate)
                 if (_setups.ContainsKey(node.Id)) _setups[node.Id] = (setup, type);
         }
         return made;
     }
 
-    private async Task SetUpAsync(ProviderNode node, string type)
+    private async Task SetUpAsync(ProviderNode node, string type, DateTimeOffset launchedAt)
     {
         // Off the tick's stack: a setup that finishes (or fails) at once must not run inside the tick that started it.
         await Task.Yield();
@@ -322,7 +322,7 @@ internal sealed class StandardAutoscaler : IAsyncDisposable
             lock (_gate)
             {
                 _setupFailed.Add(node.Id);
-                _backoff.Failed(new AutoscalerFailure(_time.GetUtcNow(), type, node.Ip, "setup failed: " + e.Message), backOff: true);
+                _backoff.Failed(new AutoscalerFailure(_time.GetUtcNow(), type, node.Ip, "setup failed: " + e.Message), backOff: true, launchedAt);
             }
         }
     }

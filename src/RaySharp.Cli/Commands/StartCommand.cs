@@ -15,11 +15,20 @@ namespace RaySharp.Cli.Commands;
 /// </summary>
 internal static partial class StartCommand
 {
-    /// <summary>How long a new process may take to report it listens.</summary>
-    private static readonly TimeSpan s_readyTimeout = TimeSpan.FromSeconds(30);
+    /// <summary>How long a new process may take to report it listens: 30 s, or the join timeout when that is longer.</summary>
+    private static TimeSpan ReadyTimeout => JoinBudget > TimeSpan.FromSeconds(30) ? JoinBudget : TimeSpan.FromSeconds(30);
 
-    /// <summary>How long joining waits for the head to answer (the whole command must fail within 10 s).</summary>
-    private static readonly TimeSpan s_joinBudget = TimeSpan.FromSeconds(8);
+    /// <summary>
+    /// How long joining waits for the head to answer (the whole command must fail within 10 s), unless
+    /// <c>RAYSHARP_JOIN_TIMEOUT_S</c> says otherwise: the launcher gives its workers longer, as many nodes starting at
+    /// once on a loaded machine can take more than 8 s to make their first call (and more than 30 s to start a raylet,
+    /// so a longer join timeout is also the node's processes' time to become ready).
+    /// </summary>
+    private static TimeSpan JoinBudget =>
+        double.TryParse(Environment.GetEnvironmentVariable(RaySharp.Autoscaler.ClusterLauncher.JoinTimeoutVariable), System.Globalization.NumberStyles.Float,
+            CultureInfo.InvariantCulture, out var seconds) && seconds > 0 && double.IsFinite(seconds)
+            ? TimeSpan.FromSeconds(seconds)
+            : TimeSpan.FromSeconds(8);
 
     public static async Task<int> RunAsync(StartSettings s, CancellationToken cancellationToken)
     {
@@ -189,7 +198,7 @@ internal static partial class StartCommand
         GetClusterInfoReply cluster;
         try
         {
-            cluster = await GcsConnection.CheckReachableAsync(probe, gcsAddress, s_joinBudget, cancellationToken).ConfigureAwait(false);
+            cluster = await GcsConnection.CheckReachableAsync(probe, gcsAddress, JoinBudget, cancellationToken).ConfigureAwait(false);
         }
         catch (ClusterTokenRefusedException)
         {
@@ -297,7 +306,7 @@ internal static partial class StartCommand
     {
         try
         {
-            return await NodeProcessLauncher.StartAndWaitReadyAsync(session, component, args, supervised, s_readyTimeout, environment).ConfigureAwait(false);
+            return await NodeProcessLauncher.StartAndWaitReadyAsync(session, component, args, supervised, ReadyTimeout, environment).ConfigureAwait(false);
         }
         catch (NodeStartupException e)
         {

@@ -208,7 +208,11 @@ internal sealed partial class TaskSubmitter : IAsyncDisposable
             }
             leases = Math.Max(0, Math.Min(shape.Pending.Count - shape.Leasing, MaxLeaseRequestsInFlight - shape.Leasing));
             shape.Leasing += leases;
-            while (shape.Pending.Count > shape.Leasing && shape.Leasing >= MaxLeaseRequestsInFlight && shape.Workers.Count > 0)
+            // Pipelining (tasks pushed ahead to busy workers while the lease requests are at their limit) packs the
+            // queue onto the first few leased workers: SPREAD tasks wait for leases of their own instead, so 50 of
+            // them run on 50 nodes rather than on the 11 whose leases came first.
+            while (shape.Strategy.Kind != SchedulingStrategyKind.SchedulingSpread &&
+                   shape.Pending.Count > shape.Leasing && shape.Leasing >= MaxLeaseRequestsInFlight && shape.Workers.Count > 0)
             {
                 var worker = shape.Workers[0];
                 foreach (var w in shape.Workers) if (w.InFlight < worker.InFlight) worker = w;

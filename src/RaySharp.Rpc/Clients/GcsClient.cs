@@ -128,9 +128,11 @@ internal sealed class GcsClient(RpcChannelPool channels, string address, TimeSpa
             {
                 throw new GcsUnreachableException(Address, "something answers on that port, but it is not a RaySharp GCS");
             }
-            catch (RpcException e) when (e.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded)
+            // A connection not made within the channel's connect timeout surfaces as Cancelled (not ours: retried).
+            catch (RpcException e) when (e.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded
+                                         || (e.StatusCode == StatusCode.Cancelled && !cancellationToken.IsCancellationRequested))
             {
-                problem = e.StatusCode == StatusCode.DeadlineExceeded
+                problem = e.StatusCode is StatusCode.DeadlineExceeded or StatusCode.Cancelled
                     ? "no answer"
                     : (e.Status.DebugException?.InnerException ?? e.Status.DebugException)?.Message ?? e.Status.Detail;
             }
