@@ -44,4 +44,11 @@ internal static class BundleResources
     public static bool BelongsTo(string name, string groupId) =>
         name.EndsWith(groupId, StringComparison.Ordinal) && name.Contains(Infix, StringComparison.Ordinal)
         && name.Length > groupId.Length && name[name.Length - groupId.Length - 1] == '_';
+
+    /// <summary>True when <paramref name="name"/> is some placement group's resource (a group id after <c>_group_</c>).</summary>
+    public static bool IsGroupResource(string name)
+    {
+        var at = name.LastIndexOf('_');
+        return at > 0 && UniqueId.IsValid(name[(at + 1)..]) && name.Contains(Infix, StringComparison.Ordinal);
+    }
 }

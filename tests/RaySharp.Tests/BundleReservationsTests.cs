@@ -28,6 +28,9 @@ public sealed class BundleReservationsTests
         Assert.True(BundleResources.BelongsTo($"GPU_group_{G}", G));
         Assert.False(BundleResources.BelongsTo("CPU", G));
         Assert.False(BundleResources.BelongsTo($"CPU_group_0_{UniqueId.New()}", G));
+        Assert.True(BundleResources.IsGroupResource($"bundle_group_{G}"));
+        Assert.True(BundleResources.IsGroupResource($"CPU_group_3_{G}"));
+        Assert.False(BundleResources.IsGroupResource("my_group_resource"));
         // The lease request's validation accepts them.
         Assert.True(ResourceSet.IsValidName(BundleResources.Indexed("CPU", G, 12345)));
     }
