@@ -36,6 +36,14 @@ public sealed class BundleReservationsTests
     }
 
     [Fact]
+    public void ALeaseOfABundlesGpusDrawsGpuIndicesOnce()
+    {
+        Assert.Equal(2, LeaseManager.GpusOf(new Dictionary<string, double> { ["GPU"] = 2, ["CPU"] = 4 }));
+        Assert.Equal(1, LeaseManager.GpusOf(new Dictionary<string, double> { [BundleResources.Indexed("GPU", G, 0)] = 1, [BundleResources.Wildcard("GPU", G)] = 1 }));
+        Assert.Equal(0, LeaseManager.GpusOf(new Dictionary<string, double> { [BundleResources.Wildcard("CPU", G)] = 1, ["GPU_custom"] = 3 }));
+    }
+
+    [Fact]
     public void PrepareTakesFromAvailableOnlyAndIsIdempotent()
     {
         Assert.Null(_bundles.Prepare([B(0, ("CPU", 2))]));

@@ -221,6 +221,15 @@ internal sealed partial class LeaseManager
         return true;
     }
 
+    /// <summary>
+    /// The GPUs a shape runs on: its own, or its placement group's (a bundle's GPUs were taken from the node's GPU
+    /// count, not from its indices, so a lease of them draws indices like any). A lease asks for a group's GPUs under
+    /// the bundle's name and the wildcard at once: the same GPUs, counted once.
+    /// </summary>
+    internal static double GpusOf(IReadOnlyDictionary<string, double> shape) =>
+        shape.Where(r => r.Key == ResourceSet.Gpu || r.Key.StartsWith(ResourceSet.Gpu + "_group_", StringComparison.Ordinal) && BundleResources.IsGroupResource(r.Key))
+            .Select(r => r.Value).DefaultIfEmpty(0).Max();
+
     /// <summary>A lease removed from the table gives its GPUs and resources back (a blocked one lent its CPUs already).</summary>
     private void ReleaseLocked(Lease lease)
     {
@@ -386,7 +395,7 @@ internal sealed partial class LeaseManager
                             continue;
                         }
                         ResourceSet.Subtract(_available, p.Shape);
-                        var gpuIds = _freeGpus.Take((int)Math.Ceiling(p.Shape.GetValueOrDefault(ResourceSet.Gpu))).ToList();
+                        var gpuIds = _freeGpus.Take((int)Math.Ceiling(GpusOf(p.Shape))).ToList();
                         foreach (var id in gpuIds) _freeGpus.Remove(id);
                         _leases[leaseId] = new Lease(leaseId, worker, p.Shape, gpuIds, p.Request.JobId);
                         worker.ServeJob(p.Request.JobId);
