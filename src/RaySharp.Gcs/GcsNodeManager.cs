@@ -86,6 +86,11 @@ internal sealed partial class GcsNodeManager(IGcsStore store, GcsPublisher publi
             var row = existing.Clone();
             row.ResourcesAvailable.Clear();
             row.ResourcesAvailable.Add(report.ResourcesAvailable);
+            if (report.ResourcesTotal.Count > 0)
+            {
+                row.ResourcesTotal.Clear();
+                row.ResourcesTotal.Add(report.ResourcesTotal);
+            }
             row.PendingDemands.Clear();
             row.PendingDemands.Add(report.PendingDemands);
             row.InfeasibleDemands.Clear();

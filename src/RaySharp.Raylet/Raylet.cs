@@ -188,6 +188,8 @@ internal sealed partial class Raylet : IAsyncDisposable
                 var (pending, infeasible) = _leases!.Demands();
                 var report = new ReportResourceUsageRequest { NodeId = _options.NodeId };
                 report.ResourcesAvailable.Add(_leases.AvailableSnapshot());
+                // Committed bundles change the total (their group resources), which other raylets and the GCS schedule on.
+                report.ResourcesTotal.Add(_leases.TotalSnapshot());
                 report.PendingDemands.Add(pending);
                 report.InfeasibleDemands.Add(infeasible);
                 report.IdleDurationMs = (long)_leases.IdleFor().TotalMilliseconds;

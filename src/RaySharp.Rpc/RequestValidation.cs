@@ -48,6 +48,7 @@ public sealed partial class ReportResourceUsageRequest : IValidatedRequest
 {
     string? IValidatedRequest.Validate() =>
         Validation.Id(NodeId, "node_id") ?? Validation.Resources(ResourcesAvailable, "resources_available")
+        ?? Validation.Resources(ResourcesTotal, "resources_total")
         ?? (IdleDurationMs < 0 || PrimaryObjectCount < 0 ? "idle_duration_ms and primary_object_count must not be negative" : null);
 }
 
@@ -59,6 +60,27 @@ public sealed partial class RequestWorkerLeaseRequest : IValidatedRequest
             return $"node affinity names node '{s.NodeId}', which is not a node id";
         return Validation.Resources(Resources, "resources");
     }
+}
+
+public sealed partial class PrepareBundleResourcesRequest : IValidatedRequest
+{
+    string? IValidatedRequest.Validate() => Validation.Bundles(Bundles, "bundles", allowEmpty: false);
+}
+
+public sealed partial class CommitBundleResourcesRequest : IValidatedRequest
+{
+    string? IValidatedRequest.Validate() => Validation.Bundles(Bundles, "bundles", allowEmpty: false);
+}
+
+public sealed partial class CancelResourceReserveRequest : IValidatedRequest
+{
+    string? IValidatedRequest.Validate() => Bundle is null ? "bundle is missing" : Validation.Bundle(Bundle, "bundle");
+}
+
+public sealed partial class ReleaseUnusedBundlesRequest : IValidatedRequest
+{
+    // Empty is meaningful: the GCS knows no bundle, so every one held here goes.
+    string? IValidatedRequest.Validate() => Validation.Bundles(BundlesInUse, "bundles_in_use", allowEmpty: true);
 }
 
 public sealed partial class RegisterWorkerRequest : IValidatedRequest
@@ -85,6 +107,38 @@ internal static class Validation
 {
     public static string? Id(string id, string field) =>
         UniqueId.IsValid(id) ? null : $"{field} '{id}' is not a {UniqueId.Length * 2}-character hex id";
+
+    /// <summary>More bundles than any group has in one call is not a request but a flood.</summary>
+    public const int MaxBundles = 10_000;
+
+    public static string? Bundles(IList<BundleSpec> bundles, string field, bool allowEmpty)
+    {
+        if (bundles.Count == 0 && !allowEmpty) return $"{field} is empty";
+        if (bundles.Count > MaxBundles) return $"{field} has {bundles.Count} bundles, more than {MaxBundles}";
+        for (var i = 0; i < bundles.Count; i++)
+        {
+            if (Bundle(bundles[i], $"{field}[{i}]") is { } error) return error;
+        }
+        return null;
+    }
+
+    public static string? Bundle(BundleSpec bundle, string field)
+    {
+        if (!UniqueId.IsValid(bundle.PlacementGroupId))
+            return $"{field}.placement_group_id '{bundle.PlacementGroupId}' is not a {UniqueId.Length * 2}-character hex id";
+        if (bundle.BundleIndex < 0) return $"{field}.bundle_index {bundle.BundleIndex} is negative";
+        if (bundle.NodeId.Length > 0 && !UniqueId.IsValid(bundle.NodeId)) return $"{field}.node_id '{bundle.NodeId}' is not a node id";
+        if (bundle.Resources.Count == 0) return $"{field}.resources is empty: a bundle reserves something";
+        foreach (var (name, quantity) in bundle.Resources)
+        {
+            if (!ResourceSet.IsValidName(name)) return $"{field}.resources has an invalid resource name '{name}'";
+            // The group's names are made from it; they must be valid names too (the length limit).
+            if (!ResourceSet.IsValidName(BundleResources.Indexed(name, bundle.PlacementGroupId, bundle.BundleIndex)))
+                return $"{field}.resources name '{name}' is too long to name a bundle resource";
+            if (!double.IsFinite(quantity) || quantity <= 0) return $"{field}.resources[{name}] = {quantity} is not a positive number";
+        }
+        return null;
+    }
 
     public static string? Resources(IDictionary<string, double> resources, string field)
     {

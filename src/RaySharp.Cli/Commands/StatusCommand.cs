@@ -121,7 +121,8 @@ internal static class StatusCommand
         console.Write(table);
         return 0;
 
-        static bool IsShown(string name) => !name.StartsWith("node:", StringComparison.Ordinal);
+        // A committed bundle's group resources are a view of CPUs and the like counted already (used, in their own rows).
+        static bool IsShown(string name) => !name.StartsWith("node:", StringComparison.Ordinal) && !BundleResources.IsGroupResource(name);
         static int ResourceOrder(string name) => name switch { ResourceSet.Cpu => 0, ResourceSet.Gpu => 1, _ => 2 };
         static string Fmt(double v) => v.ToString("0.0##", CultureInfo.InvariantCulture);
         static string Usage(NodeInfo n, string name)

@@ -32,6 +32,8 @@ internal sealed partial class LeaseManager
     private readonly Func<long> _primaryObjects;
     // Set once a drain was accepted, under _gate: from then on no lease is granted here (the node is about to go).
     private bool _draining;
+    // Placement-group bundles, on _total and _available: changed under _gate like every grant.
+    private readonly BundleReservations _bundles;
 
     private sealed record Lease(string LeaseId, WorkerHandle Worker, IReadOnlyDictionary<string, double> Resources, IReadOnlyList<int> GpuIds, string JobId)
     {
@@ -69,6 +71,7 @@ internal sealed partial class LeaseManager
         _logger = logger;
         _total = new Dictionary<string, double>(options.Resources, StringComparer.Ordinal);
         _available = new Dictionary<string, double>(options.Resources, StringComparer.Ordinal);
+        _bundles = new BundleReservations(_total, _available);
         _freeGpus = new SortedSet<int>(Enumerable.Range(0, (int)Math.Floor(options.Resources.GetValueOrDefault(ResourceSet.Gpu))));
         pool.WorkerAvailable += Dispatch;
         pool.WorkerExited += OnWorkerExited;
@@ -77,7 +80,16 @@ internal sealed partial class LeaseManager
     /// <summary>Raised when available resources or the queue changed, so the raylet reports soon.</summary>
     public event Action? Changed;
 
-    public IReadOnlyDictionary<string, double> Total => _total;
+    /// <summary>The node's resources, with the group resources of the bundles committed here.</summary>
+    public Dictionary<string, double> TotalSnapshot()
+    {
+        lock (_gate) return new Dictionary<string, double>(_total, StringComparer.Ordinal);
+    }
+
+    public IReadOnlyList<HeldBundle> Bundles()
+    {
+        lock (_gate) return _bundles.Held();
+    }
 
     public Dictionary<string, double> AvailableSnapshot()
     {
@@ -109,7 +121,8 @@ internal sealed partial class LeaseManager
         lock (_gate)
         {
             var now = Environment.TickCount64;
-            if (_leases.Count > 0 || _queue.Count > 0) _lastActive = now;
+            // A bundle is held for its group's work to come: the node is in use, as Ray counts reserved resources.
+            if (_leases.Count > 0 || _queue.Count > 0 || _bundles.Count > 0) _lastActive = now;
             return TimeSpan.FromMilliseconds(now - _lastActive);
         }
     }
@@ -137,6 +150,7 @@ internal sealed partial class LeaseManager
             if (_draining) return null;
             if (_leases.Count > 0) return $"the node holds {_leases.Count} lease(s)";
             if (_queue.Count > 0) return $"the node has {_queue.Count} lease request(s) queued";
+            if (_bundles.Count > 0) return $"the node holds {_bundles.Count} placement group bundle(s)";
             // The store's lock is taken inside this one; the store never calls back into the lease manager.
             var primaries = _primaryObjects();
             if (primaries > 0) return $"the node holds the primary copy of {primaries} object(s)";
@@ -198,15 +212,108 @@ internal sealed partial class LeaseManager
         lock (_gate)
         {
             if (!_leases.Remove(leaseId, out lease)) return false;
-            _lastActive = Environment.TickCount64;
-            _freeGpus.UnionWith(lease.GpuIds);
-            ResourceSet.Add(_available, lease.Blocked ? lease.Resources.Where(r => r.Key != ResourceSet.Cpu).ToDictionary(r => r.Key, r => r.Value) : lease.Resources, _total);
+            ReleaseLocked(lease);
         }
         LogReturned(_logger, leaseId, lease.Worker.WorkerId);
         _pool.Return(lease.Worker, disconnect);
         Changed?.Invoke();
         Dispatch();
         return true;
+    }
+
+    /// <summary>
+    /// The GPUs a shape runs on: its own, or its placement group's (a bundle's GPUs were taken from the node's GPU
+    /// count, not from its indices, so a lease of them draws indices like any). A lease asks for a group's GPUs under
+    /// the bundle's name and the wildcard at once: the same GPUs, counted once.
+    /// </summary>
+    internal static double GpusOf(IReadOnlyDictionary<string, double> shape) =>
+        shape.Where(r => r.Key == ResourceSet.Gpu || r.Key.StartsWith(ResourceSet.Gpu + "_group_", StringComparison.Ordinal) && BundleResources.IsGroupResource(r.Key))
+            .Select(r => r.Value).DefaultIfEmpty(0).Max();
+
+    /// <summary>A lease removed from the table gives its GPUs and resources back (a blocked one lent its CPUs already).</summary>
+    private void ReleaseLocked(Lease lease)
+    {
+        _lastActive = Environment.TickCount64;
+        _freeGpus.UnionWith(lease.GpuIds);
+        // Only names the node still has: a group resource whose bundle went must not come back as a free resource.
+        var back = lease.Resources.Where(r => !(lease.Blocked && r.Key == ResourceSet.Cpu) && _total.ContainsKey(r.Key)).ToDictionary(r => r.Key, r => r.Value);
+        ResourceSet.Add(_available, back, _total);
+    }
+
+    /// <summary>
+    /// Prepares bundles (all or none, see <see cref="BundleReservations.Prepare"/>). A draining node takes none: it is
+    /// about to go, and the group would lose them with it.
+    /// </summary>
+    /// <returns>Null when all are held; else why not.</returns>
+    public string? PrepareBundles(IReadOnlyList<BundleRequest> bundles)
+    {
+        string? failure;
+        lock (_gate)
+        {
+            failure = _draining ? "this node is draining and about to be terminated" : _bundles.Prepare(bundles);
+            if (failure is null) _lastActive = Environment.TickCount64;
+        }
+        if (failure is not null)
+        {
+            LogPrepareFailed(_logger, failure);
+            return failure;
+        }
+        foreach (var b in bundles) LogBundlePrepared(_logger, b.Index, b.GroupId, ResourceSet.Describe(b.Resources));
+        Changed?.Invoke();
+        return null;
+    }
+
+    /// <returns>Null when all are committed; else the bundle that was never prepared here.</returns>
+    public string? CommitBundles(IReadOnlyList<(string GroupId, int Index)> bundles)
+    {
+        string? failure;
+        lock (_gate) failure = _bundles.Commit(bundles);
+        if (failure is not null) return failure;
+        foreach (var (groupId, index) in bundles) LogBundleCommitted(_logger, index, groupId);
+        Changed?.Invoke();
+        // Leases of the group may have queued before the commit reached this node.
+        Dispatch();
+        return null;
+    }
+
+    /// <summary>
+    /// Gives a bundle back. Leases holding any of its group's resources are taken back first and their workers
+    /// killed, as Ray does when a group is removed: a lease may hold the group's wildcard rather than this bundle's
+    /// names, so which bundle it runs in is not known, and work of a group being removed must not outlive it.
+    /// </summary>
+    /// <returns>False when this node did not hold the bundle (nothing done).</returns>
+    public bool CancelBundle(string groupId, int index)
+    {
+        List<Lease> killed;
+        lock (_gate)
+        {
+            if (_bundles.Find(groupId, index) is null) return false;
+            killed = _leases.Values.Where(l => l.Resources.Any(r => r.Value > 0 && BundleResources.BelongsTo(r.Key, groupId))).ToList();
+            foreach (var lease in killed)
+            {
+                _leases.Remove(lease.LeaseId);
+                ReleaseLocked(lease);
+            }
+            _bundles.Cancel(groupId, index);
+            _lastActive = Environment.TickCount64;
+        }
+        LogBundleCancelled(_logger, index, groupId, killed.Count);
+        foreach (var lease in killed) _pool.Return(lease.Worker, disconnect: true);
+        Changed?.Invoke();
+        Dispatch();
+        return true;
+    }
+
+    /// <summary>Cancels every bundle held here that <paramref name="inUse"/> does not name (the GCS forgot it).</summary>
+    public int ReleaseUnusedBundles(IReadOnlyCollection<(string GroupId, int Index)> inUse)
+    {
+        var keep = inUse.ToHashSet();
+        var released = 0;
+        foreach (var b in Bundles())
+        {
+            if (!keep.Contains((b.GroupId, b.Index)) && CancelBundle(b.GroupId, b.Index)) released++;
+        }
+        return released;
     }
 
     /// <summary>Takes back every lease of a job that ended, stopping their workers (which may hold the job's state).</summary>
@@ -227,13 +334,8 @@ internal sealed partial class LeaseManager
     {
         lock (_gate)
         {
-            if (worker.LeaseId is { } id && _leases.Remove(id, out var lease))
-            {
-                _lastActive = Environment.TickCount64;
-                _freeGpus.UnionWith(lease.GpuIds);
-                // The lessee learns of the death when its push to the worker fails; the resources come back now.
-                ResourceSet.Add(_available, lease.Blocked ? lease.Resources.Where(r => r.Key != ResourceSet.Cpu).ToDictionary(r => r.Key, r => r.Value) : lease.Resources, _total);
-            }
+            // The lessee learns of the death when its push to the worker fails; the resources come back now.
+            if (worker.LeaseId is { } id && _leases.Remove(id, out var lease)) ReleaseLocked(lease);
         }
         Changed?.Invoke();
         Dispatch();
@@ -293,7 +395,7 @@ internal sealed partial class LeaseManager
                             continue;
                         }
                         ResourceSet.Subtract(_available, p.Shape);
-                        var gpuIds = _freeGpus.Take((int)Math.Ceiling(p.Shape.GetValueOrDefault(ResourceSet.Gpu))).ToList();
+                        var gpuIds = _freeGpus.Take((int)Math.Ceiling(GpusOf(p.Shape))).ToList();
                         foreach (var id in gpuIds) _freeGpus.Remove(id);
                         _leases[leaseId] = new Lease(leaseId, worker, p.Shape, gpuIds, p.Request.JobId);
                         worker.ServeJob(p.Request.JobId);
@@ -365,6 +467,18 @@ internal sealed partial class LeaseManager
         }
         if (changed) Changed?.Invoke();
     }
+
+    [LoggerMessage(EventId = 403, Level = LogLevel.Information, Message = "Prepared bundle {Index} of placement group {GroupId}: {Shape}")]
+    private static partial void LogBundlePrepared(ILogger logger, int index, string groupId, string shape);
+
+    [LoggerMessage(EventId = 404, Level = LogLevel.Information, Message = "Preparing placement group bundles failed: {Reason}")]
+    private static partial void LogPrepareFailed(ILogger logger, string reason);
+
+    [LoggerMessage(EventId = 405, Level = LogLevel.Information, Message = "Committed bundle {Index} of placement group {GroupId}")]
+    private static partial void LogBundleCommitted(ILogger logger, int index, string groupId);
+
+    [LoggerMessage(EventId = 406, Level = LogLevel.Information, Message = "Cancelled bundle {Index} of placement group {GroupId}; killed {Killed} worker(s) of the group")]
+    private static partial void LogBundleCancelled(ILogger logger, int index, string groupId, int killed);
 
     [LoggerMessage(EventId = 402, Level = LogLevel.Information, Message = "Drain accepted: this node grants no new lease")]
     private static partial void LogDraining(ILogger logger);

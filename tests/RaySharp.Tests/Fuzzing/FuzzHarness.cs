@@ -72,6 +72,9 @@ internal sealed class FuzzHarness
         runner.Start();
         var finished = runner.Join(TimeSpan.FromSeconds(seconds) + _perInput * 2 + TimeSpan.FromSeconds(30));
         stop.Cancel();
+        // The watchdog reads the token's wait handle each round: disposing it under a round in progress (a loaded
+        // machine) crashed the test host.
+        watchdog.Join();
         if (!finished) Flag("stuck for good", "(the run never finished)", hang: true);
         var summary = Summary(clock.Elapsed, finished ? "finished" : "stuck");
         _output.WriteLine(summary);
