@@ -44,8 +44,12 @@ internal sealed partial class GcsServer : IAsyncDisposable
     private readonly IGcsStore _store;
     private readonly GcsDriverMonitor _drivers;
 
-    private GcsServer(RpcServer rpc, GcsHealthCheckManager health, RpcChannelPool channels, Actors.GcsActorManager actors, IGcsStore store, GcsDriverMonitor drivers)
+    private readonly PlacementGroups.GcsPlacementGroupManager _placementGroups;
+
+    private GcsServer(RpcServer rpc, GcsHealthCheckManager health, RpcChannelPool channels, Actors.GcsActorManager actors, IGcsStore store, GcsDriverMonitor drivers,
+        PlacementGroups.GcsPlacementGroupManager placementGroups)
     {
+        _placementGroups = placementGroups;
         _actors = actors;
         _store = store;
         _drivers = drivers;
@@ -75,6 +79,9 @@ internal sealed partial class GcsServer : IAsyncDisposable
         var channels = new RpcChannelPool(connectTimeout: options.EffectiveHealthCheckTimeout);
         var actors = new Actors.GcsActorManager(options, store, nodes, channels, time, loggerFactory.CreateLogger<Actors.GcsActorManager>());
         jobs.JobFinished += actors.OnJobFinished;
+        var placementGroups = new PlacementGroups.GcsPlacementGroupManager(store, nodes,
+            new PlacementGroups.RayletBundleReserver(channels, options.EffectiveHealthCheckTimeout * 2), time, loggerFactory.CreateLogger<PlacementGroups.GcsPlacementGroupManager>());
+        jobs.JobFinished += job => _ = placementGroups.OnJobFinishedAsync(job);
         var health = new GcsHealthCheckManager(options, time,
             async (node, ct) =>
             {
@@ -99,6 +106,7 @@ internal sealed partial class GcsServer : IAsyncDisposable
             await nodes.LoadAsync().ConfigureAwait(false);
             drivers.AwaitReconnects(await jobs.LoadAliveAsync().ConfigureAwait(false), options.DriverReconnectTimeout);
             await actors.LoadAsync().ConfigureAwait(false);
+            await placementGroups.LoadAsync(cancellationToken).ConfigureAwait(false);
             LogRecovered(logger, identity.ClusterId, identity.GcsRestarts, storage, nodes.GetAll(aliveOnly: true).Count, actors.List(includeDead: false).Count);
         }
 
@@ -112,6 +120,7 @@ internal sealed partial class GcsServer : IAsyncDisposable
                 services.AddSingleton(kv);
                 services.AddSingleton(publisher);
                 services.AddSingleton(actors);
+                services.AddSingleton(placementGroups);
                 services.AddSingleton(objects);
                 services.AddSingleton(channels);
             },
@@ -123,10 +132,12 @@ internal sealed partial class GcsServer : IAsyncDisposable
                 endpoints.MapGrpcService<PubsubGcsServiceImpl>();
                 endpoints.MapGrpcService<ActorInfoGcsServiceImpl>();
                 endpoints.MapGrpcService<ObjectLocationGcsServiceImpl>();
+                endpoints.MapGrpcService<PlacementGroupInfoGcsServiceImpl>();
             }, cancellationToken: cancellationToken, framedHandler: drivers).ConfigureAwait(false);
 
         LogStarted(logger, rpc.Port, storage, options.HealthCheckPeriod.TotalMilliseconds, options.HealthCheckFailureThreshold);
-        return new GcsServer(rpc, health, channels, actors, store, drivers);
+        placementGroups.Start();
+        return new GcsServer(rpc, health, channels, actors, store, drivers, placementGroups);
     }
 
     /// <summary>The cluster's identity from the store, or a new one; each start on stored state counts as a restart.</summary>
@@ -157,6 +168,7 @@ internal sealed partial class GcsServer : IAsyncDisposable
         _drivers.Dispose();
         await _health.DisposeAsync().ConfigureAwait(false);
         await _actors.DisposeAsync().ConfigureAwait(false);
+        await _placementGroups.DisposeAsync().ConfigureAwait(false);
         await _rpc.DisposeAsync().ConfigureAwait(false);
         _channels.Dispose();
         if (_store is RedisGcsStore redis)

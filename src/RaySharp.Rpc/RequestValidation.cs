@@ -67,6 +67,48 @@ public sealed partial class PrepareBundleResourcesRequest : IValidatedRequest
     string? IValidatedRequest.Validate() => Validation.Bundles(Bundles, "bundles", allowEmpty: false);
 }
 
+public sealed partial class CreatePlacementGroupRequest : IValidatedRequest
+{
+    /// <summary>A group's name is for people and lookups: a line, not a payload.</summary>
+    public const int MaxNameLength = 256;
+
+    string? IValidatedRequest.Validate()
+    {
+        if (Spec is null) return "spec is missing";
+        if (Validation.Id(Spec.PlacementGroupId, "spec.placement_group_id") is { } id) return id;
+        if (!Enum.IsDefined(Spec.Strategy)) return $"spec.strategy {(int)Spec.Strategy} is not a placement strategy";
+        if (Spec.Name.Length > MaxNameLength || Spec.RayNamespace.Length > MaxNameLength) return $"spec.name and spec.ray_namespace may have at most {MaxNameLength} characters";
+        if (Spec.Bundles.Count == 0) return "spec.bundles is empty: a placement group has at least one bundle";
+        for (var i = 0; i < Spec.Bundles.Count; i++)
+        {
+            var bundle = Spec.Bundles[i];
+            if (bundle.BundleIndex != i) return $"spec.bundles[{i}].bundle_index is {bundle.BundleIndex}, not its position {i}";
+            if (bundle.PlacementGroupId.Length > 0 && bundle.PlacementGroupId != Spec.PlacementGroupId) return $"spec.bundles[{i}] names another placement group";
+            var own = bundle.Clone();
+            own.PlacementGroupId = Spec.PlacementGroupId;
+            own.NodeId = "";
+            if (Validation.Bundle(own, $"spec.bundles[{i}]") is { } error) return error;
+        }
+        return Spec.Bundles.Count > Validation.MaxBundles ? $"spec.bundles has more than {Validation.MaxBundles} bundles" : null;
+    }
+}
+
+public sealed partial class RemovePlacementGroupRequest : IValidatedRequest
+{
+    string? IValidatedRequest.Validate() => Validation.Id(PlacementGroupId, "placement_group_id");
+}
+
+public sealed partial class GetPlacementGroupRequest : IValidatedRequest
+{
+    string? IValidatedRequest.Validate() => Validation.Id(PlacementGroupId, "placement_group_id");
+}
+
+public sealed partial class WaitPlacementGroupUntilReadyRequest : IValidatedRequest
+{
+    string? IValidatedRequest.Validate() =>
+        Validation.Id(PlacementGroupId, "placement_group_id") ?? (TimeoutMs < 0 ? "timeout_ms must not be negative" : null);
+}
+
 public sealed partial class CommitBundleResourcesRequest : IValidatedRequest
 {
     string? IValidatedRequest.Validate() => Validation.Bundles(Bundles, "bundles", allowEmpty: false);

@@ -396,7 +396,7 @@ internal sealed partial class GcsPlacementGroupManager : IAsyncDisposable
             }
             if (data.State == PlacementGroupState.Prepared) await RecommitAsync(entry, cancellationToken).ConfigureAwait(false);
         }
-        foreach (var node in _nodes.GetAll(aliveOnly: true))
+        await Task.WhenAll(_nodes.GetAll(aliveOnly: true).Select(async node =>
         {
             List<BundleSpec> inUse;
             lock (_gate)
@@ -410,7 +410,7 @@ internal sealed partial class GcsPlacementGroupManager : IAsyncDisposable
             {
                 LogCancelFailed(_logger, "(unused)", -1, node.NodeIpAddress, e.Message);
             }
-        }
+        })).ConfigureAwait(false);
         Wake();
     }
 
