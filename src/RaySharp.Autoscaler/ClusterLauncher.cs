@@ -354,18 +354,17 @@ internal sealed class ClusterLauncher
     /// </summary>
     public async Task<IReadOnlyList<string>> DownAsync(bool workersOnly, bool keepMinWorkers, CancellationToken cancellationToken)
     {
-        var nodes = await Provider.NonTerminatedNodesAsync(cancellationToken).ConfigureAwait(false);
+        var head = await HeadAsync(cancellationToken).ConfigureAwait(false);
         // The head first stops what runs there, its autoscaler included: one still running would launch nodes again
-        // (min_workers) while the workers go. The nodes are listed again after, with any it launched (on a local head,
+        // (min_workers) while the workers go. The workers are listed after, with any it launched (on a local head,
         // read back from its copy of the state).
-        if (!workersOnly && nodes.FirstOrDefault(n => n.IsHead) is { } running)
-            await Provider.CommandRunner(running).RunAsync("raysharp stop", new Dictionary<string, string>(), null, cancellationToken).ConfigureAwait(false);
-        if (nodes.FirstOrDefault(n => n.IsHead) is { } withState)
+        if (head is not null)
         {
-            await AdoptHeadStateAsync(withState, cancellationToken).ConfigureAwait(false);
-            nodes = await Provider.NonTerminatedNodesAsync(cancellationToken).ConfigureAwait(false);
+            if (!workersOnly)
+                await Provider.CommandRunner(head).RunAsync("raysharp stop", new Dictionary<string, string>(), null, cancellationToken).ConfigureAwait(false);
+            await AdoptHeadStateAsync(head, cancellationToken).ConfigureAwait(false);
         }
-        var workers = nodes.Where(n => !n.IsHead).ToList();
+        var workers = (await WorkersAsync(cancellationToken).ConfigureAwait(false)).ToList();
         if (keepMinWorkers)
         {
             var kept = _config.WorkerTypes.SelectMany(t => workers.Where(w => w.Tag(NodeTags.NodeType) == t.Key).Take(t.Value.MinWorkers)).ToHashSet();
@@ -373,10 +372,11 @@ internal sealed class ClusterLauncher
         }
         var problems = new List<string>();
         await Task.WhenAll(workers.Select(w => StopAndTerminateAsync(w, problems, cancellationToken))).ConfigureAwait(false);
-        if (!workersOnly && nodes.FirstOrDefault(n => n.IsHead) is { } head) await StopAndTerminateAsync(head, problems, cancellationToken).ConfigureAwait(false);
+        if (head is null) return problems;
+        if (!workersOnly) await StopAndTerminateAsync(head, problems, cancellationToken).ConfigureAwait(false);
         // The head stays: its autoscaler must see the workers gone (and brings min_workers back, as after any loss).
-        if (workersOnly && KeepsStateOnHead && nodes.FirstOrDefault(n => n.IsHead) is { } stays)
-            await Provider.CommandRunner(stays).SyncUpAsync(State.StateFile, BootstrapState, [], delete: false, null, cancellationToken).ConfigureAwait(false);
+        else if (KeepsStateOnHead)
+            await Provider.CommandRunner(head).SyncUpAsync(State.StateFile, BootstrapState, [], delete: false, null, cancellationToken).ConfigureAwait(false);
         return problems;
     }
 
@@ -394,7 +394,7 @@ internal sealed class ClusterLauncher
             [ClusterToken.EnvironmentVariable] = token,
             ["RAYSHARP_HEAD_IP"] = headIp,
             ["RAYSHARP_HEAD_ADDRESS"] = headAddress,
-            [JoinTimeoutVariable] = WorkerJoinTimeoutSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            [JoinTimeoutVariable] = WorkerJoinTimeoutSeconds.ToString(CultureInfo.InvariantCulture),
         };
         var type = _config.AvailableNodeTypes.GetValueOrDefault(node.Tag(NodeTags.NodeType) ?? "") ?? new NodeTypeConfig();
         return UpdateAsync(node, UpdateMode.Full, WithResources(environment, type), new UpdaterOptions { ShipRaySharp = ShipsRaySharp }, cancellationToken);

@@ -83,7 +83,7 @@ internal sealed class ClusterState
     {
         try
         {
-            return JsonSerializer.Deserialize<StateDocument>(json, s_json)?.Nodes ?? [];
+            return Deserialize(json);
         }
         catch (JsonException)
         {
@@ -103,13 +103,15 @@ internal sealed class ClusterState
         if (!File.Exists(StateFile)) return [];
         try
         {
-            return JsonSerializer.Deserialize<StateDocument>(File.ReadAllText(StateFile), s_json)?.Nodes ?? [];
+            return Deserialize(File.ReadAllText(StateFile));
         }
         catch (JsonException e)
         {
             throw new InvalidOperationException($"the launcher's state file {StateFile} is damaged ({e.Message}); delete it once every node of the cluster is stopped");
         }
     }
+
+    private static List<NodeRecord> Deserialize(string json) => JsonSerializer.Deserialize<StateDocument>(json, s_json)?.Nodes ?? [];
 
     private FileStream Lock()
     {

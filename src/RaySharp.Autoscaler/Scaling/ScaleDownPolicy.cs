@@ -57,10 +57,11 @@ internal static class ScaleDownPolicy
         foreach (var w in chosen) left[w.TypeName ?? ""] = left.GetValueOrDefault(w.TypeName ?? "") - 1;
         var total = left.Values.Sum();
         var chosenIds = chosen.Select(w => w.ProviderNodeId).ToHashSet(StringComparer.Ordinal);
+        var candidates = workers.Where(w => w.Load.IsIdle && !chosenIds.Contains(w.ProviderNodeId))
+            .OrderBy(w => w.Load.IdleSince).ThenBy(w => w.ProviderNodeId, StringComparer.Ordinal).ToList();
         var surplus = new List<WorkerNode>();
         // The type's limit first, then the cluster's: a node that leaves for its type also makes room under the cluster's.
-        foreach (var w in workers.Where(w => w.Load.IsIdle && !chosenIds.Contains(w.ProviderNodeId))
-                     .OrderBy(w => w.Load.IdleSince).ThenBy(w => w.ProviderNodeId, StringComparer.Ordinal))
+        foreach (var w in candidates)
         {
             var type = w.TypeName ?? "";
             var (min, max) = limits.TryGetValue(type, out var l) ? l : (0, int.MaxValue);
@@ -69,8 +70,7 @@ internal static class ScaleDownPolicy
             total--;
             surplus.Add(w);
         }
-        foreach (var w in workers.Where(w => w.Load.IsIdle && !chosenIds.Contains(w.ProviderNodeId) && !surplus.Contains(w))
-                     .OrderBy(w => w.Load.IdleSince).ThenBy(w => w.ProviderNodeId, StringComparer.Ordinal))
+        foreach (var w in candidates.Where(w => !surplus.Contains(w)).ToList())
         {
             if (total <= clusterMaxWorkers) break;
             var type = w.TypeName ?? "";

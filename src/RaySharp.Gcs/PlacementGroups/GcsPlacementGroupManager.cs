@@ -1,6 +1,5 @@
 using Google.Protobuf;
 using Microsoft.Extensions.Logging;
-using RaySharp.Common;
 using RaySharp.Gcs.Storage;
 using RaySharp.Rpc.Protocol;
 
@@ -129,8 +128,9 @@ internal sealed partial class GcsPlacementGroupManager : IAsyncDisposable
             if (!_groups.TryGetValue(id, out var entry)) return false;
             if (entry.Data.State == PlacementGroupState.Removed) return true;
             data = entry.Data;
-            placed = data.Bundles.Where(b => b.NodeId.Length > 0).Select(b => (_nodes.Get(b.NodeId), b.Clone())).Where(p => p.Item1 is { State: NodeState.Alive })
-                .Select(p => (p.Item1!, p.Item2)).ToList();
+            placed = [];
+            foreach (var b in data.Bundles)
+                if (b.NodeId.Length > 0 && _nodes.Get(b.NodeId) is { State: NodeState.Alive } node) placed.Add((node, b.Clone()));
             data.State = PlacementGroupState.Removed;
             data.StateMessage = reason;
             foreach (var b in data.Bundles) b.NodeId = "";

@@ -1,4 +1,3 @@
-using Grpc.Core;
 using RaySharp.Rpc;
 using RaySharp.Rpc.Protocol;
 
@@ -53,7 +52,4 @@ internal sealed class RayletBundleReserver(RpcChannelPool channels, TimeSpan cal
         request.BundlesInUse.Add(inUse);
         await Client(node).ReleaseUnusedBundlesAsync(request, deadline: Deadline, cancellationToken: cancellationToken).ConfigureAwait(false);
     }
-
-    /// <summary>A failure that says the node is gone or unreachable, as opposed to a refusal.</summary>
-    public static bool IsUnreachable(Exception e) => e is RpcException { StatusCode: StatusCode.Unavailable or StatusCode.DeadlineExceeded } or IOException;
 }
