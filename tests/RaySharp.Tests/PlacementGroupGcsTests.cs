@@ -9,7 +9,7 @@ namespace RaySharp.Tests;
 /// <summary>
 /// Placement groups through the GCS's service on a 3-host namespace cluster: the GCS places the bundles by strategy and
 /// reserves them on the raylets in two phases; a group no set of nodes can hold waits, saying why; removal gives every
-/// bundle back.
+/// bundle back. The service refuses callers without the cluster's token.
 /// </summary>
 public sealed class PlacementGroupGcsTests : IDisposable
 {
@@ -41,6 +41,20 @@ public sealed class PlacementGroupGcsTests : IDisposable
         var gcs = new GcsClient(_channels, address);
         var groups = new PlacementGroupInfoGcsService.PlacementGroupInfoGcsServiceClient(_channels.Get(address));
         await ClusterAssertions.EventuallyAsync(async () => (await gcs.GetAllNodesAsync(aliveOnly: true)).Count == 3, TimeSpan.FromSeconds(30), "three nodes");
+
+        // The service is behind the cluster's gate: without the token, or with another, nothing is created.
+        foreach (var security in new[] { new RpcSecurityOptions(), new RpcSecurityOptions { ClusterToken = ClusterToken.Generate() } })
+        {
+            using var stranger = new RpcChannelPool(security);
+            var intruder = new PlacementGroupInfoGcsService.PlacementGroupInfoGcsServiceClient(stranger.Get(address));
+            await ClusterAssertions.EventuallyAsync(async () =>
+            {
+                var refused = await Assert.ThrowsAsync<Grpc.Core.RpcException>(() => intruder.CreatePlacementGroupAsync(Create(UniqueId.New(), PlacementStrategy.Pack, 1, 1)).ResponseAsync);
+                Assert.True(refused.StatusCode is Grpc.Core.StatusCode.Unauthenticated or Grpc.Core.StatusCode.Internal or Grpc.Core.StatusCode.Unavailable, refused.ToString());
+                return refused.StatusCode == Grpc.Core.StatusCode.Unauthenticated;
+            }, TimeSpan.FromSeconds(20), "a placement group request without the cluster's token being refused as Unauthenticated");
+        }
+        Assert.Empty((await groups.GetAllPlacementGroupAsync(new GetAllPlacementGroupRequest { IncludeRemoved = true })).PlacementGroups);
 
         // STRICT_SPREAD over three nodes: one bundle each, its CPU reserved there as the group's.
         var spread = UniqueId.New();
