@@ -14,6 +14,9 @@ internal static class BundleResources
     /// <summary>What each bundle adds of its marker (Ray's 1000, so a task's small share never exhausts it).</summary>
     public const double MarkerQuantity = 1000;
 
+    /// <summary>What a task or actor in a group asks for of the marker (Ray's 0.001): a millionth of one bundle's, so a million fit.</summary>
+    public const double MarkerShare = 0.001;
+
     private const string Infix = "_group_";
 
     /// <summary><c>R_group_i_G</c>: resource <paramref name="name"/> of bundle <paramref name="index"/> only.</summary>

@@ -58,6 +58,8 @@ public sealed partial class RequestWorkerLeaseRequest : IValidatedRequest
     {
         if (Strategy is { Kind: SchedulingStrategyKind.SchedulingNodeAffinity } s && !UniqueId.IsValid(s.NodeId))
             return $"node affinity names node '{s.NodeId}', which is not a node id";
+        if (Strategy is { Kind: SchedulingStrategyKind.SchedulingPlacementGroup } g && (!UniqueId.IsValid(g.PlacementGroupId) || g.BundleIndex < -1))
+            return $"the placement group strategy names group '{g.PlacementGroupId}' bundle {g.BundleIndex}: give a group id and a bundle index of -1 or more";
         return Validation.Resources(Resources, "resources");
     }
 }

@@ -31,7 +31,12 @@ public abstract class ActorClassBase<TActor> where TActor : class
     private protected ActorHandle<TActor> Create(params Task<ByteString>[] args)
     {
         var options = Options;
+        // A default-strategy actor made inside a task or actor whose group captures its children goes in that group.
+        if (options.Strategy.Kind == SchedulingStrategyKind.SchedulingDefault && RunningTask.Current is { CaptureChildTasks: true, PlacementGroupId: { } group })
+            options = options with { Strategy = SchedulingStrategy.Captured(group) };
         var (held, placement) = options.Shapes();
+        held = options.Strategy.Resources(held);
+        placement = options.Strategy.Resources(placement);
         var context = Ray.ActorContext();
         var actorId = UniqueId.New();
         var ns = options.Namespace ?? context.Namespace;
@@ -61,6 +66,11 @@ public abstract class ActorClassBase<TActor> where TActor : class
             Strategy = options.Strategy.ToProto(),
             GetIfExists = options.GetIfExists,
         };
+        if (options.Strategy.Group is { } inGroup)
+        {
+            request.Creation.PlacementGroupId = inGroup.Id;
+            request.Creation.CaptureChildTasks = options.Strategy.CaptureChildTasks;
+        }
         request.Resources.Add(held);
         request.PlacementResources.Add(placement);
         var registration = RegisterAsync(context, request, args);

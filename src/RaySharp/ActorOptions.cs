@@ -73,6 +73,8 @@ public sealed record ActorOptions
         if (MaxConcurrency is < 1) throw new ArgumentException($"ActorOptions.MaxConcurrency must be 1 or more, got {MaxConcurrency}");
         if (NumCpus is < 0 || NumGpus < 0) throw new ArgumentException("ActorOptions.NumCpus and NumGpus cannot be negative");
         var held = new TaskOptions { NumCpus = NumCpus ?? 0, NumGpus = NumGpus, Resources = Resources }.Shape();
+        if (Lightweight && Strategy.Group is not null)
+            throw new ArgumentException("a lightweight actor shares a process outside any placement group; drop Lightweight to run it in a group's bundle");
         if (Lightweight)
         {
             if (held.Count > 0)
@@ -80,7 +82,8 @@ public sealed record ActorOptions
             return (held, held);
         }
         var placement = new Dictionary<string, double>(held, StringComparer.Ordinal);
-        if (NumCpus is null) placement[ResourceSet.Cpu] = 1;
+        // In a group the bundle's marker already picks the node, and a bundle may hold no CPU (a GPU-only one).
+        if (NumCpus is null && Strategy.Group is null) placement[ResourceSet.Cpu] = 1;
         return (held, placement);
     }
 }

@@ -115,7 +115,8 @@ public abstract class RemoteFunctionBase : CoreWorker.Objects.ILineageSource
             Name = Options.Name ?? (_displayName ??= DisplayName(Descriptor.Method)),
         };
         FunctionDescriptors.SetFunction(request, Descriptor);
-        var placement = _placement ??= Placement.Of(Options);
+        var placement = PlacementFor(Options.Strategy.Kind == SchedulingStrategyKind.SchedulingDefault ? RunningTask.Current : null);
+        placement.Stamp(request);
         var reply = args.All(a => a.IsCompletedSuccessfully)
             ? SubmitNow(submitter, request, placement, Options.MaxRetries, args)
             : SubmitWhenReadyAsync(submitter, request, placement, Options.MaxRetries, args);
@@ -126,18 +127,37 @@ public abstract class RemoteFunctionBase : CoreWorker.Objects.ILineageSource
 
     Task<PushTaskReply> CoreWorker.Objects.ILineageSource.ResubmitAsync(CoreWorker.Submission.TaskSubmitter submitter, PushTaskRequest request)
     {
-        var placement = _placement ??= Placement.Of(Options);
+        // A task captured by its parent's group was stamped with it: it runs again in that group.
+        var placement = Options.Strategy.Kind == SchedulingStrategyKind.SchedulingDefault && request.CaptureChildTasks
+            ? Placement.Of(Options with { Strategy = SchedulingStrategy.Captured(request.PlacementGroupId) })
+            : _placement ??= Placement.Of(Options);
         return submitter.SubmitAsync(request, placement.Shape, placement.Strategy, Options.MaxRetries, placement.QueueKey, placement.RetryOn);
     }
+
+    /// <summary>
+    /// The placement of one call: these options' (built once), or, for a default-strategy call made inside a task or
+    /// actor whose placement group captures its children, the same options in that group (any bundle).
+    /// </summary>
+    private Placement PlacementFor(RunningTask? parent) => parent is { CaptureChildTasks: true, PlacementGroupId: { } group }
+        ? Placement.Of(Options with { Strategy = SchedulingStrategy.Captured(group) })
+        : _placement ??= Placement.Of(Options);
 
     /// <summary>The resource shape, strategy and queue key of these options: the same for every call, so built once.</summary>
     private sealed record Placement(Dictionary<string, double> Shape, Rpc.Protocol.SchedulingStrategy Strategy, string QueueKey, Func<TaskError, bool>? RetryOn)
     {
         public static Placement Of(TaskOptions options)
         {
-            var shape = options.Shape();
+            var shape = options.Strategy.Resources(options.Shape());
             var strategy = options.Strategy.ToProto();
             return new Placement(shape, strategy, CoreWorker.Submission.TaskSubmitter.QueueKey(shape, strategy), options.RetryPredicate());
+        }
+
+        /// <summary>Tells the worker which group the task runs in (for its children and <see cref="Ray.GetCurrentPlacementGroup"/>).</summary>
+        public void Stamp(PushTaskRequest request)
+        {
+            if (Strategy.Kind != SchedulingStrategyKind.SchedulingPlacementGroup) return;
+            request.PlacementGroupId = Strategy.PlacementGroupId;
+            request.CaptureChildTasks = Strategy.CaptureChildTasks;
         }
     }
 

@@ -8,6 +8,9 @@ using RaySharp.Rpc.Protocol;
 
 namespace RaySharp.Tests;
 
+using PlacementGroupState = RaySharp.Rpc.Protocol.PlacementGroupState;
+using PlacementStrategy = RaySharp.Rpc.Protocol.PlacementStrategy;
+
 /// <summary>
 /// The GCS's placement group manager against a fake of the raylets: the two phases (prepare on every node, then
 /// commit), rollback and backoff when a node refuses, waiting with the reason, removal, a node's death rescheduling

@@ -6,6 +6,9 @@ using RaySharp.Tests.Infrastructure;
 
 namespace RaySharp.Tests;
 
+using PlacementGroupState = RaySharp.Rpc.Protocol.PlacementGroupState;
+using PlacementStrategy = RaySharp.Rpc.Protocol.PlacementStrategy;
+
 /// <summary>
 /// Placement groups through the GCS's service on a 3-host namespace cluster: the GCS places the bundles by strategy and
 /// reserves them on the raylets in two phases; a group no set of nodes can hold waits, saying why; removal gives every

@@ -3,6 +3,9 @@ using RaySharp.Rpc.Protocol;
 
 namespace RaySharp.Tests;
 
+using PlacementGroupState = RaySharp.Rpc.Protocol.PlacementGroupState;
+using PlacementStrategy = RaySharp.Rpc.Protocol.PlacementStrategy;
+
 /// <summary>
 /// The placement-group bundle policy: each of Ray's four strategies against node views, what waits (free later) and what
 /// is infeasible (no node could ever), and rescheduling that keeps the bundles of live nodes.

@@ -24,7 +24,11 @@ internal sealed partial class ActorExecutor(CoreWorkerOptions options, JobCodeCa
             var job = await code.GetAsync(request.JobId).ConfigureAwait(false);
             var (method, invoker, target, parameters) = FunctionDescriptors.Resolve(request.JobId, FunctionDescriptors.Unpack(request), JobCodeCache.Loader(job));
             var args = new object?[parameters.Length];
-            var running = new RunningTask(request.JobId, null, request.ActorId) { ArgumentSource = creator };
+            var group = request.PlacementGroupId.Length > 0 ? request.PlacementGroupId : null;
+            var running = new RunningTask(request.JobId, null, request.ActorId)
+            {
+                ArgumentSource = creator, PlacementGroupId = group, CaptureChildTasks = request.CaptureChildTasks,
+            };
             RunningTask.Enter(running);
             await store.ReadArgumentsAsync(parameters, request.Args, args).ConfigureAwait(false);
             running.ArgumentSource = null;
@@ -39,7 +43,10 @@ internal sealed partial class ActorExecutor(CoreWorkerOptions options, JobCodeCa
                 instance = task.GetType().GetProperty("Result")?.GetValue(task);
             }
             if (instance is null) throw new InvalidOperationException($"the factory of actor {request.ClassName} returned null");
-            var actor = new ActorInstance(request.ActorId, request.JobId, request.ClassName, instance, request.MaxConcurrency, options, store, job, request.DedicatedWorker);
+            var actor = new ActorInstance(request.ActorId, request.JobId, request.ClassName, instance, request.MaxConcurrency, options, store, job, request.DedicatedWorker)
+            {
+                PlacementGroupId = group, CaptureChildTasks = request.CaptureChildTasks,
+            };
             _actors[request.ActorId] = actor;
             LogCreated(logger, request.ActorId, instance.GetType().FullName ?? request.ClassName, actor.MaxConcurrency);
             return new PushTaskReply { Result = Google.Protobuf.ByteString.Empty };

@@ -49,6 +49,12 @@ internal sealed class ActorInstance
 
     private sealed record Method(MethodInvoker Invoker, object? Target, Type[] ParameterTypes, Type ReturnType, bool Lambda);
 
+    /// <summary>The placement group the actor was created in, null when none; its calls run in it.</summary>
+    public string? PlacementGroupId { get; init; }
+
+    /// <summary>What its calls submit with the default strategy goes in <see cref="PlacementGroupId"/> too.</summary>
+    public bool CaptureChildTasks { get; init; }
+
     /// <param name="dedicatedWorker">The worker process is this actor's alone (not a host of lightweight actors).</param>
     public ActorInstance(string actorId, string jobId, string name, object instance, int maxConcurrency, CoreWorkerOptions options, Objects.LocalObjectStore store, JobAssemblyLoadContext code,
         bool dedicatedWorker = false)
@@ -240,7 +246,7 @@ internal sealed class ActorInstance
     private async ValueTask<PushTaskReply> ExecuteAsync(Call call)
     {
         var request = call.Request;
-        var running = new RunningTask(JobId, request.TaskId, ActorId);
+        var running = new RunningTask(JobId, request.TaskId, ActorId) { PlacementGroupId = PlacementGroupId, CaptureChildTasks = CaptureChildTasks };
         RunningTask.Enter(running);
         try
         {

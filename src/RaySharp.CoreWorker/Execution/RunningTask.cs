@@ -21,6 +21,12 @@ internal sealed class RunningTask(string jobId, string? taskId, string? actorId)
     public string? TaskId { get; } = taskId;
     public string? ActorId { get; } = actorId;
 
+    /// <summary>The placement group it was scheduled in, null when none.</summary>
+    public string? PlacementGroupId { get; init; }
+
+    /// <summary>What it submits with the default strategy goes in <see cref="PlacementGroupId"/> too.</summary>
+    public bool CaptureChildTasks { get; init; }
+
     /// <summary>While its arguments are read: the connection references inside them can be fetched over (its submitter).</summary>
     public Rpc.Transport.FramedConnection? ArgumentSource { get; set; }
 

@@ -129,7 +129,12 @@ internal sealed partial class TaskExecutor(CoreWorkerOptions options, GcsClient 
     private async Task<PushTaskReply> ExecuteAsync(PushTaskRequest request, FramedConnection? submitter)
     {
         // References inside the arguments are borrowed from the process that pushed the task.
-        var running = new RunningTask(request.JobId, request.TaskId, null) { ArgumentSource = submitter };
+        var running = new RunningTask(request.JobId, request.TaskId, null)
+        {
+            ArgumentSource = submitter,
+            PlacementGroupId = request.PlacementGroupId.Length > 0 ? request.PlacementGroupId : null,
+            CaptureChildTasks = request.CaptureChildTasks,
+        };
         RunningTask.Enter(running);
         try
         {
