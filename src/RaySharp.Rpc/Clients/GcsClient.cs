@@ -21,6 +21,7 @@ internal sealed class GcsClient(RpcChannelPool channels, string address, TimeSpa
     public JobInfoGcsService.JobInfoGcsServiceClient Jobs => new(Invoker);
     public InternalKvGcsService.InternalKvGcsServiceClient Kv => new(Invoker);
     public ActorInfoGcsService.ActorInfoGcsServiceClient Actors => new(Invoker);
+    public PlacementGroupInfoGcsService.PlacementGroupInfoGcsServiceClient PlacementGroups => new(Invoker);
 
     /// <summary>
     /// How long every process waits for a GCS that went away (raylets before stopping, drivers and workers retrying,
