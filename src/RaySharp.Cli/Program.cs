@@ -133,7 +133,10 @@ var aliveOnly = new Option<bool>("--alive-only") { Description = "Leave out dead
 var limit = new Option<int>("--limit") { Description = "Most rows in the text table (default 100); the counts cover every actor.", DefaultValueFactory = _ => 100 };
 var listActors = new Command("actors", "List the cluster's actors and their states (PENDING_CREATION, ALIVE, RESTARTING, DEAD).") { listAddress, listFormat, aliveOnly, limit, tempDir };
 listActors.SetAction((parse, ct) => Run(() => ListCommand.RunActorsAsync(parse.GetValue(listAddress), parse.GetValue(tempDir), parse.GetValue(listFormat)!, !parse.GetValue(aliveOnly), parse.GetValue(limit), ct)));
-var list = new Command("list", "List the cluster's state: `raysharp list actors`.") { listActors };
+var pgLimit = new Option<int>("--limit") { Description = "Most rows in the text table (default 100); the counts cover every group.", DefaultValueFactory = _ => 100 };
+var listPlacementGroups = new Command("placement-groups", "List the cluster's placement groups: strategy, state (PENDING, PREPARED, CREATED, RESCHEDULING, REMOVED), each bundle's resources and node, and why one is not created.") { listAddress, listFormat, pgLimit, tempDir };
+listPlacementGroups.SetAction((parse, ct) => Run(() => ListPlacementGroupsCommand.RunAsync(parse.GetValue(listAddress), parse.GetValue(tempDir), parse.GetValue(listFormat)!, parse.GetValue(pgLimit), ct)));
+var list = new Command("list", "List the cluster's state: `raysharp list actors`, `raysharp list placement-groups`.") { listActors, listPlacementGroups };
 
 // ---- memory ----
 var memoryAddress = new Option<string?>("--address") { Description = "The GCS to ask (default: $RAYSHARP_ADDRESS, else the cluster started on this machine)." };

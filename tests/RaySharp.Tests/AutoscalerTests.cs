@@ -52,11 +52,11 @@ public sealed class AutoscalerTests : IDisposable
     /// CPU and one GPU (max 1), with <paramref name="settings"/> (YAML lines) besides, runs <paramref name="body"/> with
     /// the config's path and the launcher's state file, and takes the cluster down whatever happened.
     /// </summary>
-    private async Task OnClusterAsync(string settings, Func<string, string, Task> body)
+    private async Task OnClusterAsync(string settings, Func<string, string, Task> body, string? nodeTypes = null)
     {
         var name = "auto-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(3));
         var config = Path.Combine(_dir, name + ".yaml");
-        File.WriteAllText(config, $"cluster_name: {name}\n{settings}" + """
+        File.WriteAllText(config, $"cluster_name: {name}\n{settings}" + (nodeTypes ?? """
             provider:
               type: process
             available_node_types:
@@ -71,7 +71,7 @@ public sealed class AutoscalerTests : IDisposable
                 max_workers: 1
             head_node_type: head
 
-            """);
+            """));
         try
         {
             var up = await RaySharpAsync("up", "-y", config);
@@ -134,6 +134,51 @@ public sealed class AutoscalerTests : IDisposable
             Assert.True(down.ExitCode == 0, down.ToString());
             Assert.Empty(NodesByType(stateFile));
         });
+    }
+
+    [Fact]
+    public async Task APendingStrictSpreadGroupLaunchesANodePerBundleAndTheNodesGoOnceItIsRemoved()
+    {
+        const string types = """
+            provider:
+              type: process
+            available_node_types:
+              head:
+                resources: {CPU: 0}
+                max_workers: 0
+              cpu1:
+                resources: {CPU: 1}
+                max_workers: 3
+            head_node_type: head
+
+            """;
+        await OnClusterAsync("max_workers: 3\nidle_timeout_minutes: 0.1\n", async (config, stateFile) =>
+        {
+            var status = await RaySharpAsync("exec", config, "raysharp status --format json");
+            Assert.True(status.ExitCode == 0, status.ToString());
+            var address = JsonDocument.Parse(status.Stdout).RootElement.GetProperty("gcs_address").GetString()!;
+            var token = File.ReadAllText(Path.Combine(Path.GetDirectoryName(stateFile)!, Common.ClusterToken.FileName)).Trim();
+            using var channels = new Rpc.RpcChannelPool(new Rpc.RpcSecurityOptions { ClusterToken = token });
+            var groups = new Rpc.Protocol.PlacementGroupInfoGcsService.PlacementGroupInfoGcsServiceClient(channels.Get(address));
+
+            // No node has a CPU: only nodes the autoscaler launches for the group, one per bundle, can hold it.
+            var id = Common.UniqueId.New();
+            var spec = new Rpc.Protocol.PlacementGroupTableData { PlacementGroupId = id, Strategy = Rpc.Protocol.PlacementStrategy.StrictSpread, Name = "spread" };
+            for (var i = 0; i < 2; i++) spec.Bundles.Add(new Rpc.Protocol.BundleSpec { BundleIndex = i, Resources = { ["CPU"] = 1 } });
+            Assert.True((await groups.CreatePlacementGroupAsync(new Rpc.Protocol.CreatePlacementGroupRequest { Spec = spec })).Accepted);
+            await ClusterAssertions.EventuallyAsync(async () =>
+                    (await groups.GetPlacementGroupAsync(new Rpc.Protocol.GetPlacementGroupRequest { PlacementGroupId = id })).Info.State == Rpc.Protocol.PlacementGroupState.Created,
+                TimeSpan.FromMinutes(3), "the group to be created on launched nodes");
+            var info = (await groups.GetPlacementGroupAsync(new Rpc.Protocol.GetPlacementGroupRequest { PlacementGroupId = id })).Info;
+            Assert.Equal(2, info.Bundles.Select(b => b.NodeId).Distinct(StringComparer.Ordinal).Count());
+            Assert.Equal(new Dictionary<string, int> { ["head"] = 1, ["cpu1"] = 2 }, NodesByType(stateFile));
+
+            // Past the idle timeout (6 s) the nodes stay while they hold the bundles, and go once the group is removed.
+            await Task.Delay(TimeSpan.FromSeconds(12));
+            Assert.Equal(2, NodesByType(stateFile).GetValueOrDefault("cpu1"));
+            Assert.True((await groups.RemovePlacementGroupAsync(new Rpc.Protocol.RemovePlacementGroupRequest { PlacementGroupId = id })).Found);
+            await ClusterAssertions.EventuallyAsync(async () => !NodesByType(stateFile).ContainsKey("cpu1"), TimeSpan.FromSeconds(90), "the idle cpu1 nodes to be terminated");
+        }, types);
     }
 
     [Fact]

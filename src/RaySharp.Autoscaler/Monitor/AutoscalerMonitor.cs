@@ -82,8 +82,10 @@ internal sealed partial class AutoscalerMonitor : IAsyncDisposable
     {
         var nodes = await _gcs.GetAllNodesAsync(aliveOnly: false, stopping).ConfigureAwait(false);
         var request = await AutoscalerKv.GetResourceRequestAsync(_gcs, stopping).ConfigureAwait(false);
+        var groups = (await _gcs.PlacementGroups.GetAllPlacementGroupAsync(new GetAllPlacementGroupRequest(),
+            deadline: DateTime.UtcNow.AddSeconds(10), cancellationToken: stopping).ConfigureAwait(false)).PlacementGroups;
         var providerNodes = await _launcher.Provider.NonTerminatedNodesAsync(stopping).ConfigureAwait(false);
-        var snapshot = GcsLoad.Snapshot(_config, nodes, providerNodes, request, _time.GetUtcNow());
+        var snapshot = GcsLoad.Snapshot(_config, nodes, providerNodes, request, _time.GetUtcNow(), groups);
         var update = await _autoscaler.UpdateAsync(snapshot, stopping).ConfigureAwait(false);
         foreach (var (type, count) in update.Launched) LogLaunched(_logger, count, type);
         foreach (var id in update.Terminated) LogTerminated(_logger, id);

@@ -40,6 +40,12 @@ internal sealed record AutoscalerSummary
     /// <summary>Demand (and requested bundles) no node type can hold.</summary>
     public IReadOnlyList<ResourceDemand> Infeasible { get; init; } = [];
 
+    /// <summary>Placement groups waiting for nodes, as <see cref="PlacementGroupDemand.Describe"/> prints them, with counts.</summary>
+    public IReadOnlyList<(string Description, int Count)> PlacementGroups { get; init; } = [];
+
+    /// <summary>Placement groups with a bundle no node type can hold.</summary>
+    public IReadOnlyList<(string Description, int Count)> InfeasiblePlacementGroups { get; init; } = [];
+
     private const string Rule = "---------------------------------------------------------------";
 
     /// <summary>The text of Ray's <c>ray status</c>, with the same blocks and wording.</summary>
@@ -78,12 +84,14 @@ internal sealed record AutoscalerSummary
         if (Constraints.Count == 0) sb.AppendLine(" (no request_resources() constraints)");
         foreach (var c in Constraints) sb.Append(' ').Append(ResourceShapes.Format(c.Shape)).Append(": ").Append(c.Count).AppendLine(" from request_resources()");
         sb.AppendLine("Demands:");
-        if (Demands.Count == 0) sb.AppendLine(" (no resource demands)");
+        if (Demands.Count == 0 && PlacementGroups.Count == 0) sb.AppendLine(" (no resource demands)");
         foreach (var d in Demands) sb.Append(' ').Append(ResourceShapes.Format(d.Shape)).Append(": ").Append(d.Count).AppendLine("+ pending tasks/actors");
-        if (Infeasible.Count > 0)
+        foreach (var (description, count) in PlacementGroups) sb.Append(' ').Append(description).Append(": ").Append(count).AppendLine("+ pending placement groups");
+        if (Infeasible.Count > 0 || InfeasiblePlacementGroups.Count > 0)
         {
             sb.AppendLine("Infeasible (no node type can hold these; they launch nothing):");
             foreach (var d in Infeasible) sb.Append(' ').Append(ResourceShapes.Format(d.Shape)).Append(": ").Append(d.Count).AppendLine();
+            foreach (var (description, count) in InfeasiblePlacementGroups) sb.Append(' ').Append(description).Append(": ").Append(count).AppendLine(" placement groups");
         }
         return sb.ToString();
     }

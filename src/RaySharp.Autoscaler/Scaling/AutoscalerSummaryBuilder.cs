@@ -41,6 +41,12 @@ internal static class AutoscalerSummaryBuilder
             Demands = [.. ResourceShapes.Group(snapshot.PendingDemands.Concat(snapshot.InfeasibleDemands)).Where(d => !infeasible.Contains(ResourceShapes.Key(d.Shape)))],
             Constraints = ResourceShapes.Group(snapshot.ResourceRequests.Select(r => new ResourceDemand(r, 1))),
             Infeasible = [.. plan.Infeasible, .. plan.InfeasibleRequests],
+            PlacementGroups = CountByDescription(snapshot.PlacementGroups.Except(plan.InfeasibleGroups)),
+            InfeasiblePlacementGroups = CountByDescription(plan.InfeasibleGroups),
         };
     }
+
+    /// <summary>Groups that would print alike, counted (Ray's <c>ray status</c> lists them so).</summary>
+    private static IReadOnlyList<(string Description, int Count)> CountByDescription(IEnumerable<PlacementGroupDemand> groups) =>
+        [.. groups.Where(g => g.Bundles.Count > 0).GroupBy(g => g.Describe(), StringComparer.Ordinal).Select(g => (g.Key, g.Count()))];
 }

@@ -67,7 +67,10 @@ internal sealed class ClusterView
             {
                 matched.Add(node.Ip);
                 view.Joined.Add(new WorkerNode(node.Id, type, load));
-                view.SchedulingNodes.Add(new SchedulingNode(known, load.Total, load.Draining ? new Dictionary<string, double>() : load.Available, SchedulingNodeState.Running));
+                view.SchedulingNodes.Add(new SchedulingNode(known, load.Total, load.Draining ? new Dictionary<string, double>() : load.Available, SchedulingNodeState.Running)
+                {
+                    NodeId = load.NodeId,
+                });
             }
             else if (joinedBefore.Contains(node.Id) && dead.Contains(node.Ip))
             {
@@ -101,7 +104,7 @@ internal sealed class ClusterView
         // count towards no type's limits and are never removed.
         foreach (var load in alive.Values.Where(l => !matched.Contains(l.Ip)))
         {
-            view.SchedulingNodes.Add(new SchedulingNode(null, load.Total, load.Available, SchedulingNodeState.Running));
+            view.SchedulingNodes.Add(new SchedulingNode(null, load.Total, load.Available, SchedulingNodeState.Running) { NodeId = load.NodeId });
             view.OtherTotals.Add(load.Total);
             if (load.IsHead || headIps.Contains(load.Ip)) view.HeadTotals.Add(load.Total);
         }

@@ -28,6 +28,59 @@ internal sealed record LoadSnapshot
     /// replaces them; an empty list withdraws them). Sized against the cluster's total capacity, not what is free.
     /// </summary>
     public IReadOnlyList<IReadOnlyDictionary<string, double>> ResourceRequests { get; init; } = [];
+
+    /// <summary>
+    /// Placement groups waiting for their bundles to be placed (Ray's <c>placement_group_load</c>), with only the bundles
+    /// not placed yet. No raylet lists these bundles in its queue, so they are demand of their own, not counted twice.
+    /// </summary>
+    public IReadOnlyList<PlacementGroupDemand> PlacementGroups { get; init; } = [];
+}
+
+/// <summary>How a group's bundles must be spread over nodes (Ray's placement strategies).</summary>
+internal enum GroupStrategy
+{
+    Pack,
+    Spread,
+    StrictPack,
+    StrictSpread,
+}
+
+/// <summary>A placement group that waits for nodes, as the autoscaler plans for it.</summary>
+/// <param name="Bundles">The bundles not yet placed on a node.</param>
+internal sealed record PlacementGroupDemand(string GroupId, GroupStrategy Strategy, IReadOnlyList<IReadOnlyDictionary<string, double>> Bundles)
+{
+    /// <summary>
+    /// Nodes that already hold one of the group's bundles (a group being placed again after a node died): a
+    /// STRICT_SPREAD group's other bundles cannot go there.
+    /// </summary>
+    public IReadOnlySet<string> PlacedOn { get; init; } = new HashSet<string>(StringComparer.Ordinal);
+
+    /// <summary>
+    /// What must each fit one node: a STRICT_PACK group's bundles summed (they all go on one node), every other group's
+    /// bundles one by one (a STRICT_SPREAD group's then also on distinct nodes).
+    /// </summary>
+    public IReadOnlyList<IReadOnlyDictionary<string, double>> Shapes =>
+        Strategy != GroupStrategy.StrictPack || Bundles.Count <= 1 ? Bundles : [Sum(Bundles)];
+
+    private static Dictionary<string, double> Sum(IEnumerable<IReadOnlyDictionary<string, double>> bundles)
+    {
+        var sum = new Dictionary<string, double>(StringComparer.Ordinal);
+        foreach (var b in bundles)
+            foreach (var (name, quantity) in b)
+                sum[name] = sum.GetValueOrDefault(name) + quantity;
+        return sum;
+    }
+
+    /// <summary>As Ray's <c>ray status</c> lists a pending group: <c>{'CPU': 1.0} * 3 (STRICT_SPREAD)</c>.</summary>
+    public string Describe() =>
+        string.Join(", ", ResourceShapes.Group(Bundles.Select(b => new ResourceDemand(b, 1))).Select(d => $"{ResourceShapes.Format(d.Shape)} * {d.Count}"))
+        + " (" + Strategy switch
+        {
+            GroupStrategy.Pack => "PACK",
+            GroupStrategy.Spread => "SPREAD",
+            GroupStrategy.StrictPack => "STRICT_PACK",
+            _ => "STRICT_SPREAD",
+        } + ")";
 }
 
 /// <summary>One node's load as the GCS reports it.</summary>
@@ -59,6 +112,12 @@ internal sealed record NodeLoad(string NodeId, string Ip)
     /// </summary>
     public bool Draining { get; init; }
 
+    /// <summary>
+    /// The node holds a committed placement-group bundle (its group's resources are in its total). Such a node is
+    /// reserved for the group even when nothing runs in the bundle, and its raylet would refuse to drain.
+    /// </summary>
+    public bool HoldsBundles { get; init; }
+
     /// <summary>Idle as the autoscaler means it: nothing runs, nothing is held, no object would be lost.</summary>
-    public bool IsIdle => Alive && IdleSince is not null && !HoldsPrimaryObjects && ResourceShapes.AllAvailable(Total, Available);
+    public bool IsIdle => Alive && IdleSince is not null && !HoldsPrimaryObjects && !HoldsBundles && ResourceShapes.AllAvailable(Total, Available);
 }

@@ -136,7 +136,7 @@ internal sealed class StandardAutoscaler : IAsyncDisposable
         var replacements = diedAndGone.Select(TypeOf).Where(t => schedulerConfig.WorkerTypes.ContainsKey(t)).ToList();
         var nodes = view.SchedulingNodes.Concat(replacements.Select(t => Pending(schedulerConfig, t))).ToList();
         var demands = ResourceShapes.Group(snapshot.PendingDemands.Concat(snapshot.InfeasibleDemands));
-        var plan = ResourceDemandScheduler.GetNodesToLaunch(schedulerConfig, nodes, demands, snapshot.ResourceRequests);
+        var plan = ResourceDemandScheduler.GetNodesToLaunch(schedulerConfig, nodes, demands, snapshot.ResourceRequests, snapshot.PlacementGroups);
         var launches = new Dictionary<string, int>(StringComparer.Ordinal);
         foreach (var t in replacements) launches[t] = launches.GetValueOrDefault(t) + 1;
         foreach (var (t, n) in plan.ToLaunch) launches[t] = launches.GetValueOrDefault(t) + n;
@@ -169,7 +169,7 @@ internal sealed class StandardAutoscaler : IAsyncDisposable
             launches.Keys.Zip(made).Where(m => m.Second.Count > 0).ToDictionary(m => m.First, m => m.Second.Count, StringComparer.Ordinal),
             [.. idle.Select(w => w.ProviderNodeId)],
             [.. terminated.Select(n => n.Id)],
-            [.. plan.Infeasible, .. plan.InfeasibleRequests]);
+            [.. plan.Infeasible, .. plan.InfeasibleRequests, .. ResourceShapes.Group(plan.InfeasibleGroups.SelectMany(g => g.Shapes).Select(shape => new ResourceDemand(shape, 1)))]);
     }
 
     private SchedulerConfig BuildSchedulerConfig(ClusterView view)

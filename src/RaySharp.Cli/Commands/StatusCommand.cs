@@ -20,10 +20,14 @@ internal static class StatusCommand
         IReadOnlyList<NodeInfo> nodes;
         GetClusterInfoReply cluster;
         string? autoscaler;
+        IReadOnlyList<PlacementGroupTableData> waitingGroups;
         try
         {
             var gcs = new GcsClient(channels, gcsAddress);
             nodes = await gcs.GetAllNodesAsync(aliveOnly: false, cancellationToken).ConfigureAwait(false);
+            waitingGroups = [.. (await gcs.PlacementGroups.GetAllPlacementGroupAsync(new GetAllPlacementGroupRequest(), deadline: DateTime.UtcNow.AddSeconds(5),
+                    cancellationToken: cancellationToken).ConfigureAwait(false)).PlacementGroups
+                .Where(g => g.State is PlacementGroupState.Pending or PlacementGroupState.Rescheduling)];
             cluster = await gcs.Nodes.GetClusterInfoAsync(new GetClusterInfoRequest(), deadline: DateTime.UtcNow.AddSeconds(5), cancellationToken: cancellationToken).ConfigureAwait(false);
             // What the head's autoscaler last decided (Ray's status shows it in the same report); null without one.
             autoscaler = await AutoscalerKv.GetStatusAsync(gcs, cancellationToken).ConfigureAwait(false);
@@ -43,6 +47,17 @@ internal static class StatusCommand
                 auth = cluster.AuthRequired ? "token" : "none",
                 tls = cluster.Tls,
                 autoscaler,
+                pending_placement_groups = waitingGroups.Select(g => new
+                {
+                    placement_group_id = g.PlacementGroupId,
+                    name = g.Name,
+                    strategy = ListPlacementGroupsCommand.StrategyName(g.Strategy),
+                    state = ListPlacementGroupsCommand.StateName(g.State),
+                    bundles = g.Bundles.Select(b => b.Resources),
+                    unplaced_bundles = g.Bundles.Count(b => b.NodeId.Length == 0),
+                    infeasible = g.Infeasible,
+                    state_message = g.StateMessage,
+                }),
                 nodes = nodes.Select(n => new
                 {
                     node_id = n.NodeId,
@@ -92,9 +107,15 @@ internal static class StatusCommand
         console.WriteLine();
         console.WriteLine("Demands:");
         var demands = alive.SelectMany(n => n.PendingDemands.Select(d => (d, infeasible: false)).Concat(n.InfeasibleDemands.Select(d => (d, infeasible: true)))).ToList();
-        if (demands.Count == 0) console.WriteLine(" (no resource demands)");
+        if (demands.Count == 0 && waitingGroups.Count == 0) console.WriteLine(" (no resource demands)");
         foreach (var (d, infeasible) in demands)
             console.WriteLine($" {ResourceSet.Describe(d.Shape)}: {d.Count}+ pending{(infeasible ? " (infeasible: no node can ever satisfy this; add a node with these resources)" : "")}");
+        // As Ray's: groups that print alike are counted together; a group being placed again lists its lost bundles.
+        foreach (var g in waitingGroups.GroupBy(DescribeGroup, StringComparer.Ordinal))
+        {
+            var infeasible = g.Any(x => x.Infeasible);
+            console.WriteLine($" {g.Key}: {g.Count()}+ pending placement groups{(infeasible ? $" (infeasible now: {g.First(x => x.Infeasible).StateMessage})" : "")}");
+        }
         console.WriteLine();
         if (autoscaler is not null)
         {
@@ -121,6 +142,9 @@ internal static class StatusCommand
         console.Write(table);
         return 0;
 
+        static string DescribeGroup(PlacementGroupTableData g) =>
+            string.Join(", ", g.Bundles.Where(b => b.NodeId.Length == 0).GroupBy(b => ResourceSet.Describe(b.Resources), StringComparer.Ordinal).Select(b => $"{b.Key} * {b.Count()}"))
+            + $" ({ListPlacementGroupsCommand.StrategyName(g.Strategy)})";
         // A committed bundle's group resources are a view of CPUs and the like counted already (used, in their own rows).
         static bool IsShown(string name) => !name.StartsWith("node:", StringComparison.Ordinal) && !BundleResources.IsGroupResource(name);
         static int ResourceOrder(string name) => name switch { ResourceSet.Cpu => 0, ResourceSet.Gpu => 1, _ => 2 };
