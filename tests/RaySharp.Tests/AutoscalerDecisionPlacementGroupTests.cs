@@ -8,6 +8,9 @@ using static RaySharp.Tests.AutoscalerHarness;
 
 namespace RaySharp.Tests;
 
+using PlacementGroupState = RaySharp.Rpc.Protocol.PlacementGroupState;
+using PlacementStrategy = RaySharp.Rpc.Protocol.PlacementStrategy;
+
 /// <summary>
 /// Placement groups as autoscaler demand (Ray's <c>placement_group_load</c>): what a pending group launches for each
 /// strategy, that a created one launches nothing, and that a node holding bundles is never scaled down.

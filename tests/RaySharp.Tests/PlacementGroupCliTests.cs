@@ -6,6 +6,9 @@ using RaySharp.Tests.Infrastructure;
 
 namespace RaySharp.Tests;
 
+using PlacementGroupState = RaySharp.Rpc.Protocol.PlacementGroupState;
+using PlacementStrategy = RaySharp.Rpc.Protocol.PlacementStrategy;
+
 /// <summary>
 /// <c>raysharp list placement-groups</c> and the pending groups in <c>raysharp status</c>, the real CLI against a real
 /// one-node cluster: a created group with its bundle on the node, and a STRICT_SPREAD group the one node cannot hold,
