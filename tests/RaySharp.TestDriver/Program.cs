@@ -233,6 +233,7 @@ switch (scenario)
         if (LifecycleScenarios.Run(scenario, args) is { } lifecycleCode) return lifecycleCode;
         if (OrderingScenarios.Run(scenario) is { } orderCode) return orderCode;
         if (AutoscalerScenarios.Run(scenario, args) is { } autoscalerCode) return autoscalerCode;
+        if (PlacementGroupScenarios.Run(scenario) is { } placementGroupCode) return placementGroupCode;
         Console.Error.WriteLine("unknown scenario " + scenario);
         return 2;
 }

@@ -201,8 +201,11 @@ public sealed class GcsPlacementGroupManagerTests : IAsyncDisposable
         Assert.Equal(PlacementGroupState.Created, _groups.Get(detached.PlacementGroupId)!.State);
         Assert.Equal(detached.PlacementGroupId, _groups.GetNamed("kept", "")!.PlacementGroupId);
 
+        Assert.True(await _groups.WaitUntilReadyAsync(other.PlacementGroupId, TimeSpan.Zero, CancellationToken.None));
         Assert.True(await _groups.RemoveAsync(other.PlacementGroupId));
         Assert.Equal(PlacementGroupState.Removed, _groups.Get(other.PlacementGroupId)!.State);
+        // Created once, removed since: not ready any more.
+        Assert.False(await _groups.WaitUntilReadyAsync(other.PlacementGroupId, TimeSpan.Zero, CancellationToken.None));
         Assert.False(await _groups.RemoveAsync(UniqueId.New()));
     }
 

@@ -103,14 +103,17 @@ internal sealed partial class GcsPlacementGroupManager : IAsyncDisposable
     public async Task<bool> WaitUntilReadyAsync(string id, TimeSpan timeout, CancellationToken cancellationToken)
     {
         Task<bool> ready;
+        Entry? group;
         lock (_gate)
         {
-            if (!_groups.TryGetValue(id, out var entry)) return false;
-            ready = entry.Ready.Task;
+            if (!_groups.TryGetValue(id, out group)) return false;
+            ready = group.Ready.Task;
         }
         try
         {
-            return await ready.WaitAsync(timeout, _time, cancellationToken).ConfigureAwait(false);
+            // Ready stays completed once the group was created: a group removed since is not ready.
+            if (!await ready.WaitAsync(timeout, _time, cancellationToken).ConfigureAwait(false)) return false;
+            lock (_gate) return group.Data.State != PlacementGroupState.Removed;
         }
         catch (TimeoutException)
         {

@@ -26,6 +26,9 @@ internal sealed class SignalledDriver : IDisposable
         Assert.False(Run.IsCompleted, Run.IsCompleted ? $"the driver exited before signalling '{name}': {await Run}" : "");
     }
 
+    /// <summary>What the driver wrote into a signal file (a value it hands the test).</summary>
+    public string Read(string name) => File.ReadAllText(Path.Combine(_signals, name));
+
     /// <summary>Tells the driver that it may go on.</summary>
     public void Signal(string name) => File.WriteAllText(Path.Combine(_signals, name), "");
 
