@@ -47,12 +47,7 @@ internal static class ListCommand
             return 0;
         }
         var console = AnsiConsole.Console;
-        console.WriteLine($"======== List: {DateTime.Now:yyyy-MM-dd HH:mm:ss} ========");
-        console.WriteLine("Stats:");
-        console.WriteLine(new string('-', 30));
-        console.WriteLine($"Total: {rows.Count}");
-        foreach (var group in rows.GroupBy(r => r.state).OrderBy(g => g.Key, StringComparer.Ordinal)) console.WriteLine($"  {group.Key}: {group.Count()}");
-        console.WriteLine();
+        ListCommand.WriteStats(console, rows.Select(r => r.state));
         var table = new Table().Border(TableBorder.Simple);
         foreach (var column in new[] { "ACTOR_ID", "CLASS_NAME", "STATE", "NAME", "NODE_IP", "PID", "RESTARTS", "DEATH_CAUSE" }) table.AddColumn(column);
         // As `ray list actors`: the counts cover every actor, the table the first --limit (alive ones first).
@@ -65,5 +60,17 @@ internal static class ListCommand
         console.Write(table);
         if (rows.Count > limit) console.WriteLine($"({rows.Count - limit} more not shown; raise --limit, or use --format json)");
         return 0;
+    }
+
+    /// <summary>The header every `list` prints, as Ray's: the time, then how many rows there are by state.</summary>
+    internal static void WriteStats(IAnsiConsole console, IEnumerable<string> states)
+    {
+        var all = states.ToList();
+        console.WriteLine($"======== List: {DateTime.Now:yyyy-MM-dd HH:mm:ss} ========");
+        console.WriteLine("Stats:");
+        console.WriteLine(new string('-', 30));
+        console.WriteLine($"Total: {all.Count}");
+        foreach (var group in all.GroupBy(s => s).OrderBy(g => g.Key, StringComparer.Ordinal)) console.WriteLine($"  {group.Key}: {group.Count()}");
+        console.WriteLine();
     }
 }

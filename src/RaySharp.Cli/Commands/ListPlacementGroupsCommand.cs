@@ -57,12 +57,7 @@ internal static class ListPlacementGroupsCommand
             return 0;
         }
         var console = AnsiConsole.Console;
-        console.WriteLine($"======== List: {DateTime.Now:yyyy-MM-dd HH:mm:ss} ========");
-        console.WriteLine("Stats:");
-        console.WriteLine(new string('-', 30));
-        console.WriteLine($"Total: {rows.Count}");
-        foreach (var group in rows.GroupBy(r => r.state).OrderBy(g => g.Key, StringComparer.Ordinal)) console.WriteLine($"  {group.Key}: {group.Count()}");
-        console.WriteLine();
+        ListCommand.WriteStats(console, rows.Select(r => r.state));
         var table = new Table().Border(TableBorder.Simple);
         foreach (var column in new[] { "PLACEMENT_GROUP_ID", "NAME", "STRATEGY", "STATE", "BUNDLES", "STATE_MESSAGE" }) table.AddColumn(column);
         // Live groups first, as `list actors` puts alive actors first: the counts cover every group, the table the first --limit.
