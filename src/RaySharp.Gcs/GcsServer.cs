@@ -80,7 +80,8 @@ internal sealed partial class GcsServer : IAsyncDisposable
         var actors = new Actors.GcsActorManager(options, store, nodes, channels, time, loggerFactory.CreateLogger<Actors.GcsActorManager>());
         jobs.JobFinished += actors.OnJobFinished;
         var placementGroups = new PlacementGroups.GcsPlacementGroupManager(store, nodes,
-            new PlacementGroups.RayletBundleReserver(channels, options.EffectiveHealthCheckTimeout * 2), time, loggerFactory.CreateLogger<PlacementGroups.GcsPlacementGroupManager>());
+            new PlacementGroups.RayletBundleReserver(channels, options.EffectiveHealthCheckTimeout * 2), time, loggerFactory.CreateLogger<PlacementGroups.GcsPlacementGroupManager>(),
+            options.MaxRemovedPlacementGroups);
         jobs.JobFinished += job => _ = placementGroups.OnJobFinishedAsync(job);
         var health = new GcsHealthCheckManager(options, time,
             async (node, ct) =>

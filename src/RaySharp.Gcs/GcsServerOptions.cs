@@ -60,6 +60,15 @@ internal sealed class GcsServerOptions
     /// </summary>
     public int MaxDeadActorsPerJob { get; set; } = 1_000;
 
+    /// <summary>
+    /// Most removed placement groups kept in the table (and its store) to be listed, the oldest dropped first. Default
+    /// 1,000, for the reason <see cref="MaxDeadActorsPerJob"/> has a bound: a driver that creates and removes groups in
+    /// a loop must not grow the table, and the scheduler's and every listing's work, forever.
+    /// </summary>
+    public int MaxRemovedPlacementGroups { get; set; } = DefaultMaxRemovedPlacementGroups;
+
+    public const int DefaultMaxRemovedPlacementGroups = 1_000;
+
     /// <summary>Environment variable carrying the Redis password to the GCS process (kept off its command line).</summary>
     public const string RedisPasswordEnv = "RAYSHARP_REDIS_PASSWORD";
 
@@ -73,6 +82,8 @@ internal sealed class GcsServerOptions
     public const string DriverDisconnectGraceEnv = "RAYSHARP_driver_disconnect_grace_ms";
     /// <summary>Overrides <see cref="MaxDeadActorsPerJob"/> (0 or more).</summary>
     public const string MaxDeadActorsPerJobEnv = "RAYSHARP_max_dead_actors_per_job";
+    /// <summary>Overrides <see cref="MaxRemovedPlacementGroups"/> (0 or more).</summary>
+    public const string MaxRemovedPlacementGroupsEnv = "RAYSHARP_max_removed_placement_groups";
 
     public void ApplyEnvironment()
     {
@@ -84,6 +95,8 @@ internal sealed class GcsServerOptions
             DriverDisconnectGrace = TimeSpan.FromMilliseconds(grace);
         if (int.TryParse(Environment.GetEnvironmentVariable(MaxDeadActorsPerJobEnv), out var dead) && dead >= 0)
             MaxDeadActorsPerJob = dead;
+        if (int.TryParse(Environment.GetEnvironmentVariable(MaxRemovedPlacementGroupsEnv), out var removed) && removed >= 0)
+            MaxRemovedPlacementGroups = removed;
         if (Rpc.Clients.GcsClient.ReconnectTimeoutOverride() is { } reconnect) DriverReconnectTimeout = reconnect;
         if (Environment.GetEnvironmentVariable(RedisPasswordEnv) is { Length: > 0 } password) RedisPassword = password;
     }

@@ -238,4 +238,34 @@ public sealed class GcsPlacementGroupManagerTests : IAsyncDisposable
         Assert.True(await restarted.WaitUntilReadyAsync(created.PlacementGroupId, TimeSpan.Zero, CancellationToken.None));
         Assert.Equal(["commit 10.0.0.1 0", "release-unused 10.0.0.1 keeping 3"], reserver.Log);
     }
+
+    [Fact]
+    public async Task OnlyTheLastRemovedGroupsAreKeptAndTheOldestLeaveTheStoreToo()
+    {
+        await NodeAsync("10.0.0.1", 4);
+        await using var groups = new GcsPlacementGroupManager(_store, _nodes, _raylets, _clock, NullLogger.Instance, maxRemovedKept: 2);
+        var ids = new List<string>();
+        for (var i = 0; i < 4; i++)
+        {
+            var group = Group(PlacementStrategy.Pack, 1);
+            Assert.Null(await groups.CreateAsync(group));
+            await groups.SchedulePendingAsync(CancellationToken.None);
+            _clock.Advance(TimeSpan.FromMilliseconds(1));
+            ids.Add(group.PlacementGroupId);
+        }
+        foreach (var id in ids.Take(3)) Assert.True(await groups.RemoveAsync(id));
+
+        // The two most recently removed, and the live one; the first is gone from the table and the store.
+        Assert.Equal(ids.Skip(1), groups.List().Select(g => g.PlacementGroupId));
+        Assert.Null(groups.Get(ids[0]));
+        Assert.Null(await _store.GetAsync(GcsTables.PlacementGroups, ids[0]));
+        Assert.False(await groups.RemoveAsync(ids[0]));
+
+        // A GCS restarted on that store keeps the same bound for what it removes next.
+        await using var restarted = new GcsPlacementGroupManager(_store, _nodes, new FakeReserver(), _clock, NullLogger.Instance, maxRemovedKept: 2);
+        await restarted.LoadAsync(CancellationToken.None);
+        Assert.True(await restarted.RemoveAsync(ids[3]));
+        Assert.Equal(ids.Skip(2), restarted.List().Select(g => g.PlacementGroupId));
+        Assert.Equal(2, (await _store.GetAllAsync(GcsTables.PlacementGroups)).Count);
+    }
 }

@@ -33,12 +33,17 @@ internal sealed partial class GcsPlacementGroupManager : IAsyncDisposable
     private readonly Lock _gate = new();
     private readonly Dictionary<string, Entry> _groups = new(StringComparer.Ordinal);
     private readonly List<string> _pending = [];
+    private readonly Queue<string> _removed = new();
+    private readonly int _maxRemovedKept;
     private TaskCompletionSource _wake = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly CancellationTokenSource _stopping = new();
     private Task _loop = Task.CompletedTask;
 
-    public GcsPlacementGroupManager(IGcsStore store, GcsNodeManager nodes, IBundleReserver reserver, TimeProvider time, ILogger logger)
+    /// <param name="maxRemovedKept">Most removed groups kept in the table (and the store) to be looked at, oldest dropped first.</param>
+    public GcsPlacementGroupManager(IGcsStore store, GcsNodeManager nodes, IBundleReserver reserver, TimeProvider time, ILogger logger,
+        int maxRemovedKept = GcsServerOptions.DefaultMaxRemovedPlacementGroups)
     {
+        _maxRemovedKept = maxRemovedKept;
         _store = store;
         _nodes = nodes;
         _reserver = reserver;
@@ -76,6 +81,9 @@ internal sealed partial class GcsPlacementGroupManager : IAsyncDisposable
                 return $"a placement group named '{data.Name}' exists already in namespace '{data.RayNamespace}'; remove it first or choose another name";
             _groups[data.PlacementGroupId] = new Entry(data);
             _pending.Add(data.PlacementGroupId);
+            // The scheduling loop may change the entry from now on: what is stored is a copy taken here, since
+            // serializing a message that another thread changes meanwhile fails (or stores a torn row).
+            data = data.Clone();
         }
         await PersistAsync(data).ConfigureAwait(false);
         LogCreated(_logger, data.PlacementGroupId, data.Name, data.Strategy, data.Bundles.Count);
@@ -126,21 +134,24 @@ internal sealed partial class GcsPlacementGroupManager : IAsyncDisposable
     {
         List<(NodeInfo Node, BundleSpec Bundle)> placed;
         PlacementGroupTableData data;
+        List<string> dropped = [];
         lock (_gate)
         {
             if (!_groups.TryGetValue(id, out var entry)) return false;
             if (entry.Data.State == PlacementGroupState.Removed) return true;
-            data = entry.Data;
             placed = [];
-            foreach (var b in data.Bundles)
+            foreach (var b in entry.Data.Bundles)
                 if (b.NodeId.Length > 0 && _nodes.Get(b.NodeId) is { State: NodeState.Alive } node) placed.Add((node, b.Clone()));
-            data.State = PlacementGroupState.Removed;
-            data.StateMessage = reason;
-            foreach (var b in data.Bundles) b.NodeId = "";
+            entry.Data.State = PlacementGroupState.Removed;
+            entry.Data.StateMessage = reason;
+            foreach (var b in entry.Data.Bundles) b.NodeId = "";
             _pending.Remove(id);
             entry.Ready.TrySetResult(false);
+            data = entry.Data.Clone();
+            dropped = ForgetOldestRemovedLocked(id);
         }
         await PersistAsync(data).ConfigureAwait(false);
+        foreach (var old in dropped) await _store.DeleteAsync(GcsTables.PlacementGroups, old).ConfigureAwait(false);
         await Task.WhenAll(placed.Select(p => CancelQuietlyAsync(p.Node, p.Bundle))).ConfigureAwait(false);
         LogRemoved(_logger, id, reason);
         return true;
@@ -348,6 +359,22 @@ internal sealed partial class GcsPlacementGroupManager : IAsyncDisposable
         if (snapshot.State == PlacementGroupState.Created) LogPlaced(_logger, snapshot.PlacementGroupId, string.Join(", ", snapshot.Bundles.Select(b => $"{b.BundleIndex}@{b.NodeId}")));
     }
 
+    /// <summary>
+    /// Queues a group just removed and drops the oldest removed ones past the bound, so that a job creating and removing
+    /// groups forever does not grow the table (and every listing of it) forever. Returns the ids to delete from the store.
+    /// </summary>
+    private List<string> ForgetOldestRemovedLocked(string removedId)
+    {
+        _removed.Enqueue(removedId);
+        var dropped = new List<string>();
+        while (_removed.Count > _maxRemovedKept)
+        {
+            var oldest = _removed.Dequeue();
+            if (_groups.Remove(oldest)) dropped.Add(oldest);
+        }
+        return dropped;
+    }
+
     private static BundleSpec WithNode(BundleSpec bundle, string nodeId)
     {
         var b = bundle.Clone();
@@ -386,17 +413,24 @@ internal sealed partial class GcsPlacementGroupManager : IAsyncDisposable
     /// </summary>
     public async Task LoadAsync(CancellationToken cancellationToken)
     {
-        foreach (var (_, bytes) in await _store.GetAllAsync(GcsTables.PlacementGroups).ConfigureAwait(false))
+        var rows = (await _store.GetAllAsync(GcsTables.PlacementGroups).ConfigureAwait(false))
+            .Select(r => PlacementGroupTableData.Parser.ParseFrom(r.Value)).OrderBy(d => d.CreationTimeMs).ToList();
+        foreach (var data in rows)
         {
-            var data = PlacementGroupTableData.Parser.ParseFrom(bytes);
             var entry = new Entry(data);
+            List<string> dropped = [];
             lock (_gate)
             {
                 _groups[data.PlacementGroupId] = entry;
-                if (data.State == PlacementGroupState.Removed) entry.Ready.TrySetResult(false);
+                if (data.State == PlacementGroupState.Removed)
+                {
+                    entry.Ready.TrySetResult(false);
+                    dropped = ForgetOldestRemovedLocked(data.PlacementGroupId);
+                }
                 else if (data.State == PlacementGroupState.Created) entry.Ready.TrySetResult(true);
                 else if (data.State != PlacementGroupState.Prepared) _pending.Add(data.PlacementGroupId);
             }
+            foreach (var old in dropped) await _store.DeleteAsync(GcsTables.PlacementGroups, old).ConfigureAwait(false);
             if (data.State == PlacementGroupState.Prepared) await RecommitAsync(entry, cancellationToken).ConfigureAwait(false);
         }
         await Task.WhenAll(_nodes.GetAll(aliveOnly: true).Select(async node =>
