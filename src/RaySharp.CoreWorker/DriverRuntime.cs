@@ -54,17 +54,31 @@ internal sealed partial class DriverRuntime : CoreWorkerRuntime
     /// <summary>Tasks are submitted through the raylet of the node the driver runs on, as in Ray: found once, in the GCS's node table.</summary>
     private sealed class LocalRayletFinder(GcsClient gcs, string nodeIp, string? sessionDir)
     {
-        private string? _address;
+        private readonly Lock _gate = new();
+        private Task<string>? _finding;
 
-        public async Task<string> FindAsync()
+        /// <summary>
+        /// One lookup shared by every caller: a driver that creates hundreds of actors at once would otherwise ask the
+        /// GCS for the whole node table once per actor, all at the same time (and time out behind one another). A
+        /// lookup that failed is made again by the next caller.
+        /// </summary>
+        public Task<string> FindAsync()
         {
-            if (_address is { } known) return known;
+            lock (_gate)
+            {
+                if (_finding is null || _finding.IsFaulted || _finding.IsCanceled) _finding = LookUpAsync();
+                return _finding;
+            }
+        }
+
+        private async Task<string> LookUpAsync()
+        {
             var nodes = await gcs.GetAllNodesAsync(aliveOnly: true).ConfigureAwait(false);
             var local = nodes.FirstOrDefault(n => n.NodeIpAddress == nodeIp && (sessionDir is null || n.SessionDir == sessionDir))
                 ?? throw new InvalidOperationException(
                     $"no RaySharp node runs on this machine ({nodeIp}); a driver submits tasks through its local raylet. " +
                     "Run the driver on a node of the cluster, or join this machine with `raysharp start --address=<head-ip>:<port>`.");
-            return _address = NodeAddress.Format(local.NodeIpAddress, local.NodeManagerPort);
+            return NodeAddress.Format(local.NodeIpAddress, local.NodeManagerPort);
         }
     }
 
